@@ -1,0 +1,49 @@
+# postkit — see README.md.
+GO      ?= go
+BIN     := bin/postkit
+PKGS    := ./...
+
+.PHONY: all build test unit e2e bench demo demo-stop check fmt vet fuzz deps clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/postkit
+
+# Every test: unit tests and the end-to-end suite against real Postfix and Dovecot.
+# As root with POSTKIT_E2E=1 (CI), a missing Postfix/Dovecot fails instead of skipping.
+test: check build
+	$(GO) test -count=1 -timeout 30m $(PKGS)
+
+unit:
+	$(GO) test -short -count=1 $(PKGS)
+
+e2e: build
+	$(GO) test -count=1 -timeout 20m -v ./e2e/...
+
+bench: build
+	bench/run.sh
+
+demo:
+	scripts/demo.sh
+
+demo-stop:
+	scripts/demo.sh stop
+
+check: fmt vet
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/config
+
+deps:
+	scripts/install-deps.sh
+
+clean:
+	rm -rf bin demo

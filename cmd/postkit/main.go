@@ -1,0 +1,31 @@
+// Command postkit generates and runs a Postfix + Dovecot mail stack: config
+// generation, the SQL store, a milter daemon and a policy server.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// rootCmd is the top of the command tree; every subcommand file registers itself
+// with rootCmd.AddCommand in its own init function.
+var rootCmd = &cobra.Command{
+	Use:           "postkit",
+	Short:         "Generate and run a Postfix + Dovecot mail stack from one YAML file",
+	SilenceUsage:  true,
+	SilenceErrors: true,
+}
+
+func main() {
+	if err := rootCmd.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "postkit:", err)
+		var ec interface{ ExitCode() int }
+		if e, ok := err.(interface{ ExitCode() int }); ok {
+			ec = e
+			os.Exit(ec.ExitCode())
+		}
+		os.Exit(1)
+	}
+}

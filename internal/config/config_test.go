@@ -1,0 +1,145 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
+
+const minimal = "hostname: mail.exemple.fr\ndomains: [exemple.fr]\n"
+
+func TestParseMinimal(t *testing.T) {
+	cfg, _, err := Parse("m.yaml", []byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Origin != "mail.exemple.fr" || cfg.Postmaster != "postmaster@exemple.fr" || cfg.Milter.DKIM.AuthservID != "mail.exemple.fr" {
+		t.Errorf("derived values: origin %q postmaster %q authserv %q", cfg.Origin, cfg.Postmaster, cfg.Milter.DKIM.AuthservID)
+	}
+	if cfg.MessageSizeLimit != 31457280 || cfg.Mailbox.UID != 3000 {
+		t.Errorf("defaults not applied: %d %d", cfg.MessageSizeLimit, cfg.Mailbox.UID)
+	}
+}
+
+// Every malformed file gets a message naming the position and what to do.
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		want       []string // substrings of the error
+	}{
+		{"empty", "", []string{"x.yaml: file is empty"}},
+		{"not yaml", "hostname: [a\n", []string{"x.yaml:", "not valid YAML"}},
+		{"unknown key", minimal + "trusted_netwrks: []\n", []string{"x.yaml:3:1:", `unknown key "trusted_netwrks"`, `did you mean "trusted_networks"?`}},
+		{"unknown nested key", minimal + "tls:\n  certfile: /x\n", []string{"x.yaml:4:3:", "tls.certfile", "unknown key"}},
+		{"duplicate key", minimal + "hostname: a.b.c\n", []string{"x.yaml:3:1:", "given twice"}},
+		{"wrong type int", minimal + "message_size_limit: 30M\n", []string{"x.yaml:3:21:", "want a whole number"}},
+		{"wrong type bool", minimal + "sieve:\n  enabled: \"yes\"\n", []string{"x.yaml:4:12:", "want true or false"}},
+		{"list for string", minimal + "origin: [a]\n", []string{"x.yaml:3:9:", "want a string, got a list"}},
+		{"mapping for list", minimal + "trusted_networks: {a: b}\n", []string{"x.yaml:3:19:", "want a list"}},
+		{"bad duration", minimal + "policy:\n  time_budget: 10 seconds\n", []string{"x.yaml:4:16:", "not a duration"}},
+		{"missing hostname", "domains: [exemple.fr]\n", []string{"hostname: is required"}},
+		{"bad hostname", "hostname: mail_x\ndomains: [exemple.fr]\n", []string{"x.yaml:1:11:", "not a valid host name"}},
+		{"bad domain", "hostname: mail.exemple.fr\ndomains: [exemple.fr, \"http://x.org\"]\n", []string{"x.yaml:2:23:", "domains[1]", "not a valid domain"}},
+		{"duplicate domain", "hostname: mail.exemple.fr\ndomains: [exemple.fr, exemple.fr]\n", []string{"listed twice"}},
+		{"hostname is a mail domain", "hostname: exemple.fr\ndomains: [exemple.fr]\n", []string{"hostname", "also a mail domain"}},
+		{"bad cidr", minimal + "trusted_networks: [10.0.0.0/33]\n", []string{"x.yaml:3:20:", "trusted_networks[0]"}},
+		{"host bits", minimal + "trusted_networks: [10.0.0.1/8]\n", []string{"did you mean 10.0.0.0/8?"}},
+		{"bad port", minimal + "listeners:\n  smtp: \"70000\"\n", []string{"x.yaml:4:9:", "listeners.smtp", "out of range"}},
+		{"bad listen host", minimal + "listeners:\n  imap: localhost:143\n", []string{"listeners.imap", "must be an IP address"}},
+		{"relative path", minimal + "database:\n  path: postfix.sqlite\n", []string{"x.yaml:4:9:", "database.path", "not an absolute path"}},
+		{"bad enum", minimal + "tls:\n  inbound_level: must\n", []string{"x.yaml:4:18:", "one of: may, encrypt"}},
+		{"bad milter addr", minimal + "milter:\n  listen: /run/m.sock\n", []string{"milter.listen", "must start with unix: or inet:"}},
+		{"socket outside chroot", minimal + "milter:\n  enabled: true\n  listen: unix:/run/postkit/m.sock\n", []string{"milter.listen", "outside the Postfix chroot"}},
+		{"lmtp outside chroot", minimal + "listeners:\n  lmtp: /run/dovecot/lmtp\n", []string{"listeners.lmtp", "outside the Postfix chroot"}},
+		{"bad regexp", minimal + "milter:\n  scrub:\n    rules:\n      - {header: X-Mailer, match: \"(\"}\n", []string{"milter.scrub.rules[0].match", "bad regular expression"}},
+		{"scrub rule without header", minimal + "milter:\n  scrub:\n    rules:\n      - {action: delete}\n", []string{"milter.scrub.rules[0].header: is required"}},
+		{"bad selector", minimal + "milter:\n  dkim:\n    keys:\n      - {domain: exemple.fr, selector: \"a b\"}\n", []string{"milter.dkim.keys[0].selector", "not a valid selector"}},
+		{"bad socket mode", minimal + "policy:\n  socket_mode: \"999\"\n", []string{"policy.socket_mode", "octal"}},
+		{"bad check name", minimal + "policy:\n  checks: [spf, virus]\n", []string{"policy.checks[1]", `"virus" is not allowed`}},
+		{"bad layout", minimal + "mailbox:\n  layout: mail\n", []string{"mailbox.layout", "every user would share"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := Parse("x.yaml", []byte(tt.yaml))
+			if err == nil {
+				t.Fatalf("Parse(%q) = nil error; want one containing %q", tt.yaml, tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse error = %q; want it to contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestOpenRelay(t *testing.T) {
+	for _, tt := range []struct {
+		nets string
+		open bool
+	}{
+		{"[127.0.0.0/8, 192.168.0.0/16]", false},
+		{"[0.0.0.0/0]", true},
+		{"[127.0.0.0/8, 0.0.0.0/1]", true},
+		{"[\"::/0\"]", true},
+		{"[\"2001:db8::/32\"]", false},
+	} {
+		cfg, f, err := Parse("x.yaml", []byte(minimal+"trusted_networks: "+tt.nets+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = cfg.OpenRelay(f)
+		if (err != nil) != tt.open || (err != nil && !errors.Is(err, ErrOpenRelay)) {
+			t.Errorf("OpenRelay(%s) = %v; want open=%v", tt.nets, err, tt.open)
+		}
+		if err != nil && !strings.Contains(err.Error(), "x.yaml:3:") {
+			t.Errorf("OpenRelay error %q has no position", err)
+		}
+	}
+}
+
+// examples/postkit.yaml must be exactly what `postkit config example` prints,
+// so it lists every key with its current default.
+func TestExampleInStep(t *testing.T) {
+	got := Example()
+	if _, _, err := Parse("example", got); err != nil {
+		t.Fatalf("the example does not parse: %v", err)
+	}
+	want, err := os.ReadFile("../../examples/postkit.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("examples/postkit.yaml is stale: run `go run ./cmd/postkit config example > examples/postkit.yaml`")
+	}
+	if _, _, err := Load("../../examples/minimal.yaml"); err != nil {
+		t.Errorf("examples/minimal.yaml: %v", err)
+	}
+}
+
+func TestSchemaCoversEveryKey(t *testing.T) {
+	s := Schema()
+	props := s["properties"].(map[string]any)
+	for _, k := range []string{"hostname", "tls", "milter", "policy", "sieve", "dns"} {
+		if _, ok := props[k]; !ok {
+			t.Errorf("schema lacks %q", k)
+		}
+	}
+	milter := props["milter"].(map[string]any)["properties"].(map[string]any)
+	if milter["default_action"].(map[string]any)["default"] != "tempfail" {
+		t.Errorf("schema default of milter.default_action = %v", milter["default_action"])
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(minimal))
+	f.Add(Example())
+	f.Add([]byte("hostname: [\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, _, err := Parse("fuzz.yaml", data)
+		if err == nil && cfg.Hostname == "" {
+			t.Fatal("accepted a config without hostname")
+		}
+	})
+}

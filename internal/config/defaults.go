@@ -1,0 +1,86 @@
+package config
+
+import "time"
+
+// Defaults returns a Config with every default filled in. It is the one place
+// defaults live: Load starts from it, the JSON Schema and examples/postkit.yaml
+// print it.
+func Defaults() *Config {
+	return &Config{
+		TrustedNetworks:  []CIDR{"127.0.0.0/8", "::1/128"},
+		MessageSizeLimit: 31457280, // 30 MiB, as in the reference installation
+		RecipientDelim:   "+",
+		InetProtocols:    "all",
+		SMTPUTF8:         false,
+		TLS: TLS{
+			Cert:          "/etc/postfix/tls/courriel.pem",
+			Key:           "/etc/postfix/tls/courriel.key",
+			InboundLevel:  "may",
+			OutboundLevel: "may",
+			MinProtocol:   "TLSv1.2",
+		},
+		Database: Database{Driver: "sqlite", Path: "/etc/postfix/bdd/postfix.sqlite"},
+		Mailbox: Mailbox{
+			BaseDir: "/var/mail/utilisateurs",
+			UID:     3000,
+			GID:     3000,
+			User:    "vmail",
+			Layout:  "%d/%n",
+		},
+		Listeners: Listeners{
+			SMTP:        "25",
+			Submission:  "587",
+			Submissions: "465",
+			IMAP:        "143",
+			IMAPS:       "993",
+			LMTP:        "/var/spool/postfix/private/dovecot-lmtp",
+			Auth:        "/var/spool/postfix/private/auth",
+		},
+		Paths: Paths{
+			PostfixConfig: "/etc/postfix",
+			PostfixQueue:  "/var/spool/postfix",
+			PostfixData:   "/var/lib/postfix",
+			DovecotConfig: "/etc/dovecot",
+			DovecotBase:   "/run/dovecot",
+			DovecotState:  "/var/lib/dovecot",
+			PostkitRun:    "/var/lib/postkit",
+		},
+		Postfix: Postfix{Chroot: true, MailOwner: "postfix", SetgidGroup: "postdrop", DNSChecks: true},
+		Milter: Milter{
+			Listen:        "unix:/var/spool/postfix/private/postkit-milter",
+			SocketOwner:   "postfix",
+			SocketGroup:   "postfix",
+			SocketMode:    "0660",
+			DefaultAction: "tempfail",
+			OnError:       "tempfail",
+			Originating:   []string{"ORIGINATING"},
+			Scrub:         Scrub{Enabled: true},
+			DKIM: DKIM{
+				Sign:             true,
+				Verify:           true,
+				Canonicalization: "relaxed/simple",
+				KeyDir:           "/etc/dkimkeys",
+			},
+			Spam: Spam{RequiredScore: 5.0},
+		},
+		Policy: Policy{
+			Listen:      "unix:/var/spool/postfix/private/postkit-policy",
+			SocketOwner: "postfix",
+			SocketGroup: "postfix",
+			SocketMode:  "0660",
+			TimeBudget:  Duration(10 * time.Second),
+			Checks:      []string{"blacklist", "spf"},
+			SPF:         SPF{Mode: "enforce", HeloReject: true, TempError: "defer", PermError: "accept"},
+			Blacklist:   Blacklist{Owner: "postfix"},
+			DNSBL:       DNSBL{Threshold: 3},
+			Greylist: Greylist{
+				Delay:       Duration(300 * time.Second),
+				RetryWindow: Duration(48 * time.Hour),
+				MaxAge:      Duration(35 * 24 * time.Hour),
+				AutoAllow:   5,
+			},
+		},
+		Sieve: Sieve{Enabled: true, Dir: "/var/mail/sieve", SpamFolder: "Spam"},
+		DNS:   DNS{Timeout: Duration(2 * time.Second)},
+	}
+}

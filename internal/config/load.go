@@ -1,0 +1,342 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Pos is a position in the YAML file.
+type Pos struct{ Line, Column int }
+
+// Error is one problem in a config file, at a position, with a hint.
+type Error struct {
+	File string
+	Pos  Pos
+	Key  string // dotted path, e.g. "milter.dkim.keys[0].selector"
+	Msg  string
+	Hint string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Pos.Line > 0 {
+		fmt.Fprintf(&b, ":%d:%d", e.Pos.Line, e.Pos.Column)
+	}
+	b.WriteString(": ")
+	if e.Key != "" {
+		b.WriteString(e.Key + ": ")
+	}
+	b.WriteString(e.Msg)
+	if e.Hint != "" {
+		b.WriteString(" (" + e.Hint + ")")
+	}
+	return b.String()
+}
+
+// Errors is every problem found in a file, in file order.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	s := make([]string, len(es))
+	for i, e := range es {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "\n")
+}
+
+// File is a loaded config with the position of every key, so that later checks
+// (Validate, the generator) can point at the line that caused a problem.
+type File struct {
+	Name string
+	pos  map[string]Pos
+}
+
+// Pos returns where key (a dotted path) was written, or the zero Pos if it was not.
+func (f *File) Pos(key string) Pos { return f.pos[key] }
+
+// Errorf builds an Error at key's position.
+func (f *File) Errorf(key, hint, format string, args ...any) *Error {
+	return &Error{File: f.Name, Pos: f.pos[key], Key: key, Msg: fmt.Sprintf(format, args...), Hint: hint}
+}
+
+// Load reads, strictly decodes and validates a config file.
+func Load(path string) (*Config, *File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates config text; name is used in error messages.
+func Parse(name string, data []byte) (*Config, *File, error) {
+	cfg := Defaults()
+	f := &File{Name: name, pos: map[string]Pos{}}
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return nil, nil, &Error{File: name, Msg: "file is empty", Hint: "start from examples/minimal.yaml"}
+	} else if err != nil {
+		return nil, nil, &Error{File: name, Pos: yamlErrPos(err), Msg: "not valid YAML: " + cleanYAMLErr(err), Hint: "check indentation and quoting"}
+	}
+	if len(doc.Content) == 0 {
+		return nil, nil, &Error{File: name, Msg: "file is empty", Hint: "start from examples/minimal.yaml"}
+	}
+	var errs Errors
+	d := decoder{file: f, errs: &errs}
+	d.decode(doc.Content[0], reflect.ValueOf(cfg).Elem(), "")
+	if len(errs) > 0 {
+		return nil, nil, errs
+	}
+	cfg.applyDerived()
+	if err := cfg.Validate(f); err != nil {
+		return nil, nil, err
+	}
+	return cfg, f, nil
+}
+
+func yamlErrPos(err error) Pos {
+	s := err.Error()
+	if i := strings.Index(s, "line "); i >= 0 {
+		n := 0
+		for _, c := range s[i+5:] {
+			if c < '0' || c > '9' {
+				break
+			}
+			n = n*10 + int(c-'0')
+		}
+		return Pos{Line: n, Column: 1}
+	}
+	return Pos{}
+}
+
+func cleanYAMLErr(err error) string {
+	s := strings.TrimPrefix(err.Error(), "yaml: ")
+	if i := strings.Index(s, ": "); i >= 0 && strings.HasPrefix(s, "line ") {
+		s = s[i+2:]
+	}
+	return s
+}
+
+type decoder struct {
+	file *File
+	errs *Errors
+}
+
+func (d *decoder) fail(n *yaml.Node, key, hint, format string, args ...any) {
+	*d.errs = append(*d.errs, &Error{File: d.file.Name, Pos: Pos{n.Line, n.Column}, Key: key, Msg: fmt.Sprintf(format, args...), Hint: hint})
+}
+
+var (
+	durationType = reflect.TypeOf(Duration(0))
+)
+
+// decode fills v from n, recording positions and collecting errors.
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, key string) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if key != "" {
+		d.file.pos[key] = Pos{n.Line, n.Column}
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		v.Set(reflect.Zero(v.Type()))
+		return
+	}
+	switch {
+	case v.Type() == durationType:
+		if n.Kind != yaml.ScalarNode {
+			d.fail(n, key, "write a duration like 300s, 5m or 24h", "want a duration, got a %s", kindName(n))
+			return
+		}
+		dur, err := time.ParseDuration(n.Value)
+		if err != nil || dur < 0 {
+			d.fail(n, key, "write a duration like 300s, 5m or 24h", "%q is not a duration", n.Value)
+			return
+		}
+		v.SetInt(int64(dur))
+	case v.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			d.fail(n, key, "indent the keys of this section under it", "want a mapping of keys, got a %s", kindName(n))
+			return
+		}
+		fields := structFields(v.Type())
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			kn, vn := n.Content[i], n.Content[i+1]
+			name := kn.Value
+			sub := join(key, name)
+			idx, ok := fields[name]
+			if !ok {
+				d.fail(kn, sub, suggest(name, fields), "unknown key %q", name)
+				continue
+			}
+			if seen[name] {
+				d.fail(kn, sub, "remove one of them", "key %q given twice", name)
+				continue
+			}
+			seen[name] = true
+			d.decode(vn, v.Field(idx), sub)
+		}
+	case v.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.fail(n, key, "write a list: one '- item' per line, or [a, b]", "want a list, got a %s", kindName(n))
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, c := range n.Content {
+			d.decode(c, s.Index(i), fmt.Sprintf("%s[%d]", key, i))
+		}
+		v.Set(s)
+	default:
+		if n.Kind != yaml.ScalarNode {
+			d.fail(n, key, "give a single value", "want a %s, got a %s", typeName(v.Type()), kindName(n))
+			return
+		}
+		d.scalar(n, v, key)
+	}
+}
+
+func (d *decoder) scalar(n *yaml.Node, v reflect.Value, key string) {
+	switch v.Kind() {
+	case reflect.String:
+		if n.Tag != "!!str" && n.Tag != "!!int" && n.Tag != "!!float" {
+			d.fail(n, key, "quote it if you mean the text "+strconv.Quote(n.Value), "want a string, got %s", n.Value)
+			return
+		}
+		v.SetString(n.Value)
+	case reflect.Bool:
+		b, ok := map[string]bool{"true": true, "false": false, "yes": true, "no": false}[strings.ToLower(n.Value)]
+		if !ok || n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+			d.fail(n, key, "write true or false", "want true or false, got %q", n.Value)
+			return
+		}
+		v.SetBool(b)
+	case reflect.Int, reflect.Int64:
+		i, err := strconv.ParseInt(n.Value, 0, 64)
+		if err != nil || n.Tag != "!!int" {
+			d.fail(n, key, "write a whole number without quotes or units", "want a whole number, got %q", n.Value)
+			return
+		}
+		v.SetInt(i)
+	case reflect.Float64:
+		f, err := strconv.ParseFloat(n.Value, 64)
+		if err != nil || (n.Tag != "!!float" && n.Tag != "!!int") {
+			d.fail(n, key, "write a number such as 5.0", "want a number, got %q", n.Value)
+			return
+		}
+		v.SetFloat(f)
+	default:
+		d.fail(n, key, "", "cannot decode into %s", v.Type())
+	}
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	default:
+		if n.Value == "" {
+			return "empty value"
+		}
+		return "value " + strconv.Quote(n.Value)
+	}
+}
+
+func typeName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int64:
+		return "whole number"
+	case reflect.Float64:
+		return "number"
+	}
+	return t.String()
+}
+
+func join(key, name string) string {
+	if key == "" {
+		return name
+	}
+	return key + "." + name
+}
+
+// structFields maps yaml names to field indexes.
+func structFields(t reflect.Type) map[string]int {
+	m := map[string]int{}
+	for i := 0; i < t.NumField(); i++ {
+		if tag := yamlName(t.Field(i)); tag != "" {
+			m[tag] = i
+		}
+	}
+	return m
+}
+
+func yamlName(f reflect.StructField) string {
+	tag := f.Tag.Get("yaml")
+	if i := strings.IndexByte(tag, ','); i >= 0 {
+		tag = tag[:i]
+	}
+	if tag == "-" {
+		return ""
+	}
+	return tag
+}
+
+// suggest names the closest known key, if one is close.
+func suggest(name string, fields map[string]int) string {
+	best, bestD := "", 1<<30
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if dd := editDistance(strings.ToLower(name), k); dd < bestD {
+			best, bestD = k, dd
+		}
+	}
+	if bestD <= 3 && bestD < len(name) {
+		return "did you mean " + strconv.Quote(best) + "?"
+	}
+	return "known keys here: " + strings.Join(keys, ", ")
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			c := prev[j-1]
+			if a[i-1] != b[j-1] {
+				c++
+			}
+			cur[j] = min(c, prev[j]+1, cur[j-1]+1)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// ErrOpenRelay marks a config that would let anyone relay.
+var ErrOpenRelay = errors.New("config: open relay")

@@ -1,0 +1,150 @@
+// Package daemon holds what postkit's long-running servers share: Postfix-syntax
+// listen addresses (unix:/path, inet:host:port), socket ownership and signal handling.
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+)
+
+// Addr is a listen or connect address written the way Postfix writes milter and
+// policy endpoints: "unix:/path/to/socket" or "inet:host:port" (also "host:port").
+type Addr struct {
+	Network string // "unix" or "tcp"
+	Address string // socket path, or host:port
+}
+
+// String renders the address in Postfix syntax.
+func (a Addr) String() string {
+	if a.Network == "unix" {
+		return "unix:" + a.Address
+	}
+	return "inet:" + a.Address
+}
+
+// ParseAddr parses "unix:/path", "local:/path" (OpenDKIM's spelling), "inet:host:port"
+// or "host:port". A unix path must be absolute.
+func ParseAddr(s string) (Addr, error) {
+	switch {
+	case strings.HasPrefix(s, "unix:"), strings.HasPrefix(s, "local:"):
+		p := s[strings.IndexByte(s, ':')+1:]
+		if !strings.HasPrefix(p, "/") {
+			return Addr{}, fmt.Errorf("daemon: %q: unix socket path must be absolute, e.g. unix:/var/spool/postfix/private/postkit", s)
+		}
+		return Addr{Network: "unix", Address: p}, nil
+	case strings.HasPrefix(s, "inet:"):
+		s = strings.TrimPrefix(s, "inet:")
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return Addr{}, fmt.Errorf("daemon: %q: want unix:/path or inet:host:port: %w", s, err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return Addr{}, fmt.Errorf("daemon: %q: port must be a number from 1 to 65535", s)
+	}
+	return Addr{Network: "tcp", Address: net.JoinHostPort(host, port)}, nil
+}
+
+// SocketOpts are the ownership and mode of a unix socket; zero values keep the defaults.
+type SocketOpts struct {
+	Owner string      // user name or numeric uid, e.g. "postfix"
+	Group string      // group name or numeric gid
+	Mode  os.FileMode // e.g. 0660; 0 keeps the umask's result
+}
+
+// Listen opens the address. For a unix socket, a stale socket file is removed
+// first (only if nothing answers on it), the parent directory is created, and
+// owner, group and mode are applied.
+func Listen(a Addr, o SocketOpts) (net.Listener, error) {
+	if a.Network != "unix" {
+		return net.Listen("tcp", a.Address)
+	}
+	if err := os.MkdirAll(dirOf(a.Address), 0o755); err != nil {
+		return nil, fmt.Errorf("daemon: create socket directory: %w", err)
+	}
+	if _, err := os.Lstat(a.Address); err == nil {
+		if c, err := net.Dial("unix", a.Address); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("daemon: %s: another process is already listening there; stop it first", a.Address)
+		}
+		if err := os.Remove(a.Address); err != nil {
+			return nil, fmt.Errorf("daemon: remove stale socket: %w", err)
+		}
+	}
+	ln, err := net.Listen("unix", a.Address)
+	if err != nil {
+		return nil, err
+	}
+	if err := applySocketOpts(a.Address, o); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+func dirOf(p string) string {
+	i := strings.LastIndexByte(p, '/')
+	if i <= 0 {
+		return "/"
+	}
+	return p[:i]
+}
+
+func applySocketOpts(path string, o SocketOpts) error {
+	uid, gid := -1, -1
+	var err error
+	if o.Owner != "" {
+		if uid, err = LookupUID(o.Owner); err != nil {
+			return err
+		}
+	}
+	if o.Group != "" {
+		if gid, err = LookupGID(o.Group); err != nil {
+			return err
+		}
+	}
+	if uid != -1 || gid != -1 {
+		if err := os.Chown(path, uid, gid); err != nil {
+			return fmt.Errorf("daemon: chown %s: %w", path, err)
+		}
+	}
+	if o.Mode != 0 {
+		if err := os.Chmod(path, o.Mode); err != nil {
+			return fmt.Errorf("daemon: chmod %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// LookupUID resolves a user name or a numeric uid.
+func LookupUID(name string) (int, error) {
+	if n, err := strconv.Atoi(name); err == nil {
+		return n, nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return -1, fmt.Errorf("daemon: unknown user %q: create it or give a numeric uid", name)
+	}
+	return strconv.Atoi(u.Uid)
+}
+
+// LookupGID resolves a group name or a numeric gid.
+func LookupGID(name string) (int, error) {
+	if n, err := strconv.Atoi(name); err == nil {
+		return n, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return -1, fmt.Errorf("daemon: unknown group %q: create it or give a numeric gid", name)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// ErrServerClosed is returned by servers' Serve after Shutdown.
+var ErrServerClosed = errors.New("server closed")

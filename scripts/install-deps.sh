@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages postkit's tests and demo run against (Debian 12).
+# Idempotent: installs only what is missing, and says what.
+set -euo pipefail
+
+packages=(
+	postfix postfix-sqlite
+	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-sieve dovecot-managesieved
+	opendkim opendkim-tools python3-dkim
+	postfix-policyd-spf-python
+	swaks curl sqlite3 openssl iproute2 libcrypt-dev
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: run as root (it installs Debian packages with apt-get): sudo $0" >&2
+	exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "install-deps: all Debian packages present"
+	exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Postfix must not write a live /etc/postfix/main.cf: postkit generates its own.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
