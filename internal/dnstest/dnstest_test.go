@@ -1,0 +1,86 @@
+package dnstest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+func TestServer(t *testing.T) {
+	srv, err := Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	z, err := ParseZone(
+		`a.example. 300 IN A 192.0.2.1`,
+		`alias.example. 300 IN CNAME a.example.`,
+		`x.sub.example. 300 IN TXT "deep"`,
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z.Timeout("slow.example")
+	srv.Set(z)
+	c := &dns.Client{Timeout: 200 * time.Millisecond}
+	tests := []struct {
+		name    string
+		qtype   uint16
+		rcode   int
+		answers int
+		silent  bool
+	}{
+		{"a.example.", dns.TypeA, dns.RcodeSuccess, 1, false},
+		{"A.EXAMPLE.", dns.TypeA, dns.RcodeSuccess, 1, false},
+		{"a.example.", dns.TypeTXT, dns.RcodeSuccess, 0, false},
+		{"alias.example.", dns.TypeA, dns.RcodeSuccess, 2, false},
+		{"sub.example.", dns.TypeTXT, dns.RcodeSuccess, 0, false}, // empty non-terminal
+		{"none.example.", dns.TypeA, dns.RcodeNameError, 0, false},
+		{"slow.example.", dns.TypeTXT, 0, 0, true},
+	}
+	for _, tt := range tests {
+		m := new(dns.Msg)
+		m.SetQuestion(tt.name, tt.qtype)
+		r, _, err := c.Exchange(m, srv.Addr())
+		if tt.silent {
+			if err == nil {
+				t.Errorf("%s: got an answer, want silence", tt.name)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		if r.Rcode != tt.rcode || len(r.Answer) != tt.answers {
+			t.Errorf("%s %s: rcode %d, %d answers; want %d, %d", tt.name, dns.TypeToString[tt.qtype], r.Rcode, len(r.Answer), tt.rcode, tt.answers)
+		}
+		if len(r.Answer) == 0 && len(r.Ns) != 1 {
+			t.Errorf("%s: negative answer without SOA", tt.name)
+		}
+	}
+	if srv.Queries() != int64(len(tests)) {
+		t.Errorf("Queries() = %d, want %d", srv.Queries(), len(tests))
+	}
+}
+
+func TestLoadSPFSuite(t *testing.T) {
+	sc, err := LoadSPFSuite("../../policyd/spfcheck/testdata/rfc7208-tests.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range sc {
+		n += len(s.Tests)
+		if s.Zone == nil {
+			t.Errorf("scenario %q has no zone", s.Description)
+		}
+	}
+	if len(sc) != 16 || n != 203 {
+		t.Errorf("%d scenarios, %d tests; want 16, 203", len(sc), n)
+	}
+	if _, err := LoadSPFSuite("no-such-file.yml"); err == nil {
+		t.Error("missing file accepted")
+	}
+}

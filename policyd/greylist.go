@@ -1,0 +1,370 @@
+package policyd
+
+// The greylisting check follows postgrey(8)'s model (Harris, "The Next Step
+// in the Spam Control War: Greylisting", 2003): a (client network, sender,
+// recipient) triplet is deferred until it retries after a delay; a client that
+// passed often enough is allowed without greylisting.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/postkit/postkit/policyd/state"
+)
+
+// GreylistStore keeps the greylisting state; *state.DB implements it.
+type GreylistStore interface {
+	Triplet(ctx context.Context, key string) (t state.Triplet, found bool, err error)
+	PutTriplet(ctx context.Context, key string, t state.Triplet) error
+	Client(ctx context.Context, key string) (c state.Client, found bool, err error)
+	PutClient(ctx context.Context, key string, c state.Client) error
+	ExpireGreylist(ctx context.Context, unpassedBefore, idleBefore time.Time) (int64, error)
+}
+
+// ClientAllowlister tells whether a client is on an allow list kept
+// elsewhere; *DNSBL implements it with its DNSWL score.
+type ClientAllowlister interface {
+	AllowListed(ctx context.Context, r *Request) bool
+}
+
+// GreylistConfig configures the greylisting check. Zero values select the
+// defaults, which are postgrey's.
+type GreylistConfig struct {
+	// Delay is how long a new triplet is deferred (postgrey --delay).
+	// Default 300s.
+	Delay time.Duration
+	// RetryWindow is how long a triplet that never passed is remembered
+	// (postgrey --retry-window). Default 48h.
+	RetryWindow time.Duration
+	// MaxAge is how long a passed triplet, and an auto-allowed client, is
+	// kept after it was last seen (postgrey --max-age). Default 35 days.
+	MaxAge time.Duration
+	// AutoAllowClients allows a client network without greylisting once it
+	// has passed this many times, counted at most once an hour (postgrey
+	// --auto-whitelist-clients). Default 5; negative disables.
+	AutoAllowClients int
+	// IPv4Prefix and IPv6Prefix group clients into networks (postgrey
+	// --lookup-by-subnet, --ipv4cidr, --ipv6cidr): a retry from another
+	// address of the same pool passes. Defaults 24 and 64.
+	IPv4Prefix, IPv6Prefix int
+	// ExactSender keeps the sender as given; by default it is normalised as
+	// postgrey does (see GreylistSender) so that VERP, BATV and SRS senders,
+	// which change at every retry, still pass.
+	ExactSender bool
+	// Action is the deferral sent to Postfix; "%s" is replaced by the
+	// seconds left, "%r" by the recipient domain. Default
+	// "DEFER_IF_PERMIT 4.7.1 Greylisted, please try again in %s seconds".
+	Action string
+	// Header adds "X-Greylist: delayed N seconds by postkit at HOST; DATE"
+	// to a message the first time its triplet passes.
+	Header bool
+	// Hostname names this host in the header. Default os.Hostname().
+	Hostname string
+	// AllowClients are client networks never greylisted.
+	AllowClients []netip.Prefix
+	// AllowClientNames are verified client host names (Postfix's
+	// client_name) never greylisted: "example.com" matches example.com and
+	// every name under it.
+	AllowClientNames []string
+	// AllowRecipients are recipients never greylisted: "user@example.com",
+	// "example.com" (the domain) or ".example.com" (its subdomains); the
+	// recipient's extension is ignored ("user+tag@example.com" matches
+	// "user@example.com").
+	AllowRecipients []string
+	// Allowlist, when set, exempts the clients it lists (e.g. DNSWL-listed
+	// clients through *DNSBL).
+	Allowlist ClientAllowlister
+	// CleanupInterval is how often expired rows are deleted. Default 1h.
+	CleanupInterval time.Duration
+	Logger          *slog.Logger
+	Now             func() time.Time
+}
+
+// Greylist is the greylisting check.
+type Greylist struct {
+	cfg   GreylistConfig
+	store GreylistStore
+	log   *slog.Logger
+
+	mu          sync.Mutex
+	lastCleanup time.Time
+}
+
+// NewGreylist returns the greylisting check over store.
+func NewGreylist(cfg GreylistConfig, store GreylistStore) (*Greylist, error) {
+	if store == nil {
+		return nil, errors.New("policyd: greylist: no state store given; open the state database first")
+	}
+	if cfg.Delay == 0 {
+		cfg.Delay = 300 * time.Second
+	}
+	if cfg.RetryWindow == 0 {
+		cfg.RetryWindow = 48 * time.Hour
+	}
+	if cfg.MaxAge == 0 {
+		cfg.MaxAge = 35 * 24 * time.Hour
+	}
+	if cfg.Delay < 0 || cfg.RetryWindow <= cfg.Delay || cfg.MaxAge < cfg.RetryWindow {
+		return nil, fmt.Errorf("policyd: greylist: want 0 < delay (%v) < retry window (%v) <= max age (%v)", cfg.Delay, cfg.RetryWindow, cfg.MaxAge)
+	}
+	if cfg.AutoAllowClients == 0 {
+		cfg.AutoAllowClients = 5
+	}
+	if cfg.IPv4Prefix == 0 {
+		cfg.IPv4Prefix = 24
+	}
+	if cfg.IPv6Prefix == 0 {
+		cfg.IPv6Prefix = 64
+	}
+	if cfg.IPv4Prefix < 8 || cfg.IPv4Prefix > 32 || cfg.IPv6Prefix < 16 || cfg.IPv6Prefix > 128 {
+		return nil, fmt.Errorf("policyd: greylist: prefixes /%d and /%d: want IPv4 /8-/32 and IPv6 /16-/128", cfg.IPv4Prefix, cfg.IPv6Prefix)
+	}
+	if cfg.Action == "" {
+		cfg.Action = "DEFER_IF_PERMIT 4.7.1 Greylisted, please try again in %s seconds"
+	}
+	if d, err := ParseAccessAction(strings.NewReplacer("%s", "300", "%r", "example.com").Replace(cfg.Action)); err != nil || !d.Final() {
+		return nil, fmt.Errorf("policyd: greylist: action %q: want a deferral such as DEFER_IF_PERMIT or 450 text", cfg.Action)
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname, _ = os.Hostname()
+		if cfg.Hostname == "" {
+			cfg.Hostname = "localhost"
+		}
+	}
+	names := make([]string, len(cfg.AllowClientNames))
+	for i, n := range cfg.AllowClientNames {
+		names[i] = strings.ToLower(strings.Trim(n, "."))
+	}
+	cfg.AllowClientNames = names
+	rcpts := make([]string, len(cfg.AllowRecipients))
+	for i, a := range cfg.AllowRecipients {
+		rcpts[i] = strings.ToLower(a)
+	}
+	cfg.AllowRecipients = rcpts
+	if cfg.CleanupInterval <= 0 {
+		cfg.CleanupInterval = time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Greylist{cfg: cfg, store: store, log: log.With("check", "greylist")}, nil
+}
+
+// Name implements Check.
+func (g *Greylist) Name() string { return "greylist" }
+
+// Check implements Check. Only RCPT-stage requests are greylisted; SASL
+// clients, allowed clients and recipients pass. A store fault is logged and
+// gives no opinion: greylisting fails open.
+func (g *Greylist) Check(ctx context.Context, r *Request) (Decision, error) {
+	if r.Stage() != "RCPT" || r.SASLUser() != "" {
+		return Decision{}, nil
+	}
+	ip := r.ClientAddr()
+	if !ip.IsValid() {
+		return Decision{}, nil
+	}
+	if g.allowed(ctx, r, ip) {
+		return Decision{Reason: "greylist=allowlisted"}, nil
+	}
+	now := g.cfg.Now()
+	g.maybeCleanup(ctx, now)
+	d, err := g.decide(ctx, r, ip, now)
+	if err != nil {
+		g.log.Error("greylist state unavailable; letting the message through", "queue_id", r.Get("queue_id"), "err", err)
+		return Decision{Reason: "greylist=error"}, nil
+	}
+	return d, nil
+}
+
+func (g *Greylist) allowed(ctx context.Context, r *Request, ip netip.Addr) bool {
+	for _, p := range g.cfg.AllowClients {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	if name := strings.ToLower(strings.TrimSuffix(r.Get("client_name"), ".")); name != "" && name != "unknown" {
+		for _, n := range g.cfg.AllowClientNames {
+			if name == n || strings.HasSuffix(name, "."+n) {
+				return true
+			}
+		}
+	}
+	if len(g.cfg.AllowRecipients) > 0 && r.Recipient() != "" {
+		keys := AccessKeys(r.Recipient(), "+", true)
+		for _, a := range g.cfg.AllowRecipients {
+			for _, k := range keys {
+				if a == k {
+					return true
+				}
+			}
+		}
+	}
+	return g.cfg.Allowlist != nil && g.cfg.Allowlist.AllowListed(ctx, r)
+}
+
+// ClientNet returns the network a client address is greylisted under.
+func (g *Greylist) ClientNet(ip netip.Addr) netip.Prefix {
+	bits := g.cfg.IPv6Prefix
+	if ip.Is4() {
+		bits = g.cfg.IPv4Prefix
+	}
+	p, _ := ip.Prefix(bits)
+	return p
+}
+
+func (g *Greylist) decide(ctx context.Context, r *Request, ip netip.Addr, now time.Time) (Decision, error) {
+	client := g.ClientNet(ip).String()
+
+	// Auto-allowed client (postgrey --auto-whitelist-clients).
+	var c state.Client
+	var cfound bool
+	if g.cfg.AutoAllowClients > 0 {
+		var err error
+		c, cfound, err = g.store.Client(ctx, client)
+		if err != nil {
+			return Decision{}, err
+		}
+		if cfound && now.Sub(c.Last) > g.cfg.MaxAge {
+			c, cfound = state.Client{}, false
+		}
+		if cfound && c.Count >= g.cfg.AutoAllowClients {
+			if now.Sub(c.Last) >= time.Hour {
+				c.Count++
+				c.Last = now
+				if err := g.store.PutClient(ctx, client, c); err != nil {
+					return Decision{}, err
+				}
+			}
+			return Decision{Reason: "greylist=autoallowed"}, nil
+		}
+	}
+
+	sender := r.Sender()
+	if !g.cfg.ExactSender {
+		sender = GreylistSender(sender)
+	} else if sender == "" {
+		sender = "<>"
+	}
+	key := client + " " + strings.ToLower(sender) + " " + strings.ToLower(r.Recipient())
+	t, found, err := g.store.Triplet(ctx, key)
+	if err != nil {
+		return Decision{}, err
+	}
+	switch {
+	case !found:
+	case t.Passed.IsZero() && now.Sub(t.First) > g.cfg.RetryWindow:
+		// The sender gave up, or came back too late: start over.
+		found = false
+	case !t.Passed.IsZero() && now.Sub(t.Last) > g.cfg.MaxAge:
+		found = false
+	case now.Before(t.First):
+		// The clock went back: restart the round rather than wait for ever.
+		found = false
+	}
+	if !found {
+		t = state.Triplet{First: now}
+	}
+	t.Last = now
+	if wait := g.cfg.Delay - now.Sub(t.First); wait > 0 {
+		t.Attempts++
+		if err := g.store.PutTriplet(ctx, key, t); err != nil {
+			return Decision{}, err
+		}
+		secs := int((wait + time.Second - 1) / time.Second)
+		action := strings.NewReplacer("%s", strconv.Itoa(secs), "%r", Domain(r.Recipient()), "%%", "%").Replace(g.cfg.Action)
+		g.log.Info("greylisted", "queue_id", r.Get("queue_id"), "client", ip.String(), "sender", r.Sender(), "recipient", r.Recipient(), "retry_in", secs)
+		return Decision{Action: action, Reason: "greylist=defer"}, nil
+	}
+	d := Decision{Reason: "greylist=pass"}
+	if t.Passed.IsZero() {
+		t.Passed = now
+		if g.cfg.Header {
+			d.Prepend = []string{fmt.Sprintf("X-Greylist: delayed %d seconds by postkit at %s; %s",
+				int(now.Sub(t.First)/time.Second), g.cfg.Hostname, now.Format(time.RFC1123Z))}
+		}
+		g.log.Info("greylist passed", "queue_id", r.Get("queue_id"), "client", ip.String(), "sender", r.Sender(), "recipient", r.Recipient(),
+			"delayed", now.Sub(t.First).String(), "attempts", t.Attempts)
+	}
+	if err := g.store.PutTriplet(ctx, key, t); err != nil {
+		return Decision{}, err
+	}
+	if g.cfg.AutoAllowClients > 0 && (!cfound || now.Sub(c.Last) >= time.Hour) {
+		if err := g.store.PutClient(ctx, client, state.Client{Count: c.Count + 1, Last: now}); err != nil {
+			return Decision{}, err
+		}
+	}
+	return d, nil
+}
+
+// maybeCleanup deletes expired state at most once per CleanupInterval.
+func (g *Greylist) maybeCleanup(ctx context.Context, now time.Time) {
+	g.mu.Lock()
+	due := now.Sub(g.lastCleanup) >= g.cfg.CleanupInterval
+	if due {
+		g.lastCleanup = now
+	}
+	g.mu.Unlock()
+	if !due {
+		return
+	}
+	if n, err := g.Expire(ctx); err != nil {
+		g.log.Warn("greylist cleanup failed; will retry", "err", err)
+	} else if n > 0 {
+		g.log.Info("greylist cleanup", "deleted", n)
+	}
+}
+
+// Expire deletes the triplets whose retry window or maximum age is over and
+// the auto-allowed clients not seen for the maximum age.
+func (g *Greylist) Expire(ctx context.Context) (int64, error) {
+	now := g.cfg.Now()
+	return g.store.ExpireGreylist(ctx, now.Add(-g.cfg.RetryWindow), now.Add(-g.cfg.MaxAge))
+}
+
+var (
+	// BATV (draft-levine-smtp-batv §4): "prvs=TAG=user"; also the
+	// variants used by Microsoft ("msprvs1=") and Barracuda ("btv1==").
+	batvPrefix = regexp.MustCompile(`^(prvs|msprvs1|btv1)=[^=]*=`)
+	// SRS (Mong, "Sender Rewriting Scheme"): SRS0=HASH=TT=domain=local.
+	srsParts = regexp.MustCompile(`^(srs[01])=[^=]*=[^=]*=`)
+	// Numbers in VERP-style localparts: postgrey replaces each \b\d+\b by #.
+	verpNumbers = regexp.MustCompile(`\b\d+\b`)
+)
+
+// GreylistSender normalises a sender the way postgrey does before it builds
+// the triplet: lower-cased, the null sender as "<>", BATV tags and SRS hash
+// and timestamp removed, the "+extension" stripped, and every stand-alone
+// number in the localpart replaced by "#" (VERP bounce addresses carry a
+// message number that changes at each retry).
+func GreylistSender(s string) string {
+	s = strings.ToLower(strings.TrimSpace(s))
+	if s == "" || s == "<>" {
+		return "<>"
+	}
+	i := strings.LastIndexByte(s, '@')
+	if i < 0 {
+		return s
+	}
+	local, domain := s[:i], s[i:]
+	local = batvPrefix.ReplaceAllString(local, "")
+	local = srsParts.ReplaceAllString(local, "$1=#=#=")
+	if j := strings.IndexByte(local, '+'); j > 0 {
+		local = local[:j]
+	}
+	local = verpNumbers.ReplaceAllString(local, "#")
+	return local + domain
+}

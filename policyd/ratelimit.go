@@ -1,0 +1,492 @@
+package policyd
+
+// The rate-limit check counts messages and recipients per SASL user, sender
+// or client address over sliding windows, at the stages where Postfix's
+// policy requests carry them (SMTPD_POLICY_README: "recipient_count" is set
+// at END-OF-MESSAGE, one recipient per RCPT request).
+//
+// Sliding window scheme: each window of length W is cut into N buckets of
+// width w = ceil(W/N) (N = 12 by default: 5 s buckets for a minute, 5 min for
+// an hour, 2 h for a day). An event is added to the bucket holding "now". The
+// count over the last W is the sum of the buckets that start inside
+// (now-W, now], plus the one bucket that straddles now-W weighted by the part
+// of it still inside the window, which assumes events were spread evenly
+// across that one bucket. The error is thus bounded by one bucket's events
+// (1/N of the window), with N+1 rows per key and limit, one SELECT and one
+// upsert per event — against the unbounded error of a fixed window and the
+// one-row-per-event cost of an exact sliding log.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/postkit/postkit/policyd/state"
+)
+
+// RateStore keeps the rate-limit counters; *state.DB implements it.
+type RateStore interface {
+	RateBuckets(ctx context.Context, key string, since time.Time) ([]state.Bucket, error)
+	RateAdd(ctx context.Context, key string, start time.Time, n int64, expires time.Time) error
+	ExpireRates(ctx context.Context, now time.Time) (int64, error)
+}
+
+// RateKey is what a limit counts per.
+type RateKey string
+
+// The keys a limit can count per.
+const (
+	RateBySASLUser RateKey = "sasl_username"  // the authenticated SASL user
+	RateBySender   RateKey = "sender"         // the envelope sender (the null sender is not limited)
+	RateByClient   RateKey = "client_address" // the client IP address (IPv6: its /64)
+)
+
+// RateCounter is what a limit counts.
+type RateCounter string
+
+// The counters.
+const (
+	RateMessages   RateCounter = "messages"
+	RateRecipients RateCounter = "recipients"
+)
+
+// RateLimit is one limit: at most Max events of Counter per Key over any
+// sliding Window.
+type RateLimit struct {
+	Key     RateKey
+	Counter RateCounter
+	Max     int64
+	Window  time.Duration
+}
+
+// String renders the limit in ParseRateLimit syntax.
+func (l RateLimit) String() string {
+	return fmt.Sprintf("%s:%s=%d/%s", l.Key, l.Counter, l.Max, formatWindow(l.Window))
+}
+
+// ParseRateLimit parses "KEY:COUNTER=MAX/WINDOW", e.g.
+// "sasl_username:recipients=500/1h", "client_address:messages=100/10m" or
+// "sender:messages=1000/1d". KEY is sasl_username (or sasl_user, sasl), sender, or
+// client_address (or client_ip, client); COUNTER is messages or recipients; WINDOW is a
+// Go duration, a number of days ("1d") or minute, hour, day.
+func ParseRateLimit(s string) (RateLimit, error) {
+	bad := func(why string) (RateLimit, error) {
+		return RateLimit{}, fmt.Errorf("policyd: rate limit %q: %s; want e.g. sasl_username:recipients=500/1h", s, why)
+	}
+	key, rest, ok := strings.Cut(strings.TrimSpace(s), ":")
+	if !ok {
+		return bad("no ':' after the key")
+	}
+	var l RateLimit
+	switch strings.ToLower(key) {
+	case "sasl_username", "sasl_user", "sasl":
+		l.Key = RateBySASLUser
+	case "sender":
+		l.Key = RateBySender
+	case "client_address", "client_ip", "client":
+		l.Key = RateByClient
+	default:
+		return bad("key must be sasl_username, sender or client_address")
+	}
+	counter, rest, ok := strings.Cut(rest, "=")
+	if !ok {
+		return bad("no '=' after the counter")
+	}
+	switch strings.ToLower(counter) {
+	case "messages":
+		l.Counter = RateMessages
+	case "recipients":
+		l.Counter = RateRecipients
+	default:
+		return bad("counter must be messages or recipients")
+	}
+	max, window, ok := strings.Cut(rest, "/")
+	if !ok {
+		return bad("no '/' before the window")
+	}
+	n, err := strconv.ParseInt(max, 10, 64)
+	if err != nil || n < 1 {
+		return bad("maximum must be a positive integer")
+	}
+	l.Max = n
+	w, err := parseWindow(window)
+	if err != nil {
+		return bad(err.Error())
+	}
+	l.Window = w
+	return l, nil
+}
+
+func parseWindow(s string) (time.Duration, error) {
+	var w time.Duration
+	switch s {
+	case "second", "s":
+		w = time.Second
+	case "minute", "min", "m":
+		w = time.Minute
+	case "hour", "h":
+		w = time.Hour
+	case "day", "d":
+		w = 24 * time.Hour
+	default:
+		if days, ok := strings.CutSuffix(s, "d"); ok {
+			n, err := strconv.Atoi(days)
+			if err != nil || n < 1 || n > 366 {
+				return 0, errors.New("window in days must be 1d to 366d")
+			}
+			w = time.Duration(n) * 24 * time.Hour
+			break
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, errors.New("window must be a duration like 30s, 10m, 1h or 1d")
+		}
+		w = d
+	}
+	if w < time.Second || w > 366*24*time.Hour || w%time.Second != 0 {
+		return 0, errors.New("window must be whole seconds between 1s and 366d")
+	}
+	return w, nil
+}
+
+// formatWindow renders a window in the largest whole unit.
+func formatWindow(w time.Duration) string {
+	switch {
+	case w%(24*time.Hour) == 0:
+		return strconv.Itoa(int(w/(24*time.Hour))) + "d"
+	case w%time.Hour == 0:
+		return strconv.Itoa(int(w/time.Hour)) + "h"
+	case w%time.Minute == 0:
+		return strconv.Itoa(int(w/time.Minute)) + "m"
+	}
+	return strconv.Itoa(int(w/time.Second)) + "s"
+}
+
+// describeWindow renders a window for people: "hour", "10 minutes".
+func describeWindow(w time.Duration) string {
+	for _, u := range []struct {
+		d    time.Duration
+		name string
+	}{{24 * time.Hour, "day"}, {time.Hour, "hour"}, {time.Minute, "minute"}, {time.Second, "second"}} {
+		if w%u.d == 0 {
+			if n := int(w / u.d); n != 1 {
+				return strconv.Itoa(n) + " " + u.name + "s"
+			}
+			return u.name
+		}
+	}
+	return w.String()
+}
+
+// RateLimitConfig configures the rate-limit check.
+type RateLimitConfig struct {
+	// Limits are checked together: an event exceeding any of them is
+	// refused and counted in none.
+	Limits []RateLimit
+	// MessageStage is where messages are counted: "END-OF-MESSAGE" (the
+	// default; needs check_policy_service in smtpd_end_of_data_restrictions)
+	// or "RCPT" (a message counts at the first RCPT request of its
+	// "instance").
+	MessageStage string
+	// RecipientStage is where recipients are counted: "RCPT" (the default,
+	// one per request) or "END-OF-MESSAGE" (recipient_count at once).
+	RecipientStage string
+	// ExemptClients, ExemptSASLUsers and ExemptSenders are never limited.
+	// A sender entry is an address, a domain or ".domain" (its subdomains).
+	ExemptClients   []netip.Prefix
+	ExemptSASLUsers []string
+	ExemptSenders   []string
+	// Code starts the refusal. Default "450 4.7.1" (temporary: the client
+	// retries later, when the window has moved).
+	Code string
+	// Buckets per window (see the package comment). Default 12.
+	Buckets int
+	// CleanupInterval is how often expired buckets are deleted. Default 10m.
+	CleanupInterval time.Duration
+	Logger          *slog.Logger
+	Now             func() time.Time
+}
+
+// RateLimiter is the rate-limit check.
+type RateLimiter struct {
+	cfg   RateLimitConfig
+	store RateStore
+	log   *slog.Logger
+
+	mu          sync.Mutex // serialises read-check-add so that concurrent requests cannot both take the last slot
+	lastCleanup time.Time
+	seen        map[string]time.Time // message instances already counted at RCPT
+}
+
+// NewRateLimit returns the rate-limit check over store.
+func NewRateLimit(cfg RateLimitConfig, store RateStore) (*RateLimiter, error) {
+	if store == nil {
+		return nil, errors.New("policyd: ratelimit: no state store given; open the state database first")
+	}
+	if len(cfg.Limits) == 0 {
+		return nil, errors.New("policyd: ratelimit: no limits; give at least one, e.g. sasl_username:recipients=500/1h")
+	}
+	// Normalise through the parser: it validates, and maps key aliases
+	// (e.g. the YAML's "sasl_user") to the canonical keys.
+	limits := make([]RateLimit, len(cfg.Limits))
+	for i, l := range cfg.Limits {
+		n, err := ParseRateLimit(l.String())
+		if err != nil {
+			return nil, err
+		}
+		limits[i] = n
+	}
+	cfg.Limits = limits
+	if cfg.MessageStage == "" {
+		cfg.MessageStage = "END-OF-MESSAGE"
+	}
+	if cfg.RecipientStage == "" {
+		cfg.RecipientStage = "RCPT"
+	}
+	for _, s := range []string{cfg.MessageStage, cfg.RecipientStage} {
+		if s != "RCPT" && s != "END-OF-MESSAGE" {
+			return nil, fmt.Errorf("policyd: ratelimit: stage %q: want RCPT or END-OF-MESSAGE", s)
+		}
+	}
+	if cfg.Code == "" {
+		cfg.Code = "450 4.7.1"
+	}
+	if c := cfg.Code; len(c) < 3 || (c[0] != '4' && c[0] != '5') || !isAllDigits(c[:3]) {
+		return nil, fmt.Errorf("policyd: ratelimit: code %q: want a 4xx or 5xx code, e.g. 450 4.7.1", cfg.Code)
+	}
+	if cfg.Buckets <= 0 {
+		cfg.Buckets = 12
+	}
+	if cfg.CleanupInterval <= 0 {
+		cfg.CleanupInterval = 10 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	users := make([]string, len(cfg.ExemptSASLUsers))
+	for i, u := range cfg.ExemptSASLUsers {
+		users[i] = strings.ToLower(u)
+	}
+	cfg.ExemptSASLUsers = users
+	senders := make([]string, len(cfg.ExemptSenders))
+	for i, s := range cfg.ExemptSenders {
+		senders[i] = strings.ToLower(s)
+	}
+	cfg.ExemptSenders = senders
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &RateLimiter{cfg: cfg, store: store, log: log.With("check", "ratelimit"), seen: map[string]time.Time{}}, nil
+}
+
+// Name implements Check.
+func (rl *RateLimiter) Name() string { return "ratelimit" }
+
+// keyValue returns the value a request is counted under for k, "" if the
+// request has none.
+func keyValue(k RateKey, r *Request) string {
+	switch k {
+	case RateBySASLUser:
+		return strings.ToLower(r.SASLUser())
+	case RateBySender:
+		return strings.ToLower(r.Sender())
+	case RateByClient:
+		ip := r.ClientAddr()
+		if !ip.IsValid() {
+			return ""
+		}
+		if ip.Is6() {
+			p, _ := ip.Prefix(64)
+			return p.String()
+		}
+		return ip.String()
+	}
+	return ""
+}
+
+func (rl *RateLimiter) exempt(r *Request) bool {
+	ip := r.ClientAddr()
+	for _, p := range rl.cfg.ExemptClients {
+		if ip.IsValid() && p.Contains(ip) {
+			return true
+		}
+	}
+	if u := strings.ToLower(r.SASLUser()); u != "" {
+		for _, e := range rl.cfg.ExemptSASLUsers {
+			if u == e {
+				return true
+			}
+		}
+	}
+	if s := r.Sender(); s != "" && len(rl.cfg.ExemptSenders) > 0 {
+		for _, k := range AccessKeys(s, "+", true) {
+			for _, e := range rl.cfg.ExemptSenders {
+				if k == e {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// events returns how many messages and recipients r adds at its stage.
+func (rl *RateLimiter) events(r *Request, now time.Time) (msgs, rcpts int64, markSeen string) {
+	switch r.Stage() {
+	case "RCPT":
+		if rl.cfg.RecipientStage == "RCPT" {
+			rcpts = 1
+		}
+		if rl.cfg.MessageStage == "RCPT" {
+			inst := r.Get("instance")
+			if inst == "" {
+				inst = r.Get("client_address") + "/" + r.Get("queue_id") + "/" + r.Sender()
+			}
+			if _, dup := rl.seen[inst]; !dup {
+				msgs, markSeen = 1, inst
+			}
+		}
+	case "END-OF-MESSAGE":
+		if rl.cfg.MessageStage == "END-OF-MESSAGE" {
+			msgs = 1
+		}
+		if rl.cfg.RecipientStage == "END-OF-MESSAGE" {
+			n, err := strconv.ParseInt(r.Get("recipient_count"), 10, 64)
+			if err == nil && n > 0 {
+				rcpts = n
+			}
+		}
+	}
+	return msgs, rcpts, markSeen
+}
+
+// Check implements Check: it refuses the event (a recipient at RCPT, a
+// message at END-OF-MESSAGE, as configured) that would take any limit over
+// its maximum, and counts it otherwise. A store fault is logged and gives no
+// opinion: rate limiting fails open.
+func (rl *RateLimiter) Check(ctx context.Context, r *Request) (Decision, error) {
+	now := rl.cfg.Now()
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	rl.maybeCleanup(ctx, now)
+	msgs, rcpts, markSeen := rl.events(r, now)
+	if msgs == 0 && rcpts == 0 || rl.exempt(r) {
+		return Decision{}, nil
+	}
+
+	type pending struct {
+		l     RateLimit
+		key   string
+		n     int64
+		value string
+	}
+	var todo []pending
+	for _, l := range rl.cfg.Limits {
+		n := msgs
+		if l.Counter == RateRecipients {
+			n = rcpts
+		}
+		v := keyValue(l.Key, r)
+		if n == 0 || v == "" {
+			continue
+		}
+		key := string(l.Key) + ":" + string(l.Counter) + ":" + strconv.FormatInt(int64(l.Window/time.Second), 10) + ":" + v
+		used, err := rl.count(ctx, key, l.Window, now)
+		if err != nil {
+			rl.log.Error("rate counters unavailable; not limiting", "queue_id", r.Get("queue_id"), "err", err)
+			return Decision{Reason: "ratelimit=error"}, nil
+		}
+		if used+float64(n) > float64(l.Max) {
+			action := fmt.Sprintf("%s Rate limit reached: %s %s may send %d %s per %s; please try again later",
+				rl.cfg.Code, keyNoun(l.Key), v, l.Max, l.Counter, describeWindow(l.Window))
+			rl.log.Info("rate limit reached", "queue_id", r.Get("queue_id"), "limit", l.String(),
+				"key", v, "used", math.Round(used*10)/10, "adding", n)
+			return Decision{Action: action, Reason: "ratelimit=exceeded"}, nil
+		}
+		todo = append(todo, pending{l, key, n, v})
+	}
+	for _, p := range todo {
+		w := rl.bucketWidth(p.l.Window)
+		start := now.Truncate(w)
+		if err := rl.store.RateAdd(ctx, p.key, start, p.n, start.Add(p.l.Window+w)); err != nil {
+			rl.log.Error("rate counters unavailable; not limiting", "queue_id", r.Get("queue_id"), "err", err)
+			return Decision{Reason: "ratelimit=error"}, nil
+		}
+	}
+	if markSeen != "" {
+		rl.seen[markSeen] = now
+	}
+	return Decision{}, nil
+}
+
+func keyNoun(k RateKey) string {
+	switch k {
+	case RateBySASLUser:
+		return "user"
+	case RateBySender:
+		return "sender"
+	}
+	return "client"
+}
+
+func (rl *RateLimiter) bucketWidth(window time.Duration) time.Duration {
+	w := (window + time.Duration(rl.cfg.Buckets) - 1) / time.Duration(rl.cfg.Buckets)
+	w = (w + time.Second - 1).Truncate(time.Second)
+	if w < time.Second {
+		w = time.Second
+	}
+	return w
+}
+
+// count estimates the events of key over (now-window, now] (see the
+// package comment for the scheme).
+func (rl *RateLimiter) count(ctx context.Context, key string, window time.Duration, now time.Time) (float64, error) {
+	w := rl.bucketWidth(window)
+	from := now.Add(-window)
+	// Buckets starting after from-w still overlap the window.
+	buckets, err := rl.store.RateBuckets(ctx, key, from.Add(-w).Add(time.Second).Truncate(time.Second))
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for _, b := range buckets {
+		switch {
+		case b.Start.After(now):
+			// A bucket from the future (the clock went back): count it,
+			// erring on the side of limiting.
+			sum += float64(b.Count)
+		case !b.Start.Before(from):
+			sum += float64(b.Count)
+		case b.Start.Add(w).After(from):
+			inside := b.Start.Add(w).Sub(from)
+			sum += float64(b.Count) * float64(inside) / float64(w)
+		}
+	}
+	return sum, nil
+}
+
+// maybeCleanup deletes expired buckets and forgets old message instances at
+// most once per CleanupInterval. rl.mu is held.
+func (rl *RateLimiter) maybeCleanup(ctx context.Context, now time.Time) {
+	if now.Sub(rl.lastCleanup) < rl.cfg.CleanupInterval {
+		return
+	}
+	rl.lastCleanup = now
+	for k, t := range rl.seen {
+		// Postfix gives up on a session long before an hour.
+		if now.Sub(t) > time.Hour {
+			delete(rl.seen, k)
+		}
+	}
+	if _, err := rl.store.ExpireRates(ctx, now); err != nil {
+		rl.log.Warn("rate counter cleanup failed; will retry", "err", err)
+	}
+}

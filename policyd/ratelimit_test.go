@@ -1,0 +1,387 @@
+package policyd
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postkit/postkit/policyd/state"
+)
+
+func TestParseRateLimit(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    RateLimit
+		wantErr bool
+	}{
+		{in: "sasl_username:recipients=500/1h", want: RateLimit{RateBySASLUser, RateRecipients, 500, time.Hour}},
+		{in: "sasl_user:messages=100/24h", want: RateLimit{RateBySASLUser, RateMessages, 100, 24 * time.Hour}},
+		{in: "client_ip:recipients=7/1m0s", want: RateLimit{RateByClient, RateRecipients, 7, time.Minute}},
+		{in: "sasl:messages=100/hour", want: RateLimit{RateBySASLUser, RateMessages, 100, time.Hour}},
+		{in: "client:messages=20/10m", want: RateLimit{RateByClient, RateMessages, 20, 10 * time.Minute}},
+		{in: "sender:messages=1000/1d", want: RateLimit{RateBySender, RateMessages, 1000, 24 * time.Hour}},
+		{in: "client_address:recipients=30/minute", want: RateLimit{RateByClient, RateRecipients, 30, time.Minute}},
+		{in: " SENDER:Recipients=5/90s", want: RateLimit{RateBySender, RateRecipients, 5, 90 * time.Second}},
+		{in: "", wantErr: true},
+		{in: "helo:messages=1/1h", wantErr: true},
+		{in: "sender:bytes=1/1h", wantErr: true},
+		{in: "sender:messages=0/1h", wantErr: true},
+		{in: "sender:messages=-1/1h", wantErr: true},
+		{in: "sender:messages=x/1h", wantErr: true},
+		{in: "sender:messages=1", wantErr: true},
+		{in: "sender:messages=1/0s", wantErr: true},
+		{in: "sender:messages=1/1500ms", wantErr: true},
+		{in: "sender:messages=1/999d", wantErr: true},
+		{in: "sender:messages=1/fortnight", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := ParseRateLimit(tt.in)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("ParseRateLimit(%q) error = %v; want error %v", tt.in, err, tt.wantErr)
+			continue
+		}
+		if got != tt.want {
+			t.Errorf("ParseRateLimit(%q) = %+v; want %+v", tt.in, got, tt.want)
+		}
+		if err == nil {
+			if again, err := ParseRateLimit(got.String()); err != nil || again != got {
+				t.Errorf("ParseRateLimit(%q).String() = %q does not round-trip", tt.in, got.String())
+			}
+		}
+	}
+}
+
+func FuzzParseRateLimit(f *testing.F) {
+	for _, s := range []string{"sasl:recipients=500/1h", "client:messages=1/1d", "sender:messages=9/90s", "a:b=c/d", "::=/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		l, err := ParseRateLimit(s)
+		if err != nil {
+			return
+		}
+		if l.Max < 1 || l.Window < time.Second {
+			t.Fatalf("ParseRateLimit(%q) = %+v", s, l)
+		}
+		if again, err := ParseRateLimit(l.String()); err != nil || again != l {
+			t.Fatalf("ParseRateLimit(%q) = %+v; String %q gives %+v, %v", s, l, l.String(), again, err)
+		}
+	})
+}
+
+func mustLimits(t testing.TB, specs ...string) []RateLimit {
+	t.Helper()
+	var out []RateLimit
+	for _, s := range specs {
+		l, err := ParseRateLimit(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+func submitReq(stage, sasl, sender, client string) *Request {
+	return &Request{Attrs: map[string]string{
+		"request": "smtpd_access_policy", "protocol_state": stage, "client_address": client,
+		"sasl_username": sasl, "sender": sender, "recipient": "r@example.net",
+	}}
+}
+
+func TestRateLimitSlidingWindow(t *testing.T) {
+	db, _ := openState(t)
+	clk := newClock() // 10:00:00, aligned on the 5 s buckets of a 1 min window
+	rl, err := NewRateLimit(RateLimitConfig{Limits: mustLimits(t, "sasl:recipients=10/1m"), Logger: quietLogger(), Now: clk.now}, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := submitReq("RCPT", "alice", "alice@example.org", "192.0.2.1")
+	send := func(n int) (accepted int) {
+		for i := 0; i < n; i++ {
+			d, err := rl.Check(context.Background(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !d.Final() {
+				accepted++
+			} else if !strings.HasPrefix(d.Action, "450 4.7.1 Rate limit reached: user alice may send 10 recipients per minute") {
+				t.Fatalf("refusal %q", d.Action)
+			}
+		}
+		return accepted
+	}
+	if got := send(12); got != 10 {
+		t.Fatalf("10:00:00: accepted %d of 12; want 10", got)
+	}
+	clk.advance(58 * time.Second) // 10:00:58
+	if got := send(3); got != 0 {
+		t.Fatalf("10:00:58: accepted %d; want 0", got)
+	}
+	clk.advance(4 * time.Second) // 10:01:02: bucket [10:00:00, 10:00:05) is 3/5 inside: 6 counted
+	if got := send(5); got != 4 {
+		t.Fatalf("10:01:02: accepted %d of 5; want 4", got)
+	}
+	clk.advance(3 * time.Second) // 10:01:05: first bucket gone; 4 counted
+	if got := send(8); got != 6 {
+		t.Fatalf("10:01:05: accepted %d of 8; want 6", got)
+	}
+	clk.advance(time.Hour)
+	if got := send(10); got != 10 {
+		t.Fatalf("an hour later: accepted %d of 10; want 10", got)
+	}
+}
+
+// TestRateLimitEstimateBound checks the documented error bound of the
+// bucketed sliding window against an exact sliding log, over random traffic.
+func TestRateLimitEstimateBound(t *testing.T) {
+	db, _ := openState(t)
+	clk := newClock()
+	const window = time.Hour
+	rl, err := NewRateLimit(RateLimitConfig{Limits: mustLimits(t, "client:recipients=1000000/1h"), Logger: quietLogger(), Now: clk.now}, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	width := rl.bucketWidth(window)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var log []time.Time
+	perBucket := map[time.Time]int{}
+	req := submitReq("RCPT", "", "s@example.org", "192.0.2.1")
+	for i := 0; i < 400; i++ {
+		clk.advance(time.Duration(rng.IntN(60)) * time.Second)
+		if d, _ := rl.Check(context.Background(), req); d.Final() {
+			t.Fatalf("refused under a huge limit: %+v", d)
+		}
+		log = append(log, clk.t)
+		perBucket[clk.t.Truncate(width)]++
+		if i%20 != 19 {
+			continue
+		}
+		exact := 0
+		for _, e := range log {
+			if e.After(clk.t.Add(-window)) {
+				exact++
+			}
+		}
+		key := "client_address:recipients:3600:192.0.2.1"
+		est, err := rl.count(context.Background(), key, window, clk.t)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edge := perBucket[clk.t.Add(-window).Truncate(width)]
+		if math.Abs(est-float64(exact)) > float64(edge)+1e-9 {
+			t.Fatalf("at %v estimate %.2f, exact %d: off by more than the edge bucket's %d", clk.t, est, exact, edge)
+		}
+	}
+}
+
+func TestRateLimitStagesAndKeys(t *testing.T) {
+	tests := []struct {
+		name   string
+		cfg    RateLimitConfig
+		reqs   []*Request
+		accept []bool
+	}{
+		{
+			name: "messages at END-OF-MESSAGE",
+			cfg:  RateLimitConfig{Limits: mustLimits(t, "sasl:messages=2/1h")},
+			reqs: []*Request{
+				submitReq("RCPT", "bob", "bob@example.org", "192.0.2.1"), // recipients are not counted by a message limit
+				submitReq("END-OF-MESSAGE", "bob", "bob@example.org", "192.0.2.1"),
+				submitReq("END-OF-MESSAGE", "BOB", "bob@example.org", "192.0.2.1"),
+				submitReq("END-OF-MESSAGE", "bob", "bob@example.org", "192.0.2.1"),
+				submitReq("END-OF-MESSAGE", "carol", "carol@example.org", "192.0.2.1"),
+				submitReq("END-OF-MESSAGE", "", "bob@example.org", "192.0.2.1"), // no SASL user: no limit applies
+			},
+			accept: []bool{true, true, true, false, true, true},
+		},
+		{
+			name: "recipients from recipient_count",
+			cfg:  RateLimitConfig{Limits: mustLimits(t, "client:recipients=5/1h"), RecipientStage: "END-OF-MESSAGE"},
+			reqs: []*Request{
+				withAttr(submitReq("END-OF-MESSAGE", "", "a@example.org", "192.0.2.7"), "recipient_count", "3"),
+				withAttr(submitReq("END-OF-MESSAGE", "", "a@example.org", "192.0.2.7"), "recipient_count", "3"),
+				withAttr(submitReq("END-OF-MESSAGE", "", "a@example.org", "192.0.2.7"), "recipient_count", "2"),
+				submitReq("RCPT", "", "a@example.org", "192.0.2.7"), // not counted at RCPT here
+			},
+			accept: []bool{true, false, true, true},
+		},
+		{
+			name: "messages at RCPT, once per instance",
+			cfg:  RateLimitConfig{Limits: mustLimits(t, "sender:messages=2/1h"), MessageStage: "RCPT"},
+			reqs: []*Request{
+				withAttr(submitReq("RCPT", "", "List@Example.org", "192.0.2.1"), "instance", "m1"),
+				withAttr(submitReq("RCPT", "", "list@example.org", "192.0.2.1"), "instance", "m1"),
+				withAttr(submitReq("RCPT", "", "list@example.org", "192.0.2.1"), "instance", "m1"),
+				withAttr(submitReq("RCPT", "", "list@example.org", "192.0.2.1"), "instance", "m2"),
+				withAttr(submitReq("RCPT", "", "list@example.org", "192.0.2.1"), "instance", "m3"),
+				withAttr(submitReq("RCPT", "", "list@example.org", "192.0.2.1"), "instance", "m3"),
+				withAttr(submitReq("RCPT", "", "", "192.0.2.1"), "instance", "m4"), // null sender: not limited
+			},
+			accept: []bool{true, true, true, true, false, false, true},
+		},
+		{
+			name: "key aliases from the YAML model",
+			cfg:  RateLimitConfig{Limits: []RateLimit{{Key: "sasl_user", Counter: RateRecipients, Max: 1, Window: time.Hour}}},
+			reqs: []*Request{
+				submitReq("RCPT", "gina", "g@example.org", "192.0.2.1"),
+				submitReq("RCPT", "gina", "g@example.org", "192.0.2.1"),
+			},
+			accept: []bool{true, false},
+		},
+		{
+			name: "IPv6 clients share their /64",
+			cfg:  RateLimitConfig{Limits: mustLimits(t, "client:recipients=2/1h")},
+			reqs: []*Request{
+				submitReq("RCPT", "", "a@example.org", "2001:db8:1:1::1"),
+				submitReq("RCPT", "", "a@example.org", "2001:db8:1:1::2"),
+				submitReq("RCPT", "", "a@example.org", "2001:db8:1:1::3"),
+				submitReq("RCPT", "", "a@example.org", "2001:db8:1:2::1"),
+			},
+			accept: []bool{true, true, false, true},
+		},
+		{
+			name: "a refused event counts in no limit",
+			cfg:  RateLimitConfig{Limits: mustLimits(t, "client:recipients=100/1h", "sasl:recipients=1/1h")},
+			reqs: []*Request{
+				submitReq("RCPT", "dave", "d@example.org", "192.0.2.50"),
+				submitReq("RCPT", "dave", "d@example.org", "192.0.2.50"),
+				submitReq("RCPT", "dave", "d@example.org", "192.0.2.50"),
+				submitReq("RCPT", "erin", "e@example.org", "192.0.2.50"),
+			},
+			accept: []bool{true, false, false, true},
+		},
+		{
+			name: "exemptions",
+			cfg: RateLimitConfig{
+				Limits:          mustLimits(t, "client:recipients=1/1h"),
+				ExemptClients:   []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+				ExemptSASLUsers: []string{"Relay"},
+				ExemptSenders:   []string{"lists.example", "noreply@example.org"},
+			},
+			reqs: []*Request{
+				submitReq("RCPT", "", "x@example.org", "10.1.2.3"),
+				submitReq("RCPT", "", "x@example.org", "10.1.2.3"),
+				submitReq("RCPT", "relay", "x@example.org", "192.0.2.9"),
+				submitReq("RCPT", "relay", "x@example.org", "192.0.2.9"),
+				submitReq("RCPT", "", "news@lists.example", "192.0.2.9"),
+				submitReq("RCPT", "", "noreply+x@example.org", "192.0.2.9"),
+				submitReq("RCPT", "", "x@example.org", "192.0.2.9"),
+				submitReq("RCPT", "", "x@example.org", "192.0.2.9"),
+			},
+			accept: []bool{true, true, true, true, true, true, true, false},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db, _ := openState(t)
+			clk := newClock()
+			tt.cfg.Logger, tt.cfg.Now = quietLogger(), clk.now
+			rl, err := NewRateLimit(tt.cfg, db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, r := range tt.reqs {
+				clk.advance(time.Second)
+				d, err := rl.Check(context.Background(), r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d.Final() == tt.accept[i] {
+					t.Errorf("request %d (%s %v): %+v; want accepted %v", i, r.Stage(), r.Attrs, d, tt.accept[i])
+				}
+				if d.Final() && !strings.HasPrefix(d.Action, "450 4.7.1 ") {
+					t.Errorf("request %d: action %q; want a 450 4.7.1", i, d.Action)
+				}
+			}
+		})
+	}
+}
+
+func withAttr(r *Request, k, v string) *Request {
+	r.Attrs[k] = v
+	return r
+}
+
+func TestRateLimitSurvivesRestart(t *testing.T) {
+	db, path := openState(t)
+	clk := newClock()
+	cfg := RateLimitConfig{Limits: mustLimits(t, "sasl:messages=3/1d"), Logger: quietLogger(), Now: clk.now}
+	rl, _ := NewRateLimit(cfg, db)
+	req := submitReq("END-OF-MESSAGE", "frank", "f@example.org", "192.0.2.1")
+	for i := 0; i < 3; i++ {
+		if d, _ := rl.Check(context.Background(), req); d.Final() {
+			t.Fatalf("message %d refused: %+v", i, d)
+		}
+		clk.advance(time.Hour)
+	}
+	db.Close()
+	db2, err := state.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	rl2, _ := NewRateLimit(cfg, db2)
+	d, _ := rl2.Check(context.Background(), req)
+	if !d.Final() || !strings.Contains(d.Action, "user frank may send 3 messages per day") {
+		t.Errorf("4th message after restart = %+v; want refused naming the limit", d)
+	}
+	clk.advance(22 * time.Hour) // 25 h after the first: it left the window (2h buckets)
+	if d, _ := rl2.Check(context.Background(), req); d.Final() {
+		t.Errorf("a day later: %+v; want accepted", d)
+	}
+}
+
+// brokenRates fails every call.
+type brokenRates struct{}
+
+func (brokenRates) RateBuckets(context.Context, string, time.Time) ([]state.Bucket, error) {
+	return nil, errDisk
+}
+func (brokenRates) RateAdd(context.Context, string, time.Time, int64, time.Time) error {
+	return errDisk
+}
+func (brokenRates) ExpireRates(context.Context, time.Time) (int64, error) { return 0, errDisk }
+
+func TestRateLimitStoreErrorFailsOpen(t *testing.T) {
+	rl, err := NewRateLimit(RateLimitConfig{Limits: mustLimits(t, "client:recipients=1/1h"), Logger: quietLogger()}, brokenRates{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := rl.Check(context.Background(), submitReq("RCPT", "", "a@example.org", "192.0.2.1"))
+	if err != nil || d.Final() || d.Reason != "ratelimit=error" {
+		t.Errorf("Check with a failing store = %+v, %v; want no opinion", d, err)
+	}
+}
+
+func TestNewRateLimitErrors(t *testing.T) {
+	db, _ := openState(t)
+	l := mustLimits(t, "client:recipients=1/1h")
+	tests := []RateLimitConfig{
+		{},
+		{Limits: l, MessageStage: "DATA"},
+		{Limits: l, Code: "250 ok"},
+		{Limits: []RateLimit{{Key: "helo", Counter: RateMessages, Max: 1, Window: time.Hour}}},
+		{Limits: []RateLimit{{Key: RateByClient, Counter: RateMessages, Max: 0, Window: time.Hour}}},
+	}
+	for i, cfg := range tests {
+		if _, err := NewRateLimit(cfg, db); err == nil {
+			t.Errorf("NewRateLimit(case %d) = nil error", i)
+		}
+	}
+}
+
+func TestDescribeWindow(t *testing.T) {
+	for in, want := range map[time.Duration]string{
+		time.Minute: "minute", time.Hour: "hour", 24 * time.Hour: "day", 10 * time.Minute: "10 minutes",
+		90 * time.Second: "90 seconds", 48 * time.Hour: "2 days",
+	} {
+		if got := describeWindow(in); got != want {
+			t.Errorf("describeWindow(%v) = %q; want %q", in, got, want)
+		}
+	}
+}

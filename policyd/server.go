@@ -1,0 +1,391 @@
+package policyd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/postkit/postkit/internal/daemon"
+)
+
+// Server answers policy requests on the connections of its listeners. Its
+// fields are read when Serve starts; do not change them after.
+//
+// Decisions are merged into the single action Postfix accepts per reply
+// (SMTPD_POLICY_README: one "action=" line):
+//
+//  1. Checks run in order; the first decision with a final Action ends the
+//     chain. A final DUNNO counts as no opinion.
+//  2. A final action other than OK/DUNNO (REJECT, DEFER…, 4xx/5xx, HOLD,
+//     FILTER, …) is sent as is; pending header prepends are dropped (logged),
+//     a refused recipient gets no header anyway.
+//  3. Otherwise, if checks asked to prepend headers, the reply is
+//     "PREPEND <header>" with the first header not yet sent for this message
+//     (Postfix's "instance" attribute): later recipients of the same message
+//     carry the next pending header, so one header is never added twice and,
+//     with several recipients, several checks' headers all reach the
+//     message. Headers that find no recipient left are logged. A final OK
+//     is sent as is (an explicit permit outranks a header).
+//  4. Otherwise DUNNO.
+//
+// A check that errors, panics or overruns CheckTimeout is logged and counts as
+// no opinion: a broken check never refuses mail.
+type Server struct {
+	Checks []Check
+	// CheckTimeout bounds one check on one request. Default 10s (Postfix
+	// waits smtpd_policy_service_timeout, 100s, for the whole reply).
+	CheckTimeout time.Duration
+	// IdleTimeout closes a connection with no request for this long. Default
+	// 330s (Postfix's smtpd_policy_service_max_idle is 300s).
+	IdleTimeout time.Duration
+	// ReadTimeout bounds reading one request once it started. Default 30s.
+	ReadTimeout time.Duration
+	Limits      Limits
+	Logger      *slog.Logger     // default slog.Default()
+	Now         func() time.Time // default time.Now
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   atomic.Bool
+	wg        sync.WaitGroup
+	sent      *sentHeaders
+	initOnce  sync.Once
+}
+
+type conn struct {
+	c    net.Conn
+	idle atomic.Bool
+}
+
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		if s.CheckTimeout <= 0 {
+			s.CheckTimeout = 10 * time.Second
+		}
+		if s.IdleTimeout <= 0 {
+			s.IdleTimeout = 330 * time.Second
+		}
+		if s.ReadTimeout <= 0 {
+			s.ReadTimeout = 30 * time.Second
+		}
+		s.Limits = s.Limits.withDefaults()
+		if s.Logger == nil {
+			s.Logger = slog.Default()
+		}
+		if s.Now == nil {
+			s.Now = time.Now
+		}
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[*conn]struct{}{}
+		s.sent = newSentHeaders(20000, 15*time.Minute)
+	})
+}
+
+// Serve accepts connections on ln until Shutdown, and returns
+// daemon.ErrServerClosed then.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	if s.closing.Load() {
+		return daemon.ErrServerClosed
+	}
+	s.mu.Lock()
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return daemon.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.Logger.Warn("policyd: accept failed; retrying", "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("policyd: accept: %w", err)
+		}
+		delay = 0
+		cc := &conn{c: c}
+		cc.idle.Store(true)
+		s.mu.Lock()
+		if s.closing.Load() {
+			s.mu.Unlock()
+			c.Close()
+			return daemon.ErrServerClosed
+		}
+		s.conns[cc] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(cc)
+	}
+}
+
+// Shutdown stops accepting, closes idle connections, lets requests in
+// progress get their answer, and waits for them (or for ctx).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.closing.Store(true)
+	s.mu.Lock()
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		if c.idle.Load() {
+			// Unblocks the read; the connection goroutine sees closing.
+			c.c.SetReadDeadline(time.Unix(1, 0))
+		}
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	// Connections that were busy become idle after their answer; poke them
+	// until all are gone.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			s.mu.Lock()
+			for c := range s.conns {
+				c.c.Close()
+			}
+			s.mu.Unlock()
+			return ctx.Err()
+		case <-tick.C:
+			s.mu.Lock()
+			for c := range s.conns {
+				if c.idle.Load() {
+					c.c.SetReadDeadline(time.Unix(1, 0))
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+func (s *Server) serveConn(cc *conn) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.Logger.Error("policyd: connection handler panicked; connection closed", "panic", p)
+		}
+		cc.c.Close()
+		s.mu.Lock()
+		delete(s.conns, cc)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+	br := bufio.NewReaderSize(cc.c, 4096)
+	bw := bufio.NewWriterSize(cc.c, 1024)
+	for {
+		cc.idle.Store(true)
+		if s.closing.Load() {
+			return
+		}
+		cc.c.SetReadDeadline(s.Now().Add(s.IdleTimeout))
+		if _, err := br.Peek(1); err != nil {
+			return // closed, idle timeout or shutdown
+		}
+		cc.idle.Store(false)
+		cc.c.SetReadDeadline(s.Now().Add(s.ReadTimeout))
+		req, err := ReadRequest(br, s.Limits)
+		var action string
+		switch {
+		case errors.Is(err, ErrBadRequest):
+			s.Logger.Warn("policyd: malformed request; answering DUNNO", "err", err,
+				"client", cc.c.RemoteAddr().String())
+			action = "DUNNO"
+		case err != nil:
+			if err != io.EOF {
+				s.Logger.Warn("policyd: reading request; closing connection", "err", err)
+			}
+			return
+		default:
+			action = s.handle(req)
+		}
+		cc.c.SetWriteDeadline(s.Now().Add(s.ReadTimeout))
+		bw.Write(FormatReply(action, s.Limits.MaxActionLn))
+		if err := bw.Flush(); err != nil {
+			s.Logger.Warn("policyd: writing reply; closing connection", "err", err)
+			return
+		}
+	}
+}
+
+// handle evaluates one well-formed request and logs one line.
+func (s *Server) handle(r *Request) string {
+	start := s.Now()
+	if req := r.Get("request"); req != "smtpd_access_policy" {
+		s.Logger.Warn("policyd: unknown request type; answering DUNNO", "request", req)
+		return "DUNNO"
+	}
+	action, reasons := s.Decide(context.Background(), r)
+	s.Logger.Info("policy",
+		"queue_id", r.Get("queue_id"),
+		"stage", r.Stage(),
+		"client", r.Get("client_address"),
+		"helo", r.Helo(),
+		"sender", r.Sender(),
+		"recipient", r.Recipient(),
+		"action", action,
+		"reasons", strings.Join(reasons, ","),
+		"ms", float64(s.Now().Sub(start).Microseconds())/1000)
+	return action
+}
+
+// Decide runs the checks over r and merges their decisions into one action
+// (see Server). reasons lists the Reason of every decision that had one.
+func (s *Server) Decide(ctx context.Context, r *Request) (action string, reasons []string) {
+	s.init()
+	var prepends []string
+	final := ""
+	for _, c := range s.Checks {
+		d, err := s.runCheck(ctx, c, r)
+		if err != nil {
+			s.Logger.Warn("policyd: check failed; treated as no opinion",
+				"check", c.Name(), "queue_id", r.Get("queue_id"), "err", err)
+			reasons = append(reasons, c.Name()+"=error")
+			continue
+		}
+		if d.Reason != "" {
+			reasons = append(reasons, d.Reason)
+		}
+		prepends = append(prepends, d.Prepend...)
+		if d.Final() && !strings.EqualFold(strings.TrimSpace(d.Action), "DUNNO") {
+			final = strings.TrimSpace(d.Action)
+			break
+		}
+	}
+	if final != "" && !strings.EqualFold(final, "OK") {
+		if len(prepends) > 0 {
+			s.Logger.Info("policyd: headers dropped by a refusing action",
+				"queue_id", r.Get("queue_id"), "action", final, "headers", len(prepends))
+		}
+		return final, reasons
+	}
+	if final != "" {
+		return final, reasons
+	}
+	if len(prepends) == 0 {
+		return "DUNNO", reasons
+	}
+	inst := r.Get("instance")
+	if inst == "" {
+		// No message identity: nothing to deduplicate against.
+		if len(prepends) > 1 {
+			s.Logger.Info("policyd: one header per reply; extra headers dropped",
+				"queue_id", r.Get("queue_id"), "dropped", len(prepends)-1)
+		}
+		return "PREPEND " + prepends[0], reasons
+	}
+	h, pending := s.sent.next(inst+"/"+r.Get("client_address"), prepends, s.Now())
+	if pending > 0 && r.Stage() == "END-OF-MESSAGE" {
+		s.Logger.Info("policyd: more headers than recipients; extra headers dropped",
+			"queue_id", r.Get("queue_id"), "dropped", pending)
+	}
+	if h == "" {
+		return "DUNNO", reasons
+	}
+	return "PREPEND " + h, reasons
+}
+
+// runCheck runs one check under CheckTimeout, turning a panic or an overrun
+// into an error.
+func (s *Server) runCheck(ctx context.Context, c Check, r *Request) (d Decision, err error) {
+	ctx, cancel := context.WithTimeout(ctx, s.CheckTimeout)
+	defer cancel()
+	type out struct {
+		d   Decision
+		err error
+	}
+	ch := make(chan out, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				ch <- out{err: fmt.Errorf("policyd: check %s panicked: %v", c.Name(), p)}
+			}
+		}()
+		d, err := c.Check(ctx, r)
+		ch <- out{d, err}
+	}()
+	select {
+	case o := <-ch:
+		return o.d, o.err
+	case <-ctx.Done():
+		return Decision{}, fmt.Errorf("policyd: check %s: no answer within %v: %w", c.Name(), s.CheckTimeout, ctx.Err())
+	}
+}
+
+// sentHeaders remembers, per message, which headers were already sent, so
+// that each goes once (Postfix asks once per recipient and prepends each
+// answer's header to the same message).
+type sentHeaders struct {
+	mu    sync.Mutex
+	max   int
+	ttl   time.Duration
+	items map[string]*sentEntry
+}
+
+type sentEntry struct {
+	headers map[string]bool
+	expires time.Time
+}
+
+func newSentHeaders(max int, ttl time.Duration) *sentHeaders {
+	return &sentHeaders{max: max, ttl: ttl, items: map[string]*sentEntry{}}
+}
+
+// next returns the first of want not yet sent for key (and marks it sent),
+// and how many remain pending after it.
+func (h *sentHeaders) next(key string, want []string, now time.Time) (string, int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.items[key]
+	if e == nil || now.After(e.expires) {
+		if len(h.items) >= h.max {
+			for k, v := range h.items {
+				if now.After(v.expires) || len(h.items) >= h.max {
+					delete(h.items, k)
+				}
+				if len(h.items) < h.max*9/10 {
+					break
+				}
+			}
+		}
+		e = &sentEntry{headers: map[string]bool{}}
+		h.items[key] = e
+	}
+	e.expires = now.Add(h.ttl)
+	out, pending := "", 0
+	for _, w := range want {
+		if e.headers[w] {
+			continue
+		}
+		if out == "" {
+			out = w
+			e.headers[w] = true
+			continue
+		}
+		pending++
+	}
+	return out, pending
+}

@@ -1,0 +1,491 @@
+// Package spfcheck is the Sender Policy Framework check (RFC 7208) of the
+// policy server: it evaluates the HELO and MAIL FROM identities with
+// blitiri.com.ar/go/spf over postkit's resolver, adds what that library
+// leaves out (exp= explanations §6.2, the strict record syntax of §4.6 and
+// §12, the %{p} macro in explanations), and maps results to Postfix actions
+// the way postfix-policyd-spf-python does: fail rejects with 550 5.7.23
+// (RFC 7372), other results prepend a Received-SPF header (§9.1).
+package spfcheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"blitiri.com.ar/go/spf"
+
+	"github.com/postkit/postkit/policyd"
+)
+
+// Resolver is the DNS the check needs; *dnsclient.Resolver satisfies it, as
+// does *net.Resolver. Not-found errors must be *net.DNSError with
+// IsNotFound, temporary ones *net.DNSError with Temporary() true.
+type Resolver interface {
+	LookupTXT(ctx context.Context, name string) ([]string, error)
+	LookupMX(ctx context.Context, name string) ([]*net.MX, error)
+	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
+	LookupAddr(ctx context.Context, addr string) ([]string, error)
+}
+
+// Result is an SPF result (RFC 7208 §2.6), spelled as in headers.
+type Result string
+
+// The results of §2.6.
+const (
+	None      Result = "none"
+	Neutral   Result = "neutral"
+	Pass      Result = "pass"
+	Fail      Result = "fail"
+	SoftFail  Result = "softfail"
+	TempError Result = "temperror"
+	PermError Result = "permerror"
+)
+
+// Mode selects what the check may do.
+type Mode string
+
+const (
+	// Enforce rejects fail results (HELO first, then MAIL FROM) and prepends
+	// a header otherwise.
+	Enforce Mode = "enforce"
+	// Header never rejects or defers: every result becomes a header.
+	Header Mode = "header"
+)
+
+// Config configures the check. Zero values select the defaults.
+type Config struct {
+	Mode Mode // default Enforce
+	// Hostname is the receiver named in headers and the %{r} macro.
+	// Default: os.Hostname().
+	Hostname string
+	// TempErrorDefer answers temperror with DEFER_IF_PERMIT 4.7.24 in
+	// enforce mode; default false (a header, as postfix-policyd-spf-python's
+	// TempError_Defer=False).
+	TempErrorDefer bool
+	// PermErrorReject answers permerror with 550 5.7.24 in enforce mode;
+	// default false (a header, as postfix-policyd-spf-python).
+	PermErrorReject bool
+	// CheckAuthenticated also checks SASL-authenticated clients (skipped by
+	// default: they are our users, sending through us).
+	CheckAuthenticated bool
+	// Trusted networks are never checked. Default (nil): 127.0.0.0/8 and
+	// ::1, as both Debian SPF policy servers do. An empty non-nil slice
+	// trusts nothing.
+	Trusted []netip.Prefix
+	// AllowIPs, AllowSenderDomains and AllowHelos skip the check for these
+	// clients, envelope sender domains (exact, case-insensitive) or HELO
+	// names.
+	AllowIPs           []netip.Prefix
+	AllowSenderDomains []string
+	AllowHelos         []string
+	// Timeout is the time budget of one request (both identities). Default 8s.
+	Timeout time.Duration
+	// CacheSize bounds the per-(client, HELO, sender) result cache that
+	// serves the RCPTs of one message. Default 4096; negative disables it.
+	CacheSize int
+	// CacheTTL is how long a cached result is used. Default 60s.
+	CacheTTL time.Duration
+	// MaxVoidLookups overrides the §4.6.4 limit of 2; 0 keeps it.
+	MaxVoidLookups uint
+	Logger         *slog.Logger
+	Now            func() time.Time
+}
+
+// Check is the SPF policy check.
+type Check struct {
+	cfg   Config
+	res   Resolver
+	cache *resultCache
+}
+
+// New returns the check.
+func New(cfg Config, res Resolver) (*Check, error) {
+	if res == nil {
+		return nil, errors.New("spfcheck: no resolver given")
+	}
+	switch cfg.Mode {
+	case "":
+		cfg.Mode = Enforce
+	case Enforce, Header:
+	default:
+		return nil, fmt.Errorf("spfcheck: mode %q: want enforce or header", cfg.Mode)
+	}
+	if cfg.Hostname == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "localhost"
+		}
+		cfg.Hostname = h
+	}
+	if cfg.Trusted == nil {
+		cfg.Trusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 8 * time.Second
+	}
+	if cfg.CacheSize == 0 {
+		cfg.CacheSize = 4096
+	}
+	if cfg.CacheTTL <= 0 {
+		cfg.CacheTTL = 60 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	c := &Check{cfg: cfg, res: res}
+	if cfg.CacheSize > 0 {
+		c.cache = newResultCache(cfg.CacheSize)
+	}
+	return c, nil
+}
+
+// Name implements policyd.Check.
+func (c *Check) Name() string { return "spf" }
+
+// Check implements policyd.Check: skips, then HELO, then MAIL FROM.
+func (c *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision, error) {
+	switch r.Stage() {
+	case "RCPT", "MAIL", "":
+	default:
+		return policyd.Decision{}, nil
+	}
+	ip := r.ClientAddr()
+	if !ip.IsValid() {
+		return policyd.Decision{Reason: "spf=skip(no-client-ip)"}, nil
+	}
+	if why := c.skip(r, ip); why != "" {
+		return policyd.Decision{Reason: "spf=skip(" + why + ")"}, nil
+	}
+	key := ip.String() + "\x00" + strings.ToLower(r.Helo()) + "\x00" + strings.ToLower(r.Sender())
+	now := c.cfg.Now()
+	if c.cache != nil {
+		if d, ok := c.cache.get(key, now); ok {
+			return d, nil
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	v := c.Evaluate(ctx, ip, r.Helo(), r.Sender())
+	d := c.decide(v)
+	if c.cache != nil {
+		c.cache.put(key, d, now.Add(c.cfg.CacheTTL))
+	}
+	return d, nil
+}
+
+func (c *Check) skip(r *policyd.Request, ip netip.Addr) string {
+	if r.SASLUser() != "" && !c.cfg.CheckAuthenticated {
+		return "authenticated"
+	}
+	for _, p := range c.cfg.Trusted {
+		if p.Contains(ip) {
+			return "trusted"
+		}
+	}
+	for _, p := range c.cfg.AllowIPs {
+		if p.Contains(ip) {
+			return "allow-ip"
+		}
+	}
+	if d := policyd.Domain(r.Sender()); d != "" {
+		for _, a := range c.cfg.AllowSenderDomains {
+			if strings.EqualFold(a, d) {
+				return "allow-sender"
+			}
+		}
+	}
+	for _, a := range c.cfg.AllowHelos {
+		if r.Helo() != "" && strings.EqualFold(strings.TrimSuffix(a, "."), strings.TrimSuffix(r.Helo(), ".")) {
+			return "allow-helo"
+		}
+	}
+	return ""
+}
+
+// Verdict holds the outcome of both identities.
+type Verdict struct {
+	Helo     Outcome // Result "" if the HELO identity was not checked
+	MailFrom Outcome // for a null sender: the HELO outcome (§2.4)
+}
+
+// Outcome is the result of one identity.
+type Outcome struct {
+	Identity    string // "helo" or "mailfrom"
+	Result      Result
+	Domain      string // the domain whose policy was evaluated
+	Sender      string // the sender used in macros: postmaster@domain if it had no local part
+	Explanation string // for fail: the exp= text (§6.2) or our default
+	Problem     string // for errors: what went wrong
+	Header      string // the Received-SPF header line (§9.1)
+}
+
+// Evaluate checks the HELO identity (if it is a domain) and the MAIL FROM
+// identity; a null sender uses postmaster@HELO (§2.4), i.e. the HELO outcome.
+// The HELO check comes first, as postfix-policyd-spf-python does: with a
+// HELO fail, the MAIL FROM check is skipped in enforce mode.
+func (c *Check) Evaluate(ctx context.Context, ip netip.Addr, helo, sender string) Verdict {
+	ip = ip.Unmap()
+	var v Verdict
+	h := strings.TrimSuffix(helo, ".")
+	if h != "" && !strings.HasPrefix(h, "[") {
+		// §2.3: check HELO whenever it is a domain name.
+		v.Helo = c.checkHost(ctx, "helo", ip, h, "postmaster@"+h, h)
+		if v.Helo.Result == Fail && c.cfg.Mode == Enforce {
+			return v
+		}
+	}
+	if sender == "" {
+		if v.Helo.Result != "" {
+			v.MailFrom = v.Helo
+		} else {
+			v.MailFrom = c.checkHost(ctx, "helo", ip, h, "postmaster@"+h, h)
+		}
+		return v
+	}
+	local, domain := splitSender(sender)
+	if local == "" {
+		// §4.3: an empty local part is taken as "postmaster".
+		sender = "postmaster@" + domain
+	}
+	v.MailFrom = c.checkHost(ctx, "mailfrom", ip, h, sender, domain)
+	return v
+}
+
+func splitSender(s string) (local, domain string) {
+	i := strings.LastIndexByte(s, '@')
+	if i < 0 {
+		return s, ""
+	}
+	return s[:i], s[i+1:]
+}
+
+// decide maps a verdict to a policy decision.
+func (c *Check) decide(v Verdict) policyd.Decision {
+	enforce := c.cfg.Mode == Enforce
+	if enforce && v.Helo.Result == Fail {
+		return policyd.Decision{Action: "550 5.7.23 " + v.Helo.Explanation, Reason: "spf-helo=fail"}
+	}
+	o := v.MailFrom
+	reason := "spf=" + string(o.Result)
+	if o.Identity == "helo" {
+		reason = "spf-helo=" + string(o.Result)
+	}
+	if enforce {
+		switch {
+		case o.Result == Fail:
+			return policyd.Decision{Action: "550 5.7.23 " + o.Explanation, Reason: reason}
+		case o.Result == TempError && c.cfg.TempErrorDefer:
+			// RFC 7372 §3.2: X.7.24, SPF validation error.
+			return policyd.Decision{Action: "DEFER_IF_PERMIT 4.7.24 SPF temporary error checking " + o.Domain + "; try again later", Reason: reason}
+		case o.Result == PermError && c.cfg.PermErrorReject:
+			return policyd.Decision{Action: "550 5.7.24 SPF permanent error in the policy of " + o.Domain + ": " + o.Problem, Reason: reason}
+		}
+	}
+	return policyd.Decision{Prepend: []string{o.Header}, Reason: reason}
+}
+
+// checkHost runs check_host() (§4) for one identity and fills the outcome.
+func (c *Check) checkHost(ctx context.Context, identity string, ip netip.Addr, helo, sender, domain string) Outcome {
+	o := Outcome{Identity: identity, Domain: domain, Sender: sender}
+	env := &macroEnv{ip: ip, sender: sender, helo: helo, receiver: c.cfg.Hostname, now: c.cfg.Now()}
+	lr := &libResolver{res: c.res, env: env}
+	if !validSPFDomain(domain) {
+		// §4.3: a malformed or single-label domain gives "none".
+		o.Result = None
+		o.Problem = "not a valid domain name"
+	} else {
+		opts := []spf.Option{spf.WithResolver(lr), spf.WithContext(ctx)}
+		if c.cfg.MaxVoidLookups > 0 {
+			opts = append(opts, spf.OverrideVoidLookupLimit(c.cfg.MaxVoidLookups))
+		}
+		res, err := spf.CheckHostWithSender(net.IP(ip.AsSlice()), helo, sender, opts...)
+		o.Result = Result(res)
+		if o.Result == TempError && ctx.Err() != nil {
+			o.Problem = "time budget exhausted"
+		} else if lr.problem != "" {
+			o.Problem = lr.problem
+		} else if err != nil && (o.Result == PermError || o.Result == TempError) {
+			o.Problem = err.Error()
+		}
+	}
+	if o.Result == Fail {
+		o.Explanation = c.explain(ctx, env, domain)
+	}
+	o.Header = c.header(o, ip, helo)
+	if o.Result == PermError || o.Result == TempError {
+		c.cfg.Logger.Debug("spf: error result", "identity", identity, "domain", domain, "result", o.Result, "problem", o.Problem)
+	}
+	return o
+}
+
+// validSPFDomain: §4.3 asks for a multi-label name of valid labels.
+func validSPFDomain(d string) bool {
+	d = strings.TrimSuffix(d, ".")
+	if len(d) == 0 || len(d) > 253 || !strings.Contains(d, ".") {
+		return false
+	}
+	for _, l := range strings.Split(d, ".") {
+		if len(l) == 0 || len(l) > 63 {
+			return false
+		}
+	}
+	return true
+}
+
+// header renders the §9.1 Received-SPF header field.
+func (c *Check) header(o Outcome, ip netip.Addr, helo string) string {
+	var comment string
+	switch o.Result {
+	case Pass:
+		comment = fmt.Sprintf("domain of %s designates %s as permitted sender", o.Sender, ip)
+	case Fail:
+		comment = o.Explanation
+	case SoftFail:
+		comment = fmt.Sprintf("domain of transitioning %s does not designate %s as permitted sender", o.Sender, ip)
+	case Neutral:
+		comment = fmt.Sprintf("%s is neither permitted nor denied by domain of %s", ip, o.Sender)
+	case None:
+		comment = fmt.Sprintf("domain of %s does not designate permitted sender hosts", o.Sender)
+	case TempError:
+		comment = fmt.Sprintf("temporary error looking up the policy of %s: %s", o.Domain, o.Problem)
+	case PermError:
+		comment = fmt.Sprintf("permanent error in the policy of %s: %s", o.Domain, o.Problem)
+	}
+	var b strings.Builder
+	b.WriteString("Received-SPF: ")
+	b.WriteString(string(o.Result))
+	b.WriteString(" (")
+	b.WriteString(commentText(c.cfg.Hostname + ": " + comment))
+	b.WriteString(") client-ip=")
+	b.WriteString(ip.String())
+	b.WriteString(";")
+	if o.Identity == "mailfrom" {
+		b.WriteString(" envelope-from=" + headerValue(o.Sender) + ";")
+	}
+	if helo != "" {
+		b.WriteString(" helo=" + headerValue(helo) + ";")
+	}
+	b.WriteString(" receiver=" + headerValue(c.cfg.Hostname) + ";")
+	b.WriteString(" identity=" + o.Identity + ";")
+	if o.Problem != "" && (o.Result == PermError || o.Result == TempError) {
+		b.WriteString(" problem=" + headerValue(o.Problem) + ";")
+	}
+	return b.String()
+}
+
+// commentText makes DNS-supplied text safe inside a header comment
+// (RFC 5322 §3.2.2): printable ASCII only, parentheses and backslashes
+// quoted, bounded length.
+func commentText(s string) string {
+	return sanitize(s, 400, true)
+}
+
+func sanitize(s string, max int, comment bool) string {
+	var b strings.Builder
+	for i := 0; i < len(s) && b.Len() < max; i++ {
+		ch := s[i]
+		switch {
+		case ch < 0x20 || ch > 0x7e:
+			b.WriteByte('?')
+		case comment && (ch == '(' || ch == ')' || ch == '\\'):
+			b.WriteByte('\\')
+			b.WriteByte(ch)
+		default:
+			b.WriteByte(ch)
+		}
+	}
+	return b.String()
+}
+
+// headerValue renders a key-value-pair value (§9.1): a dot-atom as is,
+// anything else as a quoted-string.
+func headerValue(v string) string {
+	if v != "" && isDotAtom(v) {
+		return v
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(v) && i < 300; i++ {
+		ch := v[i]
+		switch {
+		case ch < 0x20 || ch > 0x7e:
+			b.WriteByte('?')
+		case ch == '"' || ch == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(ch)
+		default:
+			b.WriteByte(ch)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+func isDotAtom(s string) bool {
+	if s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if 'a' <= ch && ch <= 'z' || 'A' <= ch && ch <= 'Z' || '0' <= ch && ch <= '9' ||
+			strings.IndexByte("!#$%&'*+-/=?^_`{|}~.@", ch) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// resultCache keeps decisions per (client, HELO, sender) for the RCPTs of
+// one message: Postfix asks once per recipient.
+type resultCache struct {
+	mu    sync.Mutex
+	max   int
+	items map[string]cached
+}
+
+type cached struct {
+	d       policyd.Decision
+	expires time.Time
+}
+
+func newResultCache(max int) *resultCache {
+	return &resultCache{max: max, items: make(map[string]cached)}
+}
+
+func (rc *resultCache) get(k string, now time.Time) (policyd.Decision, bool) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	e, ok := rc.items[k]
+	if !ok || !now.Before(e.expires) {
+		return policyd.Decision{}, false
+	}
+	return e.d, true
+}
+
+func (rc *resultCache) put(k string, d policyd.Decision, expires time.Time) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.items) >= rc.max {
+		now := expires // any expired entry goes first; then arbitrary ones
+		for key, e := range rc.items {
+			if e.expires.Before(now) || len(rc.items) >= rc.max {
+				delete(rc.items, key)
+			}
+			if len(rc.items) < rc.max*3/4 {
+				break
+			}
+		}
+	}
+	rc.items[k] = cached{d, expires}
+}

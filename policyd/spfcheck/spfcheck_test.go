@@ -1,0 +1,224 @@
+package spfcheck
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postkit/postkit/internal/dnsclient"
+	"github.com/postkit/postkit/internal/dnstest"
+	"github.com/postkit/postkit/policyd"
+)
+
+var testZone = []string{
+	`pass.example. 300 IN TXT "v=spf1 ip4:192.0.2.0/24 -all"`,
+	`fail.example. 300 IN TXT "v=spf1 -all exp=why.fail.example"`,
+	`why.fail.example. 300 IN TXT "%{i} may not send for %{d} (sender %{s}, helo %{h}, receiver %{r})"`,
+	`plain.example. 300 IN TXT "v=spf1 -all"`,
+	`soft.example. 300 IN TXT "v=spf1 ~all"`,
+	`neutral.example. 300 IN TXT "v=spf1 ?all"`,
+	`perm.example. 300 IN TXT "v=spf1 foo:bar -all"`,
+	`multi.example. 300 IN TXT "v=spf1 -all" "  exp=why.fail.example"`,
+	`badexp.example. 300 IN TXT "v=spf1 -all exp=nowhere.example"`,
+	`redir.example. 300 IN TXT "v=spf1 exp=why.fail.example redirect=target.example"`,
+	`target.example. 300 IN TXT "v=spf1 -all exp=why.target.example"`,
+	`why.target.example. 300 IN TXT "target says no to %{c}"`,
+	`incl.example. 300 IN TXT "v=spf1 include:plain.example -all exp=why.incl.example"`,
+	`plainexp.example. 300 IN TXT "v=spf1 -all exp=why.target.example"`,
+	`why.incl.example. 300 IN TXT "include's parent explains"`,
+	`inject.example. 300 IN TXT "v=spf1 -all exp=why.inject.example"`,
+	`why.inject.example. 300 IN TXT "bad) \\ (text"`,
+	`helofail.example. 300 IN TXT "v=spf1 -all exp=why.helo.example"`,
+	`why.helo.example. 300 IN TXT "helo %{h} refused"`,
+	`helopass.example. 300 IN TXT "v=spf1 ip4:192.0.2.0/24 -all"`,
+}
+
+func newTestCheck(t *testing.T, cfg Config, extra ...string) (*Check, *dnstest.Server) {
+	t.Helper()
+	srv, err := dnstest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	z, err := dnstest.ParseZone(append(append([]string{}, testZone...), extra...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z.Timeout("slow.example")
+	srv.Set(z)
+	res, err := dnsclient.New(dnsclient.Config{Servers: []string{srv.Addr()}, Timeout: 100 * time.Millisecond, Attempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = "mx.receiver.example"
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := New(cfg, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, srv
+}
+
+func request(ip, helo, sender string, extra ...string) *policyd.Request {
+	r := &policyd.Request{Attrs: map[string]string{
+		"request": "smtpd_access_policy", "protocol_state": "RCPT",
+		"client_address": ip, "helo_name": helo, "sender": sender, "recipient": "u@receiver.example",
+	}}
+	for i := 0; i+1 < len(extra); i += 2 {
+		r.Attrs[extra[i]] = extra[i+1]
+	}
+	return r
+}
+
+func TestExplanationInReply(t *testing.T) {
+	c, _ := newTestCheck(t, Config{Mode: Enforce})
+	tests := []struct {
+		name   string
+		sender string
+		want   string
+	}{
+		{"exp with macros", "bob@fail.example",
+			"550 5.7.23 198.51.100.7 may not send for fail.example (sender bob@fail.example, helo client.example, receiver mx.receiver.example)"},
+		{"no exp: default", "bob@plain.example", "550 5.7.23 198.51.100.7 is not allowed to send mail for plain.example"},
+		{"multi-string record", "bob@multi.example", "550 5.7.23 198.51.100.7 may not send for multi.example (sender bob@multi.example, helo client.example, receiver mx.receiver.example)"},
+		{"exp target missing: default", "bob@badexp.example", "550 5.7.23 198.51.100.7 is not allowed to send mail for badexp.example"},
+		{"redirect: target's exp replaces ours", "bob@redir.example", "550 5.7.23 target says no to 198.51.100.7"},
+		{"include: parent's exp", "bob@incl.example", "550 5.7.23 include's parent explains"},
+		{"empty local part is postmaster", "@fail.example",
+			"550 5.7.23 198.51.100.7 may not send for fail.example (sender postmaster@fail.example, helo client.example, receiver mx.receiver.example)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := c.Check(context.Background(), request("198.51.100.7", "client.example", tt.sender))
+			if err != nil || d.Action != tt.want {
+				t.Errorf("action %q, %v\nwant   %q", d.Action, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestHeaderSafety(t *testing.T) {
+	c, _ := newTestCheck(t, Config{Mode: Header})
+	d, _ := c.Check(context.Background(), request("198.51.100.7", "client.example", "x@inject.example"))
+	if len(d.Prepend) != 1 {
+		t.Fatalf("prepend %q, want one header", d.Prepend)
+	}
+	h := d.Prepend[0]
+	want := `Received-SPF: fail (mx.receiver.example: bad\) \\ \(text) client-ip=198.51.100.7; envelope-from=x@inject.example; helo=client.example; receiver=mx.receiver.example; identity=mailfrom;`
+	if h != want {
+		t.Errorf("header\n %q\nwant\n %q", h, want)
+	}
+}
+
+func TestDecisions(t *testing.T) {
+	cases := []struct {
+		name      string
+		cfg       Config
+		req       *policyd.Request
+		action    string // "" = no final action
+		header    string // prefix of the prepended header, "" = none
+		reasonHas string
+	}{
+		{"pass header", Config{}, request("192.0.2.10", "client.example", "a@pass.example"), "",
+			"Received-SPF: pass (mx.receiver.example: domain of a@pass.example designates 192.0.2.10 as permitted sender) client-ip=192.0.2.10; envelope-from=a@pass.example; helo=client.example;", "spf=pass"},
+		{"softfail header", Config{}, request("198.51.100.7", "client.example", "a@soft.example"), "", "Received-SPF: softfail ", "spf=softfail"},
+		{"neutral header", Config{}, request("198.51.100.7", "client.example", "a@neutral.example"), "", "Received-SPF: neutral ", "spf=neutral"},
+		{"none header", Config{}, request("198.51.100.7", "client.example", "a@nospf.example"), "", "Received-SPF: none ", "spf=none"},
+		{"fail rejects", Config{}, request("198.51.100.7", "client.example", "a@plain.example"), "550 5.7.23 ", "", "spf=fail"},
+		{"fail in header mode", Config{Mode: Header}, request("198.51.100.7", "client.example", "a@plain.example"), "", "Received-SPF: fail ", "spf=fail"},
+		{"permerror default: header", Config{}, request("198.51.100.7", "client.example", "a@perm.example"), "", "Received-SPF: permerror ", "spf=permerror"},
+		{"permerror reject", Config{PermErrorReject: true}, request("198.51.100.7", "client.example", "a@perm.example"), "550 5.7.24 ", "", "spf=permerror"},
+		{"temperror default: header", Config{}, request("198.51.100.7", "client.example", "a@slow.example"), "", "Received-SPF: temperror ", "spf=temperror"},
+		{"temperror defer", Config{TempErrorDefer: true}, request("198.51.100.7", "client.example", "a@slow.example"), "DEFER_IF_PERMIT 4.7.24 ", "", "spf=temperror"},
+		{"temperror defer not in header mode", Config{Mode: Header, TempErrorDefer: true}, request("198.51.100.7", "client.example", "a@slow.example"), "", "Received-SPF: temperror ", "spf=temperror"},
+		{"helo fail rejects first", Config{}, request("198.51.100.7", "helofail.example", "a@pass.example"), "550 5.7.23 helo helofail.example refused", "", "spf-helo=fail"},
+		{"helo fail in header mode: mailfrom header", Config{Mode: Header}, request("192.0.2.10", "helofail.example", "a@pass.example"), "", "Received-SPF: pass ", "spf=pass"},
+		{"null sender uses helo", Config{}, request("192.0.2.10", "helopass.example", ""), "",
+			"Received-SPF: pass (mx.receiver.example: domain of postmaster@helopass.example designates 192.0.2.10 as permitted sender) client-ip=192.0.2.10; helo=helopass.example; receiver=mx.receiver.example; identity=helo;", "spf-helo=pass"},
+		{"sasl skipped", Config{}, request("198.51.100.7", "client.example", "a@plain.example", "sasl_username", "bob"), "", "", "spf=skip(authenticated)"},
+		{"sasl checked on request", Config{CheckAuthenticated: true}, request("198.51.100.7", "client.example", "a@plain.example", "sasl_username", "bob"), "550 5.7.23 ", "", "spf=fail"},
+		{"loopback trusted by default", Config{}, request("127.0.0.5", "client.example", "a@plain.example"), "", "", "spf=skip(trusted)"},
+		{"trusted network", Config{Trusted: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}, request("198.51.100.7", "x.example", "a@plain.example"), "", "", "spf=skip(trusted)"},
+		{"allow ip", Config{AllowIPs: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}}, request("198.51.100.7", "x.example", "a@plain.example"), "", "", "spf=skip(allow-ip)"},
+		{"allow sender domain", Config{AllowSenderDomains: []string{"PLAIN.example"}}, request("198.51.100.7", "x.example", "a@plain.example"), "", "", "spf=skip(allow-sender)"},
+		{"allow helo", Config{AllowHelos: []string{"x.example."}}, request("198.51.100.7", "x.example", "a@plain.example"), "", "", "spf=skip(allow-helo)"},
+		{"no client address", Config{}, request("unknown", "x.example", "a@plain.example"), "", "", "spf=skip(no-client-ip)"},
+		{"other stage ignored", Config{}, &policyd.Request{Attrs: map[string]string{"protocol_state": "END-OF-MESSAGE", "client_address": "198.51.100.7", "sender": "a@plain.example"}}, "", "", ""},
+		{"ipv4-mapped client", Config{}, request("::ffff:192.0.2.10", "client.example", "a@pass.example"), "", "Received-SPF: pass ", "spf=pass"},
+	}
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _ := newTestCheck(t, tt.cfg)
+			d, err := c.Check(context.Background(), tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(d.Action, tt.action) || (tt.action == "") != (d.Action == "") {
+				t.Errorf("action %q, want prefix %q", d.Action, tt.action)
+			}
+			switch {
+			case tt.header == "" && len(d.Prepend) > 0:
+				t.Errorf("prepend %q, want none", d.Prepend)
+			case tt.header != "" && (len(d.Prepend) != 1 || !strings.HasPrefix(d.Prepend[0], tt.header)):
+				t.Errorf("prepend %q, want prefix %q", d.Prepend, tt.header)
+			}
+			if d.Reason != tt.reasonHas {
+				t.Errorf("reason %q, want %q", d.Reason, tt.reasonHas)
+			}
+		})
+	}
+}
+
+func TestResultCache(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	c, srv := newTestCheck(t, Config{CacheTTL: time.Minute, Now: func() time.Time { return now }})
+	ask := func() policyd.Decision {
+		d, err := c.Check(context.Background(), request("198.51.100.7", "client.example", "a@soft.example"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	first := ask()
+	q := srv.Queries()
+	for range 5 { // the other RCPTs of the message
+		if d := ask(); d.Prepend[0] != first.Prepend[0] {
+			t.Fatalf("cached answer %q differs from %q", d.Prepend, first.Prepend)
+		}
+	}
+	if got := srv.Queries(); got != q {
+		t.Errorf("%d DNS queries for cached RCPTs, want 0", got-q)
+	}
+	if q == 0 {
+		t.Error("first check made no DNS query")
+	}
+}
+
+func TestTimeBudget(t *testing.T) {
+	c, _ := newTestCheck(t, Config{Timeout: 150 * time.Millisecond},
+		`chain.example. 300 IN TXT "v=spf1 a:slow.example a:slow.example a:slow.example a:slow.example -all"`)
+	start := time.Now()
+	d, _ := c.Check(context.Background(), request("198.51.100.7", "client.example", "a@chain.example"))
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("took %v, want about the 150ms budget", el)
+	}
+	if d.Reason != "spf=temperror" {
+		t.Errorf("reason %q, want spf=temperror", d.Reason)
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	res, _ := dnsclient.New(dnsclient.Config{Servers: []string{"127.0.0.1:1"}})
+	if _, err := New(Config{Mode: "loud"}, res); err == nil || !strings.Contains(err.Error(), "enforce or header") {
+		t.Errorf("bad mode: err = %v", err)
+	}
+	if _, err := New(Config{}, nil); err == nil {
+		t.Error("nil resolver accepted")
+	}
+}
