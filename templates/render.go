@@ -150,6 +150,9 @@ func (v *view) PolicyTimeout() string {
 	return fmt.Sprintf("%ds", int((v.C.Policy.TimeBudget.D()+10*time.Second)/time.Second))
 }
 
+// ScrubInMilter reports whether the postkit milter scrubs outbound headers.
+func (v *view) ScrubInMilter() bool { return v.C.Milter.Enabled && v.C.Milter.Scrub.Enabled }
+
 func (v *view) BlacklistInPostfix() bool {
 	return v.C.Policy.Blacklist.Owner != "policy" || !v.C.Policy.Enabled
 }
@@ -217,6 +220,7 @@ func Render(cfg *config.Config) ([]File, error) {
 	items := []item{
 		{"postfix/main.cf.tmpl", path.Join(pf, "main.cf"), 0o644, ""},
 		{"postfix/master.cf.tmpl", path.Join(pf, "master.cf"), 0o644, ""},
+		{"postfix/submission_header_checks.tmpl", path.Join(pf, "submission_header_checks"), 0o644, ""},
 		{"dovecot/dovecot.conf.tmpl", path.Join(dc, "dovecot.conf"), 0o644, ""},
 	}
 	confd, err := fs.Glob(tmplFS, "dovecot/conf.d/*.tmpl")

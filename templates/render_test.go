@@ -98,12 +98,12 @@ func TestRenderContents(t *testing.T) {
 			t.Errorf("master.cf lacks %q", want)
 		}
 	}
-	if len(files) != 18 {
+	if len(files) != 19 {
 		var names []string
 		for _, f := range files {
 			names = append(names, f.Path)
 		}
-		t.Errorf("Render gave %d files; want 18 (2 Postfix, 6 maps, dovecot.conf, 7 conf.d, dovecot-sql, spam.sieve):\n%s", len(files), strings.Join(names, "\n"))
+		t.Errorf("Render gave %d files; want 19 (3 Postfix, 6 maps, dovecot.conf, 7 conf.d, dovecot-sql, spam.sieve):\n%s", len(files), strings.Join(names, "\n"))
 	}
 }
 
