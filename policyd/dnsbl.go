@@ -356,10 +356,11 @@ func (d *DNSBL) skip(r *Request, ip netip.Addr) bool {
 
 // AllowListed reports whether the client r comes from scores at or below the
 // allow threshold (e.g. it is on list.dnswl.org with a negative weight). It
-// uses the cached score when Check already ran for this client.
+// uses the cached score when Check already ran for this client; clients Check
+// skips (authenticated, private, SkipClients) are not allow-listed.
 func (d *DNSBL) AllowListed(ctx context.Context, r *Request) bool {
 	ip := r.ClientAddr()
-	if !ip.IsValid() {
+	if d.skip(r, ip) {
 		return false
 	}
 	return d.Lookup(ctx, ip).Score <= d.cfg.AllowThreshold

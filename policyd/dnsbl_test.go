@@ -342,3 +342,15 @@ func FuzzParseDNSBLSite(f *testing.F) {
 		site.Filter.Match(netip.MustParseAddr("127.0.0.2"))
 	})
 }
+
+// BenchmarkDNSBLCached measures a check answered from the score cache (the
+// second and later recipients of a message).
+func BenchmarkDNSBLCached(b *testing.B) {
+	dns := &fakeDNS{answers: map[string][]string{"1.2.0.192.zen.spamhaus.org": {"127.0.0.2"}}}
+	d, _ := NewDNSBL(DNSBLConfig{Sites: mustSites(b, testSites), Logger: quietLogger(), CacheTTL: time.Hour}, dns)
+	r := &Request{Attrs: map[string]string{"client_address": "192.0.2.1"}}
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		d.Check(ctx, r)
+	}
+}

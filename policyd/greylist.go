@@ -30,6 +30,8 @@ type GreylistStore interface {
 	ExpireGreylist(ctx context.Context, unpassedBefore, idleBefore time.Time) (int64, error)
 }
 
+var _ GreylistStore = (*state.DB)(nil)
+
 // ClientAllowlister tells whether a client is on an allow list kept
 // elsewhere; *DNSBL implements it with its DNSWL score.
 type ClientAllowlister interface {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -305,5 +306,23 @@ func TestNewGreylistErrors(t *testing.T) {
 	}
 	if _, err := NewGreylist(GreylistConfig{}, nil); err == nil {
 		t.Error("NewGreylist(nil store) = nil error")
+	}
+}
+
+// BenchmarkGreylistCheck measures one RCPT request against a real SQLite
+// state file: a mix of new triplets (defer) and passing retries.
+func BenchmarkGreylistCheck(b *testing.B) {
+	db, err := state.Open(filepath.Join(b.TempDir(), "bench.sqlite"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	clk := newClock()
+	g, _ := NewGreylist(GreylistConfig{AutoAllowClients: -1, Logger: quietLogger(), Now: clk.now}, db)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		clk.advance(time.Second)
+		g.Check(ctx, rcptReq("192.0.2.1", "s@example.org", "r"+strconv.Itoa(i%1000)+"@example.net"))
 	}
 }

@@ -200,3 +200,10 @@ func ExampleMetrics() {
 	// postkit_policy_decisions_total{check="greylist",result="defer"} 1
 	// postkit_policy_requests_total{action="defer"} 1
 }
+
+func BenchmarkMetricsObserve(b *testing.B) {
+	m := NewMetrics()
+	for i := 0; i < b.N; i++ {
+		m.Observe("greylist", "defer", time.Millisecond)
+	}
+}

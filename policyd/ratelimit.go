@@ -38,6 +38,8 @@ type RateStore interface {
 	ExpireRates(ctx context.Context, now time.Time) (int64, error)
 }
 
+var _ RateStore = (*state.DB)(nil)
+
 // RateKey is what a limit counts per.
 type RateKey string
 
@@ -481,7 +483,7 @@ func (rl *RateLimiter) maybeCleanup(ctx context.Context, now time.Time) {
 	}
 	rl.lastCleanup = now
 	for k, t := range rl.seen {
-		// Postfix gives up on a session long before an hour.
+		// An SMTP transaction never lasts an hour: Postfix times out long before.
 		if now.Sub(t) > time.Hour {
 			delete(rl.seen, k)
 		}

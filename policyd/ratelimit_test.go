@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -382,6 +383,27 @@ func TestDescribeWindow(t *testing.T) {
 	} {
 		if got := describeWindow(in); got != want {
 			t.Errorf("describeWindow(%v) = %q; want %q", in, got, want)
+		}
+	}
+}
+
+// BenchmarkRateLimitCheck measures one RCPT request under two limits
+// against a real SQLite state file.
+func BenchmarkRateLimitCheck(b *testing.B) {
+	db, err := state.Open(filepath.Join(b.TempDir(), "bench.sqlite"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	clk := newClock()
+	rl, _ := NewRateLimit(RateLimitConfig{Limits: mustLimits(b, "sasl:recipients=1000000000/1h", "client:recipients=1000000000/1d"), Logger: quietLogger(), Now: clk.now}, db)
+	ctx := context.Background()
+	req := submitReq("RCPT", "alice", "alice@example.org", "192.0.2.1")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		clk.advance(100 * time.Millisecond)
+		if d, _ := rl.Check(ctx, req); d.Final() {
+			b.Fatal(d)
 		}
 	}
 }

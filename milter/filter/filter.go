@@ -72,6 +72,8 @@ type Filter interface {
 // Body receives a message's body in the chunks the MTA sends (at most 64 KiB
 // each, CRLF line endings), then the end of the message.
 type Body interface {
+	// Write must not keep chunk after it returns (the io.Writer rule): the
+	// daemon reuses the buffer for the next packet.
 	Write(chunk []byte) error
 	// End is called at end of message, in chain order, after every chunk was
 	// written to every filter.

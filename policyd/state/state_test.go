@@ -207,3 +207,18 @@ func TestConcurrentWriters(t *testing.T) {
 		t.Fatalf("RateBuckets = %+v, %v; want one bucket of %d", got, err, 2*n)
 	}
 }
+
+func TestOpenMemory(t *testing.T) {
+	db, err := Open(":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if err := db.PutClient(ctx, "k", Client{Count: 2, Last: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if c, found, err := db.Client(ctx, "k"); err != nil || !found || c.Count != 2 || !c.Last.Equal(t0) {
+		t.Errorf("Client = %+v, %v, %v; want count 2 at %v", c, found, err, t0)
+	}
+}

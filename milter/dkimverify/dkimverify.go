@@ -1,0 +1,464 @@
+// Package dkimverify is the milter chain's DKIM verifier (RFC 6376 section 6)
+// for inbound mail: it checks every DKIM-Signature with go-msgauth and
+// records the outcome in an Authentication-Results header field (RFC 8601,
+// with the header.s/header.a/header.b properties of RFC 6008 and RFC 8601
+// section 2.7.1). It never rejects: what to do with a failure is left to
+// DMARC, spam scoring and Sieve.
+package dkimverify
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-msgauth/authres"
+	"github.com/emersion/go-msgauth/dkim"
+	"github.com/postkit/postkit/milter/dkimsign"
+	"github.com/postkit/postkit/milter/filter"
+)
+
+// Resolver is the DNS lookup the verifier needs; internal/dnsclient's
+// Resolver satisfies it. A *net.DNSError with IsNotFound is a missing key
+// (permerror); any other error is a temporary failure (temperror).
+type Resolver interface {
+	LookupTXT(ctx context.Context, name string) ([]string, error)
+}
+
+// Defaults for Config.
+const (
+	DefaultLookupTimeout  = 10 * time.Second
+	DefaultMaxSignatures  = 8
+	DefaultMessageTimeout = 15 * time.Minute
+)
+
+// Config configures a Verifier.
+type Config struct {
+	Resolver Resolver // required
+	// AuthservID names this host in Authentication-Results (RFC 8601
+	// section 2.5). Default: the host name.
+	AuthservID string
+	// LookupTimeout bounds one key lookup. Default: DefaultLookupTimeout.
+	LookupTimeout time.Duration
+	// MaxSignatures is how many signatures of a message are checked; the rest
+	// are ignored (RFC 6376 section 6.1 lets verifiers limit the work).
+	// Default: DefaultMaxSignatures.
+	MaxSignatures int
+	// MessageTimeout abandons a message whose end never comes (a dropped
+	// connection) so its verification does not linger. Default:
+	// DefaultMessageTimeout, above Postfix's milter_content_timeout.
+	MessageTimeout time.Duration
+	Logger         *slog.Logger
+}
+
+// Verifier is the "dkimverify" filter. It is safe for concurrent use.
+type Verifier struct {
+	res        Resolver
+	id         string
+	timeout    time.Duration
+	maxSigs    int
+	msgTimeout time.Duration
+	log        *slog.Logger
+}
+
+// New checks cfg and returns the filter.
+func New(cfg Config) (*Verifier, error) {
+	if cfg.Resolver == nil {
+		return nil, errors.New("dkimverify: no resolver configured")
+	}
+	v := &Verifier{res: cfg.Resolver, id: cfg.AuthservID, timeout: cfg.LookupTimeout,
+		maxSigs: cfg.MaxSignatures, msgTimeout: cfg.MessageTimeout, log: cfg.Logger}
+	if v.id == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			return nil, fmt.Errorf("dkimverify: no authserv-id configured and no host name (%v): set one", err)
+		}
+		v.id = h
+	}
+	if strings.ContainsAny(v.id, " \t\r\n;()\"") {
+		return nil, fmt.Errorf("dkimverify: authserv-id %q must be a single token such as mail.example.org", v.id)
+	}
+	if v.timeout <= 0 {
+		v.timeout = DefaultLookupTimeout
+	}
+	if v.maxSigs <= 0 {
+		v.maxSigs = DefaultMaxSignatures
+	}
+	if v.msgTimeout <= 0 {
+		v.msgTimeout = DefaultMessageTimeout
+	}
+	if v.log == nil {
+		v.log = slog.Default()
+	}
+	return v, nil
+}
+
+// Name implements filter.Filter.
+func (v *Verifier) Name() string { return "dkimverify" }
+
+// AuthservID returns the authserv-id used in Authentication-Results.
+func (v *Verifier) AuthservID() string { return v.id }
+
+// Result is the outcome for one signature.
+type Result struct {
+	Value     authres.ResultValue // pass, fail, neutral, policy, temperror, permerror
+	Reason    string              // why it did not pass
+	Domain    string              // d=
+	Selector  string              // s=
+	Algorithm string              // a=
+	B         string              // the first 8 characters of b= (RFC 6008 section 4)
+	Identity  string              // i=, or "@" d= when absent
+}
+
+// ServID returns the authserv-id an Authentication-Results value claims
+// (RFC 8601 section 2.2: the first token before ";", comments removed, an
+// optional version after it ignored). Compare it case-insensitively.
+func ServID(value string) string {
+	v := stripComments(value)
+	id, _, _ := strings.Cut(v, ";")
+	f := strings.Fields(id)
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
+}
+
+// stripComments removes RFC 5322 comments (nested parentheses, with quoted
+// pairs) and unfolds.
+func stripComments(s string) string {
+	var b strings.Builder
+	depth := 0
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\' && (depth > 0 || quoted) && i+1 < len(s):
+			if depth == 0 {
+				b.WriteByte(c)
+				b.WriteByte(s[i+1])
+			}
+			i++
+		case c == '"' && depth == 0:
+			quoted = !quoted
+			b.WriteByte(c)
+		case c == '(' && !quoted:
+			depth++
+		case c == ')' && !quoted && depth > 0:
+			depth--
+		case depth > 0:
+		case c == '\r' || c == '\n':
+			b.WriteByte(' ')
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// Headers implements filter.Filter: it deletes Authentication-Results fields
+// forged with our authserv-id and starts verifying the message's signatures.
+func (v *Verifier) Headers(m *filter.Message, c *filter.Changes) (filter.Body, error) {
+	if m.Outbound {
+		return nil, nil
+	}
+	hs := append([]filter.Header(nil), m.Headers...) // as received, for verification
+	// RFC 8601 section 5: a field claiming our authserv-id that arrives from
+	// outside is a forgery; delete it. Occurrence indexes refer to the
+	// current view, so a deleted occurrence is not counted.
+	nth := 1
+	for _, h := range hs {
+		if !strings.EqualFold(h.Name, "Authentication-Results") {
+			continue
+		}
+		if strings.EqualFold(ServID(h.Value), v.id) {
+			c.DeleteHeader("Authentication-Results", nth)
+			v.log.Info("dkimverify: deleted forged Authentication-Results", "qid", m.QueueID, "value", h.Value)
+			continue
+		}
+		nth++
+	}
+	s := v.start(context.Background(), hs)
+	return &body{v: v, s: s}, nil
+}
+
+// body streams one message into its verification.
+type body struct {
+	v *Verifier
+	s *session
+}
+
+func (b *body) Write(chunk []byte) error {
+	b.s.write(chunk)
+	return nil
+}
+
+func (b *body) End(m *filter.Message, c *filter.Changes) error {
+	results := b.s.finish()
+	c.InsertHeader(0, "Authentication-Results", Format(b.v.id, results))
+	args := []any{"qid", m.QueueID}
+	for _, r := range results {
+		args = append(args, "dkim", string(r.Value)+" d="+r.Domain+" s="+r.Selector)
+		if r.Reason != "" {
+			args = append(args, "reason", r.Reason)
+		}
+	}
+	b.v.log.Info("dkimverify: verified", args...)
+	return nil
+}
+
+// Abort ends the verification of a message that will not be completed (the
+// client went away); the daemon calls it when it has it.
+func (b *body) Abort() { b.s.abort() }
+
+// session is the verification of one message: go-msgauth reads the message
+// from a pipe in a goroutine while the chain writes the body chunk by chunk,
+// so the message is never held whole in memory.
+type session struct {
+	sigs      []sigTags
+	pw        *io.PipeWriter
+	done      chan struct{}
+	timer     *time.Timer
+	cancel    context.CancelFunc
+	mu        sync.Mutex
+	results   []Result
+	failed    bool // writing stopped
+	abandoned atomic.Bool
+}
+
+// start begins the verification of a message with headers hs.
+func (v *Verifier) start(ctx context.Context, hs []filter.Header) *session {
+	s := &session{done: make(chan struct{})}
+	for _, h := range hs {
+		if strings.EqualFold(h.Name, "DKIM-Signature") {
+			s.sigs = append(s.sigs, parseTags(h.Value))
+		}
+	}
+	if len(s.sigs) == 0 {
+		close(s.done) // RFC 8601 section 2.7.1: dkim=none
+		return s
+	}
+	ctx, s.cancel = context.WithTimeout(ctx, v.msgTimeout)
+	pr, pw := io.Pipe()
+	s.pw = pw
+	// An abandoned message ends its body with EOF rather than an error:
+	// go-msgauth's parallel verification leaves its own goroutines blocked
+	// when its reader fails, but finishes normally at EOF.
+	s.timer = time.AfterFunc(v.msgTimeout, s.abort)
+	go func() {
+		defer close(s.done)
+		vs, err := dkim.VerifyWithOptions(pr, &dkim.VerifyOptions{
+			LookupTXT:        v.lookup(ctx),
+			MaxVerifications: v.maxSigs,
+		})
+		// go-msgauth may return before reading the body (no usable
+		// signature): drain so that the chain's writes never block.
+		io.Copy(io.Discard, pr)
+		pr.Close()
+		s.mu.Lock()
+		s.results = v.results(s.sigs, vs, err)
+		s.mu.Unlock()
+	}()
+	// The header block as the MTA has it, then the separator line.
+	var hb strings.Builder
+	for _, h := range hs {
+		hb.WriteString(h.Name)
+		hb.WriteString(": ")
+		hb.WriteString(h.Value)
+		hb.WriteString("\r\n")
+	}
+	hb.WriteString("\r\n")
+	s.write([]byte(hb.String()))
+	return s
+}
+
+func (s *session) write(p []byte) {
+	if s.pw == nil || s.failed {
+		return
+	}
+	if _, err := s.pw.Write(p); err != nil {
+		s.failed = true
+	}
+}
+
+// finish ends the body and waits for the results.
+func (s *session) finish() []Result {
+	if s.pw == nil {
+		return []Result{{Value: authres.ResultNone}}
+	}
+	s.pw.Close()
+	<-s.done
+	s.timer.Stop()
+	s.cancel()
+	if s.abandoned.Load() {
+		return []Result{{Value: authres.ResultTempError, Reason: "message not received in time"}}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.results
+}
+
+// abort stops a verification whose message will not be completed.
+func (s *session) abort() {
+	if s.pw == nil {
+		return
+	}
+	s.abandoned.Store(true)
+	s.pw.Close()
+	s.cancel() // ends key lookups in progress
+}
+
+// lookup adapts the Resolver to go-msgauth, which tells a temporary failure
+// by a net.Error whose Temporary() is true (RFC 6376 section 6.1.2: a key
+// query that fails temporarily is TEMPFAIL, a missing key PERMFAIL).
+func (v *Verifier) lookup(ctx context.Context) func(string) ([]string, error) {
+	return func(name string) ([]string, error) {
+		lctx, cancel := context.WithTimeout(ctx, v.timeout)
+		defer cancel()
+		txts, err := v.res.LookupTXT(lctx, name)
+		if err == nil {
+			return txts, nil
+		}
+		var de *net.DNSError
+		if errors.As(err, &de) && de.IsNotFound {
+			return nil, fmt.Errorf("%s: no key record", name) // permanent
+		}
+		return nil, &net.DNSError{Err: err.Error(), Name: name, IsTemporary: true}
+	}
+}
+
+// sigTags are the tags of a DKIM-Signature needed for the report.
+type sigTags struct{ d, s, a, b, i string }
+
+// parseTags reads the tag=value list of a DKIM-Signature (RFC 6376 section
+// 3.2) leniently: a malformed signature still gets a line in the report.
+func parseTags(value string) sigTags {
+	var t sigTags
+	for _, tag := range strings.Split(value, ";") {
+		name, val, ok := strings.Cut(tag, "=")
+		if !ok {
+			continue
+		}
+		val = strings.Join(strings.Fields(val), "")
+		switch strings.TrimSpace(name) {
+		case "d":
+			t.d = val
+		case "s":
+			t.s = val
+		case "a":
+			t.a = val
+		case "i":
+			t.i = val
+		case "b":
+			t.b = val
+			if len(t.b) > 8 {
+				t.b = t.b[:8]
+			}
+		}
+	}
+	return t
+}
+
+// results maps go-msgauth's verifications to report lines, in signature
+// order (go-msgauth keeps it).
+func (v *Verifier) results(sigs []sigTags, vs []*dkim.Verification, err error) []Result {
+	if err != nil && !errors.Is(err, dkim.ErrTooManySignatures) {
+		return []Result{{Value: authres.ResultPermError, Reason: reason(err)}}
+	}
+	out := make([]Result, 0, len(vs))
+	for i, ver := range vs {
+		r := Result{Value: authres.ResultPass}
+		if i < len(sigs) {
+			t := sigs[i]
+			r.Domain, r.Selector, r.Algorithm, r.B, r.Identity = t.d, t.s, t.a, t.b, t.i
+		}
+		if ver.Domain != "" {
+			r.Domain = ver.Domain
+		}
+		if ver.Identifier != "" {
+			r.Identity = ver.Identifier
+		}
+		if e := ver.Err; e != nil {
+			r.Reason = reason(e)
+			switch {
+			case dkim.IsTempFail(e):
+				r.Value = authres.ResultTempError
+			case dkim.IsPermFail(e):
+				// RFC 6376 section 6.1: a signature that cannot be
+				// evaluated (syntax, missing or revoked key) is PERMFAIL.
+				r.Value = authres.ResultPermError
+			case strings.Contains(e.Error(), "body length"):
+				r.Value = authres.ResultPolicy // l= refused by local policy
+			default:
+				r.Value = authres.ResultFail
+			}
+		}
+		out = append(out, r)
+	}
+	if len(out) == 0 {
+		return []Result{{Value: authres.ResultNone}}
+	}
+	return out
+}
+
+func reason(err error) string {
+	return strings.TrimPrefix(err.Error(), "dkim: ")
+}
+
+// Format builds the Authentication-Results value: the authserv-id, then one
+// dkim= result per signature, folded one per line (RFC 8601 section 2.2).
+func Format(authservID string, results []Result) string {
+	var b strings.Builder
+	b.WriteString(authservID)
+	if len(results) == 0 {
+		results = []Result{{Value: authres.ResultNone}}
+	}
+	for _, r := range results {
+		params := map[string]string{}
+		if r.Value != authres.ResultNone {
+			params["header.d"] = r.Domain
+			params["header.i"] = r.Identity
+			params["header.s"] = r.Selector
+			params["header.a"] = r.Algorithm
+			params["header.b"] = r.B
+			if r.Value != authres.ResultPass {
+				params["reason"] = r.Reason
+			}
+		}
+		f := authres.Format("x", []authres.Result{&authres.GenericResult{Method: "dkim", Value: r.Value, Params: params}})
+		b.WriteString(";\r\n\t")
+		b.WriteString(strings.TrimSpace(strings.TrimPrefix(f, "x; ")))
+	}
+	return b.String()
+}
+
+// VerifyMessage verifies a whole message read from r, outside the milter
+// chain (`postkit dkim verify`, tests).
+func (v *Verifier) VerifyMessage(ctx context.Context, r io.Reader) ([]Result, error) {
+	br := bufio.NewReader(r)
+	hs, err := dkimsign.ReadHeaders(br)
+	if err != nil {
+		return nil, fmt.Errorf("dkimverify: %w", err)
+	}
+	s := v.start(ctx, hs)
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := br.Read(buf)
+		s.write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			s.abort()
+			return nil, fmt.Errorf("dkimverify: reading message: %w", err)
+		}
+	}
+	return s.finish(), nil
+}

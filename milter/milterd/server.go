@@ -1,0 +1,384 @@
+// Package milterd implements the milter side of the Sendmail milter protocol,
+// version 6, as Postfix speaks it (MILTER_README; milter-protocol.txt and its
+// version 6 extensions): it runs a chain of filters over each message in one
+// pass and sends their changes back to the MTA.
+//
+// Compared with a generic milter library, the daemon keeps the connection's
+// facts across messages (ABORT resets the message, not the connection), merges
+// the macros of every stage of a message, asks Postfix for the macros it needs
+// per stage (SETSYMLIST), skips replies it does not need (SMFIP_NR_*), and
+// translates the header changes recorded against each filter's view into the
+// indexes Postfix applies.
+package milterd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postkit/postkit/internal/daemon"
+	"github.com/postkit/postkit/milter/filter"
+)
+
+// DefaultChain is the chain used by Serve.
+const DefaultChain = "default"
+
+// Config is the daemon's typed configuration. The zero value of each field
+// selects the documented default.
+type Config struct {
+	// Chains maps a chain name to its filters, run in order. A listener
+	// serves one chain (ServeChain); Serve uses DefaultChain.
+	Chains map[string][]filter.Filter
+	// Trusted lists client networks whose mail is outbound.
+	// Default (nil): 127.0.0.0/8 and ::1/128. An empty non-nil slice trusts none.
+	Trusted []netip.Prefix
+	// Originating lists {daemon_name} values whose mail is outbound, e.g. the
+	// submission services' milter_macro_daemon_name. Default (nil): ORIGINATING.
+	Originating []string
+	// OnError is the verdict when a filter fails or panics: filter.Tempfail
+	// (the default, like OpenDKIM's On-InternalError), filter.Accept (deliver
+	// with the changes of the filters that completed) or filter.Reject.
+	// Set OnErrorSet to use filter.Accept, whose value is the zero value.
+	OnError    filter.Verdict
+	OnErrorSet bool
+	// WithReplies makes the daemon answer every event instead of asking
+	// Postfix to skip replies it does not need (SMFIP_NR_CONN, _HELO, _MAIL,
+	// _RCPT, _HDR, _BODY). Default false: fewer round trips.
+	WithReplies bool
+	// Macros overrides the macro list requested for a stage ("connect",
+	// "helo", "mail", "rcpt", "data", "eoh", "eom"), space-separated.
+	Macros map[string]string
+	// MaxPacket bounds one packet from the MTA. Default DefaultMaxPacket.
+	MaxPacket int
+	// IdleTimeout closes a connection silent for that long. Default 1 hour.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds one reply. Default 1 minute.
+	WriteTimeout time.Duration
+	Logger       *slog.Logger
+	Now          func() time.Time
+}
+
+// ParseFaultAction parses "tempfail", "accept" or "reject".
+func ParseFaultAction(s string) (filter.Verdict, error) {
+	switch strings.ToLower(s) {
+	case "", "tempfail":
+		return filter.Tempfail, nil
+	case "accept":
+		return filter.Accept, nil
+	case "reject":
+		return filter.Reject, nil
+	}
+	return 0, fmt.Errorf("milterd: fault action %q: want tempfail, accept or reject", s)
+}
+
+// DefaultMacros are the macros requested per stage with SETSYMLIST.
+// The outbound decision needs {daemon_name} (connect) and {auth_authen},
+// {auth_type} (mail); logs need i (queue id), which Postfix knows from MAIL on.
+var DefaultMacros = map[string]string{
+	"connect": "j _ {daemon_name} {daemon_addr} {client_addr} {client_name} {client_ptr}",
+	"helo":    "{tls_version} {cipher} {cipher_bits} {cert_subject} {cert_issuer}",
+	"mail":    "i {auth_type} {auth_authen} {auth_author} {auth_ssf} {mail_addr} {mail_host} {mail_mailer}",
+	"rcpt":    "i {rcpt_addr} {rcpt_host} {rcpt_mailer}",
+	"data":    "i",
+	"eoh":     "i",
+	"eom":     "i {msg_id}",
+}
+
+var stageNames = [numStages]string{
+	stageConnect: "connect", stageHelo: "helo", stageMail: "mail", stageRcpt: "rcpt",
+	stageEOM: "eom", stageEOH: "eoh", stageData: "data",
+}
+
+// settings is one immutable configuration generation; Reload swaps it.
+type settings struct {
+	chains      map[string][]filter.Filter
+	trusted     []netip.Prefix
+	originating map[string]bool
+	onError     filter.Verdict
+	replies     bool
+	macros      [numStages]string
+	maxPacket   int
+	idle        time.Duration
+	writeTO     time.Duration
+	log         *slog.Logger
+	now         func() time.Time
+}
+
+func newSettings(cfg Config) (*settings, error) {
+	st := &settings{
+		chains:      map[string][]filter.Filter{},
+		originating: map[string]bool{},
+		onError:     filter.Tempfail,
+		replies:     cfg.WithReplies,
+		maxPacket:   cfg.MaxPacket,
+		idle:        cfg.IdleTimeout,
+		writeTO:     cfg.WriteTimeout,
+		log:         cfg.Logger,
+		now:         cfg.Now,
+	}
+	for name, fs := range cfg.Chains {
+		for i, f := range fs {
+			if f == nil {
+				return nil, fmt.Errorf("milterd: chain %q: filter %d is nil", name, i)
+			}
+		}
+		st.chains[name] = append([]filter.Filter(nil), fs...)
+	}
+	if cfg.OnErrorSet || cfg.OnError != filter.Accept {
+		switch cfg.OnError {
+		case filter.Accept, filter.Tempfail, filter.Reject:
+			st.onError = cfg.OnError
+		default:
+			return nil, fmt.Errorf("milterd: fault action %d: want accept, reject or tempfail", cfg.OnError)
+		}
+	}
+	if cfg.Trusted == nil {
+		st.trusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	} else {
+		for _, p := range cfg.Trusted {
+			if !p.IsValid() {
+				return nil, errors.New("milterd: invalid trusted network; write CIDRs like 192.0.2.0/24")
+			}
+			st.trusted = append(st.trusted, p.Masked())
+		}
+	}
+	orig := cfg.Originating
+	if orig == nil {
+		orig = []string{"ORIGINATING"}
+	}
+	for _, d := range orig {
+		st.originating[d] = true
+	}
+	for i, name := range stageNames {
+		st.macros[i] = DefaultMacros[name]
+	}
+	for k, v := range cfg.Macros {
+		i := -1
+		for j, name := range stageNames {
+			if name == k {
+				i = j
+			}
+		}
+		if i < 0 {
+			return nil, fmt.Errorf("milterd: macro stage %q: want connect, helo, mail, rcpt, data, eoh or eom", k)
+		}
+		st.macros[i] = strings.Join(strings.Fields(v), " ")
+	}
+	if st.maxPacket <= 0 {
+		st.maxPacket = DefaultMaxPacket
+	}
+	if st.maxPacket < 65536+1 {
+		return nil, fmt.Errorf("milterd: MaxPacket %d is below one body chunk (65536 bytes)", st.maxPacket)
+	}
+	if st.idle <= 0 {
+		st.idle = time.Hour
+	}
+	if st.writeTO <= 0 {
+		st.writeTO = time.Minute
+	}
+	if st.log == nil {
+		st.log = slog.Default()
+	}
+	if st.now == nil {
+		st.now = time.Now
+	}
+	return st, nil
+}
+
+// outbound reports whether a message is our users' submission: SASL
+// authenticated, from a trusted network, a local submission (no IP address,
+// e.g. Postfix's non_smtpd_milters), or received by a daemon listed as
+// originating.
+func (st *settings) outbound(m *filter.Message) bool {
+	if m.Macro("{auth_authen}") != "" || m.Macro("{auth_type}") != "" {
+		return true
+	}
+	if d := m.Macro("{daemon_name}"); d != "" && st.originating[d] {
+		return true
+	}
+	if m.Conn == nil {
+		return false
+	}
+	if !m.Conn.Addr.IsValid() {
+		return true
+	}
+	for _, p := range st.trusted {
+		if p.Contains(m.Conn.Addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// Server is the milter daemon.
+type Server struct {
+	cur atomic.Pointer[settings]
+
+	mu        sync.Mutex
+	listeners map[net.Listener]string // listener → chain name
+	sessions  map[*session]struct{}
+	closing   bool
+	wg        sync.WaitGroup
+}
+
+// New builds a server from cfg.
+func New(cfg Config) (*Server, error) {
+	st, err := newSettings(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{listeners: map[net.Listener]string{}, sessions: map[*session]struct{}{}}
+	s.cur.Store(st)
+	return s, nil
+}
+
+// Reload swaps chains and settings atomically: connections and messages that
+// start afterwards use the new ones, messages in flight finish with the old.
+// On error the running configuration is kept.
+func (s *Server) Reload(cfg Config) error {
+	st, err := newSettings(cfg)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var missing []string
+	for _, name := range s.listeners {
+		if _, ok := st.chains[name]; !ok {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return fmt.Errorf("milterd: reload: chain(s) %s are served by a listener but missing from the new configuration; keeping the old one", strings.Join(missing, ", "))
+	}
+	s.cur.Store(st)
+	st.log.Info("milter configuration reloaded", "chains", len(st.chains))
+	return nil
+}
+
+// Serve accepts MTA connections on ln and runs DefaultChain for them.
+func (s *Server) Serve(ln net.Listener) error { return s.ServeChain(ln, DefaultChain) }
+
+// ServeChain accepts MTA connections on ln and runs the named chain for them.
+// It returns daemon.ErrServerClosed after Shutdown.
+func (s *Server) ServeChain(ln net.Listener, chain string) error {
+	if _, ok := s.cur.Load().chains[chain]; !ok {
+		return fmt.Errorf("milterd: chain %q is not configured; add it to Config.Chains", chain)
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return daemon.ErrServerClosed
+	}
+	s.listeners[ln] = chain
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return daemon.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.cur.Load().log.Warn("milter accept failed; retrying", "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("milterd: accept: %w", err)
+		}
+		backoff = 0
+		sess := newSession(s, c, chain)
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			c.Close()
+			return daemon.ErrServerClosed
+		}
+		s.sessions[sess] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			sess.serve()
+			s.mu.Lock()
+			delete(s.sessions, sess)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// Shutdown stops accepting, closes idle MTA connections and waits for the
+// messages in flight to finish, or for ctx to end (then it closes the rest:
+// Postfix applies milter_default_action to those messages).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		for sess := range s.sessions {
+			sess.pokeIfIdle()
+		}
+		s.mu.Unlock()
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			s.mu.Lock()
+			for sess := range s.sessions {
+				sess.conn.Close()
+			}
+			s.mu.Unlock()
+			<-done
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Close closes listeners and connections at once.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}

@@ -1,0 +1,520 @@
+package milterd
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/postkit/postkit/milter/filter"
+)
+
+// session is one MTA connection. Postfix keeps it open for a whole SMTP
+// session and sends every message of that session over it.
+type session struct {
+	srv   *Server
+	conn  net.Conn
+	chain string
+	rd    packetReader
+	wr    packetWriter
+	log   *slog.Logger
+
+	// Negotiated with SMFIC_OPTNEG.
+	actions, proto uint32
+
+	// Connection facts, kept across messages.
+	connMacros map[string]string
+	conn0      *filter.Conn
+
+	// The message in progress; nil between messages.
+	msg        *msgState
+	msgMacros  map[string]string
+	headerBuf  []filter.Header
+	idleMu     sync.Mutex
+	idle, poke bool
+}
+
+func newSession(s *Server, c net.Conn, chain string) *session {
+	st := s.cur.Load()
+	var r io.Reader = c
+	if tc, ok := c.(*net.TCPConn); ok {
+		// The MTA waits for each reply; do not let Nagle hold small packets
+		// (Go's default, made explicit) and do not delay our ACKs, or the
+		// MTA's own small writes wait ~40 ms for them (tcp(7) TCP_QUICKACK).
+		tc.SetNoDelay(true)
+		r = newQuickAckReader(tc)
+	}
+	return &session{
+		srv:        s,
+		conn:       c,
+		chain:      chain,
+		rd:         packetReader{r: bufio.NewReaderSize(r, 8192), max: st.maxPacket},
+		wr:         packetWriter{w: bufio.NewWriterSize(c, 4096)},
+		log:        st.log,
+		connMacros: map[string]string{},
+	}
+}
+
+// pokeIfIdle wakes a session waiting between messages so it can close.
+func (s *session) pokeIfIdle() {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	if s.idle && !s.poke {
+		s.poke = true
+		s.conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// errQuit ends a session normally.
+var errQuit = errors.New("quit")
+
+func (s *session) serve() {
+	defer s.conn.Close()
+	for {
+		err := s.step()
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, errQuit) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+			if s.msg != nil {
+				s.log.Warn("milter connection closed by the MTA in the middle of a message", "qid", s.msg.qid(), "chain", s.chain)
+			}
+			return
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && s.srv.isClosing() {
+			return
+		}
+		attrs := []any{"err", err, "remote", s.conn.RemoteAddr().String(), "chain", s.chain}
+		if s.msg != nil {
+			attrs = append(attrs, "qid", s.msg.qid())
+		}
+		s.log.Error("milter connection dropped; the MTA applies milter_default_action to the message in progress", attrs...)
+		return
+	}
+}
+
+// step reads and handles one packet.
+func (s *session) step() error {
+	st := s.srv.cur.Load()
+	if s.rd.r.Buffered() == 0 {
+		if s.msg == nil {
+			if s.srv.isClosing() {
+				return errQuit
+			}
+			s.idleMu.Lock()
+			s.idle = true
+			s.idleMu.Unlock()
+		}
+		s.conn.SetReadDeadline(st.now().Add(st.idle))
+		_, err := s.rd.r.Peek(1)
+		s.idleMu.Lock()
+		s.idle = false
+		if s.poke && err == nil {
+			// Shutdown poked us just as a packet arrived: serve this
+			// message, then close.
+			s.conn.SetReadDeadline(st.now().Add(st.idle))
+		}
+		s.idleMu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	cmd, data, err := s.rd.next()
+	if err != nil {
+		return err
+	}
+	return s.handle(cmd, data)
+}
+
+func (s *session) handle(cmd byte, data []byte) error {
+	switch cmd {
+	case cmdOptNeg:
+		return s.negotiate(data)
+	case cmdMacro:
+		return s.macros(data)
+	case cmdConnect:
+		ci, err := parseConnect(data)
+		if err != nil {
+			return err
+		}
+		s.conn0 = &filter.Conn{Hostname: ci.hostname, Addr: ci.ip(), Port: ci.port, Helo: "", Macros: s.connMacros}
+		return s.reply(optNRConn)
+	case cmdHelo:
+		helo, _, _ := cstring(append(data, 0))
+		s.connection().Helo = helo
+		return s.reply(optNRHelo)
+	case cmdMail:
+		args := cstrings(data)
+		if len(args) == 0 {
+			return errors.New("milterd: MAIL without sender")
+		}
+		m := s.message()
+		m.msg.MailFrom = stripAngle(args[0])
+		m.msg.MailArgs = args[1:]
+		return s.reply(optNRMail)
+	case cmdRcpt:
+		args := cstrings(data)
+		if len(args) == 0 {
+			return errors.New("milterd: RCPT without recipient")
+		}
+		m := s.message()
+		m.msg.Rcpts = append(m.msg.Rcpts, stripAngle(args[0]))
+		return s.reply(optNRRcpt)
+	case cmdData, cmdUnknown:
+		// Requested away with SMFIP_NODATA / SMFIP_NOUNKNOWN when the MTA
+		// allows it; answered otherwise.
+		s.message()
+		return s.replyNow(repContinue)
+	case cmdHeader:
+		name, rest, ok := cstring(data)
+		if !ok {
+			return errors.New("milterd: header name not NUL-terminated")
+		}
+		value, _, _ := cstring(append(rest, 0))
+		m := s.message()
+		if m.headersRun {
+			return errors.New("milterd: header after end of headers")
+		}
+		s.headerBuf = append(s.headerBuf, filter.Header{Name: name, Value: value})
+		return s.reply(optNRHdr)
+	case cmdEOH:
+		m := s.message()
+		if !m.headersRun {
+			s.runHeaders(m)
+		}
+		if v, _, _, _ := m.verdict(); v != filter.Accept || (len(m.bodies) == 0 && len(m.changes.Ops) == 0) {
+			// Nothing more to do for this message: answer now and let the
+			// MTA skip the body for this milter.
+			return s.finish(m)
+		}
+		return s.replyNow(repContinue)
+	case cmdBody:
+		m := s.message()
+		if !m.headersRun {
+			s.runHeaders(m)
+		}
+		m.body(data)
+		return s.reply(optNRBody)
+	case cmdEOB:
+		m := s.message()
+		if !m.headersRun {
+			s.runHeaders(m)
+		}
+		m.end()
+		return s.finish(m)
+	case cmdAbort:
+		// SMFIC_ABORT: the MTA gave up on the message (RSET, client
+		// disconnect, another milter refused); the connection stays.
+		if s.msg != nil && s.msg.headersRun {
+			s.log.Debug("milter message aborted by the MTA", "qid", s.msg.qid(), "chain", s.chain)
+		}
+		s.resetMessage()
+		return nil
+	case cmdQuitNC:
+		// SMFIC_QUIT_NC: a new SMTP connection follows on this socket.
+		s.resetMessage()
+		s.connMacros = map[string]string{}
+		s.conn0 = nil
+		return nil
+	case cmdQuit:
+		return errQuit
+	}
+	return fmt.Errorf("milterd: unknown command %q (%d bytes); closing the connection", cmd, len(data))
+}
+
+func (s *session) negotiate(data []byte) error {
+	o, err := parseOptneg(data)
+	if err != nil {
+		return err
+	}
+	if o.version < 2 {
+		return fmt.Errorf("milterd: MTA speaks milter protocol %d; set milter_protocol = 6", o.version)
+	}
+	st := s.srv.cur.Load()
+	version := min(o.version, protoVersion)
+	want := uint32(actAddHdrs | actChgHdrs | actAddRcpt | actDelRcpt | actQuarantine | actChgFrom)
+	if version >= 6 {
+		want |= actSetSymList
+	}
+	s.actions = want & o.actions
+	var proto uint32
+	if version >= 6 {
+		proto = optNoUnknown | optNoData
+		if !st.replies {
+			proto |= optNRConn | optNRHelo | optNRMail | optNRRcpt | optNRHdr | optNRBody
+		}
+	}
+	s.proto = proto & o.protocol
+	s.wr.begin(cmdOptNeg)
+	s.wr.u32(version)
+	s.wr.u32(s.actions)
+	s.wr.u32(s.proto)
+	if s.actions&actSetSymList != 0 {
+		// SMFIR_SETSYMLIST data appended to the OPTNEG reply, as libmilter's
+		// smfi_setsymlist: "uint32 stage, char macros[]" per stage.
+		for i, list := range st.macros {
+			if list == "" {
+				continue
+			}
+			s.wr.u32(uint32(i))
+			s.wr.cstr(list)
+		}
+	}
+	if err := s.wr.end(); err != nil {
+		return err
+	}
+	return s.flush()
+}
+
+func (s *session) macros(data []byte) error {
+	if len(data) < 1 {
+		return errors.New("milterd: macro packet without command code")
+	}
+	dst := s.connMacros
+	switch data[0] {
+	case cmdConnect, cmdHelo:
+	default:
+		if s.msgMacros == nil {
+			s.msgMacros = map[string]string{}
+		}
+		dst = s.msgMacros
+	}
+	_, err := parseMacros(data, dst)
+	return err
+}
+
+func (s *session) connection() *filter.Conn {
+	if s.conn0 == nil {
+		// No CONNECT event (SMFIP_NOCONNECT or a stray order): an unknown client.
+		s.conn0 = &filter.Conn{Hostname: "unknown", Macros: s.connMacros}
+	}
+	return s.conn0
+}
+
+// message returns the message in progress, starting one if needed with the
+// configuration current at that moment.
+func (s *session) message() *msgState {
+	if s.msg != nil {
+		return s.msg
+	}
+	st := s.srv.cur.Load()
+	if s.msgMacros == nil {
+		s.msgMacros = map[string]string{}
+	}
+	fs := st.chains[s.chain]
+	s.msg = &msgState{
+		st:      st,
+		filters: fs,
+		timings: make([]time.Duration, len(fs)),
+		start:   st.now(),
+		msg:     &filter.Message{Conn: s.connection(), Macros: s.msgMacros},
+	}
+	return s.msg
+}
+
+func (s *session) resetMessage() {
+	s.msg = nil
+	s.msgMacros = nil
+	clear(s.headerBuf)
+	s.headerBuf = s.headerBuf[:0]
+}
+
+// reply answers an event unless the MTA agreed to skip that reply.
+func (s *session) reply(noReplyOpt uint32) error {
+	if s.proto&noReplyOpt != 0 {
+		return nil
+	}
+	return s.replyNow(repContinue)
+}
+
+func (s *session) replyNow(code byte) error {
+	if err := s.wr.simple(code); err != nil {
+		return err
+	}
+	return s.flush()
+}
+
+func (s *session) flush() error {
+	st := s.srv.cur.Load()
+	s.conn.SetWriteDeadline(st.now().Add(st.writeTO))
+	return s.wr.w.Flush()
+}
+
+func (s *session) runHeaders(m *msgState) {
+	// The message owns its header slice; the session's buffer is reused
+	// for the next message.
+	m.msg.Headers = append(make([]filter.Header, 0, len(s.headerBuf)+4), s.headerBuf...)
+	m.msg.QueueID = m.msg.Macro("i")
+	m.msg.Outbound = m.st.outbound(m.msg)
+	m.headersRun = true
+	m.changes = filter.NewChanges(m.msg)
+	m.runHeaders()
+}
+
+// finish sends the modifications and the verdict of a message, logs it and
+// resets the message state.
+func (s *session) finish(m *msgState) error {
+	verdict, code, ext, text := m.verdict()
+	if m.msg.QueueID == "" {
+		m.msg.QueueID = m.msg.Macro("i")
+	}
+	nops := 0
+	if verdict == filter.Accept {
+		var err error
+		if nops, err = s.sendOps(m); err != nil {
+			return err
+		}
+	}
+	if err := s.sendVerdict(verdict, code, ext, text); err != nil {
+		return err
+	}
+	if err := s.flush(); err != nil {
+		return err
+	}
+	s.logMessage(m, verdict, nops)
+	s.resetMessage()
+	return nil
+}
+
+func (s *session) sendVerdict(v filter.Verdict, code, ext, text string) error {
+	switch v {
+	case filter.Accept:
+		return s.wr.simple(repAccept)
+	case filter.Discard:
+		return s.wr.simple(repDiscard)
+	}
+	class, plain := byte('5'), byte(repReject)
+	if v == filter.Tempfail {
+		class, plain = '4', repTempfail
+	}
+	if !validReply(code, class) {
+		if text == "" {
+			return s.wr.simple(plain)
+		}
+		code = string(class) + "50"
+	}
+	// SMFIR_REPLYCODE: "char smtpcode[3], ' ', char text[]"; '%' is doubled
+	// because the MTA may format the text printf-style.
+	line := code
+	if ext != "" {
+		line += " " + ext
+	}
+	if text != "" {
+		line += " " + strings.ReplaceAll(sanitizeLine(text), "%", "%%")
+	}
+	s.wr.begin(repReplyCode)
+	s.wr.cstr(line)
+	return s.wr.end()
+}
+
+func sanitizeLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// sendOps writes the message's modifications in the order they were
+// recorded, with header indexes translated to what Postfix applies.
+func (s *session) sendOps(m *msgState) (int, error) {
+	if m.changes == nil || len(m.changes.Ops) == 0 {
+		return 0, nil
+	}
+	n := 0
+	for _, op := range translateOps(m.origHeaders(s.headerBuf), m.changes.Ops) {
+		need := uint32(0)
+		switch op.Kind {
+		case filter.OpAddHeader:
+			need = actAddHdrs
+			s.wr.begin(repAddHeader)
+			s.wr.cstr(op.Name)
+			s.wr.cstr(op.Value)
+		case filter.OpInsertHeader:
+			need = actAddHdrs
+			s.wr.begin(repInsHeader)
+			s.wr.u32(uint32(op.Index))
+			s.wr.cstr(op.Name)
+			s.wr.cstr(op.Value)
+		case filter.OpChangeHeader:
+			need = actChgHdrs
+			s.wr.begin(repChgHeader)
+			s.wr.u32(uint32(op.Index))
+			s.wr.cstr(op.Name)
+			s.wr.cstr(op.Value)
+		case filter.OpChangeFrom:
+			need = actChgFrom
+			s.wr.begin(repChgFrom)
+			s.wr.cstr("<" + stripAngle(op.Value) + ">")
+			if op.Args != "" {
+				s.wr.cstr(op.Args)
+			}
+		case filter.OpAddRcpt:
+			need = actAddRcpt
+			s.wr.begin(repAddRcpt)
+			s.wr.cstr("<" + stripAngle(op.Value) + ">")
+		case filter.OpDelRcpt:
+			need = actDelRcpt
+			s.wr.begin(repDelRcpt)
+			s.wr.cstr("<" + stripAngle(op.Value) + ">")
+		case filter.OpQuarantine:
+			need = actQuarantine
+			s.wr.begin(repQuarantine)
+			s.wr.cstr(sanitizeLine(op.Value))
+		default:
+			s.log.Warn("milter filter recorded an unknown modification; skipped", "qid", m.qid(), "kind", int(op.Kind))
+			continue
+		}
+		if s.actions&need == 0 {
+			s.log.Warn("milter modification not allowed by the MTA; skipped (check milter_protocol = 6)", "qid", m.qid(), "kind", int(op.Kind), "name", op.Name)
+			continue
+		}
+		if err := s.wr.end(); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (s *session) logMessage(m *msgState, v filter.Verdict, nops int) {
+	var b strings.Builder
+	for i, f := range m.filters {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%s", f.Name(), m.timings[i].Round(time.Microsecond))
+	}
+	attrs := []any{
+		"qid", m.qid(), "chain", s.chain, "verdict", verdictName(v), "outbound", m.msg.Outbound,
+		"ops", nops, "body_bytes", m.bodyBytes, "filters", b.String(),
+		"elapsed", m.st.now().Sub(m.start).Round(time.Microsecond),
+	}
+	if m.fault != nil {
+		attrs = append(attrs, "fault_filter", m.faultFilter, "fault", m.fault.Error())
+		s.log.Error("milter message", attrs...)
+		return
+	}
+	s.log.Info("milter message", attrs...)
+}
+
+func verdictName(v filter.Verdict) string {
+	switch v {
+	case filter.Accept:
+		return "accept"
+	case filter.Reject:
+		return "reject"
+	case filter.Tempfail:
+		return "tempfail"
+	case filter.Discard:
+		return "discard"
+	}
+	return fmt.Sprintf("verdict(%d)", int(v))
+}
