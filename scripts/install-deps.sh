@@ -8,7 +8,7 @@ packages=(
 	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-sieve dovecot-managesieved
 	opendkim opendkim-tools python3-dkim
 	postfix-policyd-spf-python
-	swaks curl sqlite3 openssl iproute2 libcrypt-dev
+	swaks curl sqlite3 openssl libssl-dev iproute2 libcrypt-dev
 )
 
 if [ "$(id -u)" -ne 0 ]; then

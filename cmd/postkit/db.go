@@ -1,0 +1,534 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/postkit/postkit/internal/config"
+	"github.com/postkit/postkit/sqlmaps"
+)
+
+const dbDefaultConfig = "/etc/postkit/postkit.yaml"
+
+// dbOptions are the flags shared by every `postkit db` command.
+type dbOptions struct {
+	dbPath  string
+	cfgPath string
+	asJSON  bool
+	cfg     *config.Config // loaded lazily by resolve
+}
+
+// resolve finds the database path: --db wins, else database.path of the
+// config file (-c, or /etc/postkit/postkit.yaml when it exists).
+func (o *dbOptions) resolve() (string, error) {
+	if o.dbPath != "" && o.cfgPath == "" {
+		return o.dbPath, nil
+	}
+	path := o.cfgPath
+	if path == "" {
+		if _, err := os.Stat(dbDefaultConfig); err != nil {
+			return "", errors.New("db: no database given: pass --db PATH or -c postkit.yaml")
+		}
+		path = dbDefaultConfig
+	}
+	cfg, _, err := config.Load(path)
+	if err != nil {
+		return "", err
+	}
+	o.cfg = cfg
+	if o.dbPath != "" {
+		return o.dbPath, nil
+	}
+	return cfg.Database.Path, nil
+}
+
+// open opens an existing database; write commands migrate it first (a
+// no-op once it is current).
+func (o *dbOptions) open(ctx context.Context, write bool) (*sqlmaps.Store, error) {
+	path, err := o.resolve()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("db: %w: create it with 'postkit db init'", err)
+	}
+	if !write {
+		return sqlmaps.OpenReadOnly(path)
+	}
+	s, err := sqlmaps.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if v, err := s.Version(ctx); err != nil || v < sqlmaps.SchemaVersion {
+		if err := s.Migrate(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// report prints one change: a line of text, or JSON with Ansible's
+// "changed" key.
+func (o *dbOptions) report(w io.Writer, rs ...sqlmaps.Result) error {
+	if o.asJSON {
+		changed := false
+		for _, r := range rs {
+			changed = changed || r.Changed()
+		}
+		if len(rs) == 1 {
+			return json.NewEncoder(w).Encode(struct {
+				Changed bool `json:"changed"`
+				sqlmaps.Result
+			}{changed, rs[0]})
+		}
+		return json.NewEncoder(w).Encode(struct {
+			Changed bool             `json:"changed"`
+			Results []sqlmaps.Result `json:"results"`
+		}{changed, rs})
+	}
+	for _, r := range rs {
+		fmt.Fprintln(w, r)
+		for _, c := range r.Cascaded {
+			fmt.Fprintln(w, "  "+c.String())
+		}
+	}
+	return nil
+}
+
+// table prints rows as JSON or as aligned columns.
+func (o *dbOptions) table(w io.Writer, rows any, header string, lines func(func(...any))) error {
+	if o.asJSON {
+		e := json.NewEncoder(w)
+		e.SetIndent("", "  ")
+		if v, ok := rows.([]any); ok && len(v) == 0 {
+			rows = []struct{}{}
+		}
+		return e.Encode(rows)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	lines(func(cols ...any) {
+		s := make([]string, len(cols))
+		for i, c := range cols {
+			switch v := c.(type) {
+			case bool:
+				s[i] = map[bool]string{true: "yes", false: "no"}[v]
+			default:
+				s[i] = fmt.Sprint(v)
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(s, "\t"))
+	})
+	return tw.Flush()
+}
+
+func init() { rootCmd.AddCommand(newDBCommand()) }
+
+// newDBCommand builds a fresh `db` command tree (tests build one per run so
+// no flag value leaks between runs).
+func newDBCommand() *cobra.Command {
+	o := &dbOptions{}
+	db := &cobra.Command{
+		Use:   "db",
+		Short: "Manage the SQL store: domains, users, aliases, blacklists",
+		Long: `Manage the SQLite database Postfix and Dovecot read (the reference installation's
+tables). The database is --db PATH, or database.path of -c postkit.yaml.
+
+Every change is one transaction: a refused change leaves the database untouched.
+'add' of a row that already exists with the same values reports "unchanged" and
+exits 0, so playbooks can run it every time; a row that exists with other values
+is an error. --json prints {"changed": bool, …} for changes and arrays for lists.
+Passwords are read from standard input (--password-stdin) or a terminal prompt,
+never from the command line.`,
+	}
+	pf := db.PersistentFlags()
+	pf.StringVar(&o.dbPath, "db", "", "SQLite database file (default: database.path of the config)")
+	pf.StringVarP(&o.cfgPath, "config", "c", "", "postkit.yaml to read (default "+dbDefaultConfig+" when --db is not given)")
+	pf.BoolVar(&o.asJSON, "json", false, "print results as JSON")
+
+	db.AddCommand(dbInitCmd(o), dbDomainCmd(o), dbUserCmd(o), dbAliasCmd(o, sqlmaps.Aliases), dbAliasCmd(o, sqlmaps.VirtualAliases), dbBlacklistCmd(o))
+	return db
+}
+
+func dbInitCmd(o *dbOptions) *cobra.Command {
+	var group string
+	cmd := &cobra.Command{
+		Use:   "init [DOMAIN...]",
+		Short: "Create or upgrade the database and add the config's domains (the first becomes the default)",
+		Long: `Creates the database file (0640, group --group) and its directory (0750) when missing,
+creates missing tables, records the schema version and adds the domains of
+postkit.yaml and any given on the command line. An existing database, including
+one made by the reference installation's postfix.sql, is adopted without touching
+its rows. Safe to run again.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			path, err := o.resolve()
+			if err != nil {
+				return err
+			}
+			var domains []string
+			if o.cfg != nil {
+				domains = append(domains, o.cfg.Domains...)
+			}
+			domains = append(domains, args...)
+			for _, d := range domains {
+				if _, err := sqlmaps.CheckDomain(d); err != nil {
+					return err
+				}
+			}
+			created, err := dbCreateFile(path)
+			if err != nil {
+				return err
+			}
+			s, err := sqlmaps.Open(path)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if err := s.Migrate(ctx); err != nil {
+				return err
+			}
+			var warn string
+			if group != "" && os.Geteuid() == 0 {
+				gid, err := dbLookupGroup(group)
+				if err != nil {
+					warn = err.Error()
+				} else if err := sqlmaps.SetAccess(path, gid, created.dir); err != nil {
+					return err
+				}
+			}
+			res := []sqlmaps.Result{{Object: "database", Key: path, Change: sqlmaps.Unchanged}}
+			if created.file {
+				res[0].Change = sqlmaps.Created
+			}
+			res[0].Detail = fmt.Sprintf("schema version %d", sqlmaps.SchemaVersion)
+			for _, d := range domains {
+				r, err := s.AddDomain(ctx, d, false)
+				if err != nil {
+					return err
+				}
+				res = append(res, r)
+			}
+			if warn != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "postkit: warning:", warn)
+			}
+			return o.report(cmd.OutOrStdout(), res...)
+		},
+	}
+	cmd.Flags().StringVar(&group, "group", "postfix", "group that may read the database (Postfix's); empty leaves ownership alone")
+	return cmd
+}
+
+type dbCreated struct{ file, dir bool }
+
+// dbCreateFile makes the directory (0750) and an empty file (0640) when
+// missing, so the database is never world-readable, not even briefly.
+func dbCreateFile(path string) (dbCreated, error) {
+	var c dbCreated
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return c, fmt.Errorf("db: %w", err)
+		}
+		c.dir = true
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	switch {
+	case err == nil:
+		c.file = true
+		return c, f.Close()
+	case errors.Is(err, fs.ErrExist):
+		return c, nil
+	default:
+		return c, fmt.Errorf("db: %w", err)
+	}
+}
+
+func dbLookupGroup(name string) (int, error) {
+	if n, err := strconv.Atoi(name); err == nil {
+		return n, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, fmt.Errorf("group %s not found (%v): the database keeps its group; install Postfix first or pass --group", name, err)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// dbToggle adds the enable, disable and delete subcommands of kind k.
+func dbToggle(o *dbOptions, parent *cobra.Command, k sqlmaps.Kind, arg string) {
+	for _, on := range []bool{true, false} {
+		verb := map[bool]string{true: "enable", false: "disable"}[on]
+		parent.AddCommand(&cobra.Command{
+			Use:   verb + " " + arg,
+			Short: strings.ToUpper(verb[:1]) + verb[1:] + " a " + k.String() + " (active = " + map[bool]string{true: "1", false: "0"}[on] + ")",
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				s, err := o.open(cmd.Context(), true)
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				r, err := s.SetActive(cmd.Context(), k, args[0], on)
+				if err != nil {
+					return err
+				}
+				return o.report(cmd.OutOrStdout(), r)
+			},
+		})
+	}
+	if k == sqlmaps.Domains {
+		return // domain delete has its own --cascade
+	}
+	parent.AddCommand(&cobra.Command{
+		Use:   "delete " + arg,
+		Short: "Delete a " + k.String(),
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := o.open(cmd.Context(), true)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			r, err := s.Delete(cmd.Context(), k, args[0])
+			if err != nil {
+				return err
+			}
+			return o.report(cmd.OutOrStdout(), r)
+		},
+	})
+}
+
+func dbDomainCmd(o *dbOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "domain", Short: "Mail domains (postfix_domaines)"}
+	var makeDefault, cascade bool
+	add := &cobra.Command{
+		Use:   "add DOMAIN",
+		Short: "Add a domain; the first one becomes the default, --default moves the default to it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := o.open(cmd.Context(), true)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			r, err := s.AddDomain(cmd.Context(), args[0], makeDefault)
+			if err != nil {
+				return err
+			}
+			return o.report(cmd.OutOrStdout(), r)
+		},
+	}
+	add.Flags().BoolVar(&makeDefault, "default", false, "make this the default domain (exactly one domain is)")
+	del := &cobra.Command{
+		Use:   "delete DOMAIN",
+		Short: "Delete a domain; refused while it has users or virtual aliases unless --cascade",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := o.open(cmd.Context(), true)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			r, err := s.DeleteDomain(cmd.Context(), args[0], cascade)
+			if err != nil {
+				return err
+			}
+			return o.report(cmd.OutOrStdout(), r)
+		},
+	}
+	del.Flags().BoolVar(&cascade, "cascade", false, "also delete the domain's users and virtual aliases, in the same transaction")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List domains",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := o.open(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ds, err := s.ListDomains(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return o.table(cmd.OutOrStdout(), nonNil(ds), "DOMAIN\tDEFAULT\tACTIVE", func(p func(...any)) {
+				for _, d := range ds {
+					p(d.Name, d.Default, d.Active)
+				}
+			})
+		},
+	}
+	cmd.AddCommand(add, del, list)
+	dbToggle(o, cmd, sqlmaps.Domains, "DOMAIN")
+	return cmd
+}
+
+// nonNil makes empty lists print as [] in JSON.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func dbAliasCmd(o *dbOptions, k sqlmaps.Kind) *cobra.Command {
+	use, short, src := "alias", "Local aliases for alias_maps (postfix_alias): NAME → destinations", "NAME"
+	if k == sqlmaps.VirtualAliases {
+		use, short, src = "valias", "Virtual aliases for virtual_alias_maps (postfix_alias_virtuels): ADDRESS or @DOMAIN → destinations", "ADDRESS|@DOMAIN"
+	}
+	cmd := &cobra.Command{Use: use, Short: short}
+	add := &cobra.Command{
+		Use:   "add " + src + " DESTINATION...",
+		Short: "Add an alias; several destinations may be given as arguments or as one comma-separated list",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := o.open(cmd.Context(), true)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			dest := strings.Join(args[1:], ",")
+			var r sqlmaps.Result
+			if k == sqlmaps.Aliases {
+				r, err = s.AddAlias(cmd.Context(), args[0], dest)
+			} else {
+				r, err = s.AddVirtualAlias(cmd.Context(), args[0], dest)
+			}
+			if err != nil {
+				return err
+			}
+			return o.report(cmd.OutOrStdout(), r)
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List " + use + "es",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := o.open(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			as, err := s.ListAliases(cmd.Context(), k)
+			if err != nil {
+				return err
+			}
+			return o.table(cmd.OutOrStdout(), nonNil(as), "SOURCE\tDESTINATION\tACTIVE", func(p func(...any)) {
+				for _, a := range as {
+					p(a.Source, a.Destination, a.Active)
+				}
+			})
+		},
+	}
+	cmd.AddCommand(add, list)
+	dbToggle(o, cmd, k, src)
+	return cmd
+}
+
+func dbBlacklistCmd(o *dbOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "blacklist", Short: "Sender and recipient blacklists (access(5) tables)"}
+
+	sender := &cobra.Command{Use: "sender", Short: "Sender blacklist (postfix_liste_noire_expediteurs): KEY → CODE MESSAGE"}
+	var code int
+	var message string
+	sadd := &cobra.Command{
+		Use:   "add KEY --code 5NN --message TEXT",
+		Short: "Refuse mail from KEY (user@domain, domain or user@) with CODE and MESSAGE",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := o.open(cmd.Context(), true)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			r, err := s.AddSenderBlacklist(cmd.Context(), args[0], code, message)
+			if err != nil {
+				return err
+			}
+			return o.report(cmd.OutOrStdout(), r)
+		},
+	}
+	sadd.Flags().IntVar(&code, "code", 554, "SMTP reply code, 4xx or 5xx")
+	sadd.Flags().StringVar(&message, "message", "", "reply text (required)")
+	slist := &cobra.Command{
+		Use: "list", Short: "List the sender blacklist", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := o.open(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			bs, err := s.ListSenderBlacklist(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return o.table(cmd.OutOrStdout(), nonNil(bs), "SENDER\tCODE\tMESSAGE\tACTIVE", func(p func(...any)) {
+				for _, b := range bs {
+					p(b.Key, b.Code, b.Message, b.Active)
+				}
+			})
+		},
+	}
+	sender.AddCommand(sadd, slist)
+	dbToggle(o, sender, sqlmaps.SenderBlacklist, "KEY")
+
+	recipient := &cobra.Command{Use: "recipient", Short: "Recipient blacklist (postfix_liste_noire_destinataires): KEY → ACTION"}
+	var action string
+	radd := &cobra.Command{
+		Use:   "add KEY [--action ACTION]",
+		Short: "Apply an access(5) ACTION (default REJECT) to mail for KEY",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := o.open(cmd.Context(), true)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			r, err := s.AddRecipientBlacklist(cmd.Context(), args[0], action)
+			if err != nil {
+				return err
+			}
+			return o.report(cmd.OutOrStdout(), r)
+		},
+	}
+	radd.Flags().StringVar(&action, "action", "REJECT", "access(5) action: REJECT [text], DEFER [text], DISCARD, HOLD, 5NN text…")
+	rlist := &cobra.Command{
+		Use: "list", Short: "List the recipient blacklist", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := o.open(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			bs, err := s.ListRecipientBlacklist(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return o.table(cmd.OutOrStdout(), nonNil(bs), "RECIPIENT\tACTION\tACTIVE", func(p func(...any)) {
+				for _, b := range bs {
+					p(b.Key, b.Action, b.Active)
+				}
+			})
+		},
+	}
+	recipient.AddCommand(radd, rlist)
+	dbToggle(o, recipient, sqlmaps.RecipientBlacklist, "KEY")
+
+	cmd.AddCommand(sender, recipient)
+	return cmd
+}

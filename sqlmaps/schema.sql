@@ -1,0 +1,54 @@
+-- postkit SQL store, schema version 1.
+-- The six postfix_* tables are the reference installation's, with the same
+-- table and column names and types, so an existing database is adopted as it
+-- is. Every statement is idempotent: Migrate runs this file on every open.
+
+CREATE TABLE IF NOT EXISTS postfix_alias (
+       id INTEGER PRIMARY KEY AUTOINCREMENT,
+       alias TEXT NOT NULL UNIQUE,
+       destination TEXT NOT NULL,
+       active INTEGER
+);
+CREATE TABLE IF NOT EXISTS postfix_alias_virtuels (
+       id INTEGER PRIMARY KEY AUTOINCREMENT,
+       courriel TEXT NOT NULL UNIQUE,
+       destination TEXT NOT NULL,
+       active INTEGER
+);
+CREATE TABLE IF NOT EXISTS postfix_domaines (
+       id INTEGER PRIMARY KEY AUTOINCREMENT,
+       domaine TEXT NOT NULL UNIQUE,
+       defaut BOOLEAN NOT NULL CHECK (defaut IN (0, 1)),
+       active INTEGER
+);
+CREATE TABLE IF NOT EXISTS postfix_liste_noire_destinataires (
+       id INTEGER PRIMARY KEY AUTOINCREMENT,
+       courriel TEXT NOT NULL UNIQUE,
+       action TEXT NOT NULL,
+       active INTEGER
+);
+CREATE TABLE IF NOT EXISTS postfix_liste_noire_expediteurs (
+       id INTEGER PRIMARY KEY AUTOINCREMENT,
+       courriel TEXT NOT NULL UNIQUE,
+       code_retour INTEGER NOT NULL,
+       message TEXT NOT NULL,
+       active INTEGER
+);
+CREATE TABLE IF NOT EXISTS postfix_utilisateurs (
+       id INTEGER PRIMARY KEY AUTOINCREMENT,
+       utilisateur TEXT NOT NULL UNIQUE,
+       mot_de_passe TEXT NOT NULL,
+       nom_complet TEXT,
+       rep_perso TEXT NOT NULL,
+       uid INTEGER NOT NULL,
+       gid INTEGER NOT NULL,
+       privilege TEXT NOT NULL,
+       prefixe TEXT,
+       active INTEGER
+);
+
+-- One row per applied schema version; the highest is the current one.
+CREATE TABLE IF NOT EXISTS postkit_schema_version (
+       version INTEGER PRIMARY KEY,
+       applied_at TEXT NOT NULL
+);
