@@ -19,7 +19,7 @@ unit:
 	$(GO) test -short -count=1 $(PKGS)
 
 e2e: build
-	$(GO) test -count=1 -timeout 20m -v ./e2e/...
+	POSTKIT_E2E=1 $(GO) test -count=1 -timeout 15m ./e2e/...
 
 bench: build
 	bench/run.sh
@@ -28,7 +28,7 @@ demo:
 	scripts/demo.sh
 
 demo-stop:
-	scripts/demo.sh stop
+	scripts/demo-stop.sh
 
 check: fmt vet
 

@@ -39,11 +39,22 @@ import (
 //
 // A check that errors, panics or overruns CheckTimeout is logged and counts as
 // no opinion: a broken check never refuses mail.
+//
+// SetChecks replaces the checks while the server runs (a configuration
+// reload): each request runs entirely on the list it started with.
 type Server struct {
 	Checks []Check
+	// Observer, when set, is told every check's outcome and every request's
+	// final action with their durations (*Metrics implements it).
+	Observer Observer
 	// CheckTimeout bounds one check on one request. Default 10s (Postfix
 	// waits smtpd_policy_service_timeout, 100s, for the whole reply).
 	CheckTimeout time.Duration
+	// RequestTimeout bounds all the checks of one request together; checks
+	// still to run when it expires count as no opinion. Default: none (each
+	// check has its CheckTimeout). Keep it below Postfix's
+	// smtpd_policy_service_timeout.
+	RequestTimeout time.Duration
 	// IdleTimeout closes a connection with no request for this long. Default
 	// 330s (Postfix's smtpd_policy_service_max_idle is 300s).
 	IdleTimeout time.Duration
@@ -60,7 +71,19 @@ type Server struct {
 	wg        sync.WaitGroup
 	sent      *sentHeaders
 	initOnce  sync.Once
+	checks    atomic.Pointer[[]Check]
 }
+
+// Observer receives measurements from the server; it must be safe for
+// concurrent use. *Metrics implements it.
+type Observer interface {
+	// ObserveDecision is called after each check ran on a request.
+	ObserveDecision(check string, d Decision, err error, dur time.Duration)
+	// ObserveRequest is called with the action sent for a request.
+	ObserveRequest(action string, dur time.Duration)
+}
+
+var _ Observer = (*Metrics)(nil)
 
 type conn struct {
 	c    net.Conn
@@ -88,7 +111,24 @@ func (s *Server) init() {
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[*conn]struct{}{}
 		s.sent = newSentHeaders(20000, 15*time.Minute)
+		cs := append([]Check(nil), s.Checks...)
+		s.checks.CompareAndSwap(nil, &cs)
 	})
+}
+
+// SetChecks atomically replaces the checks: requests already being decided
+// finish with the old list, later ones use the new one. It may be called
+// before or while Serve runs.
+func (s *Server) SetChecks(checks []Check) {
+	s.init()
+	cs := append([]Check(nil), checks...)
+	s.checks.Store(&cs)
+}
+
+// CurrentChecks returns the checks requests run now.
+func (s *Server) CurrentChecks() []Check {
+	s.init()
+	return *s.checks.Load()
 }
 
 // Serve accepts connections on ln until Shutdown, and returns
@@ -238,7 +278,16 @@ func (s *Server) handle(r *Request) string {
 		s.Logger.Warn("policyd: unknown request type; answering DUNNO", "request", req)
 		return "DUNNO"
 	}
-	action, reasons := s.Decide(context.Background(), r)
+	ctx := context.Background()
+	if s.RequestTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.RequestTimeout)
+		defer cancel()
+	}
+	action, reasons := s.Decide(ctx, r)
+	if s.Observer != nil {
+		s.Observer.ObserveRequest(action, s.Now().Sub(start))
+	}
 	s.Logger.Info("policy",
 		"queue_id", r.Get("queue_id"),
 		"stage", r.Stage(),
@@ -258,8 +307,18 @@ func (s *Server) Decide(ctx context.Context, r *Request) (action string, reasons
 	s.init()
 	var prepends []string
 	final := ""
-	for _, c := range s.Checks {
+	for _, c := range *s.checks.Load() {
+		if ctx.Err() != nil {
+			s.Logger.Warn("policyd: request time budget exhausted; remaining checks skipped",
+				"check", c.Name(), "queue_id", r.Get("queue_id"))
+			reasons = append(reasons, "budget=exhausted")
+			break
+		}
+		t0 := s.Now()
 		d, err := s.runCheck(ctx, c, r)
+		if s.Observer != nil {
+			s.Observer.ObserveDecision(c.Name(), d, err, s.Now().Sub(t0))
+		}
 		if err != nil {
 			s.Logger.Warn("policyd: check failed; treated as no opinion",
 				"check", c.Name(), "queue_id", r.Get("queue_id"), "err", err)
@@ -362,13 +421,19 @@ func (h *sentHeaders) next(key string, want []string, now time.Time) (string, in
 	e := h.items[key]
 	if e == nil || now.After(e.expires) {
 		if len(h.items) >= h.max {
+			// Expired entries go first, then arbitrary ones down to 90%
+			// of the bound: one sweep pays for the next max/10 new
+			// messages, instead of a full scan for every one of them.
 			for k, v := range h.items {
-				if now.After(v.expires) || len(h.items) >= h.max {
+				if now.After(v.expires) {
 					delete(h.items, k)
 				}
+			}
+			for k := range h.items {
 				if len(h.items) < h.max*9/10 {
 					break
 				}
+				delete(h.items, k)
 			}
 		}
 		e = &sentEntry{headers: map[string]bool{}}

@@ -1,12 +1,17 @@
 // Command policyd-bench measures postkit's policy server on SPF requests
-// (SMTPD_POLICY_README protocol over a unix socket) against a loopback DNS
-// server serving a generated zone, and helps run the same requests through
-// postfix-policyd-spf-python (see peer.sh).
+// (SMTPD_POLICY_README protocol) against a loopback DNS server serving a
+// generated zone, and compares it with postfix-policyd-spf-python in the same
+// run, on the same requests and the same DNS server.
 //
-//	go run ./bench/policyd -n 20000 -domains 20000 -c 8      # every request needs DNS
-//	go run ./bench/policyd -n 20000 -domains 50 -c 8         # DNS answers cached
-//	go run ./bench/policyd -mode dns -listen 127.0.0.1:53    # serve the zone only
-//	go run ./bench/policyd -mode requests -n 500 > req.txt   # requests for the peer
+//	sh bench/policyd/run.sh                                    # the comparison (root: network namespace)
+//	go run ./bench/policyd -n 20000 -domains 20000 -c 8         # postkit alone, every request needs DNS
+//	go run ./bench/policyd -n 20000 -domains 50 -c 8            # postkit alone, DNS answers cached
+//	go run ./bench/policyd -mode requests -n 500 > req.txt      # the requests, for other peers
+//
+// The comparison (-mode compare) serves the zone on -dns-listen, by default
+// 127.0.0.1:53: the peer uses the system resolver, so run.sh runs it in a
+// network namespace whose resolv.conf points there. Every phase is bounded
+// by -max-time.
 //
 // It is a program, not a test: `go test ./...` never runs it.
 package main
@@ -14,6 +19,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,15 +27,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
+	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
-
-	"github.com/miekg/dns"
 
 	"github.com/postkit/postkit/internal/dnsclient"
 	"github.com/postkit/postkit/internal/dnstest"
@@ -38,14 +43,26 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "bench", "bench | dns | requests")
-	n := flag.Int("n", 20000, "requests")
-	domains := flag.Int("domains", 20000, "distinct sender domains (requests cycle over them)")
-	conc := flag.Int("c", 8, "concurrent connections")
-	listen := flag.String("listen", "127.0.0.1:53", "dns mode: UDP+TCP address to serve the zone on")
-	resultCache := flag.Bool("result-cache", true, "keep the SPF check's per-(ip, helo, sender) cache")
-	maxTime := flag.Duration("max-time", 2*time.Minute, "stop sending after this long")
+	mode := flag.String("mode", "bench", "bench (postkit alone) | compare (postkit and the peer) | requests (print them)")
+	n := flag.Int("n", 20000, "requests (postkit)")
+	peerN := flag.Int("peer-n", 1000, "compare: requests sent to the peer per scenario")
+	domains := flag.Int("domains", 20000, "bench: distinct sender domains (requests cycle over them)")
+	cachedDomains := flag.Int("cached-domains", 50, "compare: distinct domains of the cached scenario")
+	conc := flag.Int("c", 4, "concurrent connections (postkit) and processes (peer)")
+	dnsListen := flag.String("dns-listen", "127.0.0.1:53", "compare: where the zone is served (the peer's resolv.conf must point there)")
+	peerCmd := flag.String("peer", "/usr/bin/python3 /usr/bin/policyd-spf", "compare: the peer's command line")
+	resultCache := flag.Bool("result-cache", true, "bench: keep the SPF check's per-(ip, helo, sender) cache")
+	maxTime := flag.Duration("max-time", 20*time.Second, "stop sending after this long, per phase")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of postkit's phases here")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 
 	switch *mode {
 	case "requests":
@@ -54,12 +71,19 @@ func main() {
 			w.WriteString(request(i, *domains))
 		}
 		w.Flush()
-	case "dns":
-		serveDNS(*listen, *domains)
 	case "bench":
-		bench(*n, *domains, *conc, *resultCache, *maxTime)
+		srv, err := dnstest.Start()
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer srv.Close()
+		srv.Set(zone(*domains))
+		r := runPostkit(srv, "", *n, *domains, *conc, *resultCache, *maxTime)
+		printTable([]row{r})
+	case "compare":
+		compare(*dnsListen, *peerCmd, *n, *peerN, *cachedDomains, *conc, *maxTime)
 	default:
-		log.Fatalf("-mode %q: want bench, dns or requests", *mode)
+		log.Fatalf("-mode %q: want bench, compare or requests", *mode)
 	}
 }
 
@@ -93,40 +117,123 @@ func request(i, domains int) string {
 		d%250+1, d, d, i, d, i, d)
 }
 
-func serveDNS(addr string, domains int) {
-	z := zone(domains)
-	srv, err := dnstest.Start()
-	if err != nil {
-		log.Fatal(err)
-	}
-	srv.Set(z)
-	// dnstest listens on an ephemeral port; relay the asked address to it.
-	relay := func(net string) *dns.Server {
-		c := &dns.Client{Net: net}
-		return &dns.Server{Addr: addr, Net: net, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-			resp, _, err := c.Exchange(r, srv.Addr())
-			if err != nil {
-				return
-			}
-			w.WriteMsg(resp)
-		})}
-	}
-	for _, s := range []*dns.Server{relay("udp"), relay("tcp")} {
-		go func() { log.Fatal(s.ListenAndServe()) }()
-	}
-	fmt.Fprintf(os.Stderr, "serving %d domains on %s\n", domains, addr)
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
-	<-ch
+// row is one measured phase.
+type row struct {
+	scenario, server string
+	conc             int
+	lat              []time.Duration // sorted
+	elapsed          time.Duration
+	answers          map[string]int
+	queries          int64 // DNS queries the server saw
+	err              error
 }
 
-func bench(n, domains, conc int, resultCache bool, maxTime time.Duration) {
-	srv, err := dnstest.Start()
-	if err != nil {
-		log.Fatal(err)
+func (r row) rate() float64 {
+	if r.elapsed <= 0 {
+		return 0
 	}
-	defer srv.Close()
-	srv.Set(zone(domains))
+	return float64(len(r.lat)) / r.elapsed.Seconds()
+}
+
+func (r row) pct(p float64) time.Duration {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	return r.lat[min(len(r.lat)-1, int(float64(len(r.lat))*p))]
+}
+
+// asker talks the policy protocol over one connection or pipe pair.
+type asker struct {
+	w     io.Writer
+	r     *bufio.Reader
+	close func()
+}
+
+// ask sends a request and returns the reply's action.
+func (a *asker) ask(req string) (string, error) {
+	if _, err := io.WriteString(a.w, req); err != nil {
+		return "", err
+	}
+	var action string
+	for {
+		line, err := a.r.ReadString('\n')
+		if err != nil {
+			return "", err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" {
+			if action == "" {
+				continue // an empty line before the reply: keep reading
+			}
+			return action, nil
+		}
+		if v, ok := strings.CutPrefix(line, "action="); ok {
+			action = v
+		}
+	}
+}
+
+// answerClass reduces an action to what both servers say alike:
+// "prepend pass", "reject", "defer", "dunno".
+func answerClass(a string) string {
+	word, rest, _ := strings.Cut(a, " ")
+	word = strings.ToLower(word)
+	if word == "prepend" {
+		if v, ok := strings.CutPrefix(strings.ToLower(rest), "received-spf: "); ok {
+			res, _, _ := strings.Cut(v, " ")
+			return "prepend " + res
+		}
+	}
+	if len(word) == 3 && word[0] == '5' {
+		return "reject"
+	}
+	return word
+}
+
+// drive sends n requests over conc askers, request i on asker i%conc,
+// until maxTime.
+func drive(askers []*asker, n, domains, offset int, maxTime time.Duration) row {
+	conc := len(askers)
+	lat := make([][]time.Duration, conc)
+	answers := make([]map[string]int, conc)
+	errs := make([]error, conc)
+	deadline := time.Now().Add(maxTime)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[w] = map[string]int{}
+			for i := w; i < n && time.Now().Before(deadline); i += conc {
+				t0 := time.Now()
+				a, err := askers[w].ask(request(offset+i, domains))
+				if err != nil {
+					errs[w] = err
+					return
+				}
+				lat[w] = append(lat[w], time.Since(t0))
+				answers[w][answerClass(a)]++
+			}
+		}()
+	}
+	wg.Wait()
+	r := row{conc: conc, elapsed: time.Since(start), answers: map[string]int{}, err: errors.Join(errs...)}
+	for w := range conc {
+		r.lat = append(r.lat, lat[w]...)
+		for k, v := range answers[w] {
+			r.answers[k] += v
+		}
+	}
+	slices.Sort(r.lat)
+	return r
+}
+
+// runPostkit measures postkit's policy server with the SPF check (enforce
+// mode, as the peer) over a unix socket, resolving through srv. With
+// warmDomains > 0, one pass over those domains runs first, untimed, so that
+// the phase measures cached answers.
+func runPostkit(srv *dnstest.Server, scenario string, n, domains, conc int, resultCache bool, maxTime time.Duration) row {
 	res, err := dnsclient.New(dnsclient.Config{Servers: []string{srv.Addr()}})
 	if err != nil {
 		log.Fatal(err)
@@ -153,56 +260,149 @@ func bench(n, domains, conc int, resultCache bool, maxTime time.Duration) {
 	}
 	go ps.Serve(ln)
 	defer ps.Shutdown(context.Background())
-
-	lat := make([][]time.Duration, conc)
-	actions := make([]map[string]int, conc)
-	deadline := time.Now().Add(maxTime)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for w := range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := net.Dial("unix", sock)
-			if err != nil {
-				log.Fatal(err)
-			}
-			defer c.Close()
-			br := bufio.NewReader(c)
-			actions[w] = map[string]int{}
-			for i := w; i < n && time.Now().Before(deadline); i += conc {
-				t0 := time.Now()
-				io.WriteString(c, request(i, domains))
-				line, err := br.ReadString('\n')
-				if err != nil {
-					log.Fatal(err)
-				}
-				br.ReadString('\n')
-				lat[w] = append(lat[w], time.Since(t0))
-				a := strings.TrimPrefix(strings.TrimSpace(line), "action=")
-				if i := strings.Index(a, " ("); i > 0 {
-					a = a[:i]
-				}
-				actions[w][a]++
-			}
-		}()
+	var askers []*asker
+	for range conc {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer c.Close()
+		askers = append(askers, &asker{w: c, r: bufio.NewReader(c)})
 	}
-	wg.Wait()
-	el := time.Since(start)
-	var all []time.Duration
-	total := map[string]int{}
-	for w := range conc {
-		all = append(all, lat[w]...)
-		for k, v := range actions[w] {
-			total[k] += v
+	offset := 0
+	if scenario == "cached" {
+		drive(askers, domains, domains, 0, maxTime)
+		// Same domains, new messages (instance): no header deduplication.
+		offset = domains
+	}
+	q := srv.Queries()
+	r := drive(askers, n, domains, offset, maxTime)
+	r.queries = srv.Queries() - q
+	r.scenario, r.server = scenario, "postkit policyd"
+	return r
+}
+
+// runPeer measures the peer: conc processes, each fed requests on stdin as
+// Postfix's spawn(8) would. Each process answers one untimed request first
+// (interpreter start-up is not part of the measure).
+func runPeer(srv *dnstest.Server, cmdline, scenario string, n, domains, offset, conc int, maxTime time.Duration) row {
+	args := strings.Fields(cmdline)
+	var askers []*asker
+	var cmds []*exec.Cmd
+	for range conc {
+		cmd := exec.Command(args[0], args[1:]...)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			log.Fatal(err)
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			log.Fatal(err)
+		}
+		cmd.Stderr = io.Discard
+		if err := cmd.Start(); err != nil {
+			return row{scenario: scenario, server: "postfix-policyd-spf-python", conc: conc, err: fmt.Errorf("start %s: %w", cmdline, err)}
+		}
+		cmds = append(cmds, cmd)
+		askers = append(askers, &asker{w: in, r: bufio.NewReader(out), close: func() { in.Close() }})
+	}
+	defer func() {
+		for i, a := range askers {
+			a.close()
+			done := make(chan struct{})
+			go func() { cmds[i].Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				cmds[i].Process.Kill()
+				<-done
+			}
+		}
+	}()
+	warm := strings.NewReplacer("d0.bench.example", "warm.bench.example", "instance=0.0", "instance=warm").Replace(request(0, 1))
+	for _, a := range askers {
+		if _, err := a.ask(warm); err != nil {
+			return row{scenario: scenario, server: "postfix-policyd-spf-python", conc: conc, err: fmt.Errorf("peer: %w", err)}
 		}
 	}
-	slices.Sort(all)
-	pct := func(p float64) time.Duration { return all[min(len(all)-1, int(float64(len(all))*p))] }
-	fmt.Printf("postkit policyd: %d requests, %d domains, %d connections, result cache %v\n", len(all), domains, conc, resultCache)
-	fmt.Printf("  %.0f req/s   p50 %v   p99 %v   max %v   DNS queries %d\n",
-		float64(len(all))/el.Seconds(), pct(0.50), pct(0.99), all[len(all)-1], srv.Queries())
-	for k, v := range total {
-		fmt.Printf("  %6d  %s\n", v, k)
+	// No warm-up pass in the cached scenario: the peer keeps no DNS cache
+	// between requests (it asks the system resolver every time).
+	q := srv.Queries()
+	r := drive(askers, n, domains, offset, maxTime)
+	r.queries = srv.Queries() - q
+	r.scenario, r.server = scenario, "postfix-policyd-spf-python"
+	return r
+}
+
+// compare runs both servers on both scenarios and prints the table.
+func compare(dnsListen, peerCmd string, n, peerN, cachedDomains, conc int, maxTime time.Duration) {
+	// Every uncached request has its own domain: the zone holds as many as
+	// the postkit phase sends, plus the peer's, which come after them.
+	uncachedDomains := n + peerN
+	t0 := time.Now()
+	srv, err := dnstest.StartAt(dnsListen)
+	if err != nil {
+		log.Fatalf("%v (compare mode serves the zone on %s: run it through bench/policyd/run.sh)", err, dnsListen)
 	}
+	defer srv.Close()
+	srv.Set(zone(uncachedDomains))
+	fmt.Fprintf(os.Stderr, "zone of %d domains served on %s (%v)\n", uncachedDomains, srv.Addr(), time.Since(t0).Round(time.Millisecond))
+
+	var rows []row
+	step := func(r row) {
+		fmt.Fprintf(os.Stderr, "  %-9s %-28s %6d requests in %v\n", r.scenario, r.server, len(r.lat), r.elapsed.Round(time.Millisecond))
+		rows = append(rows, r)
+	}
+	// uncached: the peer's requests use domains n..n+peerN-1, postkit's
+	// 0..n-1: no answer either asks for is in any cache.
+	step(runPeer(srv, peerCmd, "uncached", peerN, uncachedDomains, n, conc, maxTime))
+	step(runPostkit(srv, "uncached", n, uncachedDomains, conc, false, maxTime))
+	step(runPeer(srv, peerCmd, "cached", peerN, cachedDomains, 0, conc, maxTime))
+	step(runPostkit(srv, "cached", n, cachedDomains, conc, true, maxTime))
+	printTable(rows)
+}
+
+func printTable(rows []row) {
+	fmt.Printf("\n%-9s %-28s %4s %8s %10s %10s %10s %8s %7s  %s\n",
+		"scenario", "server", "conc", "requests", "req/s", "p50", "p99", "DNS q/r", "ratio", "answers")
+	peer := map[string]float64{}
+	for _, r := range rows {
+		if r.server == "postfix-policyd-spf-python" {
+			peer[r.scenario] = r.rate()
+		}
+	}
+	for _, r := range rows {
+		ratio := "-"
+		if p := peer[r.scenario]; p > 0 {
+			ratio = fmt.Sprintf("%.1fx", r.rate()/p)
+		}
+		var ans []string
+		keys := make([]string, 0, len(r.answers))
+		for k := range r.answers {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			ans = append(ans, fmt.Sprintf("%d %s", r.answers[k], k))
+		}
+		qpr := 0.0
+		if len(r.lat) > 0 {
+			qpr = float64(r.queries) / float64(len(r.lat))
+		}
+		fmt.Printf("%-9s %-28s %4d %8d %10.0f %10s %10s %8.2f %7s  %s\n",
+			r.scenario, r.server, r.conc, len(r.lat), r.rate(), fmtDur(r.pct(0.50)), fmtDur(r.pct(0.99)), qpr, ratio, strings.Join(ans, ", "))
+		if r.err != nil {
+			fmt.Printf("          error: %v\n", r.err)
+		}
+	}
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000)
+	}
+	return fmt.Sprintf("%dµs", d.Microseconds())
 }

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,42 +19,125 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/postkit/postkit/internal/config"
 	"github.com/postkit/postkit/internal/daemon"
+	"github.com/postkit/postkit/internal/dnsclient"
 	"github.com/postkit/postkit/milter/dkimsign"
+	"github.com/postkit/postkit/milter/dkimverify"
 	"github.com/postkit/postkit/milter/filter"
 	"github.com/postkit/postkit/milter/milterd"
 	"github.com/postkit/postkit/milter/scrub"
 )
 
-// milterOptions is the typed configuration of `postkit milter`. The flags
-// fill it today; the YAML wiring fills the same struct.
+// milterOptions is the typed configuration of `postkit milter`, filled from
+// postkit.yaml (milterOptionsFromConfig) and/or the flags.
 type milterOptions struct {
 	Listen      []string // Postfix-syntax addresses; every listener runs the default chain
-	DKIMKeys    []string // DOMAIN:SELECTOR:KEYFILE
 	Trusted     []string // CIDRs whose mail is outbound; nil = 127.0.0.0/8 and ::1
 	Originating []string // {daemon_name} values whose mail is outbound; nil = ORIGINATING
 	Socket      daemon.SocketOpts
-	OnError     string       // tempfail, accept or reject
-	ScrubRules  []scrub.Rule // nil = scrub.DefaultRules()
-	Drain       time.Duration
-	Logger      *slog.Logger
+	OnError     string // tempfail, accept or reject
+
+	// Scrubbing (outbound). NoScrub leaves it out of the chain.
+	NoScrub    bool
+	ScrubRules []scrub.Rule // nil = scrub.DefaultRules()
+
+	// Signing (outbound): Keys plus the DOMAIN:SELECTOR:KEYFILE specs of
+	// --dkim-key. NoSign leaves the signer out even with keys.
+	NoSign           bool
+	Keys             []dkimsign.Key
+	DKIMKeys         []string
+	Canonicalization string // "" = dkimsign.DefaultCanonicalization
+	Subdomains       bool
+
+	// Verification (inbound), with postkit's resolver.
+	Verify     bool
+	AuthservID string   // "" = the host name
+	DNSServers []string // host:port; empty = /etc/resolv.conf
+	DNSTimeout time.Duration
+
+	Drain  time.Duration
+	Logger *slog.Logger
+}
+
+// milterOptionsFromConfig maps postkit.yaml (already validated by
+// config.Load) onto the daemon's options.
+func milterOptionsFromConfig(c *config.Config) (milterOptions, error) {
+	m := c.Milter
+	o := milterOptions{
+		Listen:           []string{m.Listen},
+		Originating:      append([]string{}, m.Originating...),
+		Socket:           daemon.SocketOpts{Owner: m.SocketOwner, Group: m.SocketGroup},
+		OnError:          m.OnError,
+		NoScrub:          !m.Scrub.Enabled,
+		NoSign:           !m.DKIM.Sign,
+		Canonicalization: m.DKIM.Canonicalization,
+		Subdomains:       m.DKIM.Subdomains,
+		Verify:           m.DKIM.Verify,
+		AuthservID:       m.DKIM.AuthservID,
+		DNSServers:       c.DNS.Servers,
+		DNSTimeout:       c.DNS.Timeout.D(),
+	}
+	if m.Listen == "" {
+		return o, errors.New("milter: milter.listen is empty in postkit.yaml: set unix:/path or inet:127.0.0.1:PORT")
+	}
+	if m.SocketMode != "" {
+		mode, err := parseSocketMode(m.SocketMode)
+		if err != nil {
+			return o, fmt.Errorf("milter: milter.socket_mode %q: want an octal mode such as 0660", m.SocketMode)
+		}
+		o.Socket.Mode = mode
+	}
+	o.Trusted = []string{}
+	for _, n := range c.TrustedNetworks {
+		o.Trusted = append(o.Trusted, string(n))
+	}
+	if len(m.Scrub.Rules) > 0 {
+		for _, r := range m.Scrub.Rules {
+			o.ScrubRules = append(o.ScrubRules, scrub.Rule{Header: r.Header, Match: r.Match, Action: r.Action, Replace: r.With})
+		}
+	}
+	for _, k := range m.DKIM.Keys {
+		dom := strings.ToLower(strings.TrimSuffix(k.Domain, "."))
+		file := k.KeyFile
+		if file == "" {
+			// The layout of `postkit dkim keygen` and Debian's /etc/dkimkeys.
+			file = filepath.Join(m.DKIM.KeyDir, dom, k.Selector+".private")
+		}
+		o.Keys = append(o.Keys, dkimsign.Key{Domain: dom, Selector: k.Selector, KeyFile: file, Disabled: k.Disabled})
+	}
+	return o, nil
+}
+
+func parseSocketMode(s string) (os.FileMode, error) {
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("milter: socket mode %q: want an octal mode such as 0660", s)
+	}
+	return os.FileMode(m), nil
 }
 
 func init() {
 	var o milterOptions
-	var mode, level string
+	var mode, level, cfgPath string
+	var noScrub bool
 	cmd := &cobra.Command{
 		Use:   "milter",
-		Short: "Run the milter daemon (header scrubbing and DKIM signing) for Postfix",
+		Short: "Run the milter daemon (header scrubbing, DKIM signing and verification) for Postfix",
 		Long: `Run the milter daemon for Postfix's smtpd_milters / non_smtpd_milters
-(milter_protocol = 6). Without a configuration file the default chain runs on
-every listener: scrub (the reference header_checks rules, on outbound mail)
-then DKIM signing with the --dkim-key keys. Mail is outbound when the client
-authenticated, connects from a --trusted network, or arrives on a service whose
-milter_macro_daemon_name is listed in --originating.
+(milter_protocol = 6). One chain runs on every listener: scrub (outbound), DKIM
+signing (outbound), DKIM verification (inbound, adds Authentication-Results).
+Mail is outbound when the client authenticated, connects from a trusted
+network, or arrives on a service whose milter_macro_daemon_name is listed as
+originating.
 
-SIGHUP reloads (key files are read again; on error the running chain stays),
-SIGTERM and SIGINT stop accepting and let messages in flight finish.`,
+With -c, everything comes from the milter section of postkit.yaml (plus
+trusted_networks, dns and hostname); flags given explicitly override it.
+Without -c, the flags alone configure the daemon.
+
+SIGHUP re-reads postkit.yaml and the key files (on error the running chain
+stays; listen addresses and socket permissions need a restart), SIGTERM and
+SIGINT stop accepting and let messages in flight finish.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			lv, err := parseLevel(level)
@@ -60,20 +145,53 @@ SIGTERM and SIGINT stop accepting and let messages in flight finish.`,
 				return err
 			}
 			o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
-			if mode != "" {
-				m, err := strconv.ParseUint(mode, 8, 32)
-				if err != nil || m > 0o777 {
-					return fmt.Errorf("milter: --socket-mode %q: want an octal mode such as 0660", mode)
+			if cmd.Flags().Changed("socket-mode") || cfgPath == "" {
+				if o.Socket.Mode, err = parseSocketMode(mode); err != nil {
+					return err
 				}
-				o.Socket.Mode = os.FileMode(m)
 			}
+			o.NoScrub = noScrub
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return runMilter(ctx, o, func() (milterd.Config, error) { return buildMilterConfig(o) })
+			if cfgPath == "" {
+				return runMilter(ctx, o, func() (milterd.Config, error) { return buildMilterConfig(o) })
+			}
+			flags := o
+			changed := cmd.Flags().Changed
+			load := func() (milterOptions, error) {
+				c, _, err := config.Load(cfgPath)
+				if err != nil {
+					return milterOptions{}, err
+				}
+				if !c.Milter.Enabled {
+					o.Logger.Warn("milter: milter.enabled is false in postkit.yaml: Postfix is not wired to this daemon (postkit generate)", "config", cfgPath)
+				}
+				yo, err := milterOptionsFromConfig(c)
+				if err != nil {
+					return yo, err
+				}
+				overrideMilterOptions(&yo, flags, changed)
+				return yo, nil
+			}
+			first, err := load()
+			if err != nil {
+				return err
+			}
+			return runMilter(ctx, first, func() (milterd.Config, error) {
+				yo, err := load()
+				if err != nil {
+					return milterd.Config{}, err
+				}
+				if !slices.Equal(yo.Listen, first.Listen) || yo.Socket != first.Socket {
+					o.Logger.Warn("milter: listen address or socket permissions changed in postkit.yaml: restart the daemon to apply them")
+				}
+				return buildMilterConfig(yo)
+			})
 		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVar(&o.Listen, "listen", []string{"unix:/var/spool/postfix/postkit/milter.sock"}, "listen address, unix:PATH or inet:127.0.0.1:PORT (repeatable)")
+	f.StringVarP(&cfgPath, "config", "c", "", "postkit.yaml to read (its milter section); without it the flags configure the daemon")
+	f.StringArrayVar(&o.Listen, "listen", []string{"unix:/var/spool/postfix/private/postkit-milter"}, "listen address, unix:PATH or inet:127.0.0.1:PORT (repeatable)")
 	f.StringArrayVar(&o.DKIMKeys, "dkim-key", nil, "DKIM signing key DOMAIN:SELECTOR:KEYFILE (repeatable)")
 	f.StringArrayVar(&o.Trusted, "trusted", nil, "client network whose mail is outbound, CIDR (repeatable; default 127.0.0.0/8 and ::1)")
 	f.StringArrayVar(&o.Originating, "originating", nil, "milter_macro_daemon_name whose mail is outbound (repeatable; default ORIGINATING)")
@@ -81,9 +199,58 @@ SIGTERM and SIGINT stop accepting and let messages in flight finish.`,
 	f.StringVar(&o.Socket.Group, "socket-group", "", "group of unix sockets, e.g. postfix")
 	f.StringVar(&mode, "socket-mode", "0666", "mode of unix sockets (octal); restrict with the socket's directory or --socket-group and 0660")
 	f.StringVar(&o.OnError, "on-error", "tempfail", "verdict when a filter fails: tempfail, accept or reject")
+	f.BoolVar(&noScrub, "no-scrub", false, "do not scrub outbound headers")
+	f.StringVar(&o.Canonicalization, "canonicalization", "", "DKIM header/body canonicalization (default relaxed/simple)")
+	f.BoolVar(&o.Verify, "verify", false, "verify inbound DKIM signatures and add Authentication-Results")
+	f.StringVar(&o.AuthservID, "authserv-id", "", "authserv-id in Authentication-Results (default: the host name)")
+	f.StringArrayVar(&o.DNSServers, "dns-server", nil, "DNS server HOST:PORT for DKIM key lookups (repeatable; default /etc/resolv.conf)")
 	f.DurationVar(&o.Drain, "drain", 30*time.Second, "how long SIGTERM waits for messages in flight")
 	f.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
 	rootCmd.AddCommand(cmd)
+}
+
+// overrideMilterOptions copies into o the flags the user gave explicitly.
+func overrideMilterOptions(o *milterOptions, flags milterOptions, changed func(string) bool) {
+	if changed("listen") {
+		o.Listen = flags.Listen
+	}
+	if changed("dkim-key") {
+		o.DKIMKeys = flags.DKIMKeys
+	}
+	if changed("trusted") {
+		o.Trusted = flags.Trusted
+	}
+	if changed("originating") {
+		o.Originating = flags.Originating
+	}
+	if changed("socket-owner") {
+		o.Socket.Owner = flags.Socket.Owner
+	}
+	if changed("socket-group") {
+		o.Socket.Group = flags.Socket.Group
+	}
+	if changed("socket-mode") {
+		o.Socket.Mode = flags.Socket.Mode
+	}
+	if changed("on-error") {
+		o.OnError = flags.OnError
+	}
+	if changed("no-scrub") {
+		o.NoScrub = flags.NoScrub
+	}
+	if changed("canonicalization") {
+		o.Canonicalization = flags.Canonicalization
+	}
+	if changed("verify") {
+		o.Verify = flags.Verify
+	}
+	if changed("authserv-id") {
+		o.AuthservID = flags.AuthservID
+	}
+	if changed("dns-server") {
+		o.DNSServers = flags.DNSServers
+	}
+	o.Drain, o.Logger = flags.Drain, flags.Logger
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -95,7 +262,10 @@ func parseLevel(s string) (slog.Level, error) {
 }
 
 // buildMilterConfig turns options into the daemon's configuration, loading
-// key files. It is called at start and again on every reload.
+// key files. It is called at start and again on every reload. The chain is
+// scrub → dkimsign → dkimverify: scrubbing runs before signing so that the
+// signature covers the final header; scrub and dkimsign act on outbound mail
+// only and dkimverify on inbound mail only, so one chain serves both.
 func buildMilterConfig(o milterOptions) (milterd.Config, error) {
 	log := o.Logger
 	if log == nil {
@@ -110,54 +280,68 @@ func buildMilterConfig(o milterOptions) (milterd.Config, error) {
 	if o.Trusted != nil {
 		cfg.Trusted = []netip.Prefix{}
 		for _, s := range o.Trusted {
-			p, err := netip.ParsePrefix(s)
+			p, err := config.ParseCIDR(s)
 			if err != nil {
-				a, aerr := netip.ParseAddr(s)
-				if aerr != nil {
-					return cfg, fmt.Errorf("milter: trusted network %q: want a CIDR such as 192.0.2.0/24", s)
-				}
-				p = netip.PrefixFrom(a, a.BitLen())
+				return cfg, fmt.Errorf("milter: trusted network %q: want a CIDR such as 192.0.2.0/24 (%v)", s, err)
 			}
 			cfg.Trusted = append(cfg.Trusted, p)
 		}
 	}
-	sc, err := scrub.New(scrub.Config{Rules: o.ScrubRules})
-	if err != nil {
-		return cfg, err
+	var chain []filter.Filter
+	if !o.NoScrub {
+		sc, err := scrub.New(scrub.Config{Rules: o.ScrubRules})
+		if err != nil {
+			return cfg, fmt.Errorf("milter: %w", err)
+		}
+		chain = append(chain, sc)
 	}
-	chain := []filter.Filter{sc}
-	dk, err := buildDKIMFilters(o.DKIMKeys, log)
-	if err != nil {
-		return cfg, err
+	if !o.NoSign {
+		dk, err := buildSigner(o, log)
+		if err != nil {
+			return cfg, err
+		}
+		if dk != nil {
+			chain = append(chain, dk)
+		}
 	}
-	if len(dk) == 0 {
-		log.Warn("milter: no --dkim-key given: outbound mail is not DKIM-signed")
+	if o.Verify {
+		res, err := dnsclient.New(dnsclient.Config{Servers: o.DNSServers, Timeout: o.DNSTimeout})
+		if err != nil {
+			return cfg, fmt.Errorf("milter: DKIM verification resolver: %w", err)
+		}
+		v, err := dkimverify.New(dkimverify.Config{Resolver: res, AuthservID: o.AuthservID, Logger: log})
+		if err != nil {
+			return cfg, err
+		}
+		chain = append(chain, v)
 	}
-	chain = append(chain, dk...)
+	if len(chain) == 0 {
+		log.Warn("milter: every filter is disabled: messages pass unchanged")
+	}
 	cfg.Chains = map[string][]filter.Filter{milterd.DefaultChain: chain}
 	return cfg, nil
 }
 
-// buildDKIMFilters parses DOMAIN:SELECTOR:KEYFILE specs and builds the
-// signer (milter/dkimsign). Scrubbing runs before it so the signature covers
-// the final header.
-func buildDKIMFilters(keys []string, log *slog.Logger) ([]filter.Filter, error) {
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	var ks []dkimsign.Key
-	for _, spec := range keys {
+// buildSigner builds the DKIM signer (milter/dkimsign) from the typed keys
+// and the DOMAIN:SELECTOR:KEYFILE specs; nil when there is no key.
+func buildSigner(o milterOptions, log *slog.Logger) (filter.Filter, error) {
+	ks := append([]dkimsign.Key(nil), o.Keys...)
+	for _, spec := range o.DKIMKeys {
 		parts := strings.SplitN(spec, ":", 3)
 		if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
-			return nil, fmt.Errorf("milter: --dkim-key %q: want DOMAIN:SELECTOR:KEYFILE, e.g. example.org:mail:/etc/postkit/dkim/example.org.mail.key", spec)
+			return nil, fmt.Errorf("milter: --dkim-key %q: want DOMAIN:SELECTOR:KEYFILE, e.g. example.org:mail:/etc/dkimkeys/example.org/mail.private", spec)
 		}
 		ks = append(ks, dkimsign.Key{Domain: strings.ToLower(parts[0]), Selector: parts[1], KeyFile: parts[2]})
 	}
-	s, err := dkimsign.New(dkimsign.Config{Keys: ks, Logger: log})
-	if err != nil {
-		return nil, err
+	if len(ks) == 0 {
+		log.Warn("milter: no DKIM key configured (milter.dkim.keys or --dkim-key): outbound mail is not DKIM-signed")
+		return nil, nil
 	}
-	return []filter.Filter{s}, nil
+	s, err := dkimsign.New(dkimsign.Config{Keys: ks, Canonicalization: o.Canonicalization, Subdomains: o.Subdomains, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("milter: %w", err)
+	}
+	return s, nil
 }
 
 // runMilter builds the daemon, listens on every address and serves until ctx
@@ -170,6 +354,11 @@ func runMilter(ctx context.Context, o milterOptions, load func() (milterd.Config
 	if len(o.Listen) == 0 {
 		return errors.New("milter: no --listen address given")
 	}
+	// Catch SIGHUP before anything listens: a reload sent as soon as the
+	// socket answers must not kill the daemon.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := load()
 	if err != nil {
 		return err
@@ -192,7 +381,7 @@ func runMilter(ctx context.Context, o milterOptions, load func() (milterd.Config
 			return fmt.Errorf("milter: listen %s: %w", a, err)
 		}
 		lns = append(lns, ln)
-		log.Info("milter listening", "addr", addr.String())
+		log.Info("milter listening", "addr", addr.String(), "filters", chainNames(cfg))
 	}
 	errc := make(chan error, len(lns))
 	var wg sync.WaitGroup
@@ -205,9 +394,6 @@ func runMilter(ctx context.Context, o milterOptions, load func() (milterd.Config
 			}
 		}()
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	var serveErr error
 loop:
 	for {
@@ -223,6 +409,8 @@ loop:
 			}
 			if err != nil {
 				log.Error("milter reload failed; the running configuration stays", "err", err)
+			} else {
+				log.Info("milter reloaded", "filters", chainNames(cfg))
 			}
 		}
 	}
@@ -238,4 +426,13 @@ loop:
 	}
 	wg.Wait()
 	return serveErr
+}
+
+// chainNames lists the default chain's filters for the logs.
+func chainNames(cfg milterd.Config) string {
+	var names []string
+	for _, f := range cfg.Chains[milterd.DefaultChain] {
+		names = append(names, f.Name())
+	}
+	return strings.Join(names, ",")
 }

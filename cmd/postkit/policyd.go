@@ -4,167 +4,665 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/postkit/postkit/internal/config"
 	"github.com/postkit/postkit/internal/daemon"
 	"github.com/postkit/postkit/internal/dnsclient"
 	"github.com/postkit/postkit/policyd"
 	"github.com/postkit/postkit/policyd/spfcheck"
+	"github.com/postkit/postkit/policyd/state"
+	"github.com/postkit/postkit/sqlmaps"
 )
 
-// PolicyServerConfig is everything the policy server is built from; the
-// flags of `postkit policyd` fill it today, postkit.yaml will later.
-type PolicyServerConfig struct {
-	// DNS servers (HOST:PORT); empty: /etc/resolv.conf.
-	DNSServers []string
-	DNSTimeout time.Duration // per query; 0: dnsclient's default (2s)
-	// SPF check; SPF.Logger is set by BuildPolicyServer.
-	SPFEnabled bool
-	SPF        spfcheck.Config
-	// CheckTimeout bounds each check per request; 0: policyd's default.
-	CheckTimeout time.Duration
-	Logger       *slog.Logger
+// policyOptions is the typed configuration of `postkit policyd`: filled from
+// postkit.yaml by policyOptionsFromConfig, then by the flags given
+// explicitly. buildPolicyChain turns it into checks.
+type policyOptions struct {
+	Listen     string
+	Socket     daemon.SocketOpts
+	Checks     []string      // in order: blacklist, spf, dnsbl, greylist, ratelimit
+	TimeBudget time.Duration // one request, all checks
+	Metrics    string        // host:port of the Prometheus endpoint; "" none
+	DNSServers []string      // host:port; empty: /etc/resolv.conf
+	DNSTimeout time.Duration
+	Trusted    []netip.Prefix // trusted_networks: never SPF-checked, DNSBL-queried or greylisted
+	Hostname   string
+
+	SPF spfcheck.Config // Trusted, Hostname, Logger and Timeout are set by the builder
+	// BlacklistOwner "postfix" leaves the SQL blacklists to Postfix's
+	// check_*_access maps: the daemon then skips its blacklist check.
+	BlacklistOwner string
+	Blacklist      policyd.BlacklistConfig
+	Database       string // SQL store with the blacklists
+	DNSBLSites     []string
+	DNSBL          policyd.DNSBLConfig // Sites are parsed from DNSBLSites
+	Greylist       policyd.GreylistConfig
+	RateLimits     []string // ParseRateLimit syntax
+	StatePath      string   // greylisting and rate-limit state (SQLite)
+
+	Logger *slog.Logger
 }
 
-// BuildPolicyServer builds the policy server: the SPF check first (when
-// enabled), then extra checks in the given order (blacklists, DNSBL,
-// greylisting, rate limits). It also returns the resolver, so that other
-// checks can share its cache.
-func BuildPolicyServer(cfg PolicyServerConfig, extra ...policyd.Check) (*policyd.Server, *dnsclient.Resolver, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	res, err := dnsclient.New(dnsclient.Config{Servers: cfg.DNSServers, Timeout: cfg.DNSTimeout})
+// defaultPolicyOptions is what the daemon runs without -c: the SPF check,
+// with config.Defaults for everything else.
+func defaultPolicyOptions() policyOptions {
+	c := config.Defaults()
+	c.Policy.Checks = []string{"spf"}
+	c.Policy.Blacklist.Owner = "policy"
+	h, _ := os.Hostname()
+	c.Hostname = h
+	o, err := policyOptionsFromConfig(c)
 	if err != nil {
-		return nil, nil, err
+		panic("policyd: built-in defaults do not convert: " + err.Error())
 	}
-	var checks []policyd.Check
-	if cfg.SPFEnabled {
-		sc := cfg.SPF
-		sc.Logger = cfg.Logger
-		chk, err := spfcheck.New(sc, res)
-		if err != nil {
-			return nil, nil, err
+	// Without postkit.yaml the socket keeps the daemon's own owner and
+	// umask, so that it runs unprivileged; --socket-* set them.
+	o.Socket = daemon.SocketOpts{}
+	return o
+}
+
+// policyOptionsFromConfig maps postkit.yaml (validated by config.Load) onto
+// the daemon's options.
+func policyOptionsFromConfig(c *config.Config) (policyOptions, error) {
+	p := c.Policy
+	o := policyOptions{
+		Listen:         p.Listen,
+		Socket:         daemon.SocketOpts{Owner: p.SocketOwner, Group: p.SocketGroup},
+		Checks:         append([]string{}, p.Checks...),
+		TimeBudget:     p.TimeBudget.D(),
+		Metrics:        p.Metrics,
+		DNSServers:     append([]string{}, c.DNS.Servers...),
+		DNSTimeout:     c.DNS.Timeout.D(),
+		Hostname:       c.Hostname,
+		BlacklistOwner: p.Blacklist.Owner,
+		Database:       c.Database.Path,
+		DNSBLSites:     append([]string{}, p.DNSBL.Sites...),
+		StatePath:      filepath.Join(c.Paths.PostkitRun, "policyd.sqlite"),
+	}
+	if p.Listen == "" {
+		return o, errors.New("policyd: policy.listen is empty in postkit.yaml: set unix:/path or inet:127.0.0.1:PORT")
+	}
+	if p.SocketMode != "" {
+		m, err := strconv.ParseUint(p.SocketMode, 8, 32)
+		if err != nil || m > 0o777 {
+			return o, fmt.Errorf("policyd: policy.socket_mode %q: want an octal mode such as 0660", p.SocketMode)
 		}
-		checks = append(checks, chk)
+		o.Socket.Mode = os.FileMode(m)
 	}
-	checks = append(checks, extra...)
-	return &policyd.Server{Checks: checks, CheckTimeout: cfg.CheckTimeout, Logger: cfg.Logger}, res, nil
+	var err error
+	if o.Trusted, err = policyPrefixes("trusted_networks", c.TrustedNetworks); err != nil {
+		return o, err
+	}
+	spfAllow, err := policyPrefixes("policy.spf.allow_ips", p.SPF.AllowIPs)
+	if err != nil {
+		return o, err
+	}
+	o.SPF = spfcheck.Config{
+		Mode:               spfcheck.Mode(p.SPF.Mode),
+		TempErrorDefer:     p.SPF.TempError == "defer",
+		PermErrorReject:    p.SPF.PermError == "reject",
+		IgnoreHeloFail:     !p.SPF.HeloReject,
+		AllowIPs:           spfAllow,
+		AllowSenderDomains: append([]string{}, p.SPF.AllowDomains...),
+	}
+	o.Blacklist = policyd.BlacklistConfig{
+		RecipientDelimiter: c.RecipientDelim,
+		// parent_domains: a row for example.org also matches
+		// sub.example.org, which is Postfix's default
+		// (parent_domain_matches_subdomains); without it only ".example.org"
+		// rows match sub-domains.
+		SubdomainsNeedDot: !p.Blacklist.ParentDomains,
+	}
+	o.DNSBL = policyd.DNSBLConfig{Threshold: p.DNSBL.Threshold, CheckPrivate: p.DNSBL.CheckPrivate}
+	greyAllow, err := policyPrefixes("policy.greylist.allow_ips", p.Greylist.AllowIPs)
+	if err != nil {
+		return o, err
+	}
+	o.Greylist = policyd.GreylistConfig{
+		Delay:        p.Greylist.Delay.D(),
+		RetryWindow:  p.Greylist.RetryWindow.D(),
+		MaxAge:       p.Greylist.MaxAge.D(),
+		AllowClients: greyAllow,
+		// YAML 0 means never; the check's 0 means its default (5).
+		AutoAllowClients: p.Greylist.AutoAllow,
+	}
+	if o.Greylist.AutoAllowClients == 0 {
+		o.Greylist.AutoAllowClients = -1
+	}
+	for _, l := range p.RateLimit.Limits {
+		count := l.Count
+		if count == "" {
+			count = "messages"
+		}
+		o.RateLimits = append(o.RateLimits, policyd.RateLimit{
+			Key: policyd.RateKey(l.Key), Counter: policyd.RateCounter(count), Max: int64(l.Max), Window: l.Window.D(),
+		}.String())
+	}
+	return o, nil
+}
+
+func policyPrefixes(key string, cidrs []config.CIDR) ([]netip.Prefix, error) {
+	out := []netip.Prefix{}
+	for _, n := range cidrs {
+		p, err := parsePrefixOrAddr(string(n))
+		if err != nil {
+			return nil, fmt.Errorf("policyd: %s %q: want a CIDR such as 192.0.2.0/24 or an address", key, n)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// policyChain is one built set of checks with the resources they hold.
+type policyChain struct {
+	checks  []policyd.Check
+	closers []io.Closer
+}
+
+// Close releases the chain's databases.
+func (pc *policyChain) Close() error {
+	var errs []error
+	for _, c := range pc.closers {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// buildPolicyChain builds the checks of o in o.Checks order. One resolver
+// serves SPF and the DNSBL (and the greylisting's DNSWL allow list); one
+// state database serves greylisting and rate limits. On error nothing stays
+// open.
+func buildPolicyChain(o policyOptions) (_ *policyChain, err error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	pc := &policyChain{}
+	defer func() {
+		if err != nil {
+			pc.Close()
+		}
+	}()
+	seen := map[string]bool{}
+	for _, name := range o.Checks {
+		if seen[name] {
+			return nil, fmt.Errorf("policyd: check %q listed twice; list each once", name)
+		}
+		seen[name] = true
+	}
+	var res *dnsclient.Resolver
+	resolver := func() (*dnsclient.Resolver, error) {
+		if res != nil {
+			return res, nil
+		}
+		r, err := dnsclient.New(dnsclient.Config{Servers: o.DNSServers, Timeout: o.DNSTimeout})
+		if err != nil {
+			return nil, err
+		}
+		res = r
+		return res, nil
+	}
+	var st *state.DB
+	stateDB := func() (*state.DB, error) {
+		if st != nil {
+			return st, nil
+		}
+		if err := os.MkdirAll(filepath.Dir(o.StatePath), 0o750); err != nil {
+			return nil, fmt.Errorf("policyd: state directory: %w; set paths.postkit_run or --state", err)
+		}
+		db, err := state.Open(o.StatePath)
+		if err != nil {
+			return nil, err
+		}
+		st = db
+		pc.closers = append(pc.closers, st)
+		return st, nil
+	}
+	// The DNSBL is built first when listed, so that greylisting can use its
+	// allow-list scores whatever the order.
+	var dnsbl *policyd.DNSBL
+	if seen["dnsbl"] {
+		r, err := resolver()
+		if err != nil {
+			return nil, err
+		}
+		cfg := o.DNSBL
+		if cfg.Sites, err = policyd.ParseDNSBLSites(strings.Join(o.DNSBLSites, " ")); err != nil {
+			return nil, err
+		}
+		cfg.SkipClients = append(append([]netip.Prefix{}, cfg.SkipClients...), o.Trusted...)
+		if cfg.Timeout <= 0 || cfg.Timeout > o.TimeBudget {
+			cfg.Timeout = min(5*time.Second, o.TimeBudget)
+		}
+		cfg.Logger = log
+		if dnsbl, err = policyd.NewDNSBL(cfg, r); err != nil {
+			return nil, err
+		}
+	}
+	for _, name := range o.Checks {
+		var chk policyd.Check
+		switch name {
+		case "blacklist":
+			if o.BlacklistOwner == "postfix" {
+				log.Info("policyd: blacklist check skipped: policy.blacklist.owner is postfix (Postfix's check_*_access maps apply the SQL blacklists)")
+				continue
+			}
+			store, err := sqlmaps.OpenReadOnly(o.Database)
+			if err != nil {
+				return nil, err
+			}
+			pc.closers = append(pc.closers, store)
+			cfg := o.Blacklist
+			cfg.Logger = log
+			if chk, err = policyd.NewBlacklist(cfg, store); err != nil {
+				return nil, err
+			}
+		case "spf":
+			r, err := resolver()
+			if err != nil {
+				return nil, err
+			}
+			cfg := o.SPF
+			cfg.Trusted = append([]netip.Prefix{}, o.Trusted...)
+			cfg.Hostname = o.Hostname
+			cfg.Logger = log
+			// The SPF budget leaves room for the checks after it.
+			cfg.Timeout = min(8*time.Second, o.TimeBudget*4/5)
+			if chk, err = spfcheck.New(cfg, r); err != nil {
+				return nil, err
+			}
+		case "dnsbl":
+			chk = dnsbl
+		case "greylist":
+			db, err := stateDB()
+			if err != nil {
+				return nil, err
+			}
+			cfg := o.Greylist
+			cfg.AllowClients = append(append([]netip.Prefix{}, cfg.AllowClients...), o.Trusted...)
+			cfg.Hostname = o.Hostname
+			cfg.Logger = log
+			if dnsbl != nil {
+				cfg.Allowlist = dnsbl
+			}
+			if chk, err = policyd.NewGreylist(cfg, db); err != nil {
+				return nil, err
+			}
+		case "ratelimit":
+			db, err := stateDB()
+			if err != nil {
+				return nil, err
+			}
+			cfg := policyd.RateLimitConfig{
+				// The generated main.cf asks the daemon at RCPT only about
+				// inbound mail (permit_sasl_authenticated and
+				// permit_mynetworks come first) and at END-OF-MESSAGE about
+				// every message: both counters count there, so that
+				// authenticated users, who are what limits are mostly
+				// about, are counted at all.
+				MessageStage:   "END-OF-MESSAGE",
+				RecipientStage: "END-OF-MESSAGE",
+				Logger:         log,
+			}
+			for _, s := range o.RateLimits {
+				l, err := policyd.ParseRateLimit(s)
+				if err != nil {
+					return nil, err
+				}
+				cfg.Limits = append(cfg.Limits, l)
+			}
+			if chk, err = policyd.NewRateLimit(cfg, db); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("policyd: unknown check %q: want blacklist, spf, dnsbl, greylist or ratelimit", name)
+		}
+		pc.checks = append(pc.checks, chk)
+	}
+	return pc, nil
+}
+
+// policyFlags are the flag values; each overrides the YAML only when given.
+type policyFlags struct {
+	cfgPath, listen, owner, group, mode, logLevel string
+	dnsServers, trusted, checks, dnsblSites       []string
+	rateLimits                                    []string
+	dnsTimeout, timeBudget, greylistDelay         time.Duration
+	spfMode, hostname, metrics, db, statePath     string
+	noSPF, tempDefer, permReject                  bool
+	dnsblThreshold                                int
+}
+
+// apply overrides o with the flags changed on the command line.
+func (f *policyFlags) apply(o *policyOptions, changed func(string) bool) error {
+	if changed("listen") {
+		o.Listen = f.listen
+	}
+	if changed("socket-owner") {
+		o.Socket.Owner = f.owner
+	}
+	if changed("socket-group") {
+		o.Socket.Group = f.group
+	}
+	if changed("socket-mode") {
+		m, err := strconv.ParseUint(f.mode, 8, 32)
+		if err != nil || m > 0o777 {
+			return fmt.Errorf("policyd: --socket-mode %q: want an octal mode such as 0660", f.mode)
+		}
+		o.Socket.Mode = os.FileMode(m)
+	}
+	if changed("checks") {
+		o.Checks = nil
+		for _, c := range f.checks {
+			for _, name := range strings.Split(c, ",") {
+				if name = strings.TrimSpace(name); name != "" {
+					o.Checks = append(o.Checks, name)
+				}
+			}
+		}
+	}
+	if f.noSPF {
+		o.Checks = slices.DeleteFunc(o.Checks, func(s string) bool { return s == "spf" })
+	}
+	if changed("dns") {
+		o.DNSServers = f.dnsServers
+	}
+	if changed("dns-timeout") {
+		o.DNSTimeout = f.dnsTimeout
+	}
+	if changed("time-budget") {
+		o.TimeBudget = f.timeBudget
+	}
+	if changed("metrics") {
+		o.Metrics = f.metrics
+	}
+	if changed("hostname") {
+		o.Hostname = f.hostname
+	}
+	if changed("trusted") {
+		o.Trusted = []netip.Prefix{}
+		for _, s := range f.trusted {
+			p, err := parsePrefixOrAddr(s)
+			if err != nil {
+				return fmt.Errorf("policyd: --trusted %q: want a CIDR such as 192.0.2.0/24 or an address", s)
+			}
+			o.Trusted = append(o.Trusted, p)
+		}
+	}
+	if changed("spf-mode") {
+		o.SPF.Mode = spfcheck.Mode(f.spfMode)
+	}
+	if changed("spf-temperror-defer") {
+		o.SPF.TempErrorDefer = f.tempDefer
+	}
+	if changed("spf-permerror-reject") {
+		o.SPF.PermErrorReject = f.permReject
+	}
+	if changed("db") {
+		o.Database = f.db
+	}
+	if changed("state") {
+		o.StatePath = f.statePath
+	}
+	if changed("dnsbl-site") {
+		o.DNSBLSites = f.dnsblSites
+	}
+	if changed("dnsbl-threshold") {
+		o.DNSBL.Threshold = f.dnsblThreshold
+	}
+	if changed("greylist-delay") {
+		o.Greylist.Delay = f.greylistDelay
+	}
+	if changed("ratelimit") {
+		o.RateLimits = f.rateLimits
+	}
+	if o.TimeBudget <= 0 {
+		return fmt.Errorf("policyd: time budget %v: want a positive duration such as 10s", o.TimeBudget)
+	}
+	return nil
 }
 
 func init() {
-	var (
-		listen, spfMode, hostname    string
-		owner, group, mode, logLevel string
-		dnsServers, trusted          []string
-		noSPF, tempDefer, permReject bool
-		dnsTimeout, checkTimeout     time.Duration
-	)
+	var f policyFlags
 	cmd := &cobra.Command{
 		Use:   "policyd",
-		Short: "Run the Postfix policy server (SPF; SMTPD_POLICY_README protocol)",
-		Long: `Run the Postfix SMTP access policy server. Point Postfix at it with
-  smtpd_recipient_restrictions = ..., check_policy_service unix:private/postkit-policy
-SIGTERM or SIGINT stops it after the requests in progress are answered.`,
+		Short: "Run the Postfix policy server (SPF, blacklists, DNSBL, greylisting, rate limits)",
+		Long: `Run the Postfix SMTP access policy server (SMTPD_POLICY_README). The
+generated main.cf calls it with check_policy_service at RCPT (inbound mail)
+and at end of data (every message, for rate limits).
+
+With -c, everything comes from the policy section of postkit.yaml (plus
+trusted_networks, hostname, dns, database.path and paths.postkit_run); flags
+given explicitly override it. Without -c, the flags alone configure the
+daemon and only the SPF check runs unless --checks says otherwise.
+
+SIGHUP re-reads postkit.yaml and rebuilds the checks (on error the running
+ones stay; the listen address, socket permissions and metrics address need a
+restart). SIGTERM or SIGINT stops it after the requests in progress are
+answered.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var level slog.Level
-			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+				return fmt.Errorf("policyd: --log-level %q: want debug, info, warn or error", f.logLevel)
 			}
 			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			addr, err := daemon.ParseAddr(listen)
-			if err != nil {
-				return err
-			}
-			sopts := daemon.SocketOpts{Owner: owner, Group: group}
-			if mode != "" {
-				m, err := strconv.ParseUint(mode, 8, 32)
-				if err != nil || m > 0o777 {
-					return fmt.Errorf("--socket-mode %q: want an octal mode such as 0660", mode)
-				}
-				sopts.Mode = os.FileMode(m)
-			}
-			cfg := PolicyServerConfig{
-				DNSServers:   dnsServers,
-				DNSTimeout:   dnsTimeout,
-				SPFEnabled:   !noSPF,
-				CheckTimeout: checkTimeout,
-				Logger:       logger,
-				SPF: spfcheck.Config{
-					Mode:            spfcheck.Mode(spfMode),
-					Hostname:        hostname,
-					TempErrorDefer:  tempDefer,
-					PermErrorReject: permReject,
-				},
-			}
-			if cmd.Flags().Changed("trusted") {
-				cfg.SPF.Trusted = []netip.Prefix{}
-				for _, s := range trusted {
-					p, err := parsePrefixOrAddr(s)
+			changed := cmd.Flags().Changed
+			load := func() (policyOptions, error) {
+				o := defaultPolicyOptions()
+				if f.cfgPath != "" {
+					c, _, err := config.Load(f.cfgPath)
 					if err != nil {
-						return fmt.Errorf("--trusted %q: want a CIDR such as 192.0.2.0/24 or an address", s)
+						return o, err
 					}
-					cfg.SPF.Trusted = append(cfg.SPF.Trusted, p)
+					if !c.Policy.Enabled {
+						logger.Warn("policyd: policy.enabled is false in postkit.yaml: Postfix is not wired to this daemon (postkit generate)", "config", f.cfgPath)
+					}
+					if o, err = policyOptionsFromConfig(c); err != nil {
+						return o, err
+					}
 				}
+				if err := f.apply(&o, changed); err != nil {
+					return o, err
+				}
+				o.Logger = logger
+				return o, nil
 			}
-			srv, _, err := BuildPolicyServer(cfg)
-			if err != nil {
-				return err
-			}
-			ln, err := daemon.Listen(addr, sopts)
+			o, err := load()
 			if err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			errc := make(chan error, 1)
-			go func() { errc <- srv.Serve(ln) }()
-			logger.Info("policyd: listening", "addr", addr.String(), "spf", !noSPF, "spf_mode", spfMode)
-			select {
-			case err := <-errc:
-				return err
-			case <-ctx.Done():
-			}
-			logger.Info("policyd: shutting down")
-			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(sctx); err != nil {
-				return fmt.Errorf("policyd: shutdown: %w", err)
-			}
-			if err := <-errc; err != nil && !errors.Is(err, daemon.ErrServerClosed) {
-				return err
-			}
-			if addr.Network == "unix" {
-				os.Remove(addr.Address)
-			}
-			return nil
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			return runPolicyd(ctx, o, load, hup)
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&listen, "listen", "unix:/var/spool/postfix/private/postkit-policy", "listen address: unix:/path or inet:host:port")
-	f.StringArrayVar(&dnsServers, "dns", nil, "DNS server HOST:PORT (repeatable; default: /etc/resolv.conf)")
-	f.DurationVar(&dnsTimeout, "dns-timeout", 2*time.Second, "timeout of one DNS query to one server")
-	f.StringVar(&spfMode, "spf-mode", "enforce", "SPF mode: enforce (reject fail) or header (only add Received-SPF)")
-	f.BoolVar(&noSPF, "no-spf", false, "disable the SPF check")
-	f.BoolVar(&tempDefer, "spf-temperror-defer", false, "answer SPF temperror with DEFER_IF_PERMIT 4.7.24 (enforce mode)")
-	f.BoolVar(&permReject, "spf-permerror-reject", false, "answer SPF permerror with 550 5.7.24 (enforce mode)")
-	f.StringVar(&hostname, "hostname", "", "receiver name in Received-SPF (default: the host name)")
-	f.StringArrayVar(&trusted, "trusted", nil, "client network never SPF-checked, CIDR (repeatable; default 127.0.0.0/8 and ::1)")
-	f.DurationVar(&checkTimeout, "check-timeout", 10*time.Second, "time limit of one check on one request")
-	f.StringVar(&owner, "socket-owner", "", "unix socket owner (user name or uid)")
-	f.StringVar(&group, "socket-group", "", "unix socket group (group name or gid)")
-	f.StringVar(&mode, "socket-mode", "", "unix socket mode, octal (e.g. 0660)")
-	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fl := cmd.Flags()
+	fl.StringVarP(&f.cfgPath, "config", "c", "", "postkit.yaml to read (its policy section); without it the flags configure the daemon")
+	fl.StringVar(&f.listen, "listen", "unix:/var/spool/postfix/private/postkit-policy", "listen address: unix:/path or inet:host:port")
+	fl.StringArrayVar(&f.checks, "checks", nil, "checks in order, comma-separated: blacklist,spf,dnsbl,greylist,ratelimit (default: spf, or policy.checks)")
+	fl.StringArrayVar(&f.dnsServers, "dns", nil, "DNS server HOST:PORT (repeatable; default: dns.servers, else /etc/resolv.conf)")
+	fl.DurationVar(&f.dnsTimeout, "dns-timeout", 2*time.Second, "timeout of one DNS query to one server")
+	fl.DurationVar(&f.timeBudget, "time-budget", 10*time.Second, "longest one request may take, all checks together")
+	fl.StringVar(&f.spfMode, "spf-mode", "enforce", "SPF mode: enforce (reject fail) or header (only add Received-SPF)")
+	fl.BoolVar(&f.noSPF, "no-spf", false, "disable the SPF check")
+	fl.BoolVar(&f.tempDefer, "spf-temperror-defer", false, "answer SPF temperror with DEFER_IF_PERMIT 4.7.24 in enforce mode (default: policy.spf.temperror, defer)")
+	fl.BoolVar(&f.permReject, "spf-permerror-reject", false, "answer SPF permerror with 550 5.7.24 in enforce mode (default: policy.spf.permerror, accept)")
+	fl.StringVar(&f.hostname, "hostname", "", "receiver name in Received-SPF and X-Greylist (default: hostname, else the host name)")
+	fl.StringArrayVar(&f.trusted, "trusted", nil, "trusted client network, CIDR (repeatable; default trusted_networks, else 127.0.0.0/8 and ::1)")
+	fl.StringVar(&f.db, "db", "", "SQLite store with the blacklists (default: database.path)")
+	fl.StringVar(&f.statePath, "state", "", "greylisting and rate-limit state file (default: paths.postkit_run/policyd.sqlite)")
+	fl.StringArrayVar(&f.dnsblSites, "dnsbl-site", nil, "DNSBL site, e.g. zen.spamhaus.org=127.0.0.[2..11]*3 (repeatable)")
+	fl.IntVar(&f.dnsblThreshold, "dnsbl-threshold", 3, "refuse clients whose summed DNSBL weight reaches this")
+	fl.DurationVar(&f.greylistDelay, "greylist-delay", 300*time.Second, "how long greylisting defers a new triplet")
+	fl.StringArrayVar(&f.rateLimits, "ratelimit", nil, "rate limit KEY:COUNTER=MAX/WINDOW, e.g. sasl_username:recipients=500/1h (repeatable)")
+	fl.StringVar(&f.metrics, "metrics", "", "HOST:PORT serving Prometheus metrics on /metrics (default: policy.metrics; empty: none)")
+	fl.StringVar(&f.owner, "socket-owner", "", "unix socket owner (user name or uid)")
+	fl.StringVar(&f.group, "socket-group", "", "unix socket group (group name or gid)")
+	fl.StringVar(&f.mode, "socket-mode", "", "unix socket mode, octal (e.g. 0660)")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	rootCmd.AddCommand(cmd)
+}
+
+// runPolicyd serves o until ctx ends. On each value from hup it calls load
+// and swaps in the rebuilt checks; the old ones are closed once requests
+// that may still use them are done.
+func runPolicyd(ctx context.Context, o policyOptions, load func() (policyOptions, error), hup <-chan os.Signal) error {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	addr, err := daemon.ParseAddr(o.Listen)
+	if err != nil {
+		return err
+	}
+	chain, err := buildPolicyChain(o)
+	if err != nil {
+		return err
+	}
+	// Chains replaced by a reload, closed once the requests that may still
+	// run on them are answered (within the time budget), or at exit.
+	var (
+		retiredMu sync.Mutex
+		retired   = map[*policyChain]*time.Timer{}
+	)
+	defer func() {
+		retiredMu.Lock()
+		for pc, t := range retired {
+			if t.Stop() {
+				pc.Close()
+			}
+		}
+		retiredMu.Unlock()
+		chain.Close()
+	}()
+	metrics := policyd.NewMetrics()
+	srv := &policyd.Server{
+		Checks:         chain.checks,
+		CheckTimeout:   o.TimeBudget,
+		RequestTimeout: o.TimeBudget,
+		Observer:       metrics,
+		Logger:         log,
+	}
+	ln, err := daemon.Listen(addr, o.Socket)
+	if err != nil {
+		return fmt.Errorf("policyd: listen %s: %w", addr, err)
+	}
+	if addr.Network == "unix" {
+		defer os.Remove(addr.Address)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	var hs *http.Server
+	if o.Metrics != "" {
+		if hs, err = serveMetrics(o.Metrics, metrics, errc); err != nil {
+			srv.Shutdown(context.Background())
+			return err
+		}
+		log.Info("policyd: metrics", "addr", "http://"+hs.Addr+"/metrics")
+	}
+	log.Info("policyd: listening", "addr", addr.String(), "checks", strings.Join(checkNames(chain.checks), ","))
+	var serveErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-errc:
+			if !errors.Is(err, daemon.ErrServerClosed) {
+				serveErr = err
+			}
+			break loop
+		case <-hup:
+			no, err := load()
+			var next *policyChain
+			if err == nil {
+				next, err = buildPolicyChain(no)
+			}
+			if err != nil {
+				log.Error("policyd: reload failed; the running checks stay", "err", err)
+				continue
+			}
+			if no.Listen != o.Listen || no.Socket != o.Socket || no.Metrics != o.Metrics || no.TimeBudget != o.TimeBudget {
+				log.Warn("policyd: listen address, socket permissions, metrics address or time budget changed: restart the daemon to apply them")
+			}
+			srv.SetChecks(next.checks)
+			old := chain
+			chain = next
+			retiredMu.Lock()
+			retired[old] = time.AfterFunc(o.TimeBudget+2*time.Second, func() {
+				retiredMu.Lock()
+				delete(retired, old)
+				retiredMu.Unlock()
+				old.Close()
+			})
+			retiredMu.Unlock()
+			log.Info("policyd: reloaded", "checks", strings.Join(checkNames(next.checks), ","))
+		}
+	}
+	log.Info("policyd: shutting down; answering requests in progress")
+	sctx, cancel := context.WithTimeout(context.Background(), o.TimeBudget+5*time.Second)
+	defer cancel()
+	if hs != nil {
+		hs.Shutdown(sctx)
+	}
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("policyd: shutdown: %w", err)
+	}
+	return serveErr
+}
+
+// serveMetrics serves the Prometheus endpoint on addr (a bare port listens
+// on 127.0.0.1 only); a serving error goes to errc.
+func serveMetrics(addr string, m *policyd.Metrics, errc chan<- error) (*http.Server, error) {
+	host, port, err := config.SplitListen(addr)
+	if err != nil {
+		return nil, fmt.Errorf("policyd: metrics address %q: %w; write host:port such as 127.0.0.1:9187", addr, err)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	hostport := net.JoinHostPort(host, strconv.Itoa(port))
+	ln, err := net.Listen("tcp", hostport)
+	if err != nil {
+		return nil, fmt.Errorf("policyd: metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	hs := &http.Server{Addr: ln.Addr().String(), Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("policyd: metrics: %w", err)
+		}
+	}()
+	return hs, nil
+}
+
+func checkNames(cs []policyd.Check) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.Name()
+	}
+	return out
 }
 
 // parsePrefixOrAddr accepts "192.0.2.0/24" or a bare address (a /32 or /128).

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/postkit/postkit/internal/config"
 	"github.com/postkit/postkit/internal/dnsclient"
 	"github.com/postkit/postkit/policyd/spfcheck"
 )
@@ -18,6 +19,7 @@ func init() {
 	spfCmd := &cobra.Command{Use: "spf", Short: "Sender Policy Framework (RFC 7208) tools"}
 	var (
 		ip, helo, sender, hostname string
+		cfgPath                    string
 		dnsServers                 []string
 		timeout                    time.Duration
 	)
@@ -30,7 +32,22 @@ func init() {
 			if err != nil {
 				return fmt.Errorf("--ip %q: want an IPv4 or IPv6 address", ip)
 			}
-			res, err := dnsclient.New(dnsclient.Config{Servers: dnsServers})
+			servers, dnsTimeout := dnsServers, time.Duration(0)
+			if cfgPath != "" {
+				// The policy daemon's resolver and receiver name.
+				c, _, err := config.Load(cfgPath)
+				if err != nil {
+					return err
+				}
+				if !cmd.Flags().Changed("dns") {
+					servers = c.DNS.Servers
+				}
+				if !cmd.Flags().Changed("hostname") {
+					hostname = c.Hostname
+				}
+				dnsTimeout = c.DNS.Timeout.D()
+			}
+			res, err := dnsclient.New(dnsclient.Config{Servers: servers, Timeout: dnsTimeout})
 			if err != nil {
 				return err
 			}
@@ -53,6 +70,7 @@ func init() {
 		},
 	}
 	f := check.Flags()
+	f.StringVarP(&cfgPath, "config", "c", "", "postkit.yaml whose dns servers and hostname to use")
 	f.StringVar(&ip, "ip", "", "SMTP client address")
 	f.StringVar(&helo, "helo", "", "HELO/EHLO name")
 	f.StringVar(&sender, "sender", "", "envelope sender (empty: null sender, postmaster@HELO is checked)")

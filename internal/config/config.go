@@ -14,7 +14,7 @@ type Config struct {
 	Domains          []string  `yaml:"domains" doc:"Mail domains served here. They are seeded into the database by 'postkit db init' and used for DKIM and DNS records; further domains can be added with 'postkit db domain add'." required:"true"`
 	Postmaster       string    `yaml:"postmaster" doc:"Postmaster address used by Dovecot LMTP for rejections. Default: postmaster@ the first domain."`
 	TrustedNetworks  []CIDR    `yaml:"trusted_networks" doc:"Networks allowed to relay without authentication (Postfix mynetworks). Keep it to loopback and your own LAN."`
-	MessageSizeLimit int64     `yaml:"message_size_limit" doc:"Largest accepted message in bytes (Postfix message_size_limit)."`
+	MessageSizeLimit int64     `yaml:"message_size_limit" doc:"Largest accepted message in bytes (Postfix message_size_limit). Postfix counts its own Received header and the envelope (about 1 KB) against it."`
 	RecipientDelim   string    `yaml:"recipient_delimiter" doc:"Separator between user name and address extension (user+tag@domain)."`
 	InetProtocols    string    `yaml:"inet_protocols" doc:"IP versions Postfix uses: all, ipv4 or ipv6." enum:"all,ipv4,ipv6"`
 	SMTPUTF8         bool      `yaml:"smtputf8" doc:"Announce SMTPUTF8 (Postfix smtputf8_enable)."`
@@ -117,8 +117,8 @@ type Scrub struct {
 type ScrubRule struct {
 	Header string `yaml:"header" doc:"Header name, case-insensitive." required:"true"`
 	Match  string `yaml:"match" doc:"Optional RE2 regular expression the value must match."`
-	Action string `yaml:"action" doc:"delete, or replace (value becomes 'with')." enum:"delete,replace"`
-	With   string `yaml:"with" doc:"Replacement value for action replace; $1… refer to match groups."`
+	Action string `yaml:"action" doc:"delete; replace (the value becomes 'with'); or redact-received (a Received field loses its 'from' clause, keeping 'by … with … id …; date')." enum:"delete,replace,redact-received"`
+	With   string `yaml:"with" doc:"Replacement value for action replace (literal text, one line)."`
 }
 
 // DKIM configures signing and verification.
@@ -182,8 +182,9 @@ type Blacklist struct {
 
 // DNSBL configures block and allow lists.
 type DNSBL struct {
-	Sites     []string `yaml:"sites" doc:"Sites with optional answer filter and weight, e.g. zen.spamhaus.org=127.0.0.[2..11]*3 or list.dnswl.org=127.0.[0..255].[1..3]*-2."`
-	Threshold int      `yaml:"threshold" doc:"Reject when the summed weight reaches this."`
+	Sites        []string `yaml:"sites" doc:"Sites with optional answer filter and weight, e.g. zen.spamhaus.org=127.0.0.[2..11]*3 or list.dnswl.org=127.0.[0..255].[1..3]*-2."`
+	Threshold    int      `yaml:"threshold" doc:"Reject when the summed weight reaches this."`
+	CheckPrivate bool     `yaml:"check_private" doc:"Also query loopback and private (RFC 1918, RFC 4193) clients, which public lists never list; for test lists and internal relays."`
 }
 
 // Greylist configures greylisting.

@@ -58,6 +58,14 @@ func TestParseErrors(t *testing.T) {
 		{"bad socket mode", minimal + "policy:\n  socket_mode: \"999\"\n", []string{"policy.socket_mode", "octal"}},
 		{"bad check name", minimal + "policy:\n  checks: [spf, virus]\n", []string{"policy.checks[1]", `"virus" is not allowed`}},
 		{"bad layout", minimal + "mailbox:\n  layout: mail\n", []string{"mailbox.layout", "every user would share"}},
+		{"check listed twice", minimal + "policy:\n  checks: [spf, blacklist, spf]\n", []string{"policy.checks[2]", "listed twice"}},
+		{"dnsbl without sites", minimal + "policy:\n  checks: [dnsbl]\n", []string{"policy.dnsbl.sites", "needs at least one site"}},
+		{"dnsbl threshold", minimal + "policy:\n  checks: [dnsbl]\n  dnsbl:\n    sites: [bl.example]\n    threshold: 0\n", []string{"policy.dnsbl.threshold", "at least 1"}},
+		{"greylist windows", minimal + "policy:\n  checks: [greylist]\n  greylist:\n    delay: 1h\n    retry_window: 30m\n", []string{"policy.greylist", "want 0 < delay (1h0m0s) < retry_window (30m0s)"}},
+		{"greylist auto_allow", minimal + "policy:\n  checks: [greylist]\n  greylist:\n    auto_allow: -1\n", []string{"policy.greylist.auto_allow", "must not be negative"}},
+		{"ratelimit without limits", minimal + "policy:\n  checks: [ratelimit]\n", []string{"policy.ratelimit.limits", "needs at least one limit"}},
+		{"ratelimit zero max", minimal + "policy:\n  ratelimit:\n    limits:\n      - {key: sasl_user, max: 0, window: 1h}\n", []string{"policy.ratelimit.limits[0].max"}},
+		{"ratelimit short window", minimal + "policy:\n  ratelimit:\n    limits:\n      - {key: sasl_user, max: 5, window: 10ms}\n", []string{"policy.ratelimit.limits[0].window", "at least 1s"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // applyDerived fills defaults that depend on other values.
@@ -237,9 +238,15 @@ func (c *Config) Validate(f *File) error {
 				add(f.Errorf(fmt.Sprintf("milter.scrub.rules[%d].match", i), "RE2 syntax, see https://github.com/google/re2/wiki/Syntax", "bad regular expression: %v", err))
 			}
 		}
+		if r.Action == "replace" && (r.With == "" || strings.ContainsAny(r.With, "\r\n")) {
+			add(f.Errorf(fmt.Sprintf("milter.scrub.rules[%d].with", i), "one line of text, or use action delete", "action replace needs a one-line 'with' value"))
+		}
 	}
 	if c.Policy.Enabled && c.Policy.TimeBudget.D() <= 0 {
 		add(f.Errorf("policy.time_budget", "e.g. 10s", "must be positive"))
+	}
+	for _, e := range c.validatePolicyChecks(f) {
+		add(e)
 	}
 	for i, s := range c.DNS.Servers {
 		if _, _, err := net.SplitHostPort(s); err != nil {
@@ -310,4 +317,49 @@ func (c *Config) OpenRelay(f *File) error {
 		}
 	}
 	return nil
+}
+
+// validatePolicyChecks checks that every check listed in policy.checks has
+// what it needs, so that the policy daemon does not discover it at start.
+func (c *Config) validatePolicyChecks(f *File) []*Error {
+	var errs []*Error
+	p := c.Policy
+	on := map[string]bool{}
+	for i, name := range p.Checks {
+		if on[name] {
+			errs = append(errs, f.Errorf(fmt.Sprintf("policy.checks[%d]", i), "list each check once", "%q listed twice", name))
+		}
+		on[name] = true
+	}
+	if on["dnsbl"] {
+		if len(p.DNSBL.Sites) == 0 {
+			errs = append(errs, f.Errorf("policy.dnsbl.sites", "e.g. [zen.spamhaus.org=127.0.0.[2..11]*3], or remove dnsbl from policy.checks", "the dnsbl check needs at least one site"))
+		}
+		if p.DNSBL.Threshold < 1 {
+			errs = append(errs, f.Errorf("policy.dnsbl.threshold", "e.g. 3", "must be at least 1"))
+		}
+	}
+	if on["greylist"] {
+		g := p.Greylist
+		if g.Delay.D() <= 0 || g.RetryWindow.D() <= g.Delay.D() || g.MaxAge.D() < g.RetryWindow.D() {
+			errs = append(errs, f.Errorf("policy.greylist", "e.g. delay 5m, retry_window 48h, max_age 35d (840h)",
+				"want 0 < delay (%v) < retry_window (%v) <= max_age (%v)", g.Delay.D(), g.RetryWindow.D(), g.MaxAge.D()))
+		}
+		if g.AutoAllow < 0 {
+			errs = append(errs, f.Errorf("policy.greylist.auto_allow", "0 never allows a client outright", "must not be negative"))
+		}
+	}
+	if on["ratelimit"] && len(p.RateLimit.Limits) == 0 {
+		errs = append(errs, f.Errorf("policy.ratelimit.limits", "e.g. [{key: sasl_user, count: recipients, max: 500, window: 1h}], or remove ratelimit from policy.checks", "the ratelimit check needs at least one limit"))
+	}
+	for i, l := range p.RateLimit.Limits {
+		k := fmt.Sprintf("policy.ratelimit.limits[%d]", i)
+		if l.Max < 1 {
+			errs = append(errs, f.Errorf(k+".max", "e.g. 500", "must be at least 1"))
+		}
+		if l.Window.D() < time.Second {
+			errs = append(errs, f.Errorf(k+".window", "e.g. 1m, 1h or 24h", "must be at least 1s"))
+		}
+	}
+	return errs
 }

@@ -64,6 +64,8 @@ type Resolver struct {
 	udp      *dns.Client
 	tcp      *dns.Client
 	cache    *cache
+	pool     udpPool         // sockets to loopback servers (udppool.go)
+	loopback map[string]bool // servers whose sockets are pooled
 
 	mu       sync.Mutex
 	inflight map[cacheKey]*call
@@ -127,6 +129,10 @@ func New(c Config) (*Resolver, error) {
 	// RFC 6891 §6.2.5 and the DNS flag day 2020 advice: 1232 bytes avoids
 	// fragmentation; larger answers come back truncated and go over TCP.
 	r.udp = &dns.Client{Net: "udp", UDPSize: 1232}
+	r.loopback = map[string]bool{}
+	for _, s := range r.servers {
+		r.loopback[s] = isLoopback(s)
+	}
 	r.tcp = &dns.Client{Net: "tcp"}
 	size := c.CacheSize
 	if size == 0 {
@@ -457,7 +463,13 @@ func (r *Resolver) exchange(ctx context.Context, qname string, qtype uint16) (re
 func (r *Resolver) exchangeOne(ctx context.Context, m *dns.Msg, srv string) (*dns.Msg, error) {
 	qctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	resp, _, err := r.udp.ExchangeContext(qctx, m, srv)
+	var resp *dns.Msg
+	var err error
+	if r.loopback[srv] {
+		resp, err = r.pool.exchangeUDP(qctx, m, srv, r.udp.UDPSize)
+	} else {
+		resp, _, err = r.udp.ExchangeContext(qctx, m, srv)
+	}
 	if err == nil && resp.Truncated {
 		// RFC 7766 §5: a truncated UDP answer is retried over TCP.
 		resp, _, err = r.tcp.ExchangeContext(qctx, m, srv)

@@ -159,13 +159,17 @@ type Server struct {
 
 // Start listens on 127.0.0.1 (UDP and TCP, same port) and serves an empty
 // zone until SetZone or Set.
-func Start() (*Server, error) {
+func Start() (*Server, error) { return StartAt("127.0.0.1:0") }
+
+// StartAt is Start on a given address, e.g. 127.0.0.1:53 in a network
+// namespace where a system resolver must find the server; port 0 picks one.
+func StartAt(addr string) (*Server, error) {
 	var pc net.PacketConn
 	var ln net.Listener
 	var err error
 	// The UDP port picked by the kernel may be taken on TCP: retry a few times.
 	for range 10 {
-		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		pc, err = net.ListenPacket("udp", addr)
 		if err != nil {
 			return nil, fmt.Errorf("dnstest: listen udp: %w", err)
 		}

@@ -27,8 +27,18 @@ type msgState struct {
 }
 
 type chainBody struct {
-	idx int // index into filters
-	b   filter.Body
+	idx   int // index into filters
+	b     filter.Body
+	ended bool // End was called (or Abort): the body is done
+}
+
+// Aborter is implemented by a filter.Body that holds resources beyond the
+// message (a goroutine, a pending DNS lookup). The daemon calls Abort once
+// for every such Body whose End will never be called: the MTA aborted the
+// message (SMFIC_ABORT, a new MAIL, QUIT), the connection dropped, or an
+// earlier filter refused or failed the message.
+type Aborter interface {
+	Abort()
 }
 
 func (m *msgState) qid() string {
@@ -106,13 +116,39 @@ func (m *msgState) end() {
 	if m.stopped() {
 		return
 	}
-	for _, cb := range m.bodies {
+	for i := range m.bodies {
+		cb := &m.bodies[i]
+		cb.ended = true
 		if !m.call(cb.idx, func() error { return cb.b.End(m.msg, m.changes) }) {
 			return
 		}
 		if m.changes.Verdict != filter.Accept {
 			return
 		}
+	}
+}
+
+// abort releases every Body that will not see End (see Aborter). It is
+// safe to call more than once and after end.
+func (m *msgState) abort() {
+	for i := range m.bodies {
+		cb := &m.bodies[i]
+		if cb.ended {
+			continue
+		}
+		cb.ended = true
+		a, ok := cb.b.(Aborter)
+		if !ok {
+			continue
+		}
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					m.st.log.Error("milter filter panicked in Abort", "qid", m.qid(), "filter", m.filters[cb.idx].Name(), "panic", fmt.Sprint(r))
+				}
+			}()
+			a.Abort()
+		}()
 	}
 }
 

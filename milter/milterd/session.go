@@ -76,6 +76,8 @@ var errQuit = errors.New("quit")
 
 func (s *session) serve() {
 	defer s.conn.Close()
+	// A dropped connection never ends its message: release its bodies.
+	defer s.resetMessage()
 	for {
 		err := s.step()
 		if err == nil {
@@ -177,6 +179,7 @@ func (s *session) handle(cmd byte, data []byte) error {
 			return errors.New("milterd: header name not NUL-terminated")
 		}
 		value, _, _ := cstring(append(rest, 0))
+		value = crlfFolds(value)
 		m := s.message()
 		if m.headersRun {
 			return errors.New("milterd: header after end of headers")
@@ -318,7 +321,12 @@ func (s *session) message() *msgState {
 	return s.msg
 }
 
+// resetMessage forgets the message in progress, aborting the bodies of
+// filters that did not see its end.
 func (s *session) resetMessage() {
+	if s.msg != nil {
+		s.msg.abort()
+	}
 	s.msg = nil
 	s.msgMacros = nil
 	clear(s.headerBuf)
@@ -413,6 +421,37 @@ func (s *session) sendVerdict(v filter.Verdict, code, ext, text string) error {
 	return s.wr.end()
 }
 
+// crlfFolds turns the line breaks of a folded header value as the MTA sends
+// it into CRLF, the form the filter contract promises (filter.Header).
+// Postfix sends continuation lines separated by a bare LF ("one\n\ttwo",
+// measured with Postfix 3.7): DKIM's simple header canonicalization (RFC 6376
+// section 3.4.1) needs the CRLF that was on the wire.
+func crlfFolds(v string) string {
+	if !strings.Contains(v, "\n") {
+		return v
+	}
+	var b strings.Builder
+	b.Grow(len(v) + 8)
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\n' && (i == 0 || v[i-1] != '\r') {
+			b.WriteByte('\r')
+		}
+		b.WriteByte(v[i])
+	}
+	return b.String()
+}
+
+// lfFolds turns the CRLF of a folded header value recorded by a filter into
+// the bare LF the MTA expects from a milter: smfi_insheader(3) and friends
+// fold with "\n" followed by white space, and Postfix writes each LF as the
+// line end, so a CRLF would reach the message as CR CR LF (measured).
+func lfFolds(v string) string {
+	if !strings.Contains(v, "\r\n") {
+		return v
+	}
+	return strings.ReplaceAll(v, "\r\n", "\n")
+}
+
 func sanitizeLine(s string) string {
 	return strings.Map(func(r rune) rune {
 		if r < ' ' || r == 0x7f {
@@ -436,19 +475,19 @@ func (s *session) sendOps(m *msgState) (int, error) {
 			need = actAddHdrs
 			s.wr.begin(repAddHeader)
 			s.wr.cstr(op.Name)
-			s.wr.cstr(op.Value)
+			s.wr.cstr(lfFolds(op.Value))
 		case filter.OpInsertHeader:
 			need = actAddHdrs
 			s.wr.begin(repInsHeader)
 			s.wr.u32(uint32(op.Index))
 			s.wr.cstr(op.Name)
-			s.wr.cstr(op.Value)
+			s.wr.cstr(lfFolds(op.Value))
 		case filter.OpChangeHeader:
 			need = actChgHdrs
 			s.wr.begin(repChgHeader)
 			s.wr.u32(uint32(op.Index))
 			s.wr.cstr(op.Name)
-			s.wr.cstr(op.Value)
+			s.wr.cstr(lfFolds(op.Value))
 		case filter.OpChangeFrom:
 			need = actChgFrom
 			s.wr.begin(repChgFrom)

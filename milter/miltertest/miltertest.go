@@ -216,7 +216,8 @@ func (c *Client) Send(m *Message) (*Result, error) {
 		return nil, err
 	}
 	for _, h := range hdrs {
-		if act, err = s.HeaderField(h.Name, h.Value); err != nil {
+		// Postfix sends continuation lines with a bare LF.
+		if act, err = s.HeaderField(h.Name, strings.ReplaceAll(h.Value, "\r\n", "\n")); err != nil {
 			return nil, err
 		}
 		if act.Code != milter.ActContinue {
@@ -300,9 +301,10 @@ func (s *Server) Send(m *Message) (*Result, error) {
 	return c.Send(m)
 }
 
-// SplitMessage splits raw message bytes into header fields, as Postfix sends
-// them to a milter (name; value after the colon without leading white space,
-// continuation lines kept with CRLF), and the body with CRLF line ends.
+// SplitMessage splits raw message bytes into header fields (name; value
+// after the colon without leading white space, continuation lines kept with
+// CRLF, the filter.Header form; Client.Send sends them with a bare LF, as
+// Postfix does), and the body with CRLF line ends.
 func SplitMessage(raw []byte) ([]filter.Header, []byte, error) {
 	raw = toCRLF(raw)
 	var hs []filter.Header
@@ -360,7 +362,9 @@ func Apply(hdrs []filter.Header, body []byte, mods []milter.ModifyAction) ([]byt
 		hs = append(hs, entry{Header: h})
 	}
 	for _, md := range mods {
-		nh := entry{Header: filter.Header{Name: md.HeaderName, Value: md.HeaderValue}}
+		// Postfix ends each line of a milter's value where it has a LF
+		// (a CRLF from the milter would give CR CR LF).
+		nh := entry{Header: filter.Header{Name: md.HeaderName, Value: strings.ReplaceAll(md.HeaderValue, "\n", "\r\n")}}
 		switch md.Code {
 		case milter.ActAddHeader:
 			hs = append(hs, nh)
@@ -382,7 +386,7 @@ func Apply(hdrs []filter.Header, body []byte, mods []milter.ModifyAction) ([]byt
 			case pos >= 0 && md.HeaderValue == "":
 				hs = append(hs[:pos], hs[pos+1:]...)
 			case pos >= 0:
-				hs[pos].Value = md.HeaderValue
+				hs[pos].Value = nh.Value
 			case md.HeaderValue != "":
 				hs = append(hs, nh)
 			}

@@ -61,8 +61,30 @@ func (l *libResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, err
 	return l.res.LookupMX(ctx, l.unalias(name))
 }
 
+// ipLookuper is implemented by *dnsclient.Resolver and *net.Resolver.
+type ipLookuper interface {
+	LookupIP(ctx context.Context, network, host string) ([]net.IP, error)
+}
+
 func (l *libResolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
-	return l.res.LookupIPAddr(ctx, l.unalias(host))
+	host = l.unalias(host)
+	// §5.3, §5.4: the a and mx mechanisms look up the address type of the
+	// connection; for an IPv4 client that is A alone (the AAAA query could
+	// only yield addresses the library then ignores). exists (§5.7) asks
+	// for A whatever the client, which this keeps. For IPv6 clients both
+	// types are asked, so that exists still sees A records.
+	if ipr, ok := l.res.(ipLookuper); ok && l.env != nil && l.env.ip.Is4() {
+		ips, err := ipr.LookupIP(ctx, "ip4", host)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]net.IPAddr, len(ips))
+		for i, ip := range ips {
+			out[i] = net.IPAddr{IP: ip}
+		}
+		return out, nil
+	}
+	return l.res.LookupIPAddr(ctx, host)
 }
 
 func (l *libResolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {

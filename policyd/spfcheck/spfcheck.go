@@ -72,6 +72,10 @@ type Config struct {
 	// PermErrorReject answers permerror with 550 5.7.24 in enforce mode;
 	// default false (a header, as postfix-policyd-spf-python).
 	PermErrorReject bool
+	// IgnoreHeloFail does not refuse a HELO fail in enforce mode: the MAIL
+	// FROM result decides (postfix-policyd-spf-python's HELO_reject =
+	// False). Default false: a HELO fail is refused, as §2.3 allows.
+	IgnoreHeloFail bool
 	// CheckAuthenticated also checks SASL-authenticated clients (skipped by
 	// default: they are our users, sending through us).
 	CheckAuthenticated bool
@@ -231,24 +235,22 @@ type Outcome struct {
 
 // Evaluate checks the HELO identity (if it is a domain) and the MAIL FROM
 // identity; a null sender uses postmaster@HELO (§2.4), i.e. the HELO outcome.
-// The HELO check comes first, as postfix-policyd-spf-python does: with a
-// HELO fail, the MAIL FROM check is skipped in enforce mode.
+// A HELO fail decides first, as postfix-policyd-spf-python does: in enforce
+// mode its MAIL FROM outcome is left empty. Unlike that peer, which checks
+// the two identities one after the other, both are evaluated at once: they
+// are independent (§2.3, §2.4), and a request then waits for the slower of
+// the two rather than for their sum.
 func (c *Check) Evaluate(ctx context.Context, ip netip.Addr, helo, sender string) Verdict {
 	ip = ip.Unmap()
 	var v Verdict
 	h := strings.TrimSuffix(helo, ".")
-	if h != "" && !strings.HasPrefix(h, "[") {
-		// §2.3: check HELO whenever it is a domain name.
-		v.Helo = c.checkHost(ctx, "helo", ip, h, "postmaster@"+h, h)
-		if v.Helo.Result == Fail && c.cfg.Mode == Enforce {
-			return v
-		}
-	}
+	// §2.3: check HELO whenever it is a domain name.
+	checkHelo := h != "" && !strings.HasPrefix(h, "[")
 	if sender == "" {
-		if v.Helo.Result != "" {
-			v.MailFrom = v.Helo
-		} else {
-			v.MailFrom = c.checkHost(ctx, "helo", ip, h, "postmaster@"+h, h)
+		// §2.4: the null sender's identity is postmaster@HELO: one check.
+		v.MailFrom = c.checkHost(ctx, "helo", ip, h, "postmaster@"+h, h)
+		if checkHelo {
+			v.Helo = v.MailFrom
 		}
 		return v
 	}
@@ -257,8 +259,26 @@ func (c *Check) Evaluate(ctx context.Context, ip netip.Addr, helo, sender string
 		// §4.3: an empty local part is taken as "postmaster".
 		sender = "postmaster@" + domain
 	}
-	v.MailFrom = c.checkHost(ctx, "mailfrom", ip, h, sender, domain)
+	if !checkHelo {
+		v.MailFrom = c.checkHost(ctx, "mailfrom", ip, h, sender, domain)
+		return v
+	}
+	done := make(chan Outcome, 1)
+	go func() { done <- c.checkHost(ctx, "mailfrom", ip, h, sender, domain) }()
+	v.Helo = c.checkHost(ctx, "helo", ip, h, "postmaster@"+h, h)
+	// The MAIL FROM check is awaited even when a HELO fail makes it moot: it
+	// ends within ctx, and cancelling it would also fail the identical DNS
+	// questions other requests share with it.
+	mf := <-done
+	if !c.heloRefused(v) {
+		v.MailFrom = mf
+	}
 	return v
+}
+
+// heloRefused reports whether the HELO outcome alone refuses the message.
+func (c *Check) heloRefused(v Verdict) bool {
+	return v.Helo.Result == Fail && c.cfg.Mode == Enforce && !c.cfg.IgnoreHeloFail
 }
 
 func splitSender(s string) (local, domain string) {
@@ -272,7 +292,7 @@ func splitSender(s string) (local, domain string) {
 // decide maps a verdict to a policy decision.
 func (c *Check) decide(v Verdict) policyd.Decision {
 	enforce := c.cfg.Mode == Enforce
-	if enforce && v.Helo.Result == Fail {
+	if c.heloRefused(v) {
 		return policyd.Decision{Action: "550 5.7.23 " + v.Helo.Explanation, Reason: "spf-helo=fail"}
 	}
 	o := v.MailFrom

@@ -138,6 +138,9 @@ func TestDecisions(t *testing.T) {
 		{"temperror defer", Config{TempErrorDefer: true}, request("198.51.100.7", "client.example", "a@slow.example"), "DEFER_IF_PERMIT 4.7.24 ", "", "spf=temperror"},
 		{"temperror defer not in header mode", Config{Mode: Header, TempErrorDefer: true}, request("198.51.100.7", "client.example", "a@slow.example"), "", "Received-SPF: temperror ", "spf=temperror"},
 		{"helo fail rejects first", Config{}, request("198.51.100.7", "helofail.example", "a@pass.example"), "550 5.7.23 helo helofail.example refused", "", "spf-helo=fail"},
+		{"helo fail ignored: mailfrom decides", Config{IgnoreHeloFail: true}, request("192.0.2.10", "helofail.example", "a@pass.example"), "", "Received-SPF: pass ", "spf=pass"},
+		{"helo fail ignored: mailfrom fail still rejects", Config{IgnoreHeloFail: true}, request("198.51.100.7", "helofail.example", "a@plain.example"), "550 5.7.23 ", "", "spf=fail"},
+		{"null sender with helo fail rejects", Config{}, request("198.51.100.7", "helofail.example", ""), "550 5.7.23 helo helofail.example refused", "", "spf-helo=fail"},
 		{"helo fail in header mode: mailfrom header", Config{Mode: Header}, request("192.0.2.10", "helofail.example", "a@pass.example"), "", "Received-SPF: pass ", "spf=pass"},
 		{"null sender uses helo", Config{}, request("192.0.2.10", "helopass.example", ""), "",
 			"Received-SPF: pass (mx.receiver.example: domain of postmaster@helopass.example designates 192.0.2.10 as permitted sender) client-ip=192.0.2.10; helo=helopass.example; receiver=mx.receiver.example; identity=helo;", "spf-helo=pass"},
@@ -220,5 +223,74 @@ func TestNewErrors(t *testing.T) {
 	}
 	if _, err := New(Config{}, nil); err == nil {
 		t.Error("nil resolver accepted")
+	}
+}
+
+// HELO and MAIL FROM are evaluated at once: two identities that each wait
+// for one DNS timeout cost one timeout, not two.
+func TestIdentitiesInParallel(t *testing.T) {
+	srv, err := dnstest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	z, err := dnstest.ParseZone(
+		`slowhelo.example. 300 IN TXT "v=spf1 a:slow1.example -all"`,
+		`slowmf.example. 300 IN TXT "v=spf1 a:slow2.example -all"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z.Timeout("slow1.example")
+	z.Timeout("slow2.example")
+	srv.Set(z)
+	const timeout = 400 * time.Millisecond
+	res, err := dnsclient.New(dnsclient.Config{Servers: []string{srv.Addr()}, Timeout: timeout, Attempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{Hostname: "mx.receiver.example", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	v := c.Evaluate(context.Background(), netip.MustParseAddr("198.51.100.7"), "slowhelo.example", "a@slowmf.example")
+	el := time.Since(start)
+	if v.Helo.Result != TempError || v.MailFrom.Result != TempError {
+		t.Fatalf("results helo %q mailfrom %q, want temperror for both", v.Helo.Result, v.MailFrom.Result)
+	}
+	if el < timeout || el >= 2*timeout {
+		t.Errorf("took %v, want one DNS timeout (%v..%v): the identities ran one after the other", el, timeout, 2*timeout)
+	}
+}
+
+// §5.3: the a mechanism asks for the connection's address type: A alone for
+// an IPv4 client, A and AAAA for an IPv6 one (exists needs A records).
+func TestAddressLookupsByFamily(t *testing.T) {
+	extra := []string{
+		`fam.example. 300 IN TXT "v=spf1 a -all"`,
+		`fam.example. 300 IN A 192.0.2.10`,
+		`fam.example. 300 IN AAAA 2001:db8::10`,
+	}
+	tests := []struct {
+		ip          string
+		result      Result
+		wantQueries int64
+	}{
+		{"192.0.2.10", Pass, 2},        // TXT, A
+		{"198.51.100.1", Fail, 2},      // TXT, A
+		{"2001:db8::10", Pass, 3},      // TXT, A, AAAA
+		{"::ffff:192.0.2.10", Pass, 2}, // an IPv4-mapped client is IPv4
+	}
+	for _, tt := range tests {
+		t.Run(tt.ip, func(t *testing.T) {
+			c, srv := newTestCheck(t, Config{CacheSize: -1}, extra...)
+			v := c.Evaluate(context.Background(), netip.MustParseAddr(tt.ip), "", "a@fam.example")
+			if v.MailFrom.Result != tt.result {
+				t.Errorf("result %q, want %q", v.MailFrom.Result, tt.result)
+			}
+			if q := srv.Queries(); q != tt.wantQueries {
+				t.Errorf("%d DNS queries, want %d", q, tt.wantQueries)
+			}
+		})
 	}
 }

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/postkit/postkit/sqlmaps"
+	"github.com/postkit/postkit/sqlmaps/pwhash"
+)
+
+type runResult struct {
+	out, errOut string
+	err         error
+	exit        int // -1 when the command did not call exit
+}
+
+// run executes a fresh command tree (no flag state shared between runs).
+func run(t *testing.T, stdin string, args ...string) runResult {
+	t.Helper()
+	res := runResult{exit: -1}
+	var root *cobra.Command
+	if args[0] == "lookup" {
+		root = newLookupCommand(func(code int) { res.exit = code })
+	} else {
+		root = newDBCommand()
+	}
+	var o, e bytes.Buffer
+	root.SetArgs(args[1:])
+	root.SetIn(strings.NewReader(stdin))
+	root.SetOut(&o)
+	root.SetErr(&e)
+	root.SilenceUsage, root.SilenceErrors = true, true
+	res.err = root.ExecuteContext(context.Background())
+	res.out, res.errOut = o.String(), e.String()
+	return res
+}
+
+func TestDBCommands(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "bdd", "postfix.sqlite")
+	tests := []struct {
+		stdin   string
+		args    []string
+		wantOut string // substring of stdout
+		wantErr string // substring of the error; "" means success
+	}{
+		{"", []string{"db", "--db", db, "domain", "list"}, "", "postkit db init"},
+		{"", []string{"db", "--db", db, "init", "exemple.fr"}, "domain exemple.fr: created (default domain)", ""},
+		{"", []string{"db", "--db", db, "init", "exemple.fr"}, "domain exemple.fr: unchanged", ""},
+		{"", []string{"db", "--db", db, "domain", "add", "toto.fr", "--json"}, `{"changed":true,"object":"domain","key":"toto.fr","change":"created"}`, ""},
+		{"", []string{"db", "--db", db, "domain", "add", "toto.fr", "--json"}, `{"changed":false,`, ""},
+		{"", []string{"db", "--db", db, "domain", "add", "toto.fr", "--default"}, "domain toto.fr: updated (now the default domain)", ""},
+		{"", []string{"db", "--db", db, "domain", "add", "exemple.fr", "--default"}, "updated", ""},
+		{"toto1234567890°+\n", []string{"db", "--db", db, "user", "add", "test@exemple.fr", "--name", "Test Dupont", "--password-stdin", "--privilege", "administrateur"}, "user test@exemple.fr: created", ""},
+		{"", []string{"db", "--db", db, "user", "add", "test@exemple.fr", "--name", "Test Dupont", "--privilege", "administrateur", "--json"}, `"changed":false`, ""},
+		{"", []string{"db", "--db", db, "user", "add", "test@exemple.fr", "--name", "Autre"}, "", `name "Test Dupont" (asked "Autre")`},
+		{"pw\n", []string{"db", "--db", db, "user", "add", "x@inconnu.fr", "--password-stdin"}, "", "domain inconnu.fr of user x@inconnu.fr is not in the database"},
+		{"", []string{"db", "--db", db, "user", "add", "y@exemple.fr"}, "", "--password-stdin"},
+		{"\n", []string{"db", "--db", db, "user", "add", "y@exemple.fr", "--password-stdin"}, "", "empty password"},
+		{"s3cret\n", []string{"db", "--db", db, "user", "passwd", "test@exemple.fr", "--password-stdin", "--scheme", "BLF-CRYPT"}, "password changed", ""},
+		{"", []string{"db", "--db", db, "blacklist", "sender", "add", "tata@tata.fr", "--code", "554", "--message", "Parle à ma main"}, "created", ""},
+		{"", []string{"db", "--db", db, "blacklist", "sender", "add", "tata@tata.fr", "--code", "554", "--message", "Parle à ma main"}, "unchanged", ""},
+		{"", []string{"db", "--db", db, "blacklist", "sender", "add", "x@tata.fr", "--code", "250", "--message", "m"}, "", "reply code 250"},
+		{"", []string{"db", "--db", db, "blacklist", "recipient", "add", "root@mail.exemple.fr"}, "created", ""},
+		{"", []string{"db", "--db", db, "blacklist", "recipient", "add", "x@exemple.fr", "--action", "BOUNCE"}, "", `action "BOUNCE"`},
+		{"", []string{"db", "--db", db, "alias", "add", "toto", "test"}, "alias toto: created", ""},
+		{"", []string{"db", "--db", db, "valias", "add", "ycharbi@exemple.fr", "test@exemple.fr", "other@exemple.fr"}, "created", ""},
+		{"", []string{"db", "--db", db, "valias", "list"}, "ycharbi@exemple.fr  test@exemple.fr, other@exemple.fr  yes", ""},
+		{"", []string{"db", "--db", db, "domain", "delete", "toto.fr"}, "domain toto.fr: deleted", ""},
+		{"", []string{"db", "--db", db, "domain", "delete", "exemple.fr"}, "", "still has 1 user(s)"},
+		{"", []string{"db", "--db", db, "user", "disable", "test@exemple.fr", "--json"}, `"detail":"disabled"`, ""},
+		{"", []string{"db", "--db", db, "user", "enable", "test@exemple.fr"}, "enabled", ""},
+		{"", []string{"db", "--db", db, "user", "list"}, "test@exemple.fr  Test Dupont  3000:3000  administrateur  yes", ""},
+	}
+	for _, tt := range tests {
+		r := run(t, tt.stdin, tt.args...)
+		name := strings.Join(tt.args[3:], " ")
+		if tt.wantErr != "" {
+			if r.err == nil || !strings.Contains(r.err.Error(), tt.wantErr) {
+				t.Errorf("%s: error %v; want one containing %q", name, r.err, tt.wantErr)
+			}
+			continue
+		}
+		if r.err != nil || !strings.Contains(r.out, tt.wantOut) {
+			t.Errorf("%s: out %q, err %v; want %q", name, r.out, r.err, tt.wantOut)
+		}
+	}
+	// JSON lists parse and never carry password hashes.
+	r := run(t, "", "db", "--db", db, "user", "list", "--json")
+	var users []map[string]any
+	if err := json.Unmarshal([]byte(r.out), &users); err != nil || len(users) != 1 || users[0]["user"] != "test@exemple.fr" {
+		t.Errorf("user list --json = %q, %v", r.out, err)
+	}
+	if strings.Contains(r.out, "$2b$") || strings.Contains(r.out, "CRYPT") {
+		t.Errorf("user list leaks the hash: %s", r.out)
+	}
+	s, err := sqlmaps.OpenReadOnly(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	u, err := s.GetUser(context.Background(), "test@exemple.fr")
+	if err != nil || pwhash.Verify(u.PasswordHash, "s3cret") != nil || !strings.HasPrefix(u.PasswordHash, "{BLF-CRYPT}$2b$") {
+		t.Errorf("stored hash %q does not verify s3cret: %v", u.PasswordHash, err)
+	}
+	if info, err := os.Stat(db); err != nil || info.Mode().Perm() != 0o640 {
+		t.Errorf("database mode %v, %v; want 0640", info.Mode(), err)
+	}
+}
+
+// TestLookupCommand compares `postkit lookup` with the store and, when
+// Postfix is installed, with postmap -q on the rendered .cf files.
+func TestLookupCommand(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "postfix.sqlite")
+	for _, args := range [][]string{
+		{"db", "--db", db, "init", "exemple.fr"},
+		{"db", "--db", db, "blacklist", "sender", "add", "tata@tata.fr", "--message", "Parle à ma main"},
+		{"db", "--db", db, "valias", "add", "@exemple.fr", "a@exemple.fr,b@exemple.fr"},
+	} {
+		if r := run(t, "", args...); r.err != nil {
+			t.Fatalf("%v: %v", args, r.err)
+		}
+	}
+	if r := run(t, "pw\n", "db", "--db", db, "user", "add", "test@exemple.fr", "--password-stdin"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	_, postmapErr := os.Stat("/usr/sbin/postmap")
+	if postmapErr == nil {
+		os.WriteFile(filepath.Join(dir, "main.cf"), []byte("compatibility_level = 3.6\nsmtputf8_enable = no\n"), 0o644)
+		for _, m := range sqlmaps.Maps() {
+			os.WriteFile(filepath.Join(dir, m.File), m.CF(db), 0o644)
+		}
+	} else if os.Getenv("POSTKIT_E2E") == "1" {
+		t.Fatal("/usr/sbin/postmap missing")
+	}
+	tests := []struct{ m, key, want string }{
+		{"liste-noire-expediteurs", "TATA@tata.fr", "554 Parle à ma main\n"},
+		{"sqlite-liste-noire-expediteurs.cf", "tata@tata.fr", "554 Parle à ma main\n"},
+		{"utilisateurs", "Test@Exemple.fr", "exemple.fr/test/\n"},
+		{"utilisateurs", "nobody@exemple.fr", ""},
+		{"domaines", "exemple.fr", "exemple.fr\n"},
+		{"alias-virtuels", "@exemple.fr", "a@exemple.fr, b@exemple.fr\n"},
+		{"alias", "toto", ""},
+		{"domaines", "", ""},
+	}
+	for _, tt := range tests {
+		r := run(t, "", "lookup", "--db", db, tt.m, tt.key)
+		exit := 0
+		if r.exit >= 0 {
+			exit = r.exit
+		}
+		wantExit := map[bool]int{true: 1, false: 0}[tt.want == ""]
+		if r.err != nil || r.out != tt.want || exit != wantExit {
+			t.Errorf("lookup %s %q = %q exit %d err %v; want %q exit %d", tt.m, tt.key, r.out, exit, r.err, tt.want, wantExit)
+		}
+		if postmapErr != nil {
+			continue
+		}
+		m, _ := sqlmaps.MapByName(tt.m)
+		cmd := exec.Command("/usr/sbin/postmap", "-c", dir, "-q", tt.key, "sqlite:"+filepath.Join(dir, m.File))
+		out, _ := cmd.Output()
+		if string(out) != r.out || cmd.ProcessState.ExitCode() != exit {
+			t.Errorf("postmap -q %q sqlite:%s = %q exit %d; postkit lookup %q exit %d", tt.key, m.File, out, cmd.ProcessState.ExitCode(), r.out, exit)
+		}
+	}
+	if r := run(t, "", "lookup", "--db", db, "nope", "x"); r.err == nil || !strings.Contains(r.err.Error(), "unknown map") {
+		t.Errorf("lookup of an unknown map: %v", r.err)
+	}
+}

@@ -1,0 +1,354 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/postkit/postkit/internal/config"
+	"github.com/postkit/postkit/internal/dnstest"
+	"github.com/postkit/postkit/milter/dkimkey"
+	"github.com/postkit/postkit/milter/dkimsign"
+	"github.com/postkit/postkit/milter/milterd"
+	"github.com/postkit/postkit/milter/miltertest"
+)
+
+const milterYAMLBase = `hostname: mx.example.test
+domains: [example.test]
+trusted_networks: [127.0.0.1/32]
+postfix: {chroot: false}
+`
+
+// writeKey writes an Ed25519 key as `postkit dkim keygen` lays it out
+// (DIR/DOMAIN/SELECTOR.private) and returns its TXT record.
+func writeKey(t *testing.T, dir, domain, selector string) (file, txt string) {
+	t.Helper()
+	k, err := dkimkey.Generate(dkimkey.Ed25519, 0, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, _, err = dkimkey.WriteKeyFiles(filepath.Join(dir, domain), selector, domain, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	txt, err = dkimkey.Record(k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return file, txt
+}
+
+func loadYAML(t *testing.T, y string) *config.Config {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "postkit.yaml")
+	if err := os.WriteFile(p, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := config.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// The YAML's milter section decides the chain and where keys are read.
+func TestMilterOptionsFromConfig(t *testing.T) {
+	keyDir := t.TempDir()
+	writeKey(t, keyDir, "example.test", "ed1")
+	tests := []struct {
+		name      string
+		scrub     string // lines under milter:
+		dkim      string // lines under milter.dkim:
+		wantChain string
+		wantKey   string // KeyFile of the first key, relative to keyDir
+		wantErr   string
+	}{
+		{"defaults with a key", "", "    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimsign,dkimverify", "example.test/ed1.private", ""},
+		{"no key: not signed", "", "", "scrub,dkimverify", "", ""},
+		{"scrub off", "  scrub: {enabled: false}\n", "    keys: [{domain: example.test, selector: ed1}]\n", "dkimsign,dkimverify", "example.test/ed1.private", ""},
+		{"sign off", "", "    sign: false\n    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimverify", "example.test/ed1.private", ""},
+		{"verify off", "", "    verify: false\n", "scrub", "", ""},
+		{"explicit key file", "", "    keys: [{domain: Example.Test, selector: ed1, key_file: KEYDIR/example.test/ed1.private}]\n", "scrub,dkimsign,dkimverify", "example.test/ed1.private", ""},
+		{"missing key file", "", "    keys: [{domain: example.test, selector: nope}]\n", "", "", "nope.private"},
+		{"custom scrub rules", "  scrub:\n    rules: [{header: X-Secret, action: replace, with: hidden}]\n", "    verify: false\n", "scrub", "", ""},
+		{"bad custom scrub rule", "  scrub:\n    rules: [{header: \"X Secret\", action: delete}]\n", "", "", "", "X Secret"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			y := milterYAMLBase + "dns: {servers: [\"127.0.0.1:53\"]}\nmilter:\n" + tt.scrub +
+				"  dkim:\n    key_dir: " + keyDir + "\n" + strings.ReplaceAll(tt.dkim, "KEYDIR", keyDir)
+			c := loadYAML(t, y)
+			o, err := milterOptionsFromConfig(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+			if tt.wantKey != "" {
+				if len(o.Keys) == 0 || o.Keys[0].KeyFile != filepath.Join(keyDir, tt.wantKey) || o.Keys[0].Domain != "example.test" {
+					t.Errorf("keys %+v, want the first at %s for example.test", o.Keys, tt.wantKey)
+				}
+			}
+			cfg, err := buildMilterConfig(o)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("buildMilterConfig error %v, want one naming %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := chainNames(cfg); got != tt.wantChain {
+				t.Errorf("chain %q, want %q", got, tt.wantChain)
+			}
+			if len(cfg.Trusted) != 1 || cfg.Trusted[0].String() != "127.0.0.1/32" {
+				t.Errorf("trusted %v, want [127.0.0.1/32] from trusted_networks", cfg.Trusted)
+			}
+		})
+	}
+}
+
+// Flags given explicitly win over the YAML; the others leave it alone.
+func TestOverrideMilterOptions(t *testing.T) {
+	yaml := milterOptions{Listen: []string{"unix:/y.sock"}, OnError: "tempfail", Verify: true, AuthservID: "y"}
+	flags := milterOptions{Listen: []string{"inet:127.0.0.1:1"}, OnError: "accept", Verify: false, AuthservID: "f"}
+	o := yaml
+	overrideMilterOptions(&o, flags, func(n string) bool { return n == "on-error" || n == "verify" })
+	if o.Listen[0] != "unix:/y.sock" || o.OnError != "accept" || o.Verify || o.AuthservID != "y" {
+		t.Errorf("got %+v", o)
+	}
+}
+
+// signedBy returns the s= of each DKIM-Signature that go-msgauth verifies
+// against the given selector → TXT records.
+func verifiedSelectors(t *testing.T, msg []byte, txts map[string]string) []string {
+	t.Helper()
+	vs, err := dkim.VerifyWithOptions(bytes.NewReader(msg), &dkim.VerifyOptions{LookupTXT: func(name string) ([]string, error) {
+		sel, _, _ := strings.Cut(name, "._domainkey.")
+		if txt, ok := txts[sel]; ok {
+			return []string{txt}, nil
+		}
+		return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, v := range vs {
+		if v.Err != nil {
+			t.Errorf("signature d=%s: %v", v.Domain, v.Err)
+			continue
+		}
+		out = append(out, v.Domain)
+	}
+	return out
+}
+
+// The daemon as `postkit milter -c` runs it: chain from the YAML, outbound
+// mail scrubbed and signed, inbound verified, SIGHUP re-reads the YAML and
+// keys, and keeps the old chain when the new file is broken.
+func TestRunMilterFromYAML(t *testing.T) {
+	dir := miltertest.PublicTempDir(t)
+	keyDir := filepath.Join(dir, "keys")
+	_, txt1 := writeKey(t, keyDir, "example.test", "ed1")
+	_, txt2 := writeKey(t, keyDir, "example.test", "ed2")
+	// The outside world's key, served by the test DNS server.
+	outKey, err := dkimkey.Generate(dkimkey.Ed25519, 0, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outTXT, _ := dkimkey.Record(outKey.Public())
+	dnsSrv, err := dnstest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dnsSrv.Close()
+	if err := dnsSrv.SetZone(fmt.Sprintf("out._domainkey.outside.test. 300 IN TXT %q", outTXT)); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "milter.sock")
+	cfgPath := filepath.Join(dir, "postkit.yaml")
+	writeCfg := func(keys string) {
+		y := milterYAMLBase + fmt.Sprintf(`dns: {servers: [%q], timeout: 2s}
+milter:
+  enabled: true
+  listen: unix:%s
+  socket_mode: "0666"
+  dkim:
+    authserv_id: mx.example.test
+    key_dir: %s
+    keys: %s
+`, dnsSrv.Addr(), sock, keyDir, keys)
+		if err := os.WriteFile(cfgPath, []byte(y), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCfg("[{domain: example.test, selector: ed1}]")
+	c, _, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := milterOptionsFromConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logBuf syncBuffer
+	o.Logger = slog.New(slog.NewTextHandler(&logBuf, nil))
+	reloads := make(chan error, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runMilter(ctx, o, func() (mc milterd.Config, err error) {
+			c, _, err := config.Load(cfgPath)
+			if err == nil {
+				var yo milterOptions
+				if yo, err = milterOptionsFromConfig(c); err == nil {
+					yo.Logger = o.Logger
+					mc, err = buildMilterConfig(yo)
+				}
+			}
+			select {
+			case reloads <- err:
+			default:
+			}
+			return mc, err
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("runMilter: %v", err)
+		}
+	}()
+	<-reloads // the initial load
+	srv := &miltertest.Server{Network: "unix", Address: sock}
+	for i := 0; ; i++ {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		if i > 100 {
+			t.Fatalf("the daemon does not listen on %s:\n%s", sock, logBuf.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	outbound := func(t *testing.T) []byte {
+		t.Helper()
+		raw := "From: <alice@example.test>\r\nTo: <bob@outside.test>\r\nSubject: hi\r\nX-Mailer: Mutt\r\n\r\nbody\r\n"
+		res, err := srv.Send(&miltertest.Message{From: "alice@example.test", Rcpts: []string{"bob@outside.test"}, Raw: []byte(raw)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(res.Final, []byte("X-Mailer")) {
+			t.Errorf("X-Mailer not scrubbed:\n%s", res.Final)
+		}
+		if bytes.Contains(res.Final, []byte("Authentication-Results")) {
+			t.Errorf("outbound mail got Authentication-Results:\n%s", res.Final)
+		}
+		return res.Final
+	}
+	txts := map[string]string{"ed1": txt1, "ed2": txt2}
+	t.Run("outbound signed with the YAML key", func(t *testing.T) {
+		if got := verifiedSelectors(t, outbound(t), txts); len(got) != 1 {
+			t.Errorf("%d valid signatures, want 1", len(got))
+		}
+	})
+	t.Run("inbound verified", func(t *testing.T) {
+		signer, err := dkimsign.New(dkimsign.Config{Keys: []dkimsign.Key{{Domain: "outside.test", Selector: "out", Signer: outKey}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := "From: <carol@outside.test>\r\nTo: <alice@example.test>\r\nSubject: in\r\n" +
+			"Authentication-Results: mx.example.test; dkim=pass header.d=forged.test\r\n\r\nhello\r\n"
+		sigs, err := signer.Sign(strings.NewReader(body))
+		if err != nil || len(sigs) != 1 {
+			t.Fatalf("sign: %v %v", sigs, err)
+		}
+		for _, tc := range []struct{ name, raw, want string }{
+			{"intact", "DKIM-Signature: " + sigs[0] + "\r\n" + body, "mx.example.test; dkim=pass"},
+			{"tampered", "DKIM-Signature: " + sigs[0] + "\r\n" + strings.Replace(body, "hello", "hellO", 1), "mx.example.test; dkim=fail"},
+		} {
+			cl, err := srv.Dial(miltertest.ConnInfo{Hostname: "mx.outside.test", Addr: "192.0.2.1", Port: 25, Helo: "mx.outside.test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := cl.Send(&miltertest.Message{From: "carol@outside.test", Rcpts: []string{"alice@example.test"}, Raw: []byte(tc.raw)})
+			cl.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ars := miltertest.Headers(res.Final)
+			var got []string
+			for _, h := range ars {
+				if strings.EqualFold(h.Name, "Authentication-Results") {
+					got = append(got, strings.Join(strings.Fields(h.Value), " ")) // unfolded
+				}
+			}
+			if len(got) != 1 || !strings.HasPrefix(got[0], tc.want) {
+				t.Errorf("%s: Authentication-Results %q, want exactly one starting %q (the forged one removed)", tc.name, got, tc.want)
+			}
+		}
+	})
+	t.Run("SIGHUP reloads YAML and keys", func(t *testing.T) {
+		writeCfg("[{domain: example.test, selector: ed1}, {domain: example.test, selector: ed2}]")
+		syscall.Kill(os.Getpid(), syscall.SIGHUP)
+		if err := waitReload(reloads); err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+		if got := verifiedSelectors(t, outbound(t), txts); len(got) != 2 {
+			t.Errorf("%d valid signatures after adding ed2, want 2", len(got))
+		}
+		writeCfg("[{domain: example.test, selector: missing}]")
+		syscall.Kill(os.Getpid(), syscall.SIGHUP)
+		if err := waitReload(reloads); err == nil {
+			t.Fatal("reload with a missing key file succeeded")
+		}
+		if got := verifiedSelectors(t, outbound(t), txts); len(got) != 2 {
+			t.Errorf("%d valid signatures after a failed reload, want the old 2", len(got))
+		}
+		if !strings.Contains(logBuf.String(), "running configuration stays") {
+			t.Errorf("failed reload not logged:\n%s", logBuf.String())
+		}
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for the daemon's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitReload(ch chan error) error {
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("no reload within 10s")
+	}
+}
