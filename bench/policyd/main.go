@@ -48,6 +48,7 @@ func main() {
 	peerN := flag.Int("peer-n", 1000, "compare: requests sent to the peer per scenario")
 	domains := flag.Int("domains", 20000, "bench: distinct sender domains (requests cycle over them)")
 	cachedDomains := flag.Int("cached-domains", 50, "compare: distinct domains of the cached scenario")
+	rounds := flag.Int("rounds", 3, "compare: rounds of the four phases; the median round is printed")
 	conc := flag.Int("c", 4, "concurrent connections (postkit) and processes (peer)")
 	dnsListen := flag.String("dns-listen", "127.0.0.1:53", "compare: where the zone is served (the peer's resolv.conf must point there)")
 	peerCmd := flag.String("peer", "/usr/bin/python3 /usr/bin/policyd-spf", "compare: the peer's command line")
@@ -78,10 +79,10 @@ func main() {
 		}
 		defer srv.Close()
 		srv.Set(zone(*domains))
-		r := runPostkit(srv, "", *n, *domains, *conc, *resultCache, *maxTime)
-		printTable([]row{r})
+		r := runPostkit(srv, "", *n, *domains, 0, *conc, *resultCache, *maxTime)
+		printTable([]row{r}, nil)
 	case "compare":
-		compare(*dnsListen, *peerCmd, *n, *peerN, *cachedDomains, *conc, *maxTime)
+		compare(*dnsListen, *peerCmd, *n, *peerN, *cachedDomains, *conc, *rounds, *maxTime)
 	default:
 		log.Fatalf("-mode %q: want bench, compare or requests", *mode)
 	}
@@ -233,7 +234,7 @@ func drive(askers []*asker, n, domains, offset int, maxTime time.Duration) row {
 // mode, as the peer) over a unix socket, resolving through srv. With
 // warmDomains > 0, one pass over those domains runs first, untimed, so that
 // the phase measures cached answers.
-func runPostkit(srv *dnstest.Server, scenario string, n, domains, conc int, resultCache bool, maxTime time.Duration) row {
+func runPostkit(srv *dnstest.Server, scenario string, n, domains, offset, conc int, resultCache bool, maxTime time.Duration) row {
 	res, err := dnsclient.New(dnsclient.Config{Servers: []string{srv.Addr()}})
 	if err != nil {
 		log.Fatal(err)
@@ -269,7 +270,6 @@ func runPostkit(srv *dnstest.Server, scenario string, n, domains, conc int, resu
 		defer c.Close()
 		askers = append(askers, &asker{w: c, r: bufio.NewReader(c)})
 	}
-	offset := 0
 	if scenario == "cached" {
 		drive(askers, domains, domains, 0, maxTime)
 		// Same domains, new messages (instance): no header deduplication.
@@ -334,11 +334,13 @@ func runPeer(srv *dnstest.Server, cmdline, scenario string, n, domains, offset, 
 	return r
 }
 
-// compare runs both servers on both scenarios and prints the table.
-func compare(dnsListen, peerCmd string, n, peerN, cachedDomains, conc int, maxTime time.Duration) {
-	// Every uncached request has its own domain: the zone holds as many as
-	// the postkit phase sends, plus the peer's, which come after them.
-	uncachedDomains := n + peerN
+// compare runs both servers on both scenarios, rounds times in turn (so
+// that a burst of load from elsewhere on the machine hits one round, not one
+// server), and prints the round with the median rate of each.
+func compare(dnsListen, peerCmd string, n, peerN, cachedDomains, conc, rounds int, maxTime time.Duration) {
+	// Every uncached request has its own domain: each round uses n domains
+	// for postkit and the next peerN for the peer.
+	uncachedDomains := rounds * (n + peerN)
 	t0 := time.Now()
 	srv, err := dnstest.StartAt(dnsListen)
 	if err != nil {
@@ -348,21 +350,67 @@ func compare(dnsListen, peerCmd string, n, peerN, cachedDomains, conc int, maxTi
 	srv.Set(zone(uncachedDomains))
 	fmt.Fprintf(os.Stderr, "zone of %d domains served on %s (%v)\n", uncachedDomains, srv.Addr(), time.Since(t0).Round(time.Millisecond))
 
-	var rows []row
+	all := map[string][]row{}
+	var order []string
 	step := func(r row) {
-		fmt.Fprintf(os.Stderr, "  %-9s %-28s %6d requests in %v\n", r.scenario, r.server, len(r.lat), r.elapsed.Round(time.Millisecond))
-		rows = append(rows, r)
+		fmt.Fprintf(os.Stderr, "  %-9s %-28s %6d requests in %-8v %8.0f req/s\n", r.scenario, r.server, len(r.lat), r.elapsed.Round(time.Millisecond), r.rate())
+		k := r.scenario + "/" + r.server
+		if all[k] == nil {
+			order = append(order, k)
+		}
+		all[k] = append(all[k], r)
 	}
-	// uncached: the peer's requests use domains n..n+peerN-1, postkit's
-	// 0..n-1: no answer either asks for is in any cache.
-	step(runPeer(srv, peerCmd, "uncached", peerN, uncachedDomains, n, conc, maxTime))
-	step(runPostkit(srv, "uncached", n, uncachedDomains, conc, false, maxTime))
-	step(runPeer(srv, peerCmd, "cached", peerN, cachedDomains, 0, conc, maxTime))
-	step(runPostkit(srv, "cached", n, cachedDomains, conc, true, maxTime))
-	printTable(rows)
+	for round := range rounds {
+		fmt.Fprintf(os.Stderr, "round %d of %d\n", round+1, rounds)
+		base := round * (n + peerN)
+		step(runPeer(srv, peerCmd, "uncached", peerN, uncachedDomains, base+n, conc, maxTime))
+		step(runPostkit(srv, "uncached", n, uncachedDomains, base, conc, false, maxTime))
+		step(runPeer(srv, peerCmd, "cached", peerN, cachedDomains, 0, conc, maxTime))
+		step(runPostkit(srv, "cached", n, cachedDomains, 0, conc, true, maxTime))
+	}
+	// The ratio of a round compares phases that ran seconds apart; its
+	// median is steadier than the ratio of the median rates.
+	ratios := map[string][]float64{}
+	for _, sc := range []string{"uncached", "cached"} {
+		peer, ours := all[sc+"/postfix-policyd-spf-python"], all[sc+"/postkit policyd"]
+		for i := range min(len(peer), len(ours)) {
+			if peer[i].rate() > 0 {
+				ratios[sc] = append(ratios[sc], ours[i].rate()/peer[i].rate())
+			}
+		}
+	}
+	var rows []row
+	for _, k := range order {
+		rs := append([]row(nil), all[k]...)
+		sort.Slice(rs, func(i, j int) bool { return rs[i].rate() < rs[j].rate() })
+		rows = append(rows, rs[len(rs)/2])
+	}
+	fmt.Printf("\nmedian round of %d for each row (by req/s); ratio = median of the per-round ratios; load average %s\n", rounds, loadavg())
+	printTable(rows, ratios)
+	for _, sc := range []string{"uncached", "cached"} {
+		var b strings.Builder
+		for _, x := range ratios[sc] {
+			fmt.Fprintf(&b, " %.1fx", x)
+		}
+		fmt.Printf("per-round ratios, %s:%s\n", sc, b.String())
+	}
 }
 
-func printTable(rows []row) {
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// printTable prints rows; ratios, when given per scenario, are the
+// per-round ratios to the peer, whose median is shown.
+func printTable(rows []row, ratios map[string][]float64) {
 	fmt.Printf("\n%-9s %-28s %4s %8s %10s %10s %10s %8s %7s  %s\n",
 		"scenario", "server", "conc", "requests", "req/s", "p50", "p99", "DNS q/r", "ratio", "answers")
 	peer := map[string]float64{}
@@ -373,7 +421,10 @@ func printTable(rows []row) {
 	}
 	for _, r := range rows {
 		ratio := "-"
-		if p := peer[r.scenario]; p > 0 {
+		if rs := ratios[r.scenario]; len(rs) > 0 && r.server != "postfix-policyd-spf-python" {
+			rs = slices.Sorted(slices.Values(rs))
+			ratio = fmt.Sprintf("%.1fx", rs[len(rs)/2])
+		} else if p := peer[r.scenario]; p > 0 {
 			ratio = fmt.Sprintf("%.1fx", r.rate()/p)
 		}
 		var ans []string

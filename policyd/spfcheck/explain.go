@@ -26,7 +26,10 @@ type libResolver struct {
 	env      *macroEnv         // for %{p}; nil leaves it to the library
 	override map[string]string // lower-case domain -> record served instead
 	problem  string            // first syntax problem met
-	aliases  map[string]string // alias -> real name
+	// localPart is set when a record used %{l} or %{s} (§7.3): the result
+	// then depends on the sender's local part, not only on its domain.
+	localPart bool
+	aliases   map[string]string // alias -> real name
 }
 
 // permErrorRecord is served instead of an invalid record: the library
@@ -47,6 +50,9 @@ func (l *libResolver) LookupTXT(ctx context.Context, name string) ([]string, err
 	rec, n := selectRecord(txts)
 	if n != 1 {
 		return txts, nil // none, or several: the library decides (§4.5)
+	}
+	if usesLocalPart(rec) {
+		l.localPart = true
 	}
 	if err := validateRecord(rec); err != nil {
 		if l.problem == "" {
@@ -298,4 +304,19 @@ func (c *Check) expText(ctx context.Context, env *macroEnv, spec, domain string)
 		return "", false
 	}
 	return sanitize(text, 300, false), true
+}
+
+// usesLocalPart reports whether a record holds a macro that expands to the
+// sender's local part: %{l} or %{s} (§7.3; macro letters are
+// case-insensitive, an upper-case letter only adds URL escaping).
+func usesLocalPart(rec string) bool {
+	for i := 0; i+2 < len(rec); i++ {
+		if rec[i] == '%' && rec[i+1] == '{' {
+			switch rec[i+2] {
+			case 'l', 'L', 's', 'S':
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -92,7 +92,10 @@ type Config struct {
 	// Timeout is the time budget of one request (both identities). Default 8s.
 	Timeout time.Duration
 	// CacheSize bounds the per-(client, HELO, sender) result cache that
-	// serves the RCPTs of one message. Default 4096; negative disables it.
+	// serves the RCPTs of one message, and the per-identity cache of
+	// check_host() results that serves the next messages of a client
+	// (its HELO) and of a sender domain (see identityKey). Negative
+	// disables both. Default 4096 entries each.
 	CacheSize int
 	// CacheTTL is how long a cached result is used. Default 60s.
 	CacheTTL time.Duration
@@ -104,9 +107,10 @@ type Config struct {
 
 // Check is the SPF policy check.
 type Check struct {
-	cfg   Config
-	res   Resolver
-	cache *resultCache
+	cfg     Config
+	res     Resolver
+	cache   *resultCache
+	idCache *outcomeCache
 }
 
 // New returns the check.
@@ -149,6 +153,7 @@ func New(cfg Config, res Resolver) (*Check, error) {
 	c := &Check{cfg: cfg, res: res}
 	if cfg.CacheSize > 0 {
 		c.cache = newResultCache(cfg.CacheSize)
+		c.idCache = &outcomeCache{max: cfg.CacheSize, items: map[string]outcomeEntry{}}
 	}
 	return c, nil
 }
@@ -319,7 +324,11 @@ func (c *Check) checkHost(ctx context.Context, identity string, ip netip.Addr, h
 	o := Outcome{Identity: identity, Domain: domain, Sender: sender}
 	env := &macroEnv{ip: ip, sender: sender, helo: helo, receiver: c.cfg.Hostname, now: c.cfg.Now()}
 	lr := &libResolver{res: c.res, env: env}
-	if !validSPFDomain(domain) {
+	key := identityKey(identity, ip, helo, domain)
+	now := c.cfg.Now()
+	if e, ok := c.idCache.get(key, now); ok {
+		o.Result, o.Problem = e.result, e.problem
+	} else if !validSPFDomain(domain) {
 		// §4.3: a malformed or single-label domain gives "none".
 		o.Result = None
 		o.Problem = "not a valid domain name"
@@ -336,6 +345,11 @@ func (c *Check) checkHost(ctx context.Context, identity string, ip netip.Addr, h
 			o.Problem = lr.problem
 		} else if err != nil && (o.Result == PermError || o.Result == TempError) {
 			o.Problem = err.Error()
+		}
+		// A temporary error is asked again next time; a result that
+		// depended on the local part is only valid for this sender.
+		if o.Result != TempError && !lr.localPart {
+			c.idCache.put(key, outcomeEntry{o.Result, o.Problem, now.Add(c.cfg.CacheTTL)}, now)
 		}
 	}
 	if o.Result == Fail {
@@ -508,4 +522,65 @@ func (rc *resultCache) put(k string, d policyd.Decision, expires time.Time) {
 		}
 	}
 	rc.items[k] = cached{d, expires}
+}
+
+// identityKey names a check_host() evaluation whose result depends on
+// nothing else (§4.1: the client IP, the domain, the sender, the HELO name
+// for %{h}) when no record used the sender's local part (%{l}, %{s}): the
+// next messages of a client repeat its HELO identity, and bulk senders send
+// from many local parts of one domain.
+func identityKey(identity string, ip netip.Addr, helo, domain string) string {
+	return identity + "\x00" + ip.String() + "\x00" + strings.ToLower(helo) + "\x00" + strings.ToLower(domain)
+}
+
+// outcomeCache memoises check_host() results (not headers or explanations,
+// which name the sender and are built per request). A nil cache keeps
+// nothing.
+type outcomeCache struct {
+	mu    sync.Mutex
+	max   int
+	items map[string]outcomeEntry
+}
+
+type outcomeEntry struct {
+	result  Result
+	problem string
+	expires time.Time
+}
+
+func (oc *outcomeCache) get(k string, now time.Time) (outcomeEntry, bool) {
+	if oc == nil {
+		return outcomeEntry{}, false
+	}
+	oc.mu.Lock()
+	defer oc.mu.Unlock()
+	e, ok := oc.items[k]
+	if !ok || !now.Before(e.expires) {
+		return outcomeEntry{}, false
+	}
+	return e, true
+}
+
+func (oc *outcomeCache) put(k string, e outcomeEntry, now time.Time) {
+	if oc == nil {
+		return
+	}
+	oc.mu.Lock()
+	defer oc.mu.Unlock()
+	if _, ok := oc.items[k]; !ok && len(oc.items) >= oc.max {
+		// Expired entries first, then arbitrary ones down to 3/4: one
+		// sweep pays for the next max/4 insertions.
+		for key, old := range oc.items {
+			if !now.Before(old.expires) {
+				delete(oc.items, key)
+			}
+		}
+		for key := range oc.items {
+			if len(oc.items) < oc.max*3/4 {
+				break
+			}
+			delete(oc.items, key)
+		}
+	}
+	oc.items[k] = e
 }

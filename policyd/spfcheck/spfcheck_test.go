@@ -294,3 +294,67 @@ func TestAddressLookupsByFamily(t *testing.T) {
 		})
 	}
 }
+
+// check_host() results are reused across messages per (identity, client,
+// HELO, domain), unless a record used the local part (%{l}, %{s}) or the
+// result was a temporary error; headers still name each message's sender.
+func TestIdentityCache(t *testing.T) {
+	extra := []string{
+		`bulk.example. 300 IN TXT "v=spf1 ip4:192.0.2.0/24 -all"`,
+		`helo.example. 300 IN TXT "v=spf1 ip4:192.0.2.0/24 -all"`,
+		`perlocal.example. 300 IN TXT "v=spf1 exists:%{l}.allow.example -all"`,
+		`alice.allow.example. 300 IN A 127.0.0.2`,
+		`bysender.example. 300 IN TXT "v=spf1 exists:%{S}.ok.example -all"`,
+	}
+	type step struct {
+		helo, sender string
+		result       Result
+		queries      int64 // DNS queries this step makes
+		header       string
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"same domain, other local parts", []step{
+			{"", "a@bulk.example", Pass, 1, "envelope-from=a@bulk.example;"},
+			{"", "b@bulk.example", Pass, 0, "envelope-from=b@bulk.example;"},
+			{"", "c@BULK.example", Pass, 0, "envelope-from=c@BULK.example;"},
+		}},
+		{"HELO reused across sender domains", []step{
+			{"helo.example", "a@bulk.example", Pass, 2, "identity=mailfrom;"},
+			{"helo.example", "x@nospf.example", None, 1, "envelope-from=x@nospf.example;"}, // the TXT of nospf.example only
+		}},
+		{"local part in the record: not reused", []step{
+			{"", "alice@perlocal.example", Pass, 2, "envelope-from=alice@perlocal.example;"},
+			{"", "bob@perlocal.example", Fail, 1, "envelope-from=bob@perlocal.example;"},
+			{"", "alice@perlocal.example", Pass, 0, ""}, // the DNS cache answers, the outcome is evaluated
+		}},
+		{"sender macro: not reused", []step{
+			{"", "x@bysender.example", Fail, 2, ""},
+			{"", "y@bysender.example", Fail, 1, ""},
+		}},
+		{"temperror: asked again", []step{
+			{"", "a@slow.example", TempError, 1, ""},
+			{"", "b@slow.example", TempError, 1, ""},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, srv := newTestCheck(t, Config{}, extra...)
+			for i, s := range tt.steps {
+				before := srv.Queries()
+				v := c.Evaluate(context.Background(), netip.MustParseAddr("192.0.2.10"), s.helo, s.sender)
+				if v.MailFrom.Result != s.result {
+					t.Errorf("step %d (%s): result %q, want %q", i, s.sender, v.MailFrom.Result, s.result)
+				}
+				if s.header != "" && !strings.Contains(v.MailFrom.Header, s.header) {
+					t.Errorf("step %d: header %q lacks %q", i, v.MailFrom.Header, s.header)
+				}
+				if q := srv.Queries() - before; q != s.queries {
+					t.Errorf("step %d (%s): %d DNS queries, want %d", i, s.sender, q, s.queries)
+				}
+			}
+		})
+	}
+}
