@@ -74,10 +74,10 @@ func TestRenderContents(t *testing.T) {
 	}
 	main := byPath["/etc/postfix/main.cf"]
 	for _, want := range []string{
-		"smtpd_milters = unix:private/postkit-milter",
+		"smtpd_milters = unix:postkit/milter.sock",
 		"milter_protocol = 6",
 		"milter_default_action = tempfail",
-		"check_policy_service unix:private/postkit-policy",
+		"check_policy_service unix:postkit/policy.sock",
 		"smtpd_policy_service_timeout = 20s",
 		"smtpd_tls_security_level = may",
 		"virtual_transport = lmtp:unix:private/dovecot-lmtp",

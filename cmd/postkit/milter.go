@@ -191,7 +191,7 @@ SIGINT stop accepting and let messages in flight finish.`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&cfgPath, "config", "c", "", "postkit.yaml to read (its milter section); without it the flags configure the daemon")
-	f.StringArrayVar(&o.Listen, "listen", []string{"unix:/var/spool/postfix/private/postkit-milter"}, "listen address, unix:PATH or inet:127.0.0.1:PORT (repeatable)")
+	f.StringArrayVar(&o.Listen, "listen", []string{config.Defaults().Milter.Listen}, "listen address, unix:PATH or inet:127.0.0.1:PORT (repeatable)")
 	f.StringArrayVar(&o.DKIMKeys, "dkim-key", nil, "DKIM signing key DOMAIN:SELECTOR:KEYFILE (repeatable; with -c, added to milter.dkim.keys)")
 	f.StringArrayVar(&o.Trusted, "trusted", nil, "client network whose mail is outbound, CIDR (repeatable; default 127.0.0.0/8 and ::1)")
 	f.StringArrayVar(&o.Originating, "originating", nil, "milter_macro_daemon_name whose mail is outbound (repeatable; default ORIGINATING)")

@@ -498,7 +498,7 @@ answered.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVarP(&f.cfgPath, "config", "c", "", "postkit.yaml to read (its policy section); without it the flags configure the daemon")
-	fl.StringVar(&f.listen, "listen", "unix:/var/spool/postfix/private/postkit-policy", "listen address: unix:/path or inet:host:port")
+	fl.StringVar(&f.listen, "listen", config.Defaults().Policy.Listen, "listen address: unix:/path or inet:host:port")
 	fl.StringArrayVar(&f.checks, "checks", nil, "checks in order, comma-separated: blacklist,spf,dnsbl,greylist,ratelimit (default: spf, or policy.checks)")
 	fl.StringArrayVar(&f.dnsServers, "dns", nil, "DNS server HOST:PORT (repeatable; default: dns.servers, else /etc/resolv.conf)")
 	fl.DurationVar(&f.dnsTimeout, "dns-timeout", 2*time.Second, "timeout of one DNS query to one server")

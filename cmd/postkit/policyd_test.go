@@ -48,7 +48,7 @@ func TestPolicyOptionsFromConfig(t *testing.T) {
 			if !reflect.DeepEqual(o.Checks, []string{"blacklist", "spf"}) || o.BlacklistOwner != "postfix" {
 				t.Errorf("checks %v owner %q, want [blacklist spf] and postfix", o.Checks, o.BlacklistOwner)
 			}
-			if o.Socket.Mode != 0o660 || o.Socket.Owner != "postfix" || o.TimeBudget != 10*time.Second {
+			if o.Socket.Mode != 0o660 || o.Socket.Owner != "" || o.Socket.Group != "postfix" || o.TimeBudget != 10*time.Second {
 				t.Errorf("socket %+v budget %v", o.Socket, o.TimeBudget)
 			}
 			if o.SPF.IgnoreHeloFail || o.SPF.TempErrorDefer != true || o.SPF.PermErrorReject {

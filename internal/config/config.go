@@ -95,8 +95,8 @@ type Postfix struct {
 // Milter configures the postkit milter daemon and its Postfix hook.
 type Milter struct {
 	Enabled       bool     `yaml:"enabled" doc:"Run the postkit milter and wire it into Postfix (smtpd_milters, non_smtpd_milters)."`
-	Listen        string   `yaml:"listen" doc:"Where the milter listens: unix:/path (under the queue directory when Postfix is chrooted) or inet:127.0.0.1:PORT." kind:"addr"`
-	SocketOwner   string   `yaml:"socket_owner" doc:"Owner of the unix socket."`
+	Listen        string   `yaml:"listen" doc:"Where the milter listens: unix:/path (under the queue directory when Postfix is chrooted; a missing directory is created mode 0750 with the socket's owner and group) or inet:127.0.0.1:PORT." kind:"addr"`
+	SocketOwner   string   `yaml:"socket_owner" doc:"Owner of the unix socket; empty keeps the daemon's user."`
 	SocketGroup   string   `yaml:"socket_group" doc:"Group of the unix socket."`
 	SocketMode    string   `yaml:"socket_mode" doc:"Octal mode of the unix socket." pattern:"^0?[0-7]{3}$"`
 	DefaultAction string   `yaml:"default_action" doc:"What Postfix does when the milter cannot be reached (milter_default_action). tempfail keeps mail queued; accept lets it pass unsigned." enum:"tempfail,accept,reject"`
@@ -151,7 +151,7 @@ type Spam struct {
 type Policy struct {
 	Enabled     bool      `yaml:"enabled" doc:"Run the postkit policy daemon and add check_policy_service to Postfix."`
 	Listen      string    `yaml:"listen" doc:"Where the policy daemon listens: unix:/path (under the queue directory when Postfix is chrooted) or inet:127.0.0.1:PORT." kind:"addr"`
-	SocketOwner string    `yaml:"socket_owner" doc:"Owner of the unix socket."`
+	SocketOwner string    `yaml:"socket_owner" doc:"Owner of the unix socket; empty keeps the daemon's user."`
 	SocketGroup string    `yaml:"socket_group" doc:"Group of the unix socket."`
 	SocketMode  string    `yaml:"socket_mode" doc:"Octal mode of the unix socket." pattern:"^0?[0-7]{3}$"`
 	TimeBudget  Duration  `yaml:"time_budget" doc:"Longest a request may take; Postfix's smtpd_policy_service_timeout is set above it."`

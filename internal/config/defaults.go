@@ -47,8 +47,8 @@ func Defaults() *Config {
 		},
 		Postfix: Postfix{Chroot: true, MailOwner: "postfix", SetgidGroup: "postdrop", DNSChecks: true},
 		Milter: Milter{
-			Listen:        "unix:/var/spool/postfix/private/postkit-milter",
-			SocketOwner:   "postfix",
+			Listen:        "unix:/var/spool/postfix/postkit/milter.sock",
+			SocketOwner:   "",
 			SocketGroup:   "postfix",
 			SocketMode:    "0660",
 			DefaultAction: "tempfail",
@@ -64,8 +64,8 @@ func Defaults() *Config {
 			Spam: Spam{RequiredScore: 5.0},
 		},
 		Policy: Policy{
-			Listen:      "unix:/var/spool/postfix/private/postkit-policy",
-			SocketOwner: "postfix",
+			Listen:      "unix:/var/spool/postfix/postkit/policy.sock",
+			SocketOwner: "",
 			SocketGroup: "postfix",
 			SocketMode:  "0660",
 			TimeBudget:  Duration(10 * time.Second),

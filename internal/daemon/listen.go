@@ -34,7 +34,7 @@ func ParseAddr(s string) (Addr, error) {
 	case strings.HasPrefix(s, "unix:"), strings.HasPrefix(s, "local:"):
 		p := s[strings.IndexByte(s, ':')+1:]
 		if !strings.HasPrefix(p, "/") {
-			return Addr{}, fmt.Errorf("daemon: %q: unix socket path must be absolute, e.g. unix:/var/spool/postfix/private/postkit", s)
+			return Addr{}, fmt.Errorf("daemon: %q: unix socket path must be absolute, e.g. unix:/var/spool/postfix/postkit/milter.sock", s)
 		}
 		return Addr{Network: "unix", Address: p}, nil
 	case strings.HasPrefix(s, "inet:"):
@@ -65,8 +65,8 @@ func Listen(a Addr, o SocketOpts) (net.Listener, error) {
 	if a.Network != "unix" {
 		return net.Listen("tcp", a.Address)
 	}
-	if err := os.MkdirAll(dirOf(a.Address), 0o755); err != nil {
-		return nil, fmt.Errorf("daemon: create socket directory: %w", err)
+	if err := socketDir(dirOf(a.Address), o); err != nil {
+		return nil, err
 	}
 	if _, err := os.Lstat(a.Address); err == nil {
 		if c, err := net.Dial("unix", a.Address); err == nil {
@@ -86,6 +86,21 @@ func Listen(a Addr, o SocketOpts) (net.Listener, error) {
 		return nil, err
 	}
 	return ln, nil
+}
+
+// socketDir creates a missing socket directory, mode 0750, owned by the
+// socket's owner and group, so that only the MTA's group can reach the socket.
+// An existing directory is left as it is: never create or change Postfix's own
+// private/ (Postfix wants it postfix-owned, mode 0700, and its master refuses to
+// start otherwise).
+func socketDir(dir string, o SocketOpts) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("daemon: create socket directory: %w", err)
+	}
+	return applySocketOpts(dir, SocketOpts{Owner: o.Owner, Group: o.Group})
 }
 
 func dirOf(p string) string {
