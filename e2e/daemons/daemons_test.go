@@ -1,6 +1,9 @@
-// Package daemons runs the stack with postkit's own daemons wired into Postfix:
-// the milter (smtpd_milters) and the policy service (check_policy_service).
-// It is the starting point for their end-to-end scenarios.
+// Package daemons runs the stack as Debian runs Postfix, chrooted in its queue
+// directory, with postkit's own daemons wired into it: the milter
+// (smtpd_milters) and the policy service (check_policy_service), both on unix
+// sockets under the queue directory that main.cf names relative to it. It
+// proves the generated chrooted configuration: SQLite maps, LMTP, SASL and
+// both daemons reached from inside the jail.
 package daemons
 
 import (
@@ -14,17 +17,22 @@ import (
 )
 
 const (
-	milterSock = "unix:{root}/run/postkit/milter.sock"
-	policySock = "unix:{root}/run/postkit/policy.sock"
+	milterSock = "unix:{root}/spool/postfix/postkit/milter.sock"
+	policySock = "unix:{root}/spool/postfix/postkit/policy.sock"
 )
 
 var user = "alice@" + harness.Domain
+
+const userPassword = "Alice-pw-4711"
 
 const failDomain = "spf-fail.test"
 
 func TestMain(m *testing.M) {
 	os.Exit(harness.Main(m, harness.Options{
 		Set: map[string]any{
+			// Inside the jail there is no resolv.conf: no DNS checks.
+			"postfix.chroot":       true,
+			"postfix.dns_checks":   false,
 			"milter.enabled":       true,
 			"milter.listen":        milterSock,
 			"milter.dkim.sign":     false,
@@ -49,7 +57,7 @@ func TestMain(m *testing.M) {
 		Seed: func(s *harness.Stack) error {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			return s.AddUser(ctx, user, "Alice-pw-4711")
+			return s.AddUser(ctx, user, userPassword)
 		},
 	}))
 }
@@ -90,5 +98,41 @@ func TestInboundThroughDaemons(t *testing.T) {
 				t.Errorf("Authentication-Results = %q, want %s; dkim=…", got, s.Hostname)
 			}
 		})
+	}
+}
+
+// A user submits on 587 through the chrooted smtpd (SASL over private/auth)
+// and the submission-cleanup service: the relayed copy's Received line for the
+// submission keeps "by … with ESMTPSA" but no longer names the client.
+func TestChrootedSubmission(t *testing.T) {
+	s := harness.Need(t)
+	tok := harness.Token()
+	to := "friend@" + harness.OutsideDomain
+	c, err := s.Submission(harness.OutsideIP, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Auth(harness.Plain(user, userPassword)); err != nil {
+		t.Fatalf("AUTH PLAIN through the chroot: %v", err)
+	}
+	if err := harness.Send(c, user, []string{to}, harness.Message(user, to, tok)); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := s.Sink.Wait(ctx, func(m harness.SinkMessage) bool { return strings.Contains(string(m.Data), tok) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := string(m.Data)
+	if i := strings.Index(head, "\r\n\r\n"); i >= 0 {
+		head = head[:i]
+	}
+	if !strings.Contains(head, "with ESMTPSA") {
+		t.Errorf("no Received line of the submission in:\n%s", head)
+	}
+	if strings.Contains(head, "["+harness.OutsideIP+"]") {
+		t.Errorf("the relayed headers still name the client %s:\n%s", harness.OutsideIP, head)
 	}
 }
