@@ -82,6 +82,23 @@ func (o *dbOptions) open(ctx context.Context, write bool) (*sqlmaps.Store, error
 
 // report prints one change: a line of text, or JSON with Ansible's
 // "changed" key.
+// change makes the RunE of a command that makes one change to the store:
+// open it for writing, run do, report the result.
+func (o *dbOptions) change(do func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		s, err := o.open(cmd.Context(), true)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		r, err := do(cmd.Context(), s, args)
+		if err != nil {
+			return err
+		}
+		return o.report(cmd.OutOrStdout(), r)
+	}
+}
+
 func (o *dbOptions) report(w io.Writer, rs ...sqlmaps.Result) error {
 	if o.asJSON {
 		changed := false
@@ -276,18 +293,9 @@ func dbToggle(o *dbOptions, parent *cobra.Command, k sqlmaps.Kind, arg string) {
 			Use:   verb + " " + arg,
 			Short: strings.ToUpper(verb[:1]) + verb[1:] + " a " + k.String() + " (active = " + map[bool]string{true: "1", false: "0"}[on] + ")",
 			Args:  cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				s, err := o.open(cmd.Context(), true)
-				if err != nil {
-					return err
-				}
-				defer s.Close()
-				r, err := s.SetActive(cmd.Context(), k, args[0], on)
-				if err != nil {
-					return err
-				}
-				return o.report(cmd.OutOrStdout(), r)
-			},
+			RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
+				return s.SetActive(ctx, k, args[0], on)
+			}),
 		})
 	}
 	if k == sqlmaps.Domains {
@@ -297,18 +305,9 @@ func dbToggle(o *dbOptions, parent *cobra.Command, k sqlmaps.Kind, arg string) {
 		Use:   "delete " + arg,
 		Short: "Delete a " + k.String(),
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := o.open(cmd.Context(), true)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			r, err := s.Delete(cmd.Context(), k, args[0])
-			if err != nil {
-				return err
-			}
-			return o.report(cmd.OutOrStdout(), r)
-		},
+		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
+			return s.Delete(ctx, k, args[0])
+		}),
 	})
 }
 
@@ -319,36 +318,18 @@ func dbDomainCmd(o *dbOptions) *cobra.Command {
 		Use:   "add DOMAIN",
 		Short: "Add a domain; the first one becomes the default, --default moves the default to it",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := o.open(cmd.Context(), true)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			r, err := s.AddDomain(cmd.Context(), args[0], makeDefault)
-			if err != nil {
-				return err
-			}
-			return o.report(cmd.OutOrStdout(), r)
-		},
+		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
+			return s.AddDomain(ctx, args[0], makeDefault)
+		}),
 	}
 	add.Flags().BoolVar(&makeDefault, "default", false, "make this the default domain (exactly one domain is)")
 	del := &cobra.Command{
 		Use:   "delete DOMAIN",
 		Short: "Delete a domain; refused while it has users or virtual aliases unless --cascade",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := o.open(cmd.Context(), true)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			r, err := s.DeleteDomain(cmd.Context(), args[0], cascade)
-			if err != nil {
-				return err
-			}
-			return o.report(cmd.OutOrStdout(), r)
-		},
+		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
+			return s.DeleteDomain(ctx, args[0], cascade)
+		}),
 	}
 	del.Flags().BoolVar(&cascade, "cascade", false, "also delete the domain's users and virtual aliases, in the same transaction")
 	list := &cobra.Command{
@@ -450,18 +431,9 @@ func dbBlacklistCmd(o *dbOptions) *cobra.Command {
 		Use:   "add KEY --code 5NN --message TEXT",
 		Short: "Refuse mail from KEY (user@domain, domain or user@) with CODE and MESSAGE",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := o.open(cmd.Context(), true)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			r, err := s.AddSenderBlacklist(cmd.Context(), args[0], code, message)
-			if err != nil {
-				return err
-			}
-			return o.report(cmd.OutOrStdout(), r)
-		},
+		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
+			return s.AddSenderBlacklist(ctx, args[0], code, message)
+		}),
 	}
 	sadd.Flags().IntVar(&code, "code", 554, "SMTP reply code, 4xx or 5xx")
 	sadd.Flags().StringVar(&message, "message", "", "reply text (required)")
@@ -493,18 +465,9 @@ func dbBlacklistCmd(o *dbOptions) *cobra.Command {
 		Use:   "add KEY [--action ACTION]",
 		Short: "Apply an access(5) ACTION (default REJECT) to mail for KEY",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := o.open(cmd.Context(), true)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			r, err := s.AddRecipientBlacklist(cmd.Context(), args[0], action)
-			if err != nil {
-				return err
-			}
-			return o.report(cmd.OutOrStdout(), r)
-		},
+		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
+			return s.AddRecipientBlacklist(ctx, args[0], action)
+		}),
 	}
 	radd.Flags().StringVar(&action, "action", "REJECT", "access(5) action: REJECT [text], DEFER [text], DISCARD, HOLD, 5NN text…")
 	rlist := &cobra.Command{

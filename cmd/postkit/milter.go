@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -151,6 +152,11 @@ SIGINT stop accepting and let messages in flight finish.`,
 				}
 			}
 			o.NoScrub = noScrub
+			stopProfile, err := startCPUProfile(os.Getenv("POSTKIT_CPUPROFILE"))
+			if err != nil {
+				return err
+			}
+			defer stopProfile()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			if cfgPath == "" {
@@ -435,4 +441,29 @@ func chainNames(cfg milterd.Config) string {
 		names = append(names, f.Name())
 	}
 	return strings.Join(names, ",")
+}
+
+// startCPUProfile writes a CPU profile of the daemon to path until the
+// returned function runs (at shutdown, after SIGTERM or SIGINT). It is a
+// debugging aid set by the environment (POSTKIT_CPUPROFILE), not a flag:
+// "%p" in path becomes the process id, so that several daemons started
+// with the same environment write distinct files. Read the result with
+// `go tool pprof BINARY FILE`. An empty path profiles nothing.
+func startCPUProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	path = strings.ReplaceAll(path, "%p", strconv.Itoa(os.Getpid()))
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("milter: POSTKIT_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("milter: POSTKIT_CPUPROFILE: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
