@@ -176,7 +176,7 @@ type SPF struct {
 
 // Blacklist configures the SQL blacklists.
 type Blacklist struct {
-	Owner         string `yaml:"owner" doc:"Who checks the SQL blacklists: postfix (check_*_access sqlite: maps in main.cf) or policy (the policy daemon, with parent-domain and extension matching)." enum:"postfix,policy"`
+	Owner         string `yaml:"owner" doc:"Who checks the SQL blacklists: postfix (check_*_access sqlite: maps in main.cf) or policy (the policy daemon, with parent-domain and extension matching; it judges inbound mail at RCPT, and mail from trusted networks and authenticated users only at end of data, for single-recipient messages)." enum:"postfix,policy"`
 	ParentDomains bool   `yaml:"parent_domains" doc:"A row for example.org also matches sub.example.org (policy owner only)."`
 }
 
