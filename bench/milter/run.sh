@@ -5,7 +5,11 @@
 # message, and the 30 MB memory check. Prints a Markdown summary at the end.
 # Needs root, postfix, opendkim, openssl; -tags openssl needs libssl-dev.
 # Knobs: BENCH_MESSAGES (2000), BENCH_CONNS (8), BENCH_SIZE (5120),
-# BENCH_RUN (test regexp), BENCH_STRICT=1 (a missed target fails the run).
+# BENCH_RUN (test regexp), BENCH_TARGETS (regexp of full-path target names),
+# BENCH_ROUNDS (2), BENCH_NEW_SESSIONS=1 (one SMTP session per message in the
+# full path), BENCH_STRICT=1 (a missed target fails the run);
+# POSTKIT_BENCH_BIN_BASE and POSTKIT_BENCH_BIN_OPENSSL_BASE add full-path
+# targets run by other builds (A/B in the same rounds).
 set -eu
 cd "$(dirname "$0")/../.."
 bin=$(mktemp -d /tmp/postkit-bench-bin.XXXXXX)

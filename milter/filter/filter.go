@@ -69,6 +69,47 @@ type Filter interface {
 	Headers(m *Message, c *Changes) (Body, error)
 }
 
+// Needs declares what a filter reads beyond the headers, the body and
+// Message.Outbound (which the daemon always provides), so that the daemon
+// can ask the MTA to leave the rest out of the conversation: the HELO and
+// RCPT events (SMFIP_NOHELO, SMFIP_NORCPT) and the macros no filter reads
+// (SMFIR_SETSYMLIST). Every event the MTA skips is a packet it does not
+// build, send or wait for.
+type Needs struct {
+	Helo  bool // Conn.Helo
+	Rcpts bool // Message.Rcpts
+	// Macros lists the macros the filter reads with Message.Macro or from
+	// the Macros maps, spelled as Postfix does ("j", "{client_addr}").
+	Macros []string
+}
+
+// Declarer is implemented by a Filter that declares its Needs. A filter that
+// does not is assumed to read everything: HELO, recipients and every macro
+// the daemon requests by default.
+type Declarer interface {
+	Needs() Needs
+}
+
+// Declare returns f declaring n, for a filter that does not implement
+// Declarer itself; its Name, Headers and Bodies are f's own.
+func Declare(f Filter, n Needs) Filter { return declared{f, n} }
+
+type declared struct {
+	Filter
+	needs Needs
+}
+
+func (d declared) Needs() Needs { return d.needs }
+
+// NeedsOf returns what f declares, and false for a filter that declares
+// nothing (and so needs everything).
+func NeedsOf(f Filter) (Needs, bool) {
+	if d, ok := f.(Declarer); ok {
+		return d.Needs(), true
+	}
+	return Needs{}, false
+}
+
 // Body receives a message's body in the chunks the MTA sends (at most 64 KiB
 // each, CRLF line endings), then the end of the message.
 type Body interface {

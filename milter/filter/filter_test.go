@@ -66,3 +66,41 @@ func TestMacro(t *testing.T) {
 		}
 	}
 }
+
+type namedFilter string
+
+func (f namedFilter) Name() string { return string(f) }
+func (f namedFilter) Headers(m *Message, c *Changes) (Body, error) {
+	c.AddHeader("X-Seen-By", string(f))
+	return nil, nil
+}
+
+// Declare adds a declaration and keeps the filter's behaviour; an
+// undeclared filter reports none.
+func TestDeclare(t *testing.T) {
+	want := Needs{Rcpts: true, Macros: []string{"{client_addr}"}}
+	tests := []struct {
+		name     string
+		f        Filter
+		declared bool
+		needs    Needs
+	}{
+		{"undeclared", namedFilter("a"), false, Needs{}},
+		{"declared", Declare(namedFilter("b"), want), true, want},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n, ok := NeedsOf(tc.f)
+			if ok != tc.declared || !reflect.DeepEqual(n, tc.needs) {
+				t.Errorf("NeedsOf = %+v, %v; want %+v, %v", n, ok, tc.needs, tc.declared)
+			}
+			m := &Message{}
+			if _, err := tc.f.Headers(m, NewChanges(m)); err != nil {
+				t.Fatal(err)
+			}
+			if len(m.Headers) != 1 || m.Headers[0].Value != tc.f.Name() {
+				t.Errorf("Headers through the declaration: %+v, want one X-Seen-By: %s", m.Headers, tc.f.Name())
+			}
+		})
+	}
+}

@@ -105,8 +105,20 @@ func TestAbortReleasesBodies(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.how == "eoh" {
-				if act.Code == milter.ActContinue {
-					t.Fatalf("end of headers answered %v, want a final answer", act)
+				// SMFIP_NR_EOH: the verdict reached on the headers comes
+				// at end of message, the body is not passed to anyone.
+				if act.Code != milter.ActContinue {
+					t.Fatalf("end of headers answered %v under SMFIP_NR_EOH", act)
+				}
+				if _, err := s.BodyChunk([]byte("line\r\n")); err != nil {
+					t.Fatal(err)
+				}
+				_, act, err := s.End()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if act.Code == milter.ActContinue || act.Code == milter.ActAccept {
+					t.Fatalf("end of message answered %v, want the refusal", act)
 				}
 			} else {
 				if _, err := s.BodyChunk([]byte("line\r\n")); err != nil {

@@ -83,8 +83,12 @@ func TestPostfixHeaderIndexes(t *testing.T) {
 	miltertest.NeedBinary(t, "postfix")
 
 	rec := &recorder{}
+	// decl reads what postkit's own filters read (filter.Needs): Postfix
+	// skips HELO and RCPT for it and sends only the daemon's own macros.
+	decl := &recorder{}
 	srv, err := milterd.New(milterd.Config{
-		Chains: map[string][]filter.Filter{"mods": {modsFilter}, "rec": {rec.filter()}},
+		Chains: map[string][]filter.Filter{"mods": {modsFilter}, "rec": {rec.filter()},
+			"decl": {filter.Declare(decl.filter(), filter.Needs{})}},
 		Logger: slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {
@@ -100,10 +104,17 @@ func TestPostfixHeaderIndexes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dsock := filepath.Join(filepath.Dir(sock), "d.sock")
+	dln, err := net.Listen("unix", dsock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chmod(t, dsock)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); srv.ServeChain(uln, "mods") }()
 	go func() { defer wg.Done(); srv.ServeChain(tln, "rec") }()
+	go func() { defer wg.Done(); srv.ServeChain(dln, "decl") }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -113,7 +124,7 @@ func TestPostfixHeaderIndexes(t *testing.T) {
 
 	sink := miltertest.StartSink(t)
 	pf := miltertest.StartPostfix(t, miltertest.PostfixOptions{
-		Milters: "unix:" + sock + " inet:" + tln.Addr().String(),
+		Milters: "unix:" + sock + " inet:" + tln.Addr().String() + " unix:" + dsock,
 		Relay:   sink.Relay(),
 	})
 	c, err := miltertest.DialSMTP(pf.Addr(), "client.postkit.test")
@@ -212,6 +223,32 @@ func TestPostfixHeaderIndexes(t *testing.T) {
 		{"daemon_name from the connect stage", rec.seen[last].Macro("daemon_name"), "mx.postkit.test"},
 		{"auth kept for later messages", rec.seen[last].Macro("auth_authen"), "alice"},
 		{"new queue id per message", boolStr(rec.seen[last].QueueID != rec.seen[0].QueueID), "true"},
+	}
+	for _, ck := range checks {
+		if ck.got != ck.want {
+			t.Errorf("%s: got %q, want %q", ck.name, ck.got, ck.want)
+		}
+	}
+
+	decl.mu.Lock()
+	defer decl.mu.Unlock()
+	if len(decl.seen) < 2 {
+		t.Fatalf("declared milter saw %d messages at end of message, want ≥ 2", len(decl.seen))
+	}
+	last = len(decl.seen) - 1
+	checks = []struct {
+		name, got, want string
+	}{
+		{"declared: auth_authen", decl.seen[0].Macro("auth_authen"), "alice"},
+		{"declared: queue id", boolStr(len(decl.seen[0].QueueID) >= 6), "true"},
+		{"declared: new queue id per message", boolStr(decl.seen[last].QueueID != decl.seen[0].QueueID), "true"},
+		{"declared: outbound", boolStr(decl.seen[last].Outbound), "true"},
+		{"declared: daemon_name", decl.seen[last].Macro("daemon_name"), "mx.postkit.test"},
+		{"declared: client address", decl.conn[last].Addr.String(), "127.0.0.1"},
+		{"declared: sender", decl.seen[last].MailFrom, "alice@postkit.test"},
+		{"declared: HELO skipped", decl.conn[last].Helo, ""},
+		{"declared: RCPT skipped", strings.Join(decl.seen[last].Rcpts, ","), ""},
+		{"declared: unrequested macro absent", decl.seen[last].Macro("{rcpt_addr}") + decl.seen[last].Macro("j"), ""},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {

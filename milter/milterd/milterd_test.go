@@ -235,6 +235,54 @@ func TestMacrosAndConnectionFacts(t *testing.T) {
 	}
 }
 
+// A chain whose filters declare what they read (filter.Needs) has the MTA
+// skip the HELO and RCPT events nobody reads; the daemon's own facts (queue
+// id, outbound) still arrive.
+func TestDeclaredNeedsSkipEvents(t *testing.T) {
+	tests := []struct {
+		name      string
+		needs     filter.Needs
+		wantHelo  string
+		wantRcpts string
+	}{
+		{"reads neither", filter.Needs{}, "", ""},
+		{"reads HELO and recipients", filter.Needs{Helo: true, Rcpts: true}, "helo.example", "b@example.org"},
+		{"reads a RCPT macro", filter.Needs{Macros: []string{"rcpt_addr"}}, "", "b@example.org"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{}
+			srv := miltertest.Start(t, "unix", milterd.Config{Trusted: []netip.Prefix{}}, filter.Declare(rec.filter(), tc.needs))
+			c, err := srv.Dial(miltertest.ConnInfo{Hostname: "client.example", Addr: "192.0.2.7", Port: 4242, Helo: "helo.example"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			m := msg(sample)
+			m.Macros = map[byte][]string{'M': {"i", "ABC123", "{auth_authen}", "alice"}}
+			if res, err := c.Send(m); err != nil || res.Action.Code != milter.ActAccept {
+				t.Fatalf("send: %+v %v", res, err)
+			}
+			if len(rec.seen) != 1 {
+				t.Fatalf("recorded %d messages, want 1", len(rec.seen))
+			}
+			got := rec.seen[0]
+			for _, c := range []struct{ what, got, want string }{
+				{"helo", rec.conn[0].Helo, tc.wantHelo},
+				{"recipients", strings.Join(got.Rcpts, ","), tc.wantRcpts},
+				{"qid", got.QueueID, "ABC123"},
+				{"outbound by SASL", boolStr(got.Outbound), "true"},
+				{"sender", got.MailFrom, "a@postkit.test"},
+				{"client address", rec.conn[0].Addr.String(), "192.0.2.7"},
+			} {
+				if c.got != c.want {
+					t.Errorf("%s = %q, want %q", c.what, c.got, c.want)
+				}
+			}
+		})
+	}
+}
+
 func boolStr(b bool) string {
 	if b {
 		return "true"
@@ -301,18 +349,25 @@ func TestRefuseReplyCode(t *testing.T) {
 		wantSMTP   int
 		wantText   string
 		wantAtStep string
+		// withReplies answers end of headers (no SMFIP_NR_EOH).
+		withReplies bool
 	}{
-		{filter.Reject, "550", "5.7.1", "100% spam", milter.ActReplyCode, 550, "5.7.1 100%% spam", "eoh"},
-		{filter.Tempfail, "", "", "", milter.ActTempFail, 0, "", "eoh"},
-		{filter.Tempfail, "550", "", "wrong class", milter.ActReplyCode, 450, "wrong class", "eoh"},
-		{filter.Discard, "", "", "", milter.ActDiscard, 0, "", "eoh"},
+		// By default the verdict reached on the headers comes at end of
+		// message (SMFIP_NR_EOH); with replies, right at end of headers.
+		{filter.Reject, "550", "5.7.1", "100% spam", milter.ActReplyCode, 550, "5.7.1 100%% spam", "eom", false},
+		{filter.Tempfail, "", "", "", milter.ActTempFail, 0, "", "eom", false},
+		{filter.Tempfail, "550", "", "wrong class", milter.ActReplyCode, 450, "wrong class", "eom", false},
+		{filter.Discard, "", "", "", milter.ActDiscard, 0, "", "eom", false},
+		{filter.Reject, "550", "5.7.1", "100% spam", milter.ActReplyCode, 550, "5.7.1 100%% spam", "eoh", true},
+		{filter.Tempfail, "", "", "", milter.ActTempFail, 0, "", "eoh", true},
+		{filter.Discard, "", "", "", milter.ActDiscard, 0, "", "eoh", true},
 	}
 	for _, tc := range tests {
 		f := funcFilter{name: "refuse", fn: func(m *filter.Message, c *filter.Changes) error {
 			c.Refuse(tc.v, tc.code, tc.ext, tc.text)
 			return nil
 		}}
-		srv := miltertest.Start(t, "unix", milterd.Config{}, f)
+		srv := miltertest.Start(t, "unix", milterd.Config{WithReplies: tc.withReplies}, f)
 		res, err := srv.Send(msg(sample))
 		if err != nil {
 			t.Fatal(err)

@@ -61,6 +61,8 @@ const (
 
 	// Protocol steps (SMFIP_*): parts of the conversation the milter asks the
 	// MTA to skip, and replies it will not send.
+	optNoHelo    = 0x00000002 // SMFIP_NOHELO
+	optNoRcpt    = 0x00000008 // SMFIP_NORCPT
 	optNoUnknown = 0x00000100 // SMFIP_NOUNKNOWN
 	optNoData    = 0x00000200 // SMFIP_NODATA
 	optNRHdr     = 0x00000080 // SMFIP_NR_HDR
@@ -68,16 +70,18 @@ const (
 	optNRHelo    = 0x00002000 // SMFIP_NR_HELO
 	optNRMail    = 0x00004000 // SMFIP_NR_MAIL
 	optNRRcpt    = 0x00008000 // SMFIP_NR_RCPT
+	optNREOH     = 0x00040000 // SMFIP_NR_EOH
 	optNRBody    = 0x00080000 // SMFIP_NR_BODY
 
-	// Macro stages of SMFIR_SETSYMLIST (libmilter's SMFIM_*).
+	// Macro stages of SMFIR_SETSYMLIST (libmilter's SMFIM_* in mfapi.h,
+	// Postfix's smfim_table in milter8.c).
 	stageConnect = 0
 	stageHelo    = 1
 	stageMail    = 2
 	stageRcpt    = 3
-	stageEOM     = 4
-	stageEOH     = 5
-	stageData    = 6
+	stageData    = 4
+	stageEOM     = 5
+	stageEOH     = 6
 	numStages    = 7
 )
 
@@ -273,17 +277,26 @@ func parseMacros(data []byte, dst map[string]string) (stage byte, err error) {
 	}
 	stage, data = data[0], data[1:]
 	for len(data) > 0 {
-		name, rest, ok := cstring(data)
-		if !ok {
+		i := indexNUL(data)
+		if i < 0 {
 			return stage, errors.New("milterd: macro name not NUL-terminated")
 		}
-		val, rest2, ok := cstring(rest)
-		if !ok {
-			// Tolerate a value that runs to the packet end.
-			val, rest2 = string(rest), nil
-		}
-		dst[normMacro(name)] = val
+		name, rest := data[:i], data[i+1:]
+		val, rest2 := rest, []byte(nil)
+		if j := indexNUL(rest); j >= 0 {
+			val, rest2 = rest[:j], rest[j+1:]
+		} // else tolerate a value that runs to the packet end
 		data = rest2
+		// Postfix repeats the end-of-header macros before every header:
+		// an unchanged value costs a lookup, not two strings.
+		if len(name) > 1 && name[0] != '{' {
+			dst[normMacro(string(name))] = string(val)
+			continue
+		}
+		if old, ok := dst[string(name)]; ok && old == string(val) {
+			continue
+		}
+		dst[string(name)] = string(val)
 	}
 	return stage, nil
 }

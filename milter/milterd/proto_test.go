@@ -264,3 +264,47 @@ func FuzzParsers(f *testing.F) {
 		parseOptneg(in)
 	})
 }
+
+// cstrLF turns every CRLF into LF and nothing else, then terminates.
+func TestCstrLF(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"plain", "plain"},
+		{"a=1;\r\n\tb=2", "a=1;\n\tb=2"},
+		{"a\r\n\tb\r\n\tc\r\n", "a\n\tb\n\tc\n"},
+		{"bare\nLF\tkept", "bare\nLF\tkept"},
+		{"lone\rCR", "lone\rCR"},
+		{"\r\r\n", "\r\n"},
+	}
+	for _, tc := range tests {
+		var p packetWriter
+		p.begin('h')
+		p.cstrLF(tc.in)
+		if got := string(p.scratch[5:]); got != tc.want+"\x00" {
+			t.Errorf("cstrLF(%q) = %q, want %q", tc.in, got, tc.want+"\x00")
+		}
+	}
+}
+
+// A macro sent again replaces the value when it changed and keeps it when
+// it did not (Postfix repeats the end-of-header list before every header).
+func TestParseMacrosRepeated(t *testing.T) {
+	tests := []struct {
+		have map[string]string
+		in   string
+		want map[string]string
+	}{
+		{map[string]string{"i": "Q1"}, "Li\x00Q1\x00", map[string]string{"i": "Q1"}},
+		{map[string]string{"i": "Q1"}, "Li\x00Q2\x00", map[string]string{"i": "Q2"}},
+		{map[string]string{"{auth_type}": "PLAIN"}, "M{auth_type}\x00LOGIN\x00", map[string]string{"{auth_type}": "LOGIN"}},
+		{map[string]string{"{auth_type}": "PLAIN"}, "Mauth_type\x00PLAIN\x00j\x00mx\x00", map[string]string{"{auth_type}": "PLAIN", "j": "mx"}},
+	}
+	for _, tc := range tests {
+		if _, err := parseMacros([]byte(tc.in), tc.have); err != nil {
+			t.Fatalf("parseMacros(%q): %v", tc.in, err)
+		}
+		if !equalMaps(tc.have, tc.want) {
+			t.Errorf("parseMacros(%q) = %v, want %v", tc.in, tc.have, tc.want)
+		}
+	}
+}

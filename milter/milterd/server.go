@@ -6,9 +6,10 @@
 // Compared with a generic milter library, the daemon keeps the connection's
 // facts across messages (ABORT resets the message, not the connection), merges
 // the macros of every stage of a message, asks Postfix for the macros it needs
-// per stage (SETSYMLIST), skips replies it does not need (SMFIP_NR_*), and
-// translates the header changes recorded against each filter's view into the
-// indexes Postfix applies.
+// per stage (SETSYMLIST) and to skip the events no filter reads (SMFIP_NOHELO,
+// SMFIP_NORCPT, from filter.Needs), skips replies it does not need
+// (SMFIP_NR_*, end of headers included), and translates the header changes
+// recorded against each filter's view into the indexes Postfix applies.
 package milterd
 
 import (
@@ -18,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -51,7 +53,10 @@ type Config struct {
 	OnErrorSet bool
 	// WithReplies makes the daemon answer every event instead of asking
 	// Postfix to skip replies it does not need (SMFIP_NR_CONN, _HELO, _MAIL,
-	// _RCPT, _HDR, _BODY). Default false: fewer round trips.
+	// _RCPT, _HDR, _EOH, _BODY). Default false: fewer round trips. With
+	// replies, a message whose headers already decided it (refused, or no
+	// filter wants its body) is answered at end of headers and Postfix
+	// does not send its body; without, the answer comes at end of message.
 	WithReplies bool
 	// Macros overrides the macro list requested for a stage ("connect",
 	// "helo", "mail", "rcpt", "data", "eoh", "eom"), space-separated.
@@ -92,19 +97,133 @@ var DefaultMacros = map[string]string{
 	"eom":     "i {msg_id}",
 }
 
+// ownMacros are the macros the daemon reads itself: the outbound decision
+// ({daemon_name} at connect, {auth_type} and {auth_authen} at MAIL) and the
+// queue id for the logs and filters (i). Postfix knows i only once the
+// queue file exists, from the first accepted RCPT with its default
+// smtpd_delay_open_until_valid_rcpt, so it is asked at DATA (whose macros
+// Postfix sends even when SMFIP_NODATA skips the event) and at end of
+// headers for non_smtpd_milters, where cleanup has no DATA stage (Postfix
+// sends that list before every header; parseMacros makes a repeated value
+// cheap). When every filter of a chain declares its filter.Needs, the
+// daemon requests these plus the declared ones instead of DefaultMacros.
+var ownMacros = map[string]string{
+	"connect": "{daemon_name}",
+	"mail":    "{auth_type} {auth_authen}",
+	"data":    "i",
+	"eoh":     "i",
+	"eom":     "i",
+}
+
+// noMacro stands for an empty list in SETSYMLIST. Postfix sends every
+// stage's macros before each of its events, skipped events included
+// (milter8.c, milter8_event); an empty list there means "Postfix's own
+// default list" (milter_*_macros), not "none". A name Postfix has no value
+// for makes it send an empty macro packet instead: no lookups, nothing for
+// the daemon to parse.
+const noMacro = "{postkit_none}"
+
 var stageNames = [numStages]string{
 	stageConnect: "connect", stageHelo: "helo", stageMail: "mail", stageRcpt: "rcpt",
 	stageEOM: "eom", stageEOH: "eoh", stageData: "data",
 }
 
+// chainProto is what the daemon negotiates for the connections of one
+// chain, derived from what its filters declare (filter.Needs).
+type chainProto struct {
+	skip   uint32            // SMFIP_NOHELO, SMFIP_NORCPT: events no filter reads
+	macros [numStages]string // SMFIR_SETSYMLIST lists
+	// send marks the lists sent; an unsent one leaves the MTA's default
+	// (Postfix's milter_*_macros).
+	send [numStages]bool
+}
+
+// newChainProto derives a chain's negotiation. A filter that declares
+// nothing needs everything: HELO, RCPT and DefaultMacros, the daemon's
+// behaviour before filters could declare. override holds Config.Macros.
+func newChainProto(fs []filter.Filter, override [numStages]*string) chainProto {
+	var cp chainProto
+	declared := true
+	var helo, rcpt bool
+	var extra []string
+	for _, f := range fs {
+		n, ok := filter.NeedsOf(f)
+		if !ok {
+			declared = false
+			break
+		}
+		helo = helo || n.Helo
+		rcpt = rcpt || n.Rcpts
+		extra = append(extra, n.Macros...)
+	}
+	if !declared {
+		for i, name := range stageNames {
+			cp.macros[i] = DefaultMacros[name]
+		}
+		helo, rcpt = true, true
+	} else {
+		var lists [numStages][]string
+		for i, name := range stageNames {
+			lists[i] = strings.Fields(ownMacros[name])
+		}
+		for _, m := range extra {
+			m = normMacro(m)
+			st := macroStage(m)
+			if !slices.Contains(lists[st], m) {
+				lists[st] = append(lists[st], m)
+			}
+		}
+		for i := range lists {
+			cp.macros[i] = strings.Join(lists[i], " ")
+			if cp.macros[i] == "" {
+				cp.macros[i] = noMacro
+			}
+			cp.send[i] = true
+		}
+	}
+	for i, o := range override {
+		if o != nil {
+			cp.macros[i] = *o
+			cp.send[i] = *o != "" // configured empty: the MTA's default, as before
+		}
+	}
+	if !declared {
+		for i := range cp.send {
+			cp.send[i] = cp.macros[i] != ""
+		}
+	}
+	// A filter reading a HELO or RCPT macro takes the event too.
+	if !helo && (cp.macros[stageHelo] == "" || cp.macros[stageHelo] == noMacro) {
+		cp.skip |= optNoHelo
+	}
+	if !rcpt && (cp.macros[stageRcpt] == "" || cp.macros[stageRcpt] == noMacro) {
+		cp.skip |= optNoRcpt
+	}
+	return cp
+}
+
+// macroStage is the stage at which a macro is requested: the first whose
+// DefaultMacros list names it, else end of message, when the MTA knows
+// everything about the message (Config.Macros can ask it elsewhere).
+func macroStage(name string) int {
+	for i, stage := range stageNames {
+		for _, m := range strings.Fields(DefaultMacros[stage]) {
+			if normMacro(m) == name {
+				return i
+			}
+		}
+	}
+	return stageEOM
+}
+
 // settings is one immutable configuration generation; Reload swaps it.
 type settings struct {
 	chains      map[string][]filter.Filter
+	protos      map[string]chainProto
 	trusted     []netip.Prefix
 	originating map[string]bool
 	onError     filter.Verdict
 	replies     bool
-	macros      [numStages]string
 	maxPacket   int
 	idle        time.Duration
 	writeTO     time.Duration
@@ -115,6 +234,7 @@ type settings struct {
 func newSettings(cfg Config) (*settings, error) {
 	st := &settings{
 		chains:      map[string][]filter.Filter{},
+		protos:      map[string]chainProto{},
 		originating: map[string]bool{},
 		onError:     filter.Tempfail,
 		replies:     cfg.WithReplies,
@@ -157,9 +277,7 @@ func newSettings(cfg Config) (*settings, error) {
 	for _, d := range orig {
 		st.originating[d] = true
 	}
-	for i, name := range stageNames {
-		st.macros[i] = DefaultMacros[name]
-	}
+	var override [numStages]*string
 	for k, v := range cfg.Macros {
 		i := -1
 		for j, name := range stageNames {
@@ -170,7 +288,11 @@ func newSettings(cfg Config) (*settings, error) {
 		if i < 0 {
 			return nil, fmt.Errorf("milterd: macro stage %q: want connect, helo, mail, rcpt, data, eoh or eom", k)
 		}
-		st.macros[i] = strings.Join(strings.Fields(v), " ")
+		list := strings.Join(strings.Fields(v), " ")
+		override[i] = &list
+	}
+	for name, fs := range st.chains {
+		st.protos[name] = newChainProto(fs, override)
 	}
 	if st.maxPacket <= 0 {
 		st.maxPacket = DefaultMaxPacket
@@ -226,6 +348,7 @@ type Server struct {
 	listeners map[net.Listener]string // listener → chain name
 	sessions  map[*session]struct{}
 	closing   bool
+	closed    atomic.Bool // closing, read without mu by every session between messages
 	wg        sync.WaitGroup
 }
 
@@ -337,6 +460,7 @@ func isTemporary(err error) bool {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
+	s.closed.Store(true)
 	for ln := range s.listeners {
 		ln.Close()
 	}
@@ -377,8 +501,4 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
+func (s *Server) isClosing() bool { return s.closed.Load() }

@@ -2,6 +2,7 @@ package milterd
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -38,27 +39,59 @@ type session struct {
 	headerBuf  []filter.Header
 	idleMu     sync.Mutex
 	idle, poke bool
+
+	// The deadlines last set on conn (readDeadline, flush).
+	readDL, writeDL time.Time
 }
+
+// Per-connection buffers outlive their connection in these pools: Postfix
+// opens a milter connection for every SMTP session, and most SMTP sessions
+// carry one message.
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8192) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
+	packetPool sync.Pool // *[]byte, at most maxPooledPacket
+)
+
+// maxPooledPacket keeps a packet buffer for reuse up to one full body chunk
+// (MILTER_CHUNK_SIZE plus the command byte); larger ones (long headers) go
+// to the garbage collector.
+const maxPooledPacket = 65536 + 1
 
 func newSession(s *Server, c net.Conn, chain string) *session {
 	st := s.cur.Load()
-	var r io.Reader = c
-	if tc, ok := c.(*net.TCPConn); ok {
-		// The MTA waits for each reply; do not let Nagle hold small packets
-		// (Go's default, made explicit) and do not delay our ACKs, or the
-		// MTA's own small writes wait ~40 ms for them (tcp(7) TCP_QUICKACK).
-		tc.SetNoDelay(true)
-		r = newQuickAckReader(tc)
+	r, w := newSocketIO(c)
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(w)
+	var buf []byte
+	if p, ok := packetPool.Get().(*[]byte); ok {
+		buf = *p
 	}
 	return &session{
 		srv:        s,
 		conn:       c,
 		chain:      chain,
-		rd:         packetReader{r: bufio.NewReaderSize(r, 8192), max: st.maxPacket},
-		wr:         packetWriter{w: bufio.NewWriterSize(c, 4096)},
+		rd:         packetReader{r: br, max: st.maxPacket, buf: buf},
+		wr:         packetWriter{w: bw},
 		log:        st.log,
 		connMacros: map[string]string{},
 	}
+}
+
+// release returns the session's buffers to the pools; the session is done.
+func (s *session) release() {
+	s.rd.r.Reset(nil)
+	readerPool.Put(s.rd.r)
+	s.wr.w.Reset(nil)
+	writerPool.Put(s.wr.w)
+	if b := s.rd.buf; cap(b) > 0 && cap(b) <= maxPooledPacket {
+		b = b[:0]
+		packetPool.Put(&b)
+	}
+	s.rd = packetReader{}
+	s.wr = packetWriter{}
 }
 
 // pokeIfIdle wakes a session waiting between messages so it can close.
@@ -75,6 +108,7 @@ func (s *session) pokeIfIdle() {
 var errQuit = errors.New("quit")
 
 func (s *session) serve() {
+	defer s.release()
 	defer s.conn.Close()
 	// A dropped connection never ends its message: release its bodies.
 	defer s.resetMessage()
@@ -101,6 +135,19 @@ func (s *session) serve() {
 	}
 }
 
+// readDeadline arms the idle timeout before the session waits for the MTA.
+// Moving a deadline costs a timer update in the runtime, and the session
+// waits several times per message, so the deadline moves only once it lags
+// the wanted one by more than 1/64 of the timeout: an idle connection is
+// closed after between 63/64 and all of IdleTimeout of silence.
+func (s *session) readDeadline(st *settings, force bool) {
+	want := st.now().Add(st.idle)
+	if force || want.Sub(s.readDL) > st.idle/64 {
+		s.readDL = want
+		s.conn.SetReadDeadline(want)
+	}
+}
+
 // step reads and handles one packet.
 func (s *session) step() error {
 	st := s.srv.cur.Load()
@@ -113,14 +160,14 @@ func (s *session) step() error {
 			s.idle = true
 			s.idleMu.Unlock()
 		}
-		s.conn.SetReadDeadline(st.now().Add(st.idle))
+		s.readDeadline(st, false)
 		_, err := s.rd.r.Peek(1)
 		s.idleMu.Lock()
 		s.idle = false
 		if s.poke && err == nil {
 			// Shutdown poked us just as a packet arrived: serve this
 			// message, then close.
-			s.conn.SetReadDeadline(st.now().Add(st.idle))
+			s.readDeadline(st, true)
 		}
 		s.idleMu.Unlock()
 		if err != nil {
@@ -191,6 +238,11 @@ func (s *session) handle(cmd byte, data []byte) error {
 		if !m.headersRun {
 			s.runHeaders(m)
 		}
+		if s.proto&optNREOH != 0 {
+			// SMFIP_NR_EOH: the MTA does not read an answer here; the
+			// body follows, and the verdict goes out at end of message.
+			return nil
+		}
 		if v, _, _, _ := m.verdict(); v != filter.Accept || (len(m.bodies) == 0 && len(m.changes.Ops) == 0) {
 			// Nothing more to do for this message: answer now and let the
 			// MTA skip the body for this milter.
@@ -246,11 +298,26 @@ func (s *session) negotiate(data []byte) error {
 		want |= actSetSymList
 	}
 	s.actions = want & o.actions
+	cp := st.protos[s.chain]
 	var proto uint32
 	if version >= 6 {
-		proto = optNoUnknown | optNoData
+		// Events no filter reads (filter.Needs), and the replies the
+		// daemon never needs to send (milter-protocol-extras: SMFIP_NR_*).
+		proto = optNoUnknown | optNoData | cp.skip
 		if !st.replies {
 			proto |= optNRConn | optNRHelo | optNRMail | optNRRcpt | optNRHdr | optNRBody
+			if len(st.chains[s.chain]) > 0 {
+				// No answer at end of headers either: the MTA sends the
+				// body right behind the headers instead of waiting for a
+				// round trip, and a verdict reached on the headers is
+				// given at end of message. The cost: when no filter
+				// takes a message's body, the MTA still sends it, where an
+				// early answer would have let it skip the body. Every
+				// message of postkit's own chain goes to dkimsign
+				// (outbound) or dkimverify (inbound), so the round trip
+				// is the better bargain; WithReplies restores the answer.
+				proto |= optNREOH
+			}
 		}
 	}
 	s.proto = proto & o.protocol
@@ -261,8 +328,8 @@ func (s *session) negotiate(data []byte) error {
 	if s.actions&actSetSymList != 0 {
 		// SMFIR_SETSYMLIST data appended to the OPTNEG reply, as libmilter's
 		// smfi_setsymlist: "uint32 stage, char macros[]" per stage.
-		for i, list := range st.macros {
-			if list == "" {
+		for i, list := range cp.macros {
+			if !cp.send[i] {
 				continue
 			}
 			s.wr.u32(uint32(i))
@@ -348,9 +415,15 @@ func (s *session) replyNow(code byte) error {
 	return s.flush()
 }
 
+// flush sends the buffered replies. The write deadline moves like the read
+// deadline (readDeadline): a reply gets between 63/64 and all of
+// WriteTimeout.
 func (s *session) flush() error {
 	st := s.srv.cur.Load()
-	s.conn.SetWriteDeadline(st.now().Add(st.writeTO))
+	if want := st.now().Add(st.writeTO); want.Sub(s.writeDL) > st.writeTO/64 {
+		s.writeDL = want
+		s.conn.SetWriteDeadline(want)
+	}
 	return s.wr.w.Flush()
 }
 
@@ -441,15 +514,22 @@ func crlfFolds(v string) string {
 	return b.String()
 }
 
-// lfFolds turns the CRLF of a folded header value recorded by a filter into
-// the bare LF the MTA expects from a milter: smfi_insheader(3) and friends
-// fold with "\n" followed by white space, and Postfix writes each LF as the
-// line end, so a CRLF would reach the message as CR CR LF (measured).
-func lfFolds(v string) string {
-	if !strings.Contains(v, "\r\n") {
-		return v
+// cstrLF appends a header value recorded by a filter as a C string, its
+// CRLF line breaks turned into the bare LF the MTA expects from a milter:
+// smfi_insheader(3) and friends fold with "\n" followed by white space, and
+// Postfix writes each LF as the line end, so a CRLF would reach the message
+// as CR CR LF (measured). It writes straight into the packet: a folded
+// DKIM-Signature is the one long value of nearly every message.
+func (p *packetWriter) cstrLF(v string) {
+	for {
+		i := strings.Index(v, "\r\n")
+		if i < 0 {
+			break
+		}
+		p.scratch = append(p.scratch, v[:i]...)
+		v = v[i+1:] // drop the CR, keep the LF
 	}
-	return strings.ReplaceAll(v, "\r\n", "\n")
+	p.cstr(v)
 }
 
 func sanitizeLine(s string) string {
@@ -475,19 +555,19 @@ func (s *session) sendOps(m *msgState) (int, error) {
 			need = actAddHdrs
 			s.wr.begin(repAddHeader)
 			s.wr.cstr(op.Name)
-			s.wr.cstr(lfFolds(op.Value))
+			s.wr.cstrLF(op.Value)
 		case filter.OpInsertHeader:
 			need = actAddHdrs
 			s.wr.begin(repInsHeader)
 			s.wr.u32(uint32(op.Index))
 			s.wr.cstr(op.Name)
-			s.wr.cstr(lfFolds(op.Value))
+			s.wr.cstrLF(op.Value)
 		case filter.OpChangeHeader:
 			need = actChgHdrs
 			s.wr.begin(repChgHeader)
 			s.wr.u32(uint32(op.Index))
 			s.wr.cstr(op.Name)
-			s.wr.cstr(lfFolds(op.Value))
+			s.wr.cstrLF(op.Value)
 		case filter.OpChangeFrom:
 			need = actChgFrom
 			s.wr.begin(repChgFrom)
@@ -524,24 +604,33 @@ func (s *session) sendOps(m *msgState) (int, error) {
 }
 
 func (s *session) logMessage(m *msgState, v filter.Verdict, nops int) {
-	var b strings.Builder
-	for i, f := range m.filters {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		fmt.Fprintf(&b, "%s=%s", f.Name(), m.timings[i].Round(time.Microsecond))
-	}
-	attrs := []any{
-		"qid", m.qid(), "chain", s.chain, "verdict", verdictName(v), "outbound", m.msg.Outbound,
-		"ops", nops, "body_bytes", m.bodyBytes, "filters", b.String(),
-		"elapsed", m.st.now().Sub(m.start).Round(time.Microsecond),
-	}
+	level, text := slog.LevelInfo, "milter message"
 	if m.fault != nil {
-		attrs = append(attrs, "fault_filter", m.faultFilter, "fault", m.fault.Error())
-		s.log.Error("milter message", attrs...)
+		level = slog.LevelError
+	}
+	// One line per message at info: built only when it is written.
+	ctx := context.Background()
+	if !s.log.Enabled(ctx, level) {
 		return
 	}
-	s.log.Info("milter message", attrs...)
+	var b []byte
+	for i, f := range m.filters {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, f.Name()...)
+		b = append(b, '=')
+		b = append(b, m.timings[i].Round(time.Microsecond).String()...)
+	}
+	attrs := make([]slog.Attr, 0, 10)
+	attrs = append(attrs,
+		slog.String("qid", m.qid()), slog.String("chain", s.chain), slog.String("verdict", verdictName(v)),
+		slog.Bool("outbound", m.msg.Outbound), slog.Int("ops", nops), slog.Int64("body_bytes", m.bodyBytes),
+		slog.String("filters", string(b)), slog.Duration("elapsed", m.st.now().Sub(m.start).Round(time.Microsecond)))
+	if m.fault != nil {
+		attrs = append(attrs, slog.String("fault_filter", m.faultFilter), slog.String("fault", m.fault.Error()))
+	}
+	s.log.LogAttrs(ctx, level, text, attrs...)
 }
 
 func verdictName(v filter.Verdict) string {
