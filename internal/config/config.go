@@ -104,7 +104,6 @@ type Milter struct {
 	Originating   []string `yaml:"originating" doc:"Postfix service names ({daemon_name}, set with milter_macro_daemon_name) whose mail is outbound."`
 	Scrub         Scrub    `yaml:"scrub" doc:"Privacy scrubbing of outbound headers."`
 	DKIM          DKIM     `yaml:"dkim" doc:"DKIM signing (outbound) and verification (inbound)."`
-	Spam          Spam     `yaml:"spam" doc:"Spam scoring thresholds."`
 }
 
 // Scrub is the header scrubbing filter.
@@ -138,13 +137,6 @@ type DKIMKey struct {
 	Selector string `yaml:"selector" doc:"Selector (s=)." required:"true"`
 	KeyFile  string `yaml:"key_file" doc:"PEM private key. Default: key_dir/DOMAIN/SELECTOR.private." kind:"path"`
 	Disabled bool   `yaml:"disabled" doc:"Keep the key published but stop signing with it (rotation)."`
-}
-
-// Spam holds the spam thresholds shared by the scorer and Sieve.
-type Spam struct {
-	Enabled       bool    `yaml:"enabled" doc:"Score inbound mail and add X-Spam-* headers."`
-	RequiredScore float64 `yaml:"required_score" doc:"Score from which a message is flagged X-Spam-Flag: YES (SpamAssassin required_score)."`
-	RejectScore   float64 `yaml:"reject_score" doc:"Score from which a message is refused at end of data; 0 never refuses."`
 }
 
 // Policy configures the policy daemon and its Postfix hook.

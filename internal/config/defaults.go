@@ -61,7 +61,6 @@ func Defaults() *Config {
 				Canonicalization: "relaxed/simple",
 				KeyDir:           "/etc/dkimkeys",
 			},
-			Spam: Spam{RequiredScore: 5.0},
 		},
 		Policy: Policy{
 			Listen:      "unix:/var/spool/postfix/postkit/policy.sock",
