@@ -327,14 +327,6 @@ func buildMilterConfig(o milterOptions) (milterd.Config, error) {
 	if len(chain) == 0 {
 		log.Warn("milter: every filter is disabled: messages pass unchanged")
 	}
-	// scrub, dkimsign and dkimverify read the headers, the body and
-	// Message.Outbound only: no HELO, no recipients, no macros of their
-	// own, so the daemon asks Postfix to leave those out (filter.Needs).
-	for i, f := range chain {
-		if _, ok := filter.NeedsOf(f); !ok {
-			chain[i] = filter.Declare(f, filter.Needs{})
-		}
-	}
 	cfg.Chains = map[string][]filter.Filter{milterd.DefaultChain: chain}
 	return cfg, nil
 }

@@ -135,6 +135,9 @@ func New(cfg Config) (*Signer, error) {
 // Name implements filter.Filter.
 func (s *Signer) Name() string { return "dkimsign" }
 
+// Needs declares that signing reads only the message and Message.Outbound.
+func (s *Signer) Needs() filter.Needs { return filter.Needs{} }
+
 // Reload loads the keys and options of cfg and swaps them in for the messages
 // that start afterwards (messages in progress finish with the keys they
 // started with). On error the previous keys stay in use. Logger, Now and Rand
@@ -546,3 +549,5 @@ func foldBase64(b string, col int) string {
 	out.WriteString(b)
 	return out.String()
 }
+
+var _ filter.Declarer = (*Signer)(nil)

@@ -104,6 +104,9 @@ func New(cfg Config) (*Verifier, error) {
 // Name implements filter.Filter.
 func (v *Verifier) Name() string { return "dkimverify" }
 
+// Needs declares that verification reads only the message and Message.Outbound.
+func (v *Verifier) Needs() filter.Needs { return filter.Needs{} }
+
 // AuthservID returns the authserv-id used in Authentication-Results.
 func (v *Verifier) AuthservID() string { return v.id }
 
@@ -462,3 +465,5 @@ func (v *Verifier) VerifyMessage(ctx context.Context, r io.Reader) ([]Result, er
 	}
 	return s.finish(), nil
 }
+
+var _ filter.Declarer = (*Verifier)(nil)

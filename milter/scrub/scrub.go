@@ -141,6 +141,10 @@ func compile(r Rule) (rule, error) {
 // Name implements filter.Filter.
 func (f *Filter) Name() string { return "scrub" }
 
+// Needs declares that scrubbing reads only the headers and Message.Outbound:
+// the daemon may ask Postfix to leave out HELO, recipients and extra macros.
+func (f *Filter) Needs() filter.Needs { return filter.Needs{} }
+
 // Headers implements filter.Filter: it records a deletion or a change for
 // every field a rule matches, on outbound mail only. It never needs the body.
 func (f *Filter) Headers(m *filter.Message, c *filter.Changes) (filter.Body, error) {
@@ -249,3 +253,5 @@ func hasWordPrefix(s, w string) bool {
 	}
 	return len(s) == len(w) || s[len(w)] == ' ' || s[len(w)] == '\t' || s[len(w)] == '\r' || s[len(w)] == '\n'
 }
+
+var _ filter.Declarer = (*Filter)(nil)
