@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/postkit/postkit/internal/daemon"
@@ -146,23 +145,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		delete(s.listeners, ln)
 		s.mu.Unlock()
 	}()
-	var delay time.Duration
 	for {
-		c, err := ln.Accept()
+		c, err := daemon.Accept(ln, "policyd", s.closing.Load, s.Logger)
 		if err != nil {
-			if s.closing.Load() {
-				return daemon.ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.Logger.Warn("policyd: accept failed; retrying", "err", err, "delay", delay)
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("policyd: accept: %w", err)
+			return err
 		}
-		delay = 0
 		cc := &conn{c: c}
 		cc.idle.Store(true)
 		s.mu.Lock()

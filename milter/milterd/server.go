@@ -409,26 +409,16 @@ func (s *Server) ServeChain(ln net.Listener, chain string) error {
 		delete(s.listeners, ln)
 		s.mu.Unlock()
 	}()
-	var backoff time.Duration
+	closed := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.closing
+	}
 	for {
-		c, err := ln.Accept()
+		c, err := daemon.Accept(ln, "milterd", closed, s.cur.Load().log)
 		if err != nil {
-			s.mu.Lock()
-			closing := s.closing
-			s.mu.Unlock()
-			if closing {
-				return daemon.ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.cur.Load().log.Warn("milter accept failed; retrying", "err", err, "in", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return fmt.Errorf("milterd: accept: %w", err)
+			return err
 		}
-		backoff = 0
 		sess := newSession(s, c, chain)
 		s.mu.Lock()
 		if s.closing {
@@ -447,11 +437,6 @@ func (s *Server) ServeChain(ln net.Listener, chain string) error {
 			s.mu.Unlock()
 		}()
 	}
-}
-
-func isTemporary(err error) bool {
-	var t interface{ Temporary() bool }
-	return errors.As(err, &t) && t.Temporary()
 }
 
 // Shutdown stops accepting, closes idle MTA connections and waits for the
