@@ -99,6 +99,18 @@ func (o *dbOptions) change(do func(ctx context.Context, s *sqlmaps.Store, args [
 	}
 }
 
+// read makes the RunE of a command that only reads the store.
+func (o *dbOptions) read(do func(ctx context.Context, s *sqlmaps.Store, w io.Writer) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		s, err := o.open(cmd.Context(), false)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		return do(cmd.Context(), s, cmd.OutOrStdout())
+	}
+}
+
 func (o *dbOptions) report(w io.Writer, rs ...sqlmaps.Result) error {
 	if o.asJSON {
 		changed := false
@@ -336,22 +348,17 @@ func dbDomainCmd(o *dbOptions) *cobra.Command {
 		Use:   "list",
 		Short: "List domains",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := o.open(cmd.Context(), false)
+		RunE: o.read(func(ctx context.Context, s *sqlmaps.Store, w io.Writer) error {
+			ds, err := s.ListDomains(ctx)
 			if err != nil {
 				return err
 			}
-			defer s.Close()
-			ds, err := s.ListDomains(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return o.table(cmd.OutOrStdout(), nonNil(ds), "DOMAIN\tDEFAULT\tACTIVE", func(p func(...any)) {
+			return o.table(w, nonNil(ds), "DOMAIN\tDEFAULT\tACTIVE", func(p func(...any)) {
 				for _, d := range ds {
 					p(d.Name, d.Default, d.Active)
 				}
 			})
-		},
+		}),
 	}
 	cmd.AddCommand(add, del, list)
 	dbToggle(o, cmd, sqlmaps.Domains, "DOMAIN")
@@ -399,22 +406,17 @@ func dbAliasCmd(o *dbOptions, k sqlmaps.Kind) *cobra.Command {
 		Use:   "list",
 		Short: "List " + use + "es",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := o.open(cmd.Context(), false)
+		RunE: o.read(func(ctx context.Context, s *sqlmaps.Store, w io.Writer) error {
+			as, err := s.ListAliases(ctx, k)
 			if err != nil {
 				return err
 			}
-			defer s.Close()
-			as, err := s.ListAliases(cmd.Context(), k)
-			if err != nil {
-				return err
-			}
-			return o.table(cmd.OutOrStdout(), nonNil(as), "SOURCE\tDESTINATION\tACTIVE", func(p func(...any)) {
+			return o.table(w, nonNil(as), "SOURCE\tDESTINATION\tACTIVE", func(p func(...any)) {
 				for _, a := range as {
 					p(a.Source, a.Destination, a.Active)
 				}
 			})
-		},
+		}),
 	}
 	cmd.AddCommand(add, list)
 	dbToggle(o, cmd, k, src)
@@ -439,22 +441,17 @@ func dbBlacklistCmd(o *dbOptions) *cobra.Command {
 	sadd.Flags().StringVar(&message, "message", "", "reply text (required)")
 	slist := &cobra.Command{
 		Use: "list", Short: "List the sender blacklist", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := o.open(cmd.Context(), false)
+		RunE: o.read(func(ctx context.Context, s *sqlmaps.Store, w io.Writer) error {
+			bs, err := s.ListSenderBlacklist(ctx)
 			if err != nil {
 				return err
 			}
-			defer s.Close()
-			bs, err := s.ListSenderBlacklist(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return o.table(cmd.OutOrStdout(), nonNil(bs), "SENDER\tCODE\tMESSAGE\tACTIVE", func(p func(...any)) {
+			return o.table(w, nonNil(bs), "SENDER\tCODE\tMESSAGE\tACTIVE", func(p func(...any)) {
 				for _, b := range bs {
 					p(b.Key, b.Code, b.Message, b.Active)
 				}
 			})
-		},
+		}),
 	}
 	sender.AddCommand(sadd, slist)
 	dbToggle(o, sender, sqlmaps.SenderBlacklist, "KEY")
@@ -472,22 +469,17 @@ func dbBlacklistCmd(o *dbOptions) *cobra.Command {
 	radd.Flags().StringVar(&action, "action", "REJECT", "access(5) action: REJECT [text], DEFER [text], DISCARD, HOLD, 5NN text…")
 	rlist := &cobra.Command{
 		Use: "list", Short: "List the recipient blacklist", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := o.open(cmd.Context(), false)
+		RunE: o.read(func(ctx context.Context, s *sqlmaps.Store, w io.Writer) error {
+			bs, err := s.ListRecipientBlacklist(ctx)
 			if err != nil {
 				return err
 			}
-			defer s.Close()
-			bs, err := s.ListRecipientBlacklist(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return o.table(cmd.OutOrStdout(), nonNil(bs), "RECIPIENT\tACTION\tACTIVE", func(p func(...any)) {
+			return o.table(w, nonNil(bs), "RECIPIENT\tACTION\tACTIVE", func(p func(...any)) {
 				for _, b := range bs {
 					p(b.Key, b.Action, b.Active)
 				}
 			})
-		},
+		}),
 	}
 	recipient.AddCommand(radd, rlist)
 	dbToggle(o, recipient, sqlmaps.RecipientBlacklist, "KEY")

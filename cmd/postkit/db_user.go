@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -159,22 +160,17 @@ changed: use 'passwd'); other differences are an error.`,
 		Use:   "list",
 		Short: "List users (never their password hashes)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := o.open(cmd.Context(), false)
+		RunE: o.read(func(ctx context.Context, s *sqlmaps.Store, w io.Writer) error {
+			us, err := s.ListUsers(ctx, domain)
 			if err != nil {
 				return err
 			}
-			defer s.Close()
-			us, err := s.ListUsers(cmd.Context(), domain)
-			if err != nil {
-				return err
-			}
-			return o.table(cmd.OutOrStdout(), nonNil(us), "USER\tNAME\tUID:GID\tPRIVILEGE\tACTIVE", func(p func(...any)) {
+			return o.table(w, nonNil(us), "USER\tNAME\tUID:GID\tPRIVILEGE\tACTIVE", func(p func(...any)) {
 				for _, u := range us {
 					p(u.Address, u.Name, fmt.Sprintf("%d:%d", u.UID, u.GID), u.Privilege, u.Active)
 				}
 			})
-		},
+		}),
 	}
 	list.Flags().StringVar(&domain, "domain", "", "only users of this domain")
 	cmd.AddCommand(add, passwd, list)
