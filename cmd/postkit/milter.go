@@ -84,7 +84,7 @@ func milterOptionsFromConfig(c *config.Config) (milterOptions, error) {
 		return o, errors.New("milter: milter.listen is empty in postkit.yaml: set unix:/path or inet:127.0.0.1:PORT")
 	}
 	if m.SocketMode != "" {
-		mode, err := parseSocketMode(m.SocketMode)
+		mode, err := daemon.ParseMode(m.SocketMode)
 		if err != nil {
 			return o, fmt.Errorf("milter: milter.socket_mode %q: want an octal mode such as 0660", m.SocketMode)
 		}
@@ -109,14 +109,6 @@ func milterOptionsFromConfig(c *config.Config) (milterOptions, error) {
 		o.Keys = append(o.Keys, dkimsign.Key{Domain: dom, Selector: k.Selector, KeyFile: file, Disabled: k.Disabled})
 	}
 	return o, nil
-}
-
-func parseSocketMode(s string) (os.FileMode, error) {
-	m, err := strconv.ParseUint(s, 8, 32)
-	if err != nil || m > 0o777 {
-		return 0, fmt.Errorf("milter: socket mode %q: want an octal mode such as 0660", s)
-	}
-	return os.FileMode(m), nil
 }
 
 func init() {
@@ -150,7 +142,7 @@ SIGINT stop accepting and let messages in flight finish.`,
 			defer logw.Flush()
 			o.Logger = slog.New(flushingHandler{slog.NewTextHandler(logw, &slog.HandlerOptions{Level: lv}), logw})
 			if cmd.Flags().Changed("socket-mode") || cfgPath == "" {
-				if o.Socket.Mode, err = parseSocketMode(mode); err != nil {
+				if o.Socket.Mode, err = daemon.ParseMode(mode); err != nil {
 					return err
 				}
 			}

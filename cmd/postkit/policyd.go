@@ -99,11 +99,11 @@ func policyOptionsFromConfig(c *config.Config) (policyOptions, error) {
 		return o, errors.New("policyd: policy.listen is empty in postkit.yaml: set unix:/path or inet:127.0.0.1:PORT")
 	}
 	if p.SocketMode != "" {
-		m, err := strconv.ParseUint(p.SocketMode, 8, 32)
-		if err != nil || m > 0o777 {
-			return o, fmt.Errorf("policyd: policy.socket_mode %q: want an octal mode such as 0660", p.SocketMode)
+		m, err := daemon.ParseMode(p.SocketMode)
+		if err != nil {
+			return o, fmt.Errorf("policyd: policy.socket_mode: %w", err)
 		}
-		o.Socket.Mode = os.FileMode(m)
+		o.Socket.Mode = m
 	}
 	var err error
 	if o.Trusted, err = policyPrefixes("trusted_networks", c.TrustedNetworks); err != nil {
@@ -160,7 +160,7 @@ func policyOptionsFromConfig(c *config.Config) (policyOptions, error) {
 func policyPrefixes(key string, cidrs []config.CIDR) ([]netip.Prefix, error) {
 	out := []netip.Prefix{}
 	for _, n := range cidrs {
-		p, err := parsePrefixOrAddr(string(n))
+		p, err := config.ParseCIDR(string(n))
 		if err != nil {
 			return nil, fmt.Errorf("policyd: %s %q: want a CIDR such as 192.0.2.0/24 or an address", key, n)
 		}
@@ -361,11 +361,11 @@ func (f *policyFlags) apply(o *policyOptions, changed func(string) bool) error {
 		o.Socket.Group = f.group
 	}
 	if changed("socket-mode") {
-		m, err := strconv.ParseUint(f.mode, 8, 32)
-		if err != nil || m > 0o777 {
-			return fmt.Errorf("policyd: --socket-mode %q: want an octal mode such as 0660", f.mode)
+		m, err := daemon.ParseMode(f.mode)
+		if err != nil {
+			return fmt.Errorf("policyd: --socket-mode: %w", err)
 		}
-		o.Socket.Mode = os.FileMode(m)
+		o.Socket.Mode = m
 	}
 	if changed("checks") {
 		o.Checks = nil
@@ -398,7 +398,7 @@ func (f *policyFlags) apply(o *policyOptions, changed func(string) bool) error {
 	if changed("trusted") {
 		o.Trusted = []netip.Prefix{}
 		for _, s := range f.trusted {
-			p, err := parsePrefixOrAddr(s)
+			p, err := config.ParseCIDR(s)
 			if err != nil {
 				return fmt.Errorf("policyd: --trusted %q: want a CIDR such as 192.0.2.0/24 or an address", s)
 			}
@@ -663,16 +663,4 @@ func checkNames(cs []policyd.Check) []string {
 		out[i] = c.Name()
 	}
 	return out
-}
-
-// parsePrefixOrAddr accepts "192.0.2.0/24" or a bare address (a /32 or /128).
-func parsePrefixOrAddr(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }

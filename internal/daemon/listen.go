@@ -163,3 +163,12 @@ func LookupGID(name string) (int, error) {
 
 // ErrServerClosed is returned by servers' Serve after Shutdown.
 var ErrServerClosed = errors.New("server closed")
+
+// ParseMode parses an octal socket mode such as "0660".
+func ParseMode(s string) (os.FileMode, error) {
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("daemon: socket mode %q: want an octal mode such as 0660", s)
+	}
+	return os.FileMode(m), nil
+}

@@ -73,3 +73,16 @@ func TestListenUnix(t *testing.T) {
 		t.Errorf("Listen with unknown owner = %v", err)
 	}
 }
+
+func TestParseMode(t *testing.T) {
+	for in, want := range map[string]os.FileMode{"0660": 0o660, "600": 0o600, "0777": 0o777} {
+		if m, err := ParseMode(in); err != nil || m != want {
+			t.Errorf("ParseMode(%q) = %v, %v; want %v", in, m, err, want)
+		}
+	}
+	for _, bad := range []string{"", "0999", "1777", "rw-rw----"} {
+		if _, err := ParseMode(bad); err == nil || !strings.Contains(err.Error(), "octal") {
+			t.Errorf("ParseMode(%q) = %v; want an 'octal' error", bad, err)
+		}
+	}
+}
