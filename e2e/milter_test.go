@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/postkit/postkit/internal/testlib"
+
 	"bytes"
 	"context"
 	"crypto"
@@ -47,13 +49,7 @@ func milterStack(t *testing.T, outKey crypto.Signer) (*harness.Stack, *harness.D
 	if testing.Short() && !harness.RequiredByEnv() {
 		t.Skip("end-to-end tests skipped in -short mode")
 	}
-	harness.NeedProgram(t, "/usr/bin/python3")
-	if out, err := exec.Command("/usr/bin/python3", "-c", "import dkim, nacl").CombinedOutput(); err != nil {
-		if harness.RequiredByEnv() {
-			t.Fatalf("dkimpy with Ed25519 support is missing and POSTKIT_E2E=1: apt-get install python3-dkim python3-nacl (%v: %s)", err, out)
-		}
-		t.Skipf("dkimpy with Ed25519 support is missing: %s", out)
-	}
+	testlib.NeedPython(t, "dkim", "nacl")
 	outTXT, err := dkimkey.Record(outKey.Public())
 	if err != nil {
 		t.Fatal(err)

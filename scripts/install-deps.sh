@@ -3,12 +3,16 @@
 # Idempotent: installs only what is missing, and says what.
 set -euo pipefail
 
+# Installed with --no-install-recommends: a Recommends that a test relies on
+# is named here itself (swaks needs libnet-ssleay-perl for -tls and
+# libauthen-sasl-perl for DIGEST-MD5 AUTH; dkimpy verifies Ed25519 only with python3-nacl).
 packages=(
 	postfix postfix-sqlite
 	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-sieve dovecot-managesieved
-	opendkim opendkim-tools python3-dkim
+	opendkim opendkim-tools python3-dkim python3-nacl
 	postfix-policyd-spf-python
-	swaks curl sqlite3 openssl libssl-dev iproute2 libcrypt-dev
+	swaks libnet-ssleay-perl libauthen-sasl-perl
+	curl sqlite3 openssl libssl-dev iproute2 libcrypt-dev
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -4,6 +4,8 @@ package sqlmaps
 // missing unless POSTKIT_E2E=1, which makes a missing binary a failure.
 
 import (
+	"github.com/postkit/postkit/internal/testlib"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -29,21 +31,12 @@ const (
 
 func needBinary(t *testing.T, paths ...string) {
 	t.Helper()
-	for _, p := range paths {
-		if _, err := os.Stat(p); err != nil {
-			if os.Getenv("POSTKIT_E2E") == "1" {
-				t.Fatalf("%s missing: %v", p, err)
-			}
-			t.Skipf("%s missing (set POSTKIT_E2E=1 to require it)", p)
-		}
-	}
+	testlib.NeedBinary(t, paths...)
 }
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to act as the postfix and dovecot users")
-	}
+	testlib.NeedRoot(t)
 }
 
 // openDir returns a temporary directory that other users may traverse
@@ -220,7 +213,7 @@ func TestPostfixReadsWhileWriting(t *testing.T) {
 	needRoot(t)
 	g, err := user.LookupGroup("postfix")
 	if err != nil {
-		t.Skipf("no postfix group: %v", err)
+		testlib.Skip(t, "no postfix group (install postfix): %v", err)
 	}
 	gid, _ := strconv.Atoi(g.Gid)
 	ctx := context.Background()

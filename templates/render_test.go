@@ -1,6 +1,8 @@
 package templates
 
 import (
+	"github.com/postkit/postkit/internal/testlib"
+
 	"bytes"
 	"flag"
 	"os"
@@ -132,14 +134,7 @@ sieve: {dir: @/sieve}
 
 func need(t *testing.T, bin string) string {
 	t.Helper()
-	p, err := exec.LookPath(bin)
-	if err != nil {
-		if os.Getenv("POSTKIT_E2E") == "1" {
-			t.Fatalf("%s not installed (POSTKIT_E2E=1): run scripts/install-deps.sh", bin)
-		}
-		t.Skipf("%s not installed", bin)
-	}
-	return p
+	return testlib.NeedProgram(t, bin)
 }
 
 func write(t *testing.T, files []File) {
@@ -203,12 +198,7 @@ func unexpectedWarnings(out []byte) []string {
 // TestPostfixCheck: `postfix check` accepts a sandboxed root.
 func TestPostfixCheck(t *testing.T) {
 	postfix := need(t, "postfix")
-	if os.Geteuid() != 0 {
-		if os.Getenv("POSTKIT_E2E") == "1" {
-			t.Fatal("postfix check needs root (POSTKIT_E2E=1)")
-		}
-		t.Skip("postfix check needs root")
-	}
+	testlib.NeedRoot(t)
 	dir, err := os.MkdirTemp("", "postkit-check-")
 	if err != nil {
 		t.Fatal(err)

@@ -1,12 +1,13 @@
 package harness
 
 import (
+	"github.com/postkit/postkit/internal/testlib"
+
 	"context"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 )
@@ -14,7 +15,7 @@ import (
 // RequiredByEnv reports whether the end-to-end suite must run: POSTKIT_E2E=1 turns
 // every reason to skip (not root, a missing program) into a failure, so that CI
 // never passes by skipping.
-func RequiredByEnv() bool { return os.Getenv("POSTKIT_E2E") == "1" }
+func RequiredByEnv() bool { return testlib.Required() }
 
 // shared is the stack of the test package, set by Main.
 var shared struct {
@@ -114,12 +115,5 @@ func Need(t testing.TB) *Stack {
 // NeedProgram skips (fails under POSTKIT_E2E=1) when a program is missing.
 func NeedProgram(t testing.TB, names ...string) {
 	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			if RequiredByEnv() {
-				t.Fatalf("harness: %s is missing and POSTKIT_E2E=1: install it", n)
-			}
-			t.Skipf("harness: %s is missing", n)
-		}
-	}
+	testlib.NeedBinary(t, names...)
 }

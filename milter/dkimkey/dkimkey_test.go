@@ -1,6 +1,8 @@
 package dkimkey
 
 import (
+	"github.com/postkit/postkit/internal/testlib"
+
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rsa"
@@ -240,13 +242,7 @@ func TestWriteKeyFiles(t *testing.T) {
 // TestOpenSSLReadsKey checks that libcrypto, which OpenDKIM loads keys with,
 // parses what WriteKeyFiles writes.
 func TestOpenSSLReadsKey(t *testing.T) {
-	bin, err := exec.LookPath("openssl")
-	if err != nil {
-		if os.Getenv("POSTKIT_E2E") == "1" {
-			t.Fatal("openssl not installed")
-		}
-		t.Skip("openssl not installed")
-	}
+	bin := testlib.NeedProgram(t, "openssl")
 	testKeys(t)
 	dir := t.TempDir()
 	ek := ed25519.NewKeyFromSeed(make([]byte, 32))

@@ -1,6 +1,8 @@
 package dkimsign
 
 import (
+	"github.com/postkit/postkit/internal/testlib"
+
 	"crypto"
 	"os"
 	"os/exec"
@@ -15,13 +17,7 @@ import (
 // missing (failing with POSTKIT_E2E=1).
 func need(t *testing.T, path string) string {
 	t.Helper()
-	if _, err := os.Stat(path); err != nil {
-		if os.Getenv("POSTKIT_E2E") == "1" {
-			t.Fatalf("%s not installed (POSTKIT_E2E=1)", path)
-		}
-		t.Skipf("%s not installed", path)
-	}
-	return path
+	return testlib.NeedProgram(t, path)
 }
 
 // dkimpyVerify is run by Debian's python3 with python3-dkim: each argument
@@ -102,13 +98,7 @@ func signFile(t *testing.T, dir string, k interopKey, canon, msg string) (path, 
 var canons = []string{"relaxed/simple", "simple/simple", "relaxed/relaxed"}
 
 func TestInteropDkimpy(t *testing.T) {
-	py := need(t, "/usr/bin/python3")
-	if err := exec.Command(py, "-c", "import dkim").Run(); err != nil {
-		if os.Getenv("POSTKIT_E2E") == "1" {
-			t.Fatal("python3-dkim not installed")
-		}
-		t.Skip("python3-dkim not installed")
-	}
+	py := testlib.NeedPython(t, "dkim")
 	dir := t.TempDir()
 	var args, want, what []string
 	for _, k := range interopKeys(t) {

@@ -1,6 +1,8 @@
 package dkimverify
 
 import (
+	"github.com/postkit/postkit/internal/testlib"
+
 	"context"
 	"encoding/base64"
 	"os"
@@ -14,13 +16,7 @@ import (
 
 func needPythonDKIM(t *testing.T) string {
 	t.Helper()
-	const py = "/usr/bin/python3"
-	if err := exec.Command(py, "-c", "import dkim").Run(); err != nil {
-		if os.Getenv("POSTKIT_E2E") == "1" {
-			t.Fatalf("python3-dkim not usable: %v", err)
-		}
-		t.Skip("python3-dkim not installed")
-	}
+	py := testlib.NeedPython(t, "dkim")
 	return py
 }
 

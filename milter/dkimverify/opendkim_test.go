@@ -1,6 +1,8 @@
 package dkimverify
 
 import (
+	"github.com/postkit/postkit/internal/testlib"
+
 	"context"
 	"crypto"
 	"fmt"
@@ -111,12 +113,7 @@ SignatureAlgorithm %s
 // Ed25519) with the filter's verifier.
 func TestInteropOpenDKIMSigned(t *testing.T) {
 	const bin = "/usr/sbin/opendkim"
-	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("POSTKIT_E2E") == "1" {
-			t.Fatal("opendkim not installed")
-		}
-		t.Skip("opendkim not installed")
-	}
+	testlib.NeedBinary(t, bin)
 	hdrs := "From: Ann <ann@example.org>\r\nTo: bob@example.net\r\nSubject: Lunch   plans \r\nDate: Tue, 1 Apr 2025 10:00:00 +0200\r\nMessage-ID: <od-1@example.org>\r\n"
 	body := "Hello  there \r\n\r\nbye\r\n\r\n"
 	rk, ek := testRSAKey(t), edKey()

@@ -1,6 +1,8 @@
 package miltertest
 
 import (
+	"github.com/postkit/postkit/internal/testlib"
+
 	"bytes"
 	"fmt"
 	"io"
@@ -20,36 +22,11 @@ import (
 // POSTKIT_E2E=1 asks for the end-to-end tests to run.
 func NeedBinary(t testing.TB, names ...string) {
 	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			if os.Getenv("POSTKIT_E2E") == "1" {
-				t.Fatalf("miltertest: %s not found but POSTKIT_E2E=1: install the Debian package", n)
-			}
-			t.Skipf("miltertest: %s not installed (set POSTKIT_E2E=1 to require it)", n)
-		}
-	}
-}
-
-// E2E reports whether end-to-end tests with real Debian daemons should run:
-// POSTKIT_E2E=1, or root with postfix installed.
-func E2E() bool {
-	if os.Getenv("POSTKIT_E2E") == "1" {
-		return true
-	}
-	_, err := exec.LookPath("postfix")
-	return err == nil && os.Geteuid() == 0
+	testlib.NeedBinary(t, names...)
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func FreePort(t testing.TB) int { return testlib.FreePort(t) }
 
 // PostfixOptions configure a throwaway Postfix instance.
 type PostfixOptions struct {
@@ -74,12 +51,7 @@ type Postfix struct {
 // The caller has checked NeedBinary/E2E and runs as root.
 func StartPostfix(t testing.TB, o PostfixOptions) *Postfix {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("POSTKIT_E2E") == "1" {
-			t.Fatal("miltertest: a sandboxed Postfix needs root")
-		}
-		t.Skip("miltertest: a sandboxed Postfix needs root")
-	}
+	testlib.NeedRoot(t)
 	dir := PublicTempDir(t)
 	p := &Postfix{Dir: dir, SMTPPort: FreePort(t), LogFile: filepath.Join(dir, "maillog")}
 	for _, d := range []string{"etc", "queue", "data"} {
@@ -193,14 +165,7 @@ func (p *Postfix) Log() string {
 
 // PublicTempDir is t.TempDir made traversable by Postfix's unprivileged
 // processes (sockets and files under it).
-func PublicTempDir(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
-		os.Chmod(d, 0o755)
-	}
-	return dir
-}
+func PublicTempDir(t testing.TB) string { return testlib.PublicTempDir(t) }
 
 func run(t testing.TB, name string, args ...string) {
 	t.Helper()

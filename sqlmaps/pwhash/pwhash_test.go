@@ -1,10 +1,11 @@
 package pwhash
 
 import (
+	"github.com/postkit/postkit/internal/testlib"
+
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -104,12 +105,7 @@ func TestVerifyMalformed(t *testing.T) {
 // e2e reports whether tests needing Debian binaries must run (POSTKIT_E2E=1).
 func needBinary(t *testing.T, path string) {
 	t.Helper()
-	if _, err := os.Stat(path); err != nil {
-		if os.Getenv("POSTKIT_E2E") == "1" {
-			t.Fatalf("%s missing: %v", path, err)
-		}
-		t.Skipf("%s missing (set POSTKIT_E2E=1 to require it)", path)
-	}
+	testlib.NeedBinary(t, path)
 }
 
 // TestSHA512AgainstLibxcrypt compares the Go implementation with glibc's
@@ -128,7 +124,7 @@ func TestSHA512AgainstLibxcrypt(t *testing.T) {
 			"import crypt,sys; print(crypt.crypt(sys.argv[1], sys.argv[2]))", tt.pw, tt.setting)
 		out, err := cmd.Output()
 		if err != nil {
-			t.Skipf("python3 crypt module unavailable: %v", err)
+			testlib.Skip(t, "python3 crypt module unavailable: %v", err)
 		}
 		want := strings.TrimSpace(string(out))
 		salt, rounds, explicit, ok := parseSHA512(tt.setting + "$")

@@ -1,0 +1,137 @@
+// Package testlib holds what postkit's tests share: whether the tests that
+// need real Debian programs must run, and the helpers that skip or fail
+// accordingly, free loopback ports and temporary directories.
+//
+// The rule is the same everywhere: `go test -short` skips every test that
+// needs a program from outside the module (Postfix, Dovecot, doveadm,
+// OpenDKIM, dkimpy, swaks…) or root; without -short such a test skips when
+// what it needs is missing, except with POSTKIT_E2E=1 (as CI sets), where a
+// missing program or missing root is a failure, so that CI never passes by
+// skipping.
+package testlib
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Required reports whether POSTKIT_E2E=1 asks for every test to run: a
+// reason to skip becomes a failure.
+func Required() bool { return os.Getenv("POSTKIT_E2E") == "1" }
+
+// Skip skips t with the reason, or fails it when Required.
+func Skip(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if Required() {
+		t.Fatalf(format+" (POSTKIT_E2E=1: run scripts/install-deps.sh as root)", args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// NeedShortSkip skips t under -short: it needs something outside the module.
+func NeedShortSkip(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs real Debian programs: skipped with -short")
+	}
+}
+
+// NeedBinary returns the path of each program (a name looked up in PATH, or an
+// absolute path), skipping t under -short or when one is missing (failing
+// when Required).
+func NeedBinary(t testing.TB, names ...string) []string {
+	t.Helper()
+	NeedShortSkip(t)
+	paths := make([]string, len(names))
+	for i, n := range names {
+		p, err := lookPath(n)
+		if err != nil {
+			Skip(t, "%s is not installed", n)
+		}
+		paths[i] = p
+	}
+	return paths
+}
+
+// NeedProgram is NeedBinary for one program.
+func NeedProgram(t testing.TB, name string) string {
+	t.Helper()
+	return NeedBinary(t, name)[0]
+}
+
+// Have reports whether every program is installed, without skipping.
+func Have(names ...string) bool {
+	for _, n := range names {
+		if _, err := lookPath(n); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func lookPath(n string) (string, error) {
+	if filepath.IsAbs(n) {
+		st, err := os.Stat(n)
+		if err != nil {
+			return "", err
+		}
+		if st.IsDir() {
+			return "", &os.PathError{Op: "stat", Path: n, Err: os.ErrNotExist}
+		}
+		return n, nil
+	}
+	return exec.LookPath(n)
+}
+
+// NeedPython skips t (fails when Required) unless Debian's python3 imports
+// every module: modules are Python names ("dkim", "nacl"). It returns the
+// interpreter, /usr/bin/python3 (Debian's python3-* packages are for it;
+// another python3 may come first on PATH).
+func NeedPython(t testing.TB, modules ...string) string {
+	t.Helper()
+	py := NeedProgram(t, "/usr/bin/python3")
+	if len(modules) > 0 {
+		out, err := exec.Command(py, "-c", "import "+strings.Join(modules, ", ")).CombinedOutput()
+		if err != nil {
+			Skip(t, "python3 cannot import %s: %v: %s", strings.Join(modules, ", "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	return py
+}
+
+// NeedRoot skips t under -short or without root (fails when Required).
+func NeedRoot(t testing.TB) {
+	t.Helper()
+	NeedShortSkip(t)
+	if os.Geteuid() != 0 {
+		Skip(t, "needs root (it runs daemons that drop privileges to their own users)")
+	}
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// PublicTempDir returns t.TempDir made traversable by other users (postfix,
+// dovecot, vmail): t.TempDir makes 0700 directories.
+func PublicTempDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
