@@ -129,10 +129,11 @@ func Parse(name string, data []byte) (*Config, *File, error) {
 	if len(errs) > 0 {
 		return nil, nil, errs
 	}
-	cfg.applyDerived()
+	cfg.normalize()
 	if err := cfg.Validate(f); err != nil {
 		return nil, nil, err
 	}
+	cfg.applyDerived()
 	return cfg, f, nil
 }
 

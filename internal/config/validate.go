@@ -6,19 +6,26 @@ import (
 	"net/netip"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// applyDerived fills defaults that depend on other values.
-func (c *Config) applyDerived() {
+// normalize lower-cases names and drops their final dot, before Validate.
+func (c *Config) normalize() {
 	c.Hostname = strings.ToLower(strings.TrimSuffix(c.Hostname, "."))
-	if c.Origin == "" {
-		c.Origin = c.Hostname
-	}
 	for i, d := range c.Domains {
 		c.Domains[i] = strings.ToLower(strings.TrimSuffix(d, "."))
+	}
+}
+
+// applyDerived fills defaults that depend on other values. Parse calls it
+// once Validate has passed, so that a bad value is reported once, at its own
+// key, and not again at every key derived from it.
+func (c *Config) applyDerived() {
+	if c.Origin == "" {
+		c.Origin = c.Hostname
 	}
 	if c.Postmaster == "" && len(c.Domains) > 0 {
 		c.Postmaster = "postmaster@" + c.Domains[0]
@@ -107,101 +114,38 @@ func SplitListen(s string) (host string, port int, err error) {
 func (c *Config) Validate(f *File) error {
 	var errs Errors
 	add := func(e *Error) { errs = append(errs, e) }
-	// Struct-tag driven checks: required, enum, pattern, kind.
+	// Struct-tag driven checks: required and enum on every field, then every
+	// string (list items too) against its kind (kinds.go).
 	walk(reflect.ValueOf(c).Elem(), "", func(key string, fv reflect.Value, sf reflect.StructField) {
-		s, isStr := "", fv.Kind() == reflect.String
-		if isStr {
-			s = fv.String()
-		}
 		if sf.Tag.Get("required") == "true" && fv.IsZero() {
 			add(f.Errorf(key, "see examples/postkit.yaml", "is required"))
-			return
-		}
-		if enum := sf.Tag.Get("enum"); enum != "" {
-			allowed := strings.Split(enum, ",")
-			check := func(k, v string) {
-				for _, a := range allowed {
-					if v == a {
-						return
-					}
-				}
-				add(f.Errorf(k, "one of: "+strings.Join(allowed, ", "), "%q is not allowed", v))
-			}
-			if isStr && s != "" {
-				check(key, s)
-			}
-			if fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.String {
-				for i := 0; i < fv.Len(); i++ {
-					check(fmt.Sprintf("%s[%d]", key, i), fv.Index(i).String())
-				}
-			}
-		}
-		if p := sf.Tag.Get("pattern"); p != "" && isStr && s != "" && !regexp.MustCompile(p).MatchString(s) {
-			add(f.Errorf(key, "e.g. 0660", "%q is not an octal file mode", s))
-		}
-		switch sf.Tag.Get("kind") {
-		case "path":
-			if isStr && s != "" && !strings.HasPrefix(s, "/") {
-				add(f.Errorf(key, "write the full path, starting with /", "%q is not an absolute path", s))
-			}
-		case "listen":
-			if isStr && s != "" {
-				if _, _, err := SplitListen(s); err != nil {
-					add(f.Errorf(key, "write a port (25) or host:port (127.0.0.1:2525)", "%q: %v", s, err))
-				}
-			}
-		case "addr":
-			if isStr && s != "" {
-				if err := checkAddr(s); err != nil {
-					add(f.Errorf(key, "write unix:/absolute/path or inet:127.0.0.1:PORT", "%q: %v", s, err))
-				}
-			}
 		}
 	})
-	if c.Hostname != "" && !ValidDomain(c.Hostname) {
-		add(f.Errorf("hostname", "a fully qualified name such as mail.example.org", "%q is not a valid host name", c.Hostname))
-	}
-	if c.Origin != "" && !ValidDomain(c.Origin) {
-		add(f.Errorf("origin", "a domain such as example.org", "%q is not a valid domain", c.Origin))
-	}
-	seen := map[string]bool{}
+	bad := map[string]bool{} // keys already refused: no second message about them
+	eachString(reflect.ValueOf(c).Elem(), "", func(key, s string, sf reflect.StructField) {
+		if e := checkString(f, key, s, sf); e != nil {
+			add(e)
+			bad[key] = true
+			return
+		}
+		if enum := sf.Tag.Get("enum"); enum != "" && s != "" && !slices.Contains(strings.Split(enum, ","), s) {
+			add(f.Errorf(key, "one of: "+strings.ReplaceAll(enum, ",", ", "), "%q is not allowed", s))
+		}
+	})
 	for _, d := range c.Domains {
 		if d == c.Hostname {
 			add(f.Errorf("hostname", "use a host name such as mail."+d+": Postfix cannot treat one domain as both local and virtual", "%q is also a mail domain", d))
 		}
 	}
+	seen := map[string]bool{}
 	for i, d := range c.Domains {
-		k := fmt.Sprintf("domains[%d]", i)
-		if !ValidDomain(d) {
-			add(f.Errorf(k, "a domain such as example.org, without @ or scheme", "%q is not a valid domain", d))
-		} else if seen[d] {
-			add(f.Errorf(k, "remove the duplicate", "domain %q listed twice", d))
+		if seen[d] {
+			add(f.Errorf(fmt.Sprintf("domains[%d]", i), "remove the duplicate", "domain %q listed twice", d))
 		}
 		seen[d] = true
 	}
-	if c.Postmaster != "" && !ValidAddress(c.Postmaster) {
-		add(f.Errorf("postmaster", "an address such as postmaster@example.org", "%q is not a valid address", c.Postmaster))
-	}
-	for i, n := range c.TrustedNetworks {
-		if _, err := ParseCIDR(string(n)); err != nil {
-			add(f.Errorf(fmt.Sprintf("trusted_networks[%d]", i), "write a network such as 192.168.0.0/16 or an address", "%q: %v", n, err))
-		}
-	}
-	for i, n := range c.Policy.SPF.AllowIPs {
-		if _, err := ParseCIDR(string(n)); err != nil {
-			add(f.Errorf(fmt.Sprintf("policy.spf.allow_ips[%d]", i), "write a network such as 192.0.2.0/24", "%q: %v", n, err))
-		}
-	}
-	for i, n := range c.Policy.Greylist.AllowIPs {
-		if _, err := ParseCIDR(string(n)); err != nil {
-			add(f.Errorf(fmt.Sprintf("policy.greylist.allow_ips[%d]", i), "write a network such as 192.0.2.0/24", "%q: %v", n, err))
-		}
-	}
 	if c.MessageSizeLimit < 1024 {
 		add(f.Errorf("message_size_limit", "the reference installation uses 31457280 (30 MiB)", "%d bytes is too small", c.MessageSizeLimit))
-	}
-	if len(c.RecipientDelim) > 1 {
-		add(f.Errorf("recipient_delimiter", "one character such as +", "%q is longer than one character", c.RecipientDelim))
 	}
 	if c.Mailbox.UID < 1 || c.Mailbox.GID < 1 {
 		add(f.Errorf("mailbox.uid", "use a dedicated account such as vmail (3000)", "mailbox uid and gid must be above 0"))
@@ -209,36 +153,22 @@ func (c *Config) Validate(f *File) error {
 	if !strings.Contains(c.Mailbox.Layout, "%") {
 		add(f.Errorf("mailbox.layout", "e.g. %d/%n", "%q has no %%d/%%n variable: every user would share one Maildir", c.Mailbox.Layout))
 	}
-	if c.Postfix.Chroot {
+	if c.Postfix.Chroot && !bad["paths.postfix_queue"] {
 		q := strings.TrimSuffix(c.Paths.PostfixQueue, "/") + "/"
 		for key, p := range map[string]string{"listeners.lmtp": c.Listeners.LMTP, "listeners.auth": c.Listeners.Auth} {
-			if p != "" && !strings.HasPrefix(p, q) {
+			if p != "" && !bad[key] && !strings.HasPrefix(p, q) {
 				add(f.Errorf(key, "put it under "+q+"private/ or set postfix.chroot: false", "%q is outside the Postfix chroot %s: chrooted smtpd cannot reach it", p, q))
 			}
 		}
 		for key, a := range map[string]string{"milter.listen": c.Milter.Listen, "policy.listen": c.Policy.Listen} {
-			if strings.HasPrefix(a, "unix:") && !strings.HasPrefix(strings.TrimPrefix(a, "unix:"), q) &&
+			if strings.HasPrefix(a, "unix:") && !bad[key] && !strings.HasPrefix(strings.TrimPrefix(a, "unix:"), q) &&
 				((key == "milter.listen" && c.Milter.Enabled) || (key == "policy.listen" && c.Policy.Enabled)) {
 				add(f.Errorf(key, "put the socket under "+q+" or use inet:127.0.0.1:PORT", "%q is outside the Postfix chroot %s: chrooted smtpd cannot reach it", a, q))
 			}
 		}
 	}
-	for i, k := range c.Milter.DKIM.Keys {
-		base := fmt.Sprintf("milter.dkim.keys[%d]", i)
-		if k.Domain != "" && !ValidDomain(k.Domain) {
-			add(f.Errorf(base+".domain", "a domain such as example.org", "%q is not a valid domain", k.Domain))
-		}
-		if k.Selector != "" && !regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`).MatchString(k.Selector) {
-			add(f.Errorf(base+".selector", "letters, digits, dots, dashes", "%q is not a valid selector", k.Selector))
-		}
-	}
 	for i, r := range c.Milter.Scrub.Rules {
-		if r.Match != "" {
-			if _, err := regexp.Compile(r.Match); err != nil {
-				add(f.Errorf(fmt.Sprintf("milter.scrub.rules[%d].match", i), "RE2 syntax, see https://github.com/google/re2/wiki/Syntax", "bad regular expression: %v", err))
-			}
-		}
-		if r.Action == "replace" && (r.With == "" || strings.ContainsAny(r.With, "\r\n")) {
+		if r.Action == "replace" && r.With == "" {
 			add(f.Errorf(fmt.Sprintf("milter.scrub.rules[%d].with", i), "one line of text, or use action delete", "action replace needs a one-line 'with' value"))
 		}
 	}
@@ -248,32 +178,10 @@ func (c *Config) Validate(f *File) error {
 	for _, e := range c.validatePolicyChecks(f) {
 		add(e)
 	}
-	for i, s := range c.DNS.Servers {
-		if _, _, err := net.SplitHostPort(s); err != nil {
-			add(f.Errorf(fmt.Sprintf("dns.servers[%d]", i), "write host:port, e.g. 127.0.0.1:53", "%q: %v", s, err))
-		}
-	}
 	if len(errs) > 0 {
 		return errs
 	}
 	return nil
-}
-
-func checkAddr(s string) error {
-	switch {
-	case strings.HasPrefix(s, "unix:"):
-		if !strings.HasPrefix(s[5:], "/") {
-			return fmt.Errorf("unix socket path must be absolute")
-		}
-		return nil
-	case strings.HasPrefix(s, "inet:"):
-		_, _, err := SplitListen(s[5:])
-		if err == nil && !strings.Contains(s[5:], ":") {
-			return fmt.Errorf("give host and port")
-		}
-		return err
-	}
-	return fmt.Errorf("must start with unix: or inet:")
 }
 
 // walk calls fn for every leaf field (and every slice) of a struct, with its dotted key.
