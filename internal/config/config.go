@@ -13,7 +13,7 @@ type Config struct {
 	Origin           string    `yaml:"origin" doc:"Domain appended to locally posted mail (Postfix myorigin). Default: the hostname." kind:"domain"`
 	Domains          []string  `yaml:"domains" doc:"Mail domains served here. They are seeded into the database by 'postkit db init' and used for DKIM and DNS records; further domains can be added with 'postkit db domain add'." required:"true" kind:"domain"`
 	Postmaster       string    `yaml:"postmaster" doc:"Postmaster address used by Dovecot LMTP for rejections. Default: postmaster@ the first domain." kind:"email"`
-	TrustedNetworks  []CIDR    `yaml:"trusted_networks" doc:"Networks allowed to relay without authentication (Postfix mynetworks). Keep it to loopback and your own LAN." kind:"cidr"`
+	TrustedNetworks  []CIDR    `yaml:"trusted_networks" doc:"Networks allowed to relay without authentication (Postfix mynetworks). Keep it to loopback and your own LAN: together, loopback aside, they may cover at most a /8 of IPv4 and a /16 of IPv6 (generate refuses more unless told --i-know-this-is-an-open-relay)." kind:"cidr"`
 	MessageSizeLimit int64     `yaml:"message_size_limit" doc:"Largest accepted message in bytes (Postfix message_size_limit). Postfix counts its own Received header and the envelope (about 1 KB) against it."`
 	RecipientDelim   string    `yaml:"recipient_delimiter" doc:"Separator between user name and address extension (user+tag@domain)." kind:"delimiter"`
 	InetProtocols    string    `yaml:"inet_protocols" doc:"IP versions Postfix uses: all, ipv4 or ipv6." enum:"all,ipv4,ipv6" kind:"enum"`

@@ -2,11 +2,13 @@ package config
 
 import (
 	"fmt"
+	"math/big"
 	"net"
 	"net/netip"
 	"reflect"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -209,22 +211,168 @@ func walk(v reflect.Value, key string, fn func(key string, fv reflect.Value, sf 
 	}
 }
 
-// OpenRelay returns an error naming the trusted network that would let the
-// whole Internet (or a large part of it) relay through this server.
-func (c *Config) OpenRelay(f *File) error {
+// RelayNetwork is a network whose clients may relay without authenticating,
+// with the key it comes from.
+type RelayNetwork struct {
+	Key    string // e.g. trusted_networks[2]
+	Prefix netip.Prefix
+}
+
+// RelayNetworks lists every network the generated Postfix lets relay without
+// authentication, as Postfix will read them: mynetworks (trusted_networks),
+// which smtpd_relay_restrictions permits with permit_mynetworks. A template
+// that adds another permit list to main.cf or master.cf must add its
+// networks here, so that OpenRelay judges them too.
+func (c *Config) RelayNetworks() []RelayNetwork {
+	var out []RelayNetwork
 	for i, n := range c.TrustedNetworks {
-		p, err := ParseCIDR(string(n))
-		if err != nil {
-			continue
+		if p, err := ParseCIDR(string(n)); err == nil {
+			out = append(out, RelayNetwork{fmt.Sprintf("trusted_networks[%d]", i), p})
 		}
-		if (p.Addr().Is4() && p.Bits() < 8) || (p.Addr().Is6() && p.Bits() < 16) {
-			e := f.Errorf(fmt.Sprintf("trusted_networks[%d]", i),
-				"list only your own networks; pass --i-know-this-is-an-open-relay to generate anyway",
-				"%s makes this server an open relay: anyone in it may send mail anywhere", n)
+	}
+	return out
+}
+
+// The largest union of relay networks that is not an open relay: a /8 of
+// IPv4, a /16 of IPv6.
+const (
+	maxRelayBits4 = 32 - 8
+	maxRelayBits6 = 128 - 16
+)
+
+// OpenRelay returns an error when a network that may relay without
+// authentication (RelayNetworks) is larger than a /8 of IPv4 or a /16 of
+// IPv6, or when together they cover more addresses than that: the whole
+// Internet, or a large part of it, could then send mail anywhere through
+// this server. The union is judged, overlaps counted once, so 256 separate
+// /8 networks are all of IPv4; an IPv4-mapped IPv6 network (::ffff:0:0/96)
+// counts as the IPv4 addresses it maps. Loopback addresses (127.0.0.0/8,
+// ::1) are left out of the count: no other host can connect from them.
+func (c *Config) OpenRelay(f *File) error {
+	hint := "list only your own networks; pass --i-know-this-is-an-open-relay to generate anyway"
+	nets := c.RelayNetworks()
+	for _, n := range nets {
+		if (n.Prefix.Addr().Is4() && n.Prefix.Bits() < 32-maxRelayBits4) || (n.Prefix.Addr().Is6() && n.Prefix.Bits() < 128-maxRelayBits6) {
+			e := f.Errorf(n.Key, hint, "%s makes this server an open relay: anyone in it may send mail anywhere", n.Prefix)
 			return fmt.Errorf("%w: %w", ErrOpenRelay, e)
 		}
 	}
-	return nil
+	limit4 := new(big.Int).Lsh(big.NewInt(1), maxRelayBits4)
+	limit6 := new(big.Int).Lsh(big.NewInt(1), maxRelayBits6)
+	tooMany := func(nets []RelayNetwork) (family string, n *big.Int, most string) {
+		v4, v6 := relayCoverage(nets)
+		switch {
+		case v4.Cmp(limit4) > 0:
+			return "IPv4", v4, "/8"
+		case v6.Cmp(limit6) > 0:
+			return "IPv6", v6, "/16"
+		}
+		return "", nil, ""
+	}
+	family, n, most := tooMany(nets)
+	if family == "" {
+		return nil
+	}
+	for i := range nets { // one network alone (::ffff:0:0/96): name it
+		if fam, n, most := tooMany(nets[i : i+1]); fam != "" {
+			e := f.Errorf(nets[i].Key, hint, "%s covers %s %s addresses, more than a %s: this server would be an open relay for all of them", nets[i].Prefix, n, fam, most)
+			return fmt.Errorf("%w: %w", ErrOpenRelay, e)
+		}
+	}
+	e := f.Errorf("trusted_networks", hint,
+		"together these networks cover %s %s addresses, more than a %s: this server would be an open relay for all of them",
+		n, family, most)
+	return fmt.Errorf("%w: %w", ErrOpenRelay, e)
+}
+
+var (
+	mapped4    = netip.MustParsePrefix("::ffff:0.0.0.0/96")
+	loopback4  = netip.MustParsePrefix("127.0.0.0/8")
+	loopback6  = netip.MustParsePrefix("::1/128")
+	allOfIPv4  = netip.MustParsePrefix("0.0.0.0/0")
+	loopbacks4 = []addrRange{rangeOf(loopback4)}
+	loopbacks6 = []addrRange{rangeOf(loopback6)}
+)
+
+// relayCoverage counts the IPv4 and IPv6 addresses in the union of nets,
+// loopback left out.
+func relayCoverage(nets []RelayNetwork) (v4, v6 *big.Int) {
+	var r4, r6 []addrRange
+	for _, n := range nets {
+		p := n.Prefix.Masked()
+		if p.Addr().Is4() {
+			r4 = append(r4, rangeOf(p))
+			continue
+		}
+		r6 = append(r6, rangeOf(p))
+		// The IPv4 addresses an IPv6 network maps (::ffff:a.b.c.d).
+		switch {
+		case p.Bits() <= mapped4.Bits() && p.Contains(mapped4.Addr()):
+			r4 = append(r4, rangeOf(allOfIPv4))
+		case p.Bits() > mapped4.Bits() && mapped4.Contains(p.Addr()):
+			r4 = append(r4, rangeOf(netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-mapped4.Bits())))
+		}
+	}
+	v4 = new(big.Int).Sub(unionSize(r4), overlap(r4, loopbacks4))
+	v6 = new(big.Int).Sub(unionSize(r6), overlap(r6, loopbacks6))
+	return v4, v6
+}
+
+// overlap is the number of addresses of the union of rs that lie in the
+// union of in.
+func overlap(rs, in []addrRange) *big.Int {
+	var cut []addrRange
+	for _, r := range rs {
+		for _, w := range in {
+			lo, hi := r.lo, r.hi
+			if w.lo.Cmp(lo) > 0 {
+				lo = w.lo
+			}
+			if w.hi.Cmp(hi) < 0 {
+				hi = w.hi
+			}
+			if lo.Cmp(hi) <= 0 {
+				cut = append(cut, addrRange{lo, hi})
+			}
+		}
+	}
+	return unionSize(cut)
+}
+
+type addrRange struct{ lo, hi *big.Int }
+
+func rangeOf(p netip.Prefix) addrRange {
+	lo := new(big.Int).SetBytes(p.Addr().AsSlice())
+	size := new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))
+	hi := new(big.Int).Add(lo, size)
+	return addrRange{lo, hi.Sub(hi, big.NewInt(1))}
+}
+
+// unionSize is the number of addresses in the union of ranges, overlaps
+// counted once.
+func unionSize(rs []addrRange) *big.Int {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].lo.Cmp(rs[j].lo) < 0 })
+	total := new(big.Int)
+	var cur *addrRange
+	flush := func() {
+		if cur != nil {
+			n := new(big.Int).Sub(cur.hi, cur.lo)
+			total.Add(total, n.Add(n, big.NewInt(1)))
+		}
+	}
+	for i := range rs {
+		r := rs[i]
+		if cur != nil && r.lo.Cmp(new(big.Int).Add(cur.hi, big.NewInt(1))) <= 0 {
+			if r.hi.Cmp(cur.hi) > 0 {
+				cur.hi = r.hi
+			}
+			continue
+		}
+		flush()
+		cur = &addrRange{r.lo, r.hi}
+	}
+	flush()
+	return total
 }
 
 // validatePolicyChecks checks that every check listed in policy.checks has
