@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/postkit/postkit/internal/daemon"
 )
@@ -68,10 +69,11 @@ type Options struct {
 	// written, and the error wraps ErrRefused.
 	Verify func(stage string) error
 	// Finish, when set, runs once every changed file is in place, before
-	// the old versions are dropped; an error puts every file back. Finish
+	// the old versions are dropped, with the changes; an error puts every
+	// file back. Finish
 	// may write the live paths listed in Extra (e.g. a compiled Sieve
 	// binary): they are saved first and put back with the rest.
-	Finish func() error
+	Finish func(changes []Change) error
 	Extra  []string
 }
 
@@ -130,11 +132,19 @@ func Apply(files []File, o Options) ([]Change, error) {
 	for _, p := range o.Extra {
 		extra = append(extra, &saved{path: filepath.Join(o.Root, p)})
 	}
-	return changes, install(todo, extra, o.Finish)
+	var finish func() error
+	if o.Finish != nil {
+		finish = func() error { return o.Finish(changes) }
+	}
+	return changes, install(todo, extra, finish)
 }
 
 // verify stages every file under a temporary directory and calls fn on it.
+// The staged files are dated a few seconds back: Postfix, reading a file
+// modified in the current second, waits until that second is over (about
+// 1 s per file) in case it is still being written.
 func verify(files []File, fn func(stage string) error) error {
+	past := time.Now().Add(-5 * time.Second)
 	stage, err := os.MkdirTemp("", "postkit-stage-")
 	if err != nil {
 		return fmt.Errorf("apply: staging: %w", err)
@@ -149,6 +159,9 @@ func verify(files []File, fn func(stage string) error) error {
 			return fmt.Errorf("apply: staging: %w", err)
 		}
 		if err := os.Chmod(p, f.Mode.Perm()); err != nil {
+			return fmt.Errorf("apply: staging: %w", err)
+		}
+		if err := os.Chtimes(p, past, past); err != nil {
 			return fmt.Errorf("apply: staging: %w", err)
 		}
 	}

@@ -106,7 +106,7 @@ func TestApplyRestoresWhenFinishFails(t *testing.T) {
 	_, err := Apply(files, Options{
 		Root:  root,
 		Extra: []string{"/etc/postfix/extra.bin", "/etc/dovecot/conf.d/new.bin"},
-		Finish: func() error {
+		Finish: func([]Change) error {
 			os.WriteFile(filepath.Join(root, "etc/postfix/extra.bin.tmp"), []byte("new extra"), 0o644)
 			os.Rename(filepath.Join(root, "etc/postfix/extra.bin.tmp"), filepath.Join(root, "etc/postfix/extra.bin"))
 			os.WriteFile(filepath.Join(root, "etc/dovecot/conf.d/new.bin"), []byte("x"), 0o644)
@@ -120,7 +120,7 @@ func TestApplyRestoresWhenFinishFails(t *testing.T) {
 		t.Errorf("tree changed:\nbefore %v\nafter  %v", before, after)
 	}
 	// Finish succeeds: everything is in place and no copy is left.
-	_, err = Apply(files, Options{Root: root, Extra: []string{"/etc/postfix/extra.bin"}, Finish: func() error { return nil }})
+	_, err = Apply(files, Options{Root: root, Extra: []string{"/etc/postfix/extra.bin"}, Finish: func([]Change) error { return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
