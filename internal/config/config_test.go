@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -169,10 +170,20 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal))
 	f.Add(Example())
 	f.Add([]byte("hostname: [\n"))
+	f.Add([]byte(minimal + "postfix: {transport_maps: \"inline:{ a=b }\\nmynetworks = 0.0.0.0/0\"}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, _, err := Parse("fuzz.yaml", data)
-		if err == nil && cfg.Hostname == "" {
+		if err != nil {
+			return
+		}
+		if cfg.Hostname == "" {
 			t.Fatal("accepted a config without hostname")
 		}
+		// No accepted string can carry a line into a generated file.
+		eachString(reflect.ValueOf(cfg).Elem(), "", func(key, s string, _ reflect.StructField) {
+			if r, bad := badRune(s); bad {
+				t.Fatalf("accepted %s = %q, which holds %U", key, s, r)
+			}
+		})
 	})
 }
