@@ -1,8 +1,10 @@
 package config
 
 import (
+	"bytes"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -108,6 +110,31 @@ func TestEveryStringHasAKind(t *testing.T) {
 	}
 }
 
+// The walks above (and Validate's) know strings, numbers, booleans,
+// durations, sections and lists of strings or sections; a field of another
+// shape (a map, a pointer) would hide its strings from them.
+func TestSchemaShapesAreWalked(t *testing.T) {
+	var check func(t reflect.Type, key string)
+	check = func(t2 reflect.Type, key string) {
+		for i := 0; i < t2.NumField(); i++ {
+			sf := t2.Field(i)
+			k := join(key, yamlName(sf))
+			switch ft := sf.Type; {
+			case ft == durationType, ft.Kind() == reflect.String, ft.Kind() == reflect.Bool,
+				ft.Kind() == reflect.Int, ft.Kind() == reflect.Int64, ft.Kind() == reflect.Float64:
+			case ft.Kind() == reflect.Struct:
+				check(ft, k)
+			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.String:
+			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+				check(ft.Elem(), k+"[]")
+			default:
+				t.Errorf("%s: a %s is not walked by eachString and schemaStrings; teach them", k, ft)
+			}
+		}
+	}
+	check(reflect.TypeOf(Config{}), "")
+}
+
 // docWith returns minimal + the key set to v, with the required fields of a
 // list item filled in.
 func docWith(t *testing.T, k stringKey, v string) []byte {
@@ -141,19 +168,24 @@ func docWith(t *testing.T, k stringKey, v string) []byte {
 				item[yamlName(sf)] = good(sf)
 			}
 		}
-		item[k.field] = v
+		item[k.field] = placeholder
 		m[last] = []any{item}
 	case k.isList:
-		m[last] = []any{v}
+		m[last] = []any{placeholder}
 	default:
-		m[last] = v
+		m[last] = placeholder
 	}
 	out, err := yaml.Marshal(doc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	// The value goes in double-quoted, escapes and all ("\n", "\x00",
+	// "\u2028" mean the same in Go and YAML), so that it reaches Parse as
+	// it is and not as yaml.Marshal would fold it.
+	return bytes.Replace(out, []byte(placeholder), []byte(strconv.Quote(v)), 1)
 }
+
+const placeholder = "postkit-test-value-here"
 
 // Every string key of the schema refuses a line break, a carriage return
 // and NUL with file:line:column, the key and a hint, whatever its kind; the
