@@ -28,6 +28,10 @@ type File struct {
 	Mode  uint32
 	Owner string // user name; "" keeps the writer's
 	Group string // group name; "" keeps the writer's
+	// Template is the template the file was rendered from
+	// ("postfix/main.cf.tmpl"); "" for the SQL map files, which package
+	// sqlmaps writes.
+	Template string
 }
 
 // view is what the templates see: the config plus derived values.
@@ -187,6 +191,8 @@ var funcs = template.FuncMap{
 }
 
 // Render renders every file for cfg. It is pure: nothing is read or written.
+// cfg must have passed config.Validate: values are written as they are, and
+// only their validation keeps a value from adding a line of its own.
 func Render(cfg *config.Config) ([]File, error) {
 	v := &view{C: cfg, PostfixVersion: "3.7", DovecotVersion: "2.3", Chroot: "n", maps: map[string]string{}}
 	if cfg.Postfix.Chroot {
@@ -209,7 +215,7 @@ func Render(cfg *config.Config) ([]File, error) {
 		if err != nil {
 			return err
 		}
-		files = append(files, File{Path: dst, Data: data, Mode: mode, Group: group})
+		files = append(files, File{Path: dst, Data: data, Mode: mode, Group: group, Template: tmpl})
 		return nil
 	}
 	type item struct {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/postkit/postkit/internal/apply"
 	"github.com/postkit/postkit/internal/config"
@@ -144,6 +145,10 @@ func write(t *testing.T, files []File) {
 		if err := os.WriteFile(f.Path, f.Data, os.FileMode(f.Mode)); err != nil {
 			t.Fatal(err)
 		}
+		// Postfix waits for a file modified this second to settle (~1 s
+		// per file it reads): date them back.
+		past := time.Now().Add(-5 * time.Second)
+		os.Chtimes(f.Path, past, past)
 	}
 }
 

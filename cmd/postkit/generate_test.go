@@ -3,11 +3,19 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/postkit/postkit/internal/apply"
+	"github.com/postkit/postkit/internal/config"
+	"github.com/postkit/postkit/internal/testlib"
 	"github.com/spf13/pflag"
 )
 
@@ -100,5 +108,251 @@ func TestGenerateRefusesOpenRelay(t *testing.T) {
 	main, _ := os.ReadFile(filepath.Join(root, "etc/postfix/main.cf"))
 	if !bytes.Contains(main, []byte("mynetworks = 0.0.0.0/0")) {
 		t.Error("the acknowledged open relay was not generated")
+	}
+}
+
+// The open-relay guard judges the networks Postfix will read: postconf -n on
+// the generated tree lists exactly the networks config judged, and judging
+// what postconf reads gives the same verdict. 256 separate /8 networks are
+// all of IPv4 and are refused without --i-know-this-is-an-open-relay.
+func TestOpenRelayUnionAsPostfixReadsIt(t *testing.T) {
+	postconf := testlib.NeedProgram(t, "postconf")
+	var all4 []string
+	for i := 0; i < 256; i++ {
+		all4 = append(all4, fmt.Sprintf("%d.0.0.0/8", i))
+	}
+	for _, tt := range []struct {
+		name, nets string
+		open       bool
+	}{
+		{"all of IPv4 in /8s", "[" + strings.Join(all4, ", ") + "]", true},
+		{"IPv4-mapped", `["::ffff:0.0.0.0/96"]`, true},
+		{"two /8s", "[10.0.0.0/8, 11.0.0.0/8]", true},
+		{"a /8 in halves, loopback", `[10.0.0.0/9, 10.128.0.0/9, 127.0.0.0/8, "::1", "::ffff:127.0.0.1"]`, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			y := "hostname: mail.exemple.fr\ndomains: [exemple.fr]\ntrusted_networks: " + tt.nets + "\n"
+			cfgPath := filepath.Join(dir, "postkit.yaml")
+			os.WriteFile(cfgPath, []byte(y), 0o644)
+			root := filepath.Join(dir, "root")
+			_, err := runPostkit(t, "generate", "-c", cfgPath, "--root", root)
+			if tt.open != (err != nil && strings.Contains(err.Error(), "open relay")) {
+				t.Fatalf("generate = %v; want open relay refused: %v", err, tt.open)
+			}
+			if tt.open {
+				if _, err := runPostkit(t, "generate", "-c", cfgPath, "--root", root, "--i-know-this-is-an-open-relay"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out, err := exec.Command(postconf, "-c", filepath.Join(root, "etc/postfix"), "-h", "mynetworks").Output()
+			if err != nil {
+				t.Fatalf("postconf -h mynetworks: %v", err)
+			}
+			cfg, _, err := config.Parse("x.yaml", []byte(y))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var judged, read []string
+			for _, n := range cfg.RelayNetworks() {
+				judged = append(judged, n.Prefix.String())
+			}
+			for _, item := range strings.FieldsFunc(string(out), func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }) {
+				p, err := config.ParseCIDR(item)
+				if err != nil {
+					t.Fatalf("postconf mynetworks item %q: %v", item, err)
+				}
+				read = append(read, strconv.Quote(p.String()))
+			}
+			if got := strings.Join(read, ","); got != `"`+strings.Join(judged, `","`)+`"` {
+				t.Fatalf("Postfix reads mynetworks %s; config judged %v", got, judged)
+			}
+			// Judge what Postfix reads: the same verdict.
+			asRead, f, err := config.Parse("postconf", []byte("hostname: mail.exemple.fr\ndomains: [exemple.fr]\ntrusted_networks: ["+strings.Join(read, ", ")+"]\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if open := asRead.OpenRelay(f) != nil; open != tt.open {
+				t.Errorf("judging postconf's mynetworks: open=%v; want %v", open, tt.open)
+			}
+		})
+	}
+}
+
+// tree is every entry under root: path -> mode, owner and contents.
+func tree(t *testing.T, root string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		st, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		v := st.Mode().String()
+		if s, ok := st.Sys().(*syscall.Stat_t); ok {
+			v += fmt.Sprintf(" %d:%d", s.Uid, s.Gid)
+		}
+		if st.Mode().IsRegular() {
+			b, _ := os.ReadFile(p)
+			v += " " + string(b)
+		}
+		m[strings.TrimPrefix(p, root)] = v
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func sameTree(t *testing.T, what string, before, after map[string]string) {
+	t.Helper()
+	for p, v := range after {
+		if w, ok := before[p]; !ok {
+			t.Errorf("%s: %s was created", what, p)
+		} else if w != v {
+			t.Errorf("%s: %s changed:\n%s", what, p, apply.Unified(p, []byte(w), []byte(v)))
+		}
+	}
+	for p := range before {
+		if _, ok := after[p]; !ok {
+			t.Errorf("%s: %s was removed", what, p)
+		}
+	}
+}
+
+// fakeProgram puts a program that fails, saying so, first on PATH.
+func fakeProgram(t *testing.T, name string) {
+	t.Helper()
+	dir := t.TempDir()
+	script := "#!/bin/sh\necho \"" + name + ": fake refusal of $*\" >&2\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+}
+
+func exitCode(err error) int {
+	if e, ok := err.(interface{ ExitCode() int }); ok {
+		return e.ExitCode()
+	}
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+// generate is all or nothing: when Postfix, Dovecot or sievec refuses the
+// new set, nothing under the root changes, byte for byte, and the exit
+// status and message say what refused it; --check runs the same checks and
+// writes nothing. sievec judges the script every time, not only when it
+// changed.
+func TestGenerateAllOrNothing(t *testing.T) {
+	testlib.NeedBinary(t, "postconf", "doveconf", "sievec")
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	write := func(name, extra string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte("hostname: mail.exemple.fr\ndomains: [exemple.fr]\n"+extra), 0o644)
+		return p
+	}
+	first := write("first.yaml", "")
+	if out, err := runPostkit(t, "generate", "-c", first, "--root", root); err != nil {
+		t.Fatalf("first generate: %v\n%s", err, out)
+	}
+	live := tree(t, root)
+	svbin := "/var/mail/sieve/before/spam.svbin"
+	if !strings.Contains(live[svbin], "/var/mail/sieve/before/spam.sieve") {
+		t.Fatalf("the live Sieve binary was not compiled at its live path: %q", live[svbin])
+	}
+
+	// The script does not change here: only main.cf, dovecot.conf…
+	renamed := write("renamed.yaml", "origin: exemple.fr\npostmaster: root@exemple.fr\n")
+	// …and here most files do, the Sieve script too.
+	moved := write("moved.yaml", "origin: exemple.fr\nsieve: {spam_folder: Junk}\nmailbox: {layout: \"%d/%n/Maildir\"}\n")
+	missingMap := write("map.yaml", "postfix: {transport_maps: \"mysql:/etc/postfix/no-such-postkit-map.cf\"}\n")
+
+	for _, tt := range []struct {
+		name, fake, cfg string
+		want            []string
+	}{
+		{"failing sievec, script unchanged", "sievec", renamed, []string{"sievec refused the generated files", "sievec: fake refusal of -c <staged>/etc/dovecot/dovecot.conf <staged>/var/mail/sieve/before/spam.sieve"}},
+		{"failing sievec, script changed", "sievec", moved, []string{"sievec refused"}},
+		{"failing doveconf", "doveconf", moved, []string{"doveconf refused the generated files", "doveconf: fake refusal of -c <staged>/etc/dovecot/dovecot.conf -n"}},
+		{"failing postconf", "postconf", moved, []string{"postconf refused"}},
+		{"postconf warns of a missing map", "", missingMap, []string{"postconf refused", `open "mysql" configuration "/etc/postfix/no-such-postkit-map.cf": No such file or directory`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.fake != "" {
+				fakeProgram(t, tt.fake)
+			}
+			for _, check := range []bool{false, true} {
+				args := []string{"generate", "-c", tt.cfg, "--root", root}
+				if check {
+					args = append(args, "--check")
+				}
+				out, err := runPostkit(t, args...)
+				if exitCode(err) != 3 {
+					t.Errorf("generate (check=%v) = exit %d, %v\n%s; want exit 3", check, exitCode(err), err, out)
+				}
+				for _, w := range append(tt.want, "nothing under "+root+" was changed") {
+					if err != nil && !strings.Contains(err.Error(), w) {
+						t.Errorf("generate error:\n%v\nwant it to contain %q", err, w)
+					}
+				}
+				sameTree(t, fmt.Sprintf("%s (check=%v)", tt.name, check), live, tree(t, root))
+				if t.Failed() {
+					return
+				}
+			}
+		})
+	}
+
+	// --check reports, checks and writes nothing; then the real run, then a
+	// second one that changes nothing.
+	out, err := runPostkit(t, "generate", "-c", moved, "--root", root, "--check", "--json")
+	var r genResult
+	if err != nil || json.Unmarshal([]byte(out), &r) != nil || !r.Changed {
+		t.Fatalf("--check --json: %v %+v\n%s", err, r, out)
+	}
+	sameTree(t, "--check", live, tree(t, root))
+	if out, err := runPostkit(t, "generate", "-c", moved, "--root", root, "--json"); err != nil || !strings.Contains(out, `"changed":true`) {
+		t.Fatalf("generate: %v\n%s", err, out)
+	}
+	after := tree(t, root)
+	if !strings.Contains(after["/var/mail/sieve/before/spam.sieve"], `fileinto :create "Junk"`) || after[svbin] == live[svbin] {
+		t.Errorf("the new Sieve script or its binary is not in place")
+	}
+	out, err = runPostkit(t, "generate", "-c", moved, "--root", root, "--json")
+	r = genResult{}
+	if err != nil || json.Unmarshal([]byte(out), &r) != nil || r.Changed {
+		t.Fatalf("second run: %v changed=%v\n%s", err, r.Changed, out)
+	}
+	sameTree(t, "second run", after, tree(t, root))
+}
+
+// A missing checker is a note, not a failure: the files are installed, as
+// on a host without Postfix or Dovecot.
+func TestGenerateNotesMissingCheckers(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	root := t.TempDir()
+	out, err := runPostkit(t, "generate", "-c", "../../examples/minimal.yaml", "--root", root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{
+		"postkit: note: postconf not found (apt-get install postfix): main.cf and master.cf not checked before being installed",
+		"postkit: note: doveconf not found",
+		"postkit: note: sievec not found (apt-get install dovecot-sieve)",
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "etc/postfix/main.cf")); err != nil {
+		t.Error(err)
 	}
 }

@@ -1,7 +1,18 @@
 // Package apply writes generated files the way configuration management
-// expects: atomically (temporary file, fsync, rename), with their modes and
-// owners, leaving unchanged files untouched, and able to report or diff what
-// it would do without writing anything.
+// expects: all or nothing, with their modes and owners, leaving unchanged
+// files untouched, and able to report or diff what it would do without
+// writing anything.
+//
+// Apply works in three steps. It stages every file in a temporary tree that
+// mirrors the live one (STAGE/etc/postfix/main.cf) and hands it to
+// Options.Verify, which runs the programs that read the files; a refusal
+// stops everything before the live tree is touched. It then writes each
+// changed file next to its live copy (a temporary file, fsynced) and keeps a
+// hard link to the old one. Last it renames the new files into place one by
+// one and runs Options.Finish. If a rename or Finish fails, the files
+// already replaced are renamed back from their links (new files removed,
+// directories it created removed), so the live tree is as it was; only when
+// that also fails are the leftover copies named in the error.
 package apply
 
 import (
@@ -9,9 +20,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/postkit/postkit/internal/daemon"
 )
@@ -45,15 +59,43 @@ type Change struct {
 // Options control Apply.
 type Options struct {
 	Root  string // prefix for every path; "/" for the live system
-	Check bool   // compute changes, write nothing
+	Check bool   // compute changes and verify, write nothing under Root
 	// Chown applies owners and groups; it needs root. Unknown users or
 	// groups are an error.
 	Chown bool
+	// Verify, when set, is given a temporary directory holding every file
+	// (changed or not) at its live path under it, before anything under
+	// Root changes, with Check too. An error stops Apply: nothing is
+	// written, and the error wraps ErrRefused.
+	Verify func(stage string) error
+	// Finish, when set, runs once every changed file is in place, before
+	// the old versions are dropped, with the changes; an error puts every
+	// file back. Finish
+	// may write the live paths listed in Extra (e.g. a compiled Sieve
+	// binary): they are saved first and put back with the rest.
+	Finish func(changes []Change) error
+	Extra  []string
 }
 
-// Apply puts files under root. It returns the change for each file, in order.
+var (
+	// ErrRefused wraps the error of Options.Verify: nothing was written.
+	ErrRefused = errors.New("apply: the staged files were refused; nothing was written")
+	// ErrRestored wraps an error while writing or finishing: every file
+	// was put back as it was.
+	ErrRestored = errors.New("apply: every file was put back as it was")
+	// ErrInconsistent means that putting the files back failed too: the
+	// error names what is left where.
+	ErrInconsistent = errors.New("apply: files could not all be put back")
+)
+
+// rename is os.Rename; tests make it fail.
+var rename = os.Rename
+
+// Apply puts files under root, all or nothing. It returns the change for
+// each file, in order.
 func Apply(files []File, o Options) ([]Change, error) {
 	changes := make([]Change, 0, len(files))
+	var todo []*pending
 	for _, f := range files {
 		dst := filepath.Join(o.Root, f.Path)
 		uid, gid, err := ids(f, o.Chown)
@@ -74,14 +116,230 @@ func Apply(files []File, o Options) ([]Change, error) {
 			ch.Action = Unchanged
 		}
 		changes = append(changes, ch)
-		if o.Check || ch.Action == Unchanged {
-			continue
-		}
-		if err := writeAtomic(dst, f.Data, f.Mode.Perm(), uid, gid); err != nil {
-			return changes, fmt.Errorf("apply: %w", err)
+		if ch.Action != Unchanged {
+			todo = append(todo, &pending{f: f, dst: dst, uid: uid, gid: gid, existed: st != nil})
 		}
 	}
-	return changes, nil
+	if o.Verify != nil {
+		if err := verify(files, o.Verify); err != nil {
+			return changes, err
+		}
+	}
+	if o.Check {
+		return changes, nil
+	}
+	var extra []*saved
+	for _, p := range o.Extra {
+		extra = append(extra, &saved{path: filepath.Join(o.Root, p)})
+	}
+	var finish func() error
+	if o.Finish != nil {
+		finish = func() error { return o.Finish(changes) }
+	}
+	return changes, install(todo, extra, finish)
+}
+
+// verify stages every file under a temporary directory and calls fn on it.
+// The staged files are dated a few seconds back: Postfix, reading a file
+// modified in the current second, waits until that second is over (about
+// 1 s per file) in case it is still being written.
+func verify(files []File, fn func(stage string) error) error {
+	past := time.Now().Add(-5 * time.Second)
+	stage, err := os.MkdirTemp("", "postkit-stage-")
+	if err != nil {
+		return fmt.Errorf("apply: staging: %w", err)
+	}
+	defer os.RemoveAll(stage)
+	for _, f := range files {
+		p := filepath.Join(stage, f.Path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return fmt.Errorf("apply: staging: %w", err)
+		}
+		if err := os.WriteFile(p, f.Data, f.Mode.Perm()); err != nil {
+			return fmt.Errorf("apply: staging: %w", err)
+		}
+		if err := os.Chmod(p, f.Mode.Perm()); err != nil {
+			return fmt.Errorf("apply: staging: %w", err)
+		}
+		if err := os.Chtimes(p, past, past); err != nil {
+			return fmt.Errorf("apply: staging: %w", err)
+		}
+	}
+	if err := fn(stage); err != nil {
+		return fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	return nil
+}
+
+// pending is one changed file on its way in.
+type pending struct {
+	f        File
+	dst      string
+	uid, gid int
+	existed  bool
+	tmp      string // the new contents, next to dst
+	backup   string // a hard link to the old file
+	swapped  bool
+}
+
+// saved is an Extra path: a copy of it before Finish, or none if it did
+// not exist.
+type saved struct {
+	path, copy string
+}
+
+// install writes, swaps and finishes; on failure it puts everything back.
+func install(todo []*pending, extra []*saved, finish func() error) error {
+	var made []string // directories created, parents first
+	undo := func(cause error) error {
+		var left []string
+		for i := len(todo) - 1; i >= 0; i-- {
+			o := todo[i]
+			switch {
+			case o.swapped && o.existed:
+				if err := rename(o.backup, o.dst); err != nil {
+					left = append(left, fmt.Sprintf("%s (the old version is at %s)", o.dst, o.backup))
+					continue
+				}
+			case o.swapped:
+				if err := os.Remove(o.dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					left = append(left, o.dst+" (new; remove it)")
+				}
+			default:
+				if o.backup != "" {
+					os.Remove(o.backup)
+				}
+			}
+			if o.tmp != "" {
+				os.Remove(o.tmp)
+			}
+		}
+		for _, s := range extra {
+			if err := s.restore(); err != nil {
+				left = append(left, err.Error())
+			}
+		}
+		for i := len(made) - 1; i >= 0; i-- {
+			os.Remove(made[i]) // only if empty
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("%w: %w; still changed: %s", ErrInconsistent, cause, strings.Join(left, ", "))
+		}
+		return fmt.Errorf("%w: %w", ErrRestored, cause)
+	}
+	// Write every new file and link every old one; the live tree does not
+	// change yet.
+	for _, o := range todo {
+		dirs, err := mkdirAll(filepath.Dir(o.dst))
+		made = append(made, dirs...)
+		if err != nil {
+			return undo(fmt.Errorf("apply: %w", err))
+		}
+		if o.tmp, err = writeTemp(o.dst, o.f.Data, o.f.Mode.Perm(), o.uid, o.gid); err != nil {
+			return undo(fmt.Errorf("apply: %s: %w", o.f.Path, err))
+		}
+		if o.existed {
+			if o.backup, err = linkBackup(o.dst); err != nil {
+				return undo(fmt.Errorf("apply: %s: keeping the old version: %w", o.f.Path, err))
+			}
+		}
+	}
+	for _, s := range extra {
+		if err := s.save(); err != nil {
+			return undo(fmt.Errorf("apply: %w", err))
+		}
+	}
+	// Swap.
+	for _, o := range todo {
+		if err := rename(o.tmp, o.dst); err != nil {
+			return undo(fmt.Errorf("apply: %s: %w", o.f.Path, err))
+		}
+		o.swapped, o.tmp = true, ""
+	}
+	if finish != nil {
+		if err := finish(); err != nil {
+			return undo(err)
+		}
+	}
+	// Commit: drop the old versions, make the renames durable.
+	synced := map[string]bool{}
+	for _, o := range todo {
+		if o.backup != "" {
+			os.Remove(o.backup)
+		}
+		if dir := filepath.Dir(o.dst); !synced[dir] {
+			synced[dir] = true
+			syncDir(dir)
+		}
+	}
+	for _, s := range extra {
+		if s.copy != "" {
+			os.Remove(s.copy)
+		}
+	}
+	return nil
+}
+
+func (s *saved) save() error {
+	data, st, err := read(s.path)
+	if err != nil || st == nil {
+		return err
+	}
+	uid, gid := -1, -1
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		uid, gid = int(sys.Uid), int(sys.Gid)
+	}
+	s.copy, err = writeTemp(s.path, data, st.Mode().Perm(), uid, gid)
+	return err
+}
+
+func (s *saved) restore() error {
+	if s.copy == "" {
+		if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%s (new; remove it)", s.path)
+		}
+		return nil
+	}
+	if err := rename(s.copy, s.path); err != nil {
+		return fmt.Errorf("%s (the old version is at %s)", s.path, s.copy)
+	}
+	return nil
+}
+
+// mkdirAll is os.MkdirAll that returns the directories it created, parents
+// first, so that they can be removed again.
+func mkdirAll(dir string) ([]string, error) {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		missing = append(missing, d)
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	var made []string
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return made, err
+		}
+		made = append(made, missing[i])
+	}
+	return made, nil
+}
+
+// linkBackup makes a hard link to dst next to it, under a name no one uses.
+func linkBackup(dst string) (string, error) {
+	for i := 0; ; i++ {
+		name := filepath.Join(filepath.Dir(dst), fmt.Sprintf(".%s.postkit-old-%d", filepath.Base(dst), rand.Uint32()))
+		err := os.Link(dst, name)
+		if err == nil || !errors.Is(err, fs.ErrExist) || i == 100 {
+			return name, err
+		}
+	}
 }
 
 // Changed reports whether any change is not Unchanged.
@@ -135,44 +393,41 @@ func read(path string) ([]byte, fs.FileInfo, error) {
 	return data, st, err
 }
 
-func writeAtomic(dst string, data []byte, mode fs.FileMode, uid, gid int) error {
-	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dst)+".postkit-*")
+// writeTemp writes data to a new temporary file next to dst, with its mode
+// and owner, and fsyncs it.
+func writeTemp(dst string, data []byte, mode fs.FileMode, uid, gid int) (string, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".postkit-*")
 	if err != nil {
-		return err
+		return "", err
 	}
 	name := tmp.Name()
-	defer os.Remove(name) // no-op after a successful rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if uid >= 0 || gid >= 0 {
-		if err := tmp.Chown(uid, gid); err != nil {
-			tmp.Close()
+	err = func() error {
+		if _, err := tmp.Write(data); err != nil {
 			return err
 		}
+		if err := tmp.Chmod(mode); err != nil {
+			return err
+		}
+		if uid >= 0 || gid >= 0 {
+			if err := tmp.Chown(uid, gid); err != nil {
+				return err
+			}
+		}
+		return tmp.Sync()
+	}()
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
+	if err != nil {
+		os.Remove(name)
+		return "", err
 	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(name, dst); err != nil {
-		return err
-	}
+	return name, nil
+}
+
+func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
 		d.Close()
 	}
-	return nil
 }

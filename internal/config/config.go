@@ -9,14 +9,14 @@ import "time"
 // Config is the whole postkit.yaml. Field docs are in the doc tags: they feed
 // `postkit config schema` and examples/postkit.yaml.
 type Config struct {
-	Hostname         string    `yaml:"hostname" doc:"Fully qualified host name of this mail server (Postfix myhostname, HELO name, authserv-id)." required:"true"`
-	Origin           string    `yaml:"origin" doc:"Domain appended to locally posted mail (Postfix myorigin). Default: the hostname."`
-	Domains          []string  `yaml:"domains" doc:"Mail domains served here. They are seeded into the database by 'postkit db init' and used for DKIM and DNS records; further domains can be added with 'postkit db domain add'." required:"true"`
-	Postmaster       string    `yaml:"postmaster" doc:"Postmaster address used by Dovecot LMTP for rejections. Default: postmaster@ the first domain."`
-	TrustedNetworks  []CIDR    `yaml:"trusted_networks" doc:"Networks allowed to relay without authentication (Postfix mynetworks). Keep it to loopback and your own LAN."`
+	Hostname         string    `yaml:"hostname" doc:"Fully qualified host name of this mail server (Postfix myhostname, HELO name, authserv-id)." required:"true" kind:"hostname"`
+	Origin           string    `yaml:"origin" doc:"Domain appended to locally posted mail (Postfix myorigin). Default: the hostname." kind:"domain"`
+	Domains          []string  `yaml:"domains" doc:"Mail domains served here. They are seeded into the database by 'postkit db init' and used for DKIM and DNS records; further domains can be added with 'postkit db domain add'." required:"true" kind:"domain"`
+	Postmaster       string    `yaml:"postmaster" doc:"Postmaster address used by Dovecot LMTP for rejections. Default: postmaster@ the first domain." kind:"email"`
+	TrustedNetworks  []CIDR    `yaml:"trusted_networks" doc:"Networks allowed to relay without authentication (Postfix mynetworks). Keep it to loopback and your own LAN: together, loopback aside, they may cover at most a /8 of IPv4 and a /16 of IPv6 (generate refuses more unless told --i-know-this-is-an-open-relay)." kind:"cidr"`
 	MessageSizeLimit int64     `yaml:"message_size_limit" doc:"Largest accepted message in bytes (Postfix message_size_limit). Postfix counts its own Received header and the envelope (about 1 KB) against it."`
-	RecipientDelim   string    `yaml:"recipient_delimiter" doc:"Separator between user name and address extension (user+tag@domain)."`
-	InetProtocols    string    `yaml:"inet_protocols" doc:"IP versions Postfix uses: all, ipv4 or ipv6." enum:"all,ipv4,ipv6"`
+	RecipientDelim   string    `yaml:"recipient_delimiter" doc:"Separator between user name and address extension (user+tag@domain)." kind:"delimiter"`
+	InetProtocols    string    `yaml:"inet_protocols" doc:"IP versions Postfix uses: all, ipv4 or ipv6." enum:"all,ipv4,ipv6" kind:"enum"`
 	SMTPUTF8         bool      `yaml:"smtputf8" doc:"Announce SMTPUTF8 (Postfix smtputf8_enable)."`
 	TLS              TLS       `yaml:"tls" doc:"Certificate and TLS policy shared by Postfix and Dovecot."`
 	Database         Database  `yaml:"database" doc:"Where users, domains, aliases and blacklists live."`
@@ -35,15 +35,15 @@ type TLS struct {
 	Cert string `yaml:"cert" doc:"PEM certificate chain (Postfix smtpd_tls_cert_file, Dovecot ssl_cert)." kind:"path"`
 	Key  string `yaml:"key" doc:"PEM private key of the certificate." kind:"path"`
 	// InboundLevel is smtpd_tls_security_level on port 25.
-	InboundLevel string `yaml:"inbound_level" doc:"TLS on port 25: 'may' offers STARTTLS (RFC 3207 forbids requiring it on a public MX); 'encrypt' refuses every sender without TLS." enum:"may,encrypt"`
+	InboundLevel string `yaml:"inbound_level" doc:"TLS on port 25: 'may' offers STARTTLS (RFC 3207 forbids requiring it on a public MX); 'encrypt' refuses every sender without TLS." enum:"may,encrypt" kind:"enum"`
 	// OutboundLevel is smtp_tls_security_level.
-	OutboundLevel string `yaml:"outbound_level" doc:"TLS when relaying out: 'may' (opportunistic), 'encrypt' (refuses to deliver to servers without STARTTLS), 'dane' (needs a DNSSEC-validating resolver)." enum:"may,encrypt,dane"`
-	MinProtocol   string `yaml:"min_protocol" doc:"Oldest TLS version accepted by Postfix and Dovecot." enum:"TLSv1.2,TLSv1.3"`
+	OutboundLevel string `yaml:"outbound_level" doc:"TLS when relaying out: 'may' (opportunistic), 'encrypt' (refuses to deliver to servers without STARTTLS), 'dane' (needs a DNSSEC-validating resolver)." enum:"may,encrypt,dane" kind:"enum"`
+	MinProtocol   string `yaml:"min_protocol" doc:"Oldest TLS version accepted by Postfix and Dovecot." enum:"TLSv1.2,TLSv1.3" kind:"enum"`
 }
 
 // Database is the SQL store.
 type Database struct {
-	Driver string `yaml:"driver" doc:"Database driver. Only sqlite is supported for now." enum:"sqlite"`
+	Driver string `yaml:"driver" doc:"Database driver. Only sqlite is supported for now." enum:"sqlite" kind:"enum"`
 	Path   string `yaml:"path" doc:"SQLite file. Postfix (user postfix) and Dovecot's auth process must be able to read it." kind:"path"`
 }
 
@@ -52,8 +52,8 @@ type Mailbox struct {
 	BaseDir string `yaml:"base_dir" doc:"Root of every Maildir (Postfix virtual_mailbox_base)." kind:"path"`
 	UID     int    `yaml:"uid" doc:"Owner uid of the mailboxes (the vmail user)."`
 	GID     int    `yaml:"gid" doc:"Owner gid of the mailboxes."`
-	User    string `yaml:"user" doc:"Name of the mailbox owner account; created by the demo and the Ansible role."`
-	Layout  string `yaml:"layout" doc:"Maildir path under base_dir, with Dovecot variables (%d domain, %n user)."`
+	User    string `yaml:"user" doc:"Name of the mailbox owner account; created by the demo and the Ansible role." kind:"user"`
+	Layout  string `yaml:"layout" doc:"Maildir path under base_dir, with Dovecot variables (%d domain, %n user)." kind:"layout"`
 }
 
 // Listeners are the network services.
@@ -83,10 +83,10 @@ type Paths struct {
 // Postfix holds the remaining Postfix knobs.
 type Postfix struct {
 	Chroot             bool   `yaml:"chroot" doc:"Run smtpd, cleanup and friends chrooted in the queue directory, as Debian does."`
-	MailOwner          string `yaml:"mail_owner" doc:"Postfix mail_owner account."`
-	SetgidGroup        string `yaml:"setgid_group" doc:"Postfix setgid_group."`
-	RelayHost          string `yaml:"relayhost" doc:"Smart host for outbound mail, e.g. [smtp.example.net]:587; empty delivers directly."`
-	TransportMaps      string `yaml:"transport_maps" doc:"Extra transport_maps lookup table (e.g. to route test domains to a sink); empty for none."`
+	MailOwner          string `yaml:"mail_owner" doc:"Postfix mail_owner account." kind:"user"`
+	SetgidGroup        string `yaml:"setgid_group" doc:"Postfix setgid_group." kind:"group"`
+	RelayHost          string `yaml:"relayhost" doc:"Smart host for outbound mail, e.g. [smtp.example.net]:587; empty delivers directly." kind:"relayhost"`
+	TransportMaps      string `yaml:"transport_maps" doc:"Extra transport_maps lookup table (e.g. to route test domains to a sink); empty for none." kind:"maps"`
 	DisableDNS         bool   `yaml:"disable_dns_lookups" doc:"Do not look up MX/A records when relaying (smtp_dns_support_level = disabled); for sandboxes with a relay host."`
 	AllowPlaintextAuth bool   `yaml:"allow_plaintext_auth" doc:"Allow SASL AUTH before STARTTLS. Never in production."`
 	DNSChecks          bool   `yaml:"dns_checks" doc:"Refuse senders and recipients whose domain has no DNS records (reject_unknown_sender_domain, reject_unknown_recipient_domain). Turn off only in sandboxes without DNS."`
@@ -96,12 +96,12 @@ type Postfix struct {
 type Milter struct {
 	Enabled       bool     `yaml:"enabled" doc:"Run the postkit milter and wire it into Postfix (smtpd_milters, non_smtpd_milters)."`
 	Listen        string   `yaml:"listen" doc:"Where the milter listens: unix:/path (under the queue directory when Postfix is chrooted; a missing directory is created mode 0750 with the socket's owner and group) or inet:127.0.0.1:PORT." kind:"addr"`
-	SocketOwner   string   `yaml:"socket_owner" doc:"Owner of the unix socket; empty keeps the daemon's user."`
-	SocketGroup   string   `yaml:"socket_group" doc:"Group of the unix socket."`
-	SocketMode    string   `yaml:"socket_mode" doc:"Octal mode of the unix socket." pattern:"^0?[0-7]{3}$"`
-	DefaultAction string   `yaml:"default_action" doc:"What Postfix does when the milter cannot be reached (milter_default_action). tempfail keeps mail queued; accept lets it pass unsigned." enum:"tempfail,accept,reject"`
-	OnError       string   `yaml:"on_error" doc:"What the milter answers when a filter fails on a message." enum:"tempfail,accept,reject"`
-	Originating   []string `yaml:"originating" doc:"Postfix service names ({daemon_name}, set with milter_macro_daemon_name) whose mail is outbound."`
+	SocketOwner   string   `yaml:"socket_owner" doc:"Owner of the unix socket; empty keeps the daemon's user." kind:"user"`
+	SocketGroup   string   `yaml:"socket_group" doc:"Group of the unix socket." kind:"group"`
+	SocketMode    string   `yaml:"socket_mode" doc:"Octal mode of the unix socket." pattern:"^0?[0-7]{3}$" kind:"mode"`
+	DefaultAction string   `yaml:"default_action" doc:"What Postfix does when the milter cannot be reached (milter_default_action). tempfail keeps mail queued; accept lets it pass unsigned." enum:"tempfail,accept,reject" kind:"enum"`
+	OnError       string   `yaml:"on_error" doc:"What the milter answers when a filter fails on a message." enum:"tempfail,accept,reject" kind:"enum"`
+	Originating   []string `yaml:"originating" doc:"Postfix service names ({daemon_name}, set with milter_macro_daemon_name) whose mail is outbound." kind:"name"`
 	Scrub         Scrub    `yaml:"scrub" doc:"Privacy scrubbing of outbound headers."`
 	DKIM          DKIM     `yaml:"dkim" doc:"DKIM signing (outbound) and verification (inbound)."`
 }
@@ -114,27 +114,27 @@ type Scrub struct {
 
 // ScrubRule is one scrubbing rule.
 type ScrubRule struct {
-	Header string `yaml:"header" doc:"Header name, case-insensitive." required:"true"`
-	Match  string `yaml:"match" doc:"Optional RE2 regular expression the value must match."`
-	Action string `yaml:"action" doc:"delete; replace (the value becomes 'with'); or redact-received (a Received field loses its 'from' clause, keeping 'by … with … id …; date')." enum:"delete,replace,redact-received"`
-	With   string `yaml:"with" doc:"Replacement value for action replace (literal text, one line)."`
+	Header string `yaml:"header" doc:"Header name, case-insensitive." required:"true" kind:"header"`
+	Match  string `yaml:"match" doc:"Optional RE2 regular expression the value must match." kind:"regexp"`
+	Action string `yaml:"action" doc:"delete; replace (the value becomes 'with'); or redact-received (a Received field loses its 'from' clause, keeping 'by … with … id …; date')." enum:"delete,replace,redact-received" kind:"enum"`
+	With   string `yaml:"with" doc:"Replacement value for action replace (literal text, one line)." kind:"text"`
 }
 
 // DKIM configures signing and verification.
 type DKIM struct {
 	Sign             bool      `yaml:"sign" doc:"Sign outbound mail."`
 	Verify           bool      `yaml:"verify" doc:"Verify inbound signatures and add Authentication-Results."`
-	Canonicalization string    `yaml:"canonicalization" doc:"header/body canonicalization." enum:"relaxed/simple,relaxed/relaxed,simple/simple,simple/relaxed"`
+	Canonicalization string    `yaml:"canonicalization" doc:"header/body canonicalization." enum:"relaxed/simple,relaxed/relaxed,simple/simple,simple/relaxed" kind:"enum"`
 	Subdomains       bool      `yaml:"subdomains" doc:"Sign mail from sub.example.org with the key of example.org when the sub-domain has none."`
-	AuthservID       string    `yaml:"authserv_id" doc:"authserv-id in Authentication-Results. Default: the hostname."`
+	AuthservID       string    `yaml:"authserv_id" doc:"authserv-id in Authentication-Results. Default: the hostname." kind:"name"`
 	KeyDir           string    `yaml:"key_dir" doc:"Directory of keys made by 'postkit dkim keygen' (DOMAIN/SELECTOR.private)." kind:"path"`
 	Keys             []DKIMKey `yaml:"keys" doc:"Signing keys. Two keys for one domain (e.g. RSA and Ed25519) give two signatures." example:"{domain: exemple.fr, selector: mail, key_file: /etc/dkimkeys/exemple.fr/mail.private}|{domain: exemple.fr, selector: ed1, key_file: /etc/dkimkeys/exemple.fr/ed1.private}"`
 }
 
 // DKIMKey is one signing key.
 type DKIMKey struct {
-	Domain   string `yaml:"domain" doc:"Signing domain (d=)." required:"true"`
-	Selector string `yaml:"selector" doc:"Selector (s=)." required:"true"`
+	Domain   string `yaml:"domain" doc:"Signing domain (d=)." required:"true" kind:"domain"`
+	Selector string `yaml:"selector" doc:"Selector (s=)." required:"true" kind:"selector"`
 	KeyFile  string `yaml:"key_file" doc:"PEM private key. Default: key_dir/DOMAIN/SELECTOR.private." kind:"path"`
 	Disabled bool   `yaml:"disabled" doc:"Keep the key published but stop signing with it (rotation)."`
 }
@@ -143,11 +143,11 @@ type DKIMKey struct {
 type Policy struct {
 	Enabled     bool      `yaml:"enabled" doc:"Run the postkit policy daemon and add check_policy_service to Postfix."`
 	Listen      string    `yaml:"listen" doc:"Where the policy daemon listens: unix:/path (under the queue directory when Postfix is chrooted) or inet:127.0.0.1:PORT." kind:"addr"`
-	SocketOwner string    `yaml:"socket_owner" doc:"Owner of the unix socket; empty keeps the daemon's user."`
-	SocketGroup string    `yaml:"socket_group" doc:"Group of the unix socket."`
-	SocketMode  string    `yaml:"socket_mode" doc:"Octal mode of the unix socket." pattern:"^0?[0-7]{3}$"`
+	SocketOwner string    `yaml:"socket_owner" doc:"Owner of the unix socket; empty keeps the daemon's user." kind:"user"`
+	SocketGroup string    `yaml:"socket_group" doc:"Group of the unix socket." kind:"group"`
+	SocketMode  string    `yaml:"socket_mode" doc:"Octal mode of the unix socket." pattern:"^0?[0-7]{3}$" kind:"mode"`
 	TimeBudget  Duration  `yaml:"time_budget" doc:"Longest a request may take; Postfix's smtpd_policy_service_timeout is set above it."`
-	Checks      []string  `yaml:"checks" doc:"Checks in the order they run; the first decisive answer wins." enum:"blacklist,spf,dnsbl,greylist,ratelimit"`
+	Checks      []string  `yaml:"checks" doc:"Checks in the order they run; the first decisive answer wins." enum:"blacklist,spf,dnsbl,greylist,ratelimit" kind:"enum"`
 	SPF         SPF       `yaml:"spf" doc:"SPF (RFC 7208)."`
 	Blacklist   Blacklist `yaml:"blacklist" doc:"SQL sender and recipient blacklists (postfix_liste_noire_*)."`
 	DNSBL       DNSBL     `yaml:"dnsbl" doc:"DNS block and allow lists, weighted like postscreen_dnsbl_sites."`
@@ -158,23 +158,23 @@ type Policy struct {
 
 // SPF configures the SPF check.
 type SPF struct {
-	Mode         string   `yaml:"mode" doc:"enforce rejects SPF fail with 550 5.7.23; header only adds Received-SPF (a safe roll-out)." enum:"enforce,header"`
+	Mode         string   `yaml:"mode" doc:"enforce rejects SPF fail with 550 5.7.23; header only adds Received-SPF (a safe roll-out)." enum:"enforce,header" kind:"enum"`
 	HeloReject   bool     `yaml:"helo_reject" doc:"Reject when the HELO identity fails."`
-	TempError    string   `yaml:"temperror" doc:"On a DNS temporary error: defer (DEFER_IF_PERMIT) or accept." enum:"defer,accept"`
-	PermError    string   `yaml:"permerror" doc:"On a broken SPF record: accept (with a header) or reject." enum:"accept,reject"`
-	AllowIPs     []CIDR   `yaml:"allow_ips" doc:"Clients never checked."`
-	AllowDomains []string `yaml:"allow_domains" doc:"Sender domains never checked."`
+	TempError    string   `yaml:"temperror" doc:"On a DNS temporary error: defer (DEFER_IF_PERMIT) or accept." enum:"defer,accept" kind:"enum"`
+	PermError    string   `yaml:"permerror" doc:"On a broken SPF record: accept (with a header) or reject." enum:"accept,reject" kind:"enum"`
+	AllowIPs     []CIDR   `yaml:"allow_ips" doc:"Clients never checked." kind:"cidr"`
+	AllowDomains []string `yaml:"allow_domains" doc:"Sender domains never checked." kind:"domain"`
 }
 
 // Blacklist configures the SQL blacklists.
 type Blacklist struct {
-	Owner         string `yaml:"owner" doc:"Who checks the SQL blacklists: postfix (check_*_access sqlite: maps in main.cf) or policy (the policy daemon, with parent-domain and extension matching; it judges inbound mail at RCPT, and mail from trusted networks and authenticated users only at end of data, for single-recipient messages)." enum:"postfix,policy"`
+	Owner         string `yaml:"owner" doc:"Who checks the SQL blacklists: postfix (check_*_access sqlite: maps in main.cf) or policy (the policy daemon, with parent-domain and extension matching; it judges inbound mail at RCPT, and mail from trusted networks and authenticated users only at end of data, for single-recipient messages)." enum:"postfix,policy" kind:"enum"`
 	ParentDomains bool   `yaml:"parent_domains" doc:"A row for example.org also matches sub.example.org (policy owner only)."`
 }
 
 // DNSBL configures block and allow lists.
 type DNSBL struct {
-	Sites        []string `yaml:"sites" doc:"Sites with optional answer filter and weight, e.g. zen.spamhaus.org=127.0.0.[2..11]*3 or list.dnswl.org=127.0.[0..255].[1..3]*-2."`
+	Sites        []string `yaml:"sites" doc:"Sites with optional answer filter and weight, e.g. zen.spamhaus.org=127.0.0.[2..11]*3 or list.dnswl.org=127.0.[0..255].[1..3]*-2." kind:"dnsbl"`
 	Threshold    int      `yaml:"threshold" doc:"Reject when the summed weight reaches this."`
 	CheckPrivate bool     `yaml:"check_private" doc:"Also query loopback and private (RFC 1918, RFC 4193) clients, which public lists never list; for test lists and internal relays."`
 }
@@ -185,7 +185,7 @@ type Greylist struct {
 	RetryWindow Duration `yaml:"retry_window" doc:"How long a deferred triplet waits for its retry."`
 	MaxAge      Duration `yaml:"max_age" doc:"How long a passed triplet is remembered."`
 	AutoAllow   int      `yaml:"auto_allow" doc:"Allow a client outright after this many passed triplets; 0 never."`
-	AllowIPs    []CIDR   `yaml:"allow_ips" doc:"Clients never greylisted."`
+	AllowIPs    []CIDR   `yaml:"allow_ips" doc:"Clients never greylisted." kind:"cidr"`
 }
 
 // RateLimit configures rate limits.
@@ -195,8 +195,8 @@ type RateLimit struct {
 
 // Limit is one rate limit.
 type Limit struct {
-	Key    string   `yaml:"key" doc:"What is counted per: sasl_user, sender or client_ip." enum:"sasl_user,sender,client_ip" required:"true"`
-	Count  string   `yaml:"count" doc:"messages or recipients." enum:"messages,recipients"`
+	Key    string   `yaml:"key" doc:"What is counted per: sasl_user, sender or client_ip." enum:"sasl_user,sender,client_ip" required:"true" kind:"enum"`
+	Count  string   `yaml:"count" doc:"messages or recipients." enum:"messages,recipients" kind:"enum"`
 	Max    int      `yaml:"max" doc:"Allowed within the window." required:"true"`
 	Window Duration `yaml:"window" doc:"Sliding window, e.g. 1m, 1h, 24h." required:"true"`
 }
@@ -205,13 +205,13 @@ type Limit struct {
 type Sieve struct {
 	Enabled     bool   `yaml:"enabled" doc:"Enable Sieve in LMTP and install the global spam rule."`
 	Dir         string `yaml:"dir" doc:"Directory of global Sieve scripts." kind:"path"`
-	SpamFolder  string `yaml:"spam_folder" doc:"Folder that receives mail flagged X-Spam-Flag: YES."`
+	SpamFolder  string `yaml:"spam_folder" doc:"Folder that receives mail flagged X-Spam-Flag: YES." kind:"folder"`
 	ManageSieve string `yaml:"managesieve" doc:"ManageSieve listener (RFC 5804); empty disables." kind:"listen"`
 }
 
 // DNS configures postkit's resolver.
 type DNS struct {
-	Servers []string `yaml:"servers" doc:"DNS servers as host:port. Empty uses /etc/resolv.conf."`
+	Servers []string `yaml:"servers" doc:"DNS servers as host:port. Empty uses /etc/resolv.conf." kind:"hostport"`
 	Timeout Duration `yaml:"timeout" doc:"Per-query timeout."`
 }
 

@@ -2,7 +2,9 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -83,15 +85,39 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestOpenRelay(t *testing.T) {
+	var all4 []string // 256 separate /8 networks: all of IPv4 (less loopback: 4278190080 addresses)
+	for i := 0; i < 256; i++ {
+		all4 = append(all4, fmt.Sprintf("%d.0.0.0/8", i))
+	}
 	for _, tt := range []struct {
 		nets string
 		open bool
+		want string // substring of the error
 	}{
-		{"[127.0.0.0/8, 192.168.0.0/16]", false},
-		{"[0.0.0.0/0]", true},
-		{"[127.0.0.0/8, 0.0.0.0/1]", true},
-		{"[\"::/0\"]", true},
-		{"[\"2001:db8::/32\"]", false},
+		{"[127.0.0.0/8, 192.168.0.0/16]", false, ""},
+		// Loopback is not counted: no other host connects from it.
+		{"[127.0.0.0/8, \"::1\", 10.0.0.0/8, \"::ffff:127.0.0.1\"]", false, ""},
+		{"[127.0.0.0/8, 10.0.0.0/8, 172.16.0.0/12]", true, "cover 17825792 IPv4 addresses"},
+		{"[126.0.0.0/7]", true, "126.0.0.0/7 makes"}, // too large alone, as before
+		{"[0.0.0.0/0]", true, "trusted_networks[0]: 0.0.0.0/0 makes this server an open relay"},
+		{"[127.0.0.0/8, 0.0.0.0/1]", true, "trusted_networks[1]: 0.0.0.0/1"},
+		{"[\"::/0\"]", true, "::/0 makes"},
+		{"[\"2001:db8::/32\"]", false, ""},
+		// The union is judged, not each entry.
+		{"[" + strings.Join(all4, ", ") + "]", true, "x.yaml:3:19: trusted_networks: together these networks cover 4278190080 IPv4 addresses, more than a /8"},
+		{"[10.0.0.0/8, 11.0.0.0/8]", true, "cover 33554432 IPv4 addresses"},
+		{"[10.0.0.0/9, 10.128.0.0/9]", false, ""},                      // exactly a /8
+		{"[10.0.0.0/8, 10.1.0.0/16, 10.0.0.0/8, 10.2.3.4]", false, ""}, // overlaps count once
+		{"[10.0.0.0/8, 11.0.0.0/9]", true, "cover 25165824 IPv4"},
+		{"[\"2001::/17\", \"2001:8000::/17\"]", false, ""}, // exactly a /16
+		{"[\"2001::/17\", \"2001:8000::/17\", \"2002::/17\"]", true, "IPv6 addresses, more than a /16"},
+		// IPv4-mapped IPv6 counts as IPv4.
+		{"[\"::ffff:0.0.0.0/96\"]", true, "trusted_networks[0]: ::ffff:0.0.0.0/96 covers 4278190080 IPv4 addresses"},
+		{"[\"::ffff:10.0.0.0/104\"]", false, ""},
+		{"[\"::ffff:10.0.0.0/104\", 11.0.0.0/8]", true, "cover 33554432 IPv4"},
+		{"[\"::ffff:10.0.0.0/104\", 10.0.0.0/8]", false, ""},
+		{"[\"::/80\"]", true, "::/80 covers 4278190080 IPv4"}, // holds ::ffff:0:0/96
+		{"[]", false, ""},
 	} {
 		cfg, f, err := Parse("x.yaml", []byte(minimal+"trusted_networks: "+tt.nets+"\n"))
 		if err != nil {
@@ -99,10 +125,10 @@ func TestOpenRelay(t *testing.T) {
 		}
 		err = cfg.OpenRelay(f)
 		if (err != nil) != tt.open || (err != nil && !errors.Is(err, ErrOpenRelay)) {
-			t.Errorf("OpenRelay(%s) = %v; want open=%v", tt.nets, err, tt.open)
+			t.Errorf("OpenRelay(%.60s) = %v; want open=%v", tt.nets, err, tt.open)
 		}
-		if err != nil && !strings.Contains(err.Error(), "x.yaml:3:") {
-			t.Errorf("OpenRelay error %q has no position", err)
+		if err != nil && (!strings.Contains(err.Error(), "x.yaml:3:") || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "--i-know-this-is-an-open-relay")) {
+			t.Errorf("OpenRelay(%.60s) error %q; want a position, %q and the way out", tt.nets, err, tt.want)
 		}
 	}
 }
@@ -144,10 +170,20 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal))
 	f.Add(Example())
 	f.Add([]byte("hostname: [\n"))
+	f.Add([]byte(minimal + "postfix: {transport_maps: \"inline:{ a=b }\\nmynetworks = 0.0.0.0/0\"}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, _, err := Parse("fuzz.yaml", data)
-		if err == nil && cfg.Hostname == "" {
+		if err != nil {
+			return
+		}
+		if cfg.Hostname == "" {
 			t.Fatal("accepted a config without hostname")
 		}
+		// No accepted string can carry a line into a generated file.
+		eachString(reflect.ValueOf(cfg).Elem(), "", func(key, s string, _ reflect.StructField) {
+			if r, bad := badRune(s); bad {
+				t.Fatalf("accepted %s = %q, which holds %U", key, s, r)
+			}
+		})
 	})
 }

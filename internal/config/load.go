@@ -70,17 +70,47 @@ func (f *File) Errorf(key, hint, format string, args ...any) *Error {
 	return &Error{File: f.Name, Pos: f.pos[key], Key: key, Msg: fmt.Sprintf(format, args...), Hint: hint}
 }
 
-// Load reads, strictly decodes and validates a config file.
+// MaxSize is the largest config file Load and Parse accept. A complete
+// postkit.yaml (examples/postkit.yaml, every key with its documentation) is
+// about 11 KiB; anything near a mebibyte is the wrong file, and decoding one
+// of 100 MB took 16 s and 685 MB of memory.
+const MaxSize = 1 << 20
+
+// Load reads, strictly decodes and validates a config file. A file over
+// MaxSize is refused without being read whole.
 func Load(path string) (*Config, *File, error) {
-	data, err := os.ReadFile(path)
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config: %w", err)
+	}
+	defer fh.Close()
+	if st, err := fh.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > MaxSize {
+		return nil, nil, tooLarge(path, st.Size())
+	}
+	// Read one byte more than allowed: a pipe or a file growing meanwhile
+	// is caught too.
+	data, err := io.ReadAll(io.LimitReader(fh, MaxSize+1))
 	if err != nil {
 		return nil, nil, fmt.Errorf("config: %w", err)
 	}
 	return Parse(path, data)
 }
 
+func tooLarge(name string, size int64) *Error {
+	what := fmt.Sprintf("%d bytes", size)
+	if size == MaxSize+1 {
+		what = "more than 1 MiB"
+	}
+	return &Error{File: name, Msg: fmt.Sprintf("file is %s; a postkit.yaml may be at most 1 MiB (%d bytes)", what, MaxSize),
+		Hint: "is this the right file? A complete postkit.yaml is a few kilobytes: start from examples/postkit.yaml"}
+}
+
 // Parse decodes and validates config text; name is used in error messages.
+// Text over MaxSize is refused.
 func Parse(name string, data []byte) (*Config, *File, error) {
+	if len(data) > MaxSize {
+		return nil, nil, tooLarge(name, int64(len(data)))
+	}
 	cfg := Defaults()
 	f := &File{Name: name, pos: map[string]Pos{}}
 	var doc yaml.Node
@@ -99,10 +129,11 @@ func Parse(name string, data []byte) (*Config, *File, error) {
 	if len(errs) > 0 {
 		return nil, nil, errs
 	}
-	cfg.applyDerived()
+	cfg.normalize()
 	if err := cfg.Validate(f); err != nil {
 		return nil, nil, err
 	}
+	cfg.applyDerived()
 	return cfg, f, nil
 }
 

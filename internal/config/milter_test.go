@@ -16,7 +16,7 @@ func TestMilterScrubRules(t *testing.T) {
 		{"redact-received", "{header: Received, match: \"with ESMTPSA\", action: redact-received}", ""},
 		{"replace", "{header: X-Client, action: replace, with: hidden}", ""},
 		{"replace without with", "{header: X-Client, action: replace}", "milter.scrub.rules[0].with"},
-		{"multi-line with", "{header: X-Client, action: replace, with: \"a\\nb\"}", "one-line"},
+		{"multi-line with", "{header: X-Client, action: replace, with: \"a\\nb\"}", "milter.scrub.rules[0].with: \"a\\nb\" holds a line break"},
 		{"unknown action", "{header: X-Client, action: hide}", "milter.scrub.rules[0].action"},
 	}
 	for _, tt := range tests {

@@ -2,23 +2,32 @@ package config
 
 import (
 	"fmt"
+	"math/big"
 	"net"
 	"net/netip"
 	"reflect"
 	"regexp"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// applyDerived fills defaults that depend on other values.
-func (c *Config) applyDerived() {
+// normalize lower-cases names and drops their final dot, before Validate.
+func (c *Config) normalize() {
 	c.Hostname = strings.ToLower(strings.TrimSuffix(c.Hostname, "."))
-	if c.Origin == "" {
-		c.Origin = c.Hostname
-	}
 	for i, d := range c.Domains {
 		c.Domains[i] = strings.ToLower(strings.TrimSuffix(d, "."))
+	}
+}
+
+// applyDerived fills defaults that depend on other values. Parse calls it
+// once Validate has passed, so that a bad value is reported once, at its own
+// key, and not again at every key derived from it.
+func (c *Config) applyDerived() {
+	if c.Origin == "" {
+		c.Origin = c.Hostname
 	}
 	if c.Postmaster == "" && len(c.Domains) > 0 {
 		c.Postmaster = "postmaster@" + c.Domains[0]
@@ -107,101 +116,38 @@ func SplitListen(s string) (host string, port int, err error) {
 func (c *Config) Validate(f *File) error {
 	var errs Errors
 	add := func(e *Error) { errs = append(errs, e) }
-	// Struct-tag driven checks: required, enum, pattern, kind.
+	// Struct-tag driven checks: required and enum on every field, then every
+	// string (list items too) against its kind (kinds.go).
 	walk(reflect.ValueOf(c).Elem(), "", func(key string, fv reflect.Value, sf reflect.StructField) {
-		s, isStr := "", fv.Kind() == reflect.String
-		if isStr {
-			s = fv.String()
-		}
 		if sf.Tag.Get("required") == "true" && fv.IsZero() {
 			add(f.Errorf(key, "see examples/postkit.yaml", "is required"))
-			return
-		}
-		if enum := sf.Tag.Get("enum"); enum != "" {
-			allowed := strings.Split(enum, ",")
-			check := func(k, v string) {
-				for _, a := range allowed {
-					if v == a {
-						return
-					}
-				}
-				add(f.Errorf(k, "one of: "+strings.Join(allowed, ", "), "%q is not allowed", v))
-			}
-			if isStr && s != "" {
-				check(key, s)
-			}
-			if fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.String {
-				for i := 0; i < fv.Len(); i++ {
-					check(fmt.Sprintf("%s[%d]", key, i), fv.Index(i).String())
-				}
-			}
-		}
-		if p := sf.Tag.Get("pattern"); p != "" && isStr && s != "" && !regexp.MustCompile(p).MatchString(s) {
-			add(f.Errorf(key, "e.g. 0660", "%q is not an octal file mode", s))
-		}
-		switch sf.Tag.Get("kind") {
-		case "path":
-			if isStr && s != "" && !strings.HasPrefix(s, "/") {
-				add(f.Errorf(key, "write the full path, starting with /", "%q is not an absolute path", s))
-			}
-		case "listen":
-			if isStr && s != "" {
-				if _, _, err := SplitListen(s); err != nil {
-					add(f.Errorf(key, "write a port (25) or host:port (127.0.0.1:2525)", "%q: %v", s, err))
-				}
-			}
-		case "addr":
-			if isStr && s != "" {
-				if err := checkAddr(s); err != nil {
-					add(f.Errorf(key, "write unix:/absolute/path or inet:127.0.0.1:PORT", "%q: %v", s, err))
-				}
-			}
 		}
 	})
-	if c.Hostname != "" && !ValidDomain(c.Hostname) {
-		add(f.Errorf("hostname", "a fully qualified name such as mail.example.org", "%q is not a valid host name", c.Hostname))
-	}
-	if c.Origin != "" && !ValidDomain(c.Origin) {
-		add(f.Errorf("origin", "a domain such as example.org", "%q is not a valid domain", c.Origin))
-	}
-	seen := map[string]bool{}
+	bad := map[string]bool{} // keys already refused: no second message about them
+	eachString(reflect.ValueOf(c).Elem(), "", func(key, s string, sf reflect.StructField) {
+		if e := checkString(f, key, s, sf); e != nil {
+			add(e)
+			bad[key] = true
+			return
+		}
+		if enum := sf.Tag.Get("enum"); enum != "" && s != "" && !slices.Contains(strings.Split(enum, ","), s) {
+			add(f.Errorf(key, "one of: "+strings.ReplaceAll(enum, ",", ", "), "%q is not allowed", s))
+		}
+	})
 	for _, d := range c.Domains {
 		if d == c.Hostname {
 			add(f.Errorf("hostname", "use a host name such as mail."+d+": Postfix cannot treat one domain as both local and virtual", "%q is also a mail domain", d))
 		}
 	}
+	seen := map[string]bool{}
 	for i, d := range c.Domains {
-		k := fmt.Sprintf("domains[%d]", i)
-		if !ValidDomain(d) {
-			add(f.Errorf(k, "a domain such as example.org, without @ or scheme", "%q is not a valid domain", d))
-		} else if seen[d] {
-			add(f.Errorf(k, "remove the duplicate", "domain %q listed twice", d))
+		if seen[d] {
+			add(f.Errorf(fmt.Sprintf("domains[%d]", i), "remove the duplicate", "domain %q listed twice", d))
 		}
 		seen[d] = true
 	}
-	if c.Postmaster != "" && !ValidAddress(c.Postmaster) {
-		add(f.Errorf("postmaster", "an address such as postmaster@example.org", "%q is not a valid address", c.Postmaster))
-	}
-	for i, n := range c.TrustedNetworks {
-		if _, err := ParseCIDR(string(n)); err != nil {
-			add(f.Errorf(fmt.Sprintf("trusted_networks[%d]", i), "write a network such as 192.168.0.0/16 or an address", "%q: %v", n, err))
-		}
-	}
-	for i, n := range c.Policy.SPF.AllowIPs {
-		if _, err := ParseCIDR(string(n)); err != nil {
-			add(f.Errorf(fmt.Sprintf("policy.spf.allow_ips[%d]", i), "write a network such as 192.0.2.0/24", "%q: %v", n, err))
-		}
-	}
-	for i, n := range c.Policy.Greylist.AllowIPs {
-		if _, err := ParseCIDR(string(n)); err != nil {
-			add(f.Errorf(fmt.Sprintf("policy.greylist.allow_ips[%d]", i), "write a network such as 192.0.2.0/24", "%q: %v", n, err))
-		}
-	}
 	if c.MessageSizeLimit < 1024 {
 		add(f.Errorf("message_size_limit", "the reference installation uses 31457280 (30 MiB)", "%d bytes is too small", c.MessageSizeLimit))
-	}
-	if len(c.RecipientDelim) > 1 {
-		add(f.Errorf("recipient_delimiter", "one character such as +", "%q is longer than one character", c.RecipientDelim))
 	}
 	if c.Mailbox.UID < 1 || c.Mailbox.GID < 1 {
 		add(f.Errorf("mailbox.uid", "use a dedicated account such as vmail (3000)", "mailbox uid and gid must be above 0"))
@@ -209,36 +155,22 @@ func (c *Config) Validate(f *File) error {
 	if !strings.Contains(c.Mailbox.Layout, "%") {
 		add(f.Errorf("mailbox.layout", "e.g. %d/%n", "%q has no %%d/%%n variable: every user would share one Maildir", c.Mailbox.Layout))
 	}
-	if c.Postfix.Chroot {
+	if c.Postfix.Chroot && !bad["paths.postfix_queue"] {
 		q := strings.TrimSuffix(c.Paths.PostfixQueue, "/") + "/"
 		for key, p := range map[string]string{"listeners.lmtp": c.Listeners.LMTP, "listeners.auth": c.Listeners.Auth} {
-			if p != "" && !strings.HasPrefix(p, q) {
+			if p != "" && !bad[key] && !strings.HasPrefix(p, q) {
 				add(f.Errorf(key, "put it under "+q+"private/ or set postfix.chroot: false", "%q is outside the Postfix chroot %s: chrooted smtpd cannot reach it", p, q))
 			}
 		}
 		for key, a := range map[string]string{"milter.listen": c.Milter.Listen, "policy.listen": c.Policy.Listen} {
-			if strings.HasPrefix(a, "unix:") && !strings.HasPrefix(strings.TrimPrefix(a, "unix:"), q) &&
+			if strings.HasPrefix(a, "unix:") && !bad[key] && !strings.HasPrefix(strings.TrimPrefix(a, "unix:"), q) &&
 				((key == "milter.listen" && c.Milter.Enabled) || (key == "policy.listen" && c.Policy.Enabled)) {
 				add(f.Errorf(key, "put the socket under "+q+" or use inet:127.0.0.1:PORT", "%q is outside the Postfix chroot %s: chrooted smtpd cannot reach it", a, q))
 			}
 		}
 	}
-	for i, k := range c.Milter.DKIM.Keys {
-		base := fmt.Sprintf("milter.dkim.keys[%d]", i)
-		if k.Domain != "" && !ValidDomain(k.Domain) {
-			add(f.Errorf(base+".domain", "a domain such as example.org", "%q is not a valid domain", k.Domain))
-		}
-		if k.Selector != "" && !regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`).MatchString(k.Selector) {
-			add(f.Errorf(base+".selector", "letters, digits, dots, dashes", "%q is not a valid selector", k.Selector))
-		}
-	}
 	for i, r := range c.Milter.Scrub.Rules {
-		if r.Match != "" {
-			if _, err := regexp.Compile(r.Match); err != nil {
-				add(f.Errorf(fmt.Sprintf("milter.scrub.rules[%d].match", i), "RE2 syntax, see https://github.com/google/re2/wiki/Syntax", "bad regular expression: %v", err))
-			}
-		}
-		if r.Action == "replace" && (r.With == "" || strings.ContainsAny(r.With, "\r\n")) {
+		if r.Action == "replace" && r.With == "" {
 			add(f.Errorf(fmt.Sprintf("milter.scrub.rules[%d].with", i), "one line of text, or use action delete", "action replace needs a one-line 'with' value"))
 		}
 	}
@@ -248,32 +180,10 @@ func (c *Config) Validate(f *File) error {
 	for _, e := range c.validatePolicyChecks(f) {
 		add(e)
 	}
-	for i, s := range c.DNS.Servers {
-		if _, _, err := net.SplitHostPort(s); err != nil {
-			add(f.Errorf(fmt.Sprintf("dns.servers[%d]", i), "write host:port, e.g. 127.0.0.1:53", "%q: %v", s, err))
-		}
-	}
 	if len(errs) > 0 {
 		return errs
 	}
 	return nil
-}
-
-func checkAddr(s string) error {
-	switch {
-	case strings.HasPrefix(s, "unix:"):
-		if !strings.HasPrefix(s[5:], "/") {
-			return fmt.Errorf("unix socket path must be absolute")
-		}
-		return nil
-	case strings.HasPrefix(s, "inet:"):
-		_, _, err := SplitListen(s[5:])
-		if err == nil && !strings.Contains(s[5:], ":") {
-			return fmt.Errorf("give host and port")
-		}
-		return err
-	}
-	return fmt.Errorf("must start with unix: or inet:")
 }
 
 // walk calls fn for every leaf field (and every slice) of a struct, with its dotted key.
@@ -301,22 +211,168 @@ func walk(v reflect.Value, key string, fn func(key string, fv reflect.Value, sf 
 	}
 }
 
-// OpenRelay returns an error naming the trusted network that would let the
-// whole Internet (or a large part of it) relay through this server.
-func (c *Config) OpenRelay(f *File) error {
+// RelayNetwork is a network whose clients may relay without authenticating,
+// with the key it comes from.
+type RelayNetwork struct {
+	Key    string // e.g. trusted_networks[2]
+	Prefix netip.Prefix
+}
+
+// RelayNetworks lists every network the generated Postfix lets relay without
+// authentication, as Postfix will read them: mynetworks (trusted_networks),
+// which smtpd_relay_restrictions permits with permit_mynetworks. A template
+// that adds another permit list to main.cf or master.cf must add its
+// networks here, so that OpenRelay judges them too.
+func (c *Config) RelayNetworks() []RelayNetwork {
+	var out []RelayNetwork
 	for i, n := range c.TrustedNetworks {
-		p, err := ParseCIDR(string(n))
-		if err != nil {
-			continue
+		if p, err := ParseCIDR(string(n)); err == nil {
+			out = append(out, RelayNetwork{fmt.Sprintf("trusted_networks[%d]", i), p})
 		}
-		if (p.Addr().Is4() && p.Bits() < 8) || (p.Addr().Is6() && p.Bits() < 16) {
-			e := f.Errorf(fmt.Sprintf("trusted_networks[%d]", i),
-				"list only your own networks; pass --i-know-this-is-an-open-relay to generate anyway",
-				"%s makes this server an open relay: anyone in it may send mail anywhere", n)
+	}
+	return out
+}
+
+// The largest union of relay networks that is not an open relay: a /8 of
+// IPv4, a /16 of IPv6.
+const (
+	maxRelayBits4 = 32 - 8
+	maxRelayBits6 = 128 - 16
+)
+
+// OpenRelay returns an error when a network that may relay without
+// authentication (RelayNetworks) is larger than a /8 of IPv4 or a /16 of
+// IPv6, or when together they cover more addresses than that: the whole
+// Internet, or a large part of it, could then send mail anywhere through
+// this server. The union is judged, overlaps counted once, so 256 separate
+// /8 networks are all of IPv4; an IPv4-mapped IPv6 network (::ffff:0:0/96)
+// counts as the IPv4 addresses it maps. Loopback addresses (127.0.0.0/8,
+// ::1) are left out of the count: no other host can connect from them.
+func (c *Config) OpenRelay(f *File) error {
+	hint := "list only your own networks; pass --i-know-this-is-an-open-relay to generate anyway"
+	nets := c.RelayNetworks()
+	for _, n := range nets {
+		if (n.Prefix.Addr().Is4() && n.Prefix.Bits() < 32-maxRelayBits4) || (n.Prefix.Addr().Is6() && n.Prefix.Bits() < 128-maxRelayBits6) {
+			e := f.Errorf(n.Key, hint, "%s makes this server an open relay: anyone in it may send mail anywhere", n.Prefix)
 			return fmt.Errorf("%w: %w", ErrOpenRelay, e)
 		}
 	}
-	return nil
+	limit4 := new(big.Int).Lsh(big.NewInt(1), maxRelayBits4)
+	limit6 := new(big.Int).Lsh(big.NewInt(1), maxRelayBits6)
+	tooMany := func(nets []RelayNetwork) (family string, n *big.Int, most string) {
+		v4, v6 := relayCoverage(nets)
+		switch {
+		case v4.Cmp(limit4) > 0:
+			return "IPv4", v4, "/8"
+		case v6.Cmp(limit6) > 0:
+			return "IPv6", v6, "/16"
+		}
+		return "", nil, ""
+	}
+	family, n, most := tooMany(nets)
+	if family == "" {
+		return nil
+	}
+	for i := range nets { // one network alone (::ffff:0:0/96): name it
+		if fam, n, most := tooMany(nets[i : i+1]); fam != "" {
+			e := f.Errorf(nets[i].Key, hint, "%s covers %s %s addresses, more than a %s: this server would be an open relay for all of them", nets[i].Prefix, n, fam, most)
+			return fmt.Errorf("%w: %w", ErrOpenRelay, e)
+		}
+	}
+	e := f.Errorf("trusted_networks", hint,
+		"together these networks cover %s %s addresses, more than a %s: this server would be an open relay for all of them",
+		n, family, most)
+	return fmt.Errorf("%w: %w", ErrOpenRelay, e)
+}
+
+var (
+	mapped4    = netip.MustParsePrefix("::ffff:0.0.0.0/96")
+	loopback4  = netip.MustParsePrefix("127.0.0.0/8")
+	loopback6  = netip.MustParsePrefix("::1/128")
+	allOfIPv4  = netip.MustParsePrefix("0.0.0.0/0")
+	loopbacks4 = []addrRange{rangeOf(loopback4)}
+	loopbacks6 = []addrRange{rangeOf(loopback6)}
+)
+
+// relayCoverage counts the IPv4 and IPv6 addresses in the union of nets,
+// loopback left out.
+func relayCoverage(nets []RelayNetwork) (v4, v6 *big.Int) {
+	var r4, r6 []addrRange
+	for _, n := range nets {
+		p := n.Prefix.Masked()
+		if p.Addr().Is4() {
+			r4 = append(r4, rangeOf(p))
+			continue
+		}
+		r6 = append(r6, rangeOf(p))
+		// The IPv4 addresses an IPv6 network maps (::ffff:a.b.c.d).
+		switch {
+		case p.Bits() <= mapped4.Bits() && p.Contains(mapped4.Addr()):
+			r4 = append(r4, rangeOf(allOfIPv4))
+		case p.Bits() > mapped4.Bits() && mapped4.Contains(p.Addr()):
+			r4 = append(r4, rangeOf(netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-mapped4.Bits())))
+		}
+	}
+	v4 = new(big.Int).Sub(unionSize(r4), overlap(r4, loopbacks4))
+	v6 = new(big.Int).Sub(unionSize(r6), overlap(r6, loopbacks6))
+	return v4, v6
+}
+
+// overlap is the number of addresses of the union of rs that lie in the
+// union of in.
+func overlap(rs, in []addrRange) *big.Int {
+	var cut []addrRange
+	for _, r := range rs {
+		for _, w := range in {
+			lo, hi := r.lo, r.hi
+			if w.lo.Cmp(lo) > 0 {
+				lo = w.lo
+			}
+			if w.hi.Cmp(hi) < 0 {
+				hi = w.hi
+			}
+			if lo.Cmp(hi) <= 0 {
+				cut = append(cut, addrRange{lo, hi})
+			}
+		}
+	}
+	return unionSize(cut)
+}
+
+type addrRange struct{ lo, hi *big.Int }
+
+func rangeOf(p netip.Prefix) addrRange {
+	lo := new(big.Int).SetBytes(p.Addr().AsSlice())
+	size := new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()))
+	hi := new(big.Int).Add(lo, size)
+	return addrRange{lo, hi.Sub(hi, big.NewInt(1))}
+}
+
+// unionSize is the number of addresses in the union of ranges, overlaps
+// counted once.
+func unionSize(rs []addrRange) *big.Int {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].lo.Cmp(rs[j].lo) < 0 })
+	total := new(big.Int)
+	var cur *addrRange
+	flush := func() {
+		if cur != nil {
+			n := new(big.Int).Sub(cur.hi, cur.lo)
+			total.Add(total, n.Add(n, big.NewInt(1)))
+		}
+	}
+	for i := range rs {
+		r := rs[i]
+		if cur != nil && r.lo.Cmp(new(big.Int).Add(cur.hi, big.NewInt(1))) <= 0 {
+			if r.hi.Cmp(cur.hi) > 0 {
+				cur.hi = r.hi
+			}
+			continue
+		}
+		flush()
+		cur = &addrRange{r.lo, r.hi}
+	}
+	flush()
+	return total
 }
 
 // validatePolicyChecks checks that every check listed in policy.checks has
