@@ -248,6 +248,9 @@ func (c *Config) Validate(f *File) error {
 	for _, e := range c.validatePolicyChecks(f) {
 		add(e)
 	}
+	for _, e := range c.validateClients(f) {
+		add(e)
+	}
 	for i, s := range c.DNS.Servers {
 		if _, _, err := net.SplitHostPort(s); err != nil {
 			add(f.Errorf(fmt.Sprintf("dns.servers[%d]", i), "write host:port, e.g. 127.0.0.1:53", "%q: %v", s, err))
