@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,6 +14,10 @@ import (
 // and directory; an inet listener only by who can reach it. So a daemon
 // listening where other hosts can connect must name the clients it serves,
 // and it closes every other connection as it accepts it.
+
+// ErrExposed is returned by ListenClients for an address other hosts can
+// reach when no client network is named.
+var ErrExposed = errors.New("can be reached from other hosts and the protocol has no authentication")
 
 // Exposed reports whether a is an inet address other hosts can reach: its
 // host is not a loopback address (all interfaces, a LAN address, or a name,
@@ -40,9 +45,7 @@ func ListenClients(a Addr, o SocketOpts, allow []netip.Prefix, log *slog.Logger)
 		return Listen(a, o)
 	}
 	if len(allow) == 0 && a.Exposed() {
-		return nil, fmt.Errorf("daemon: %s can be reached from other hosts and the protocol has no authentication: "+
-			"list the client networks that may connect (allow_clients in postkit.yaml, or --allow-client), "+
-			"or listen on 127.0.0.1 or a unix: socket", a)
+		return nil, fmt.Errorf("daemon: %s %w: name the client networks that may connect, or listen on 127.0.0.1 or a unix: socket", a, ErrExposed)
 	}
 	ln, err := Listen(a, o)
 	if err != nil || len(allow) == 0 {
