@@ -38,7 +38,7 @@ const (
 	// retried every retryDelay for at most retryFor.
 	pace        = 80 * time.Millisecond
 	maxMessages = 600
-	outage      = 1500 * time.Millisecond
+	outage      = 2 * time.Second
 	retryDelay  = 200 * time.Millisecond
 	retryFor    = 30 * time.Second
 	settle      = 2 * time.Second // load between faults
