@@ -16,8 +16,11 @@ build:
 
 # Every test: unit tests and the end-to-end suite against real Postfix and Dovecot.
 # As root with POSTKIT_E2E=1 (CI), a missing Postfix/Dovecot fails instead of skipping.
+# The fault test (daemons killed under load) runs last and verbose, so that its
+# counts are in the output.
 test: check build
-	$(GO) test -count=1 -timeout 30m $(PKGS)
+	$(GO) test -count=1 -timeout 30m $$($(GO) list $(PKGS) | grep -v '/e2e/fault$$')
+	$(GO) test -count=1 -timeout 10m -v ./e2e/fault
 
 unit:
 	$(GO) test -short -count=1 $(PKGS)
@@ -43,8 +46,9 @@ fmt:
 vet:
 	$(GO) vet $(PKGS)
 
+# Every fuzz target of the module, found by itself, FUZZTIME (5s) each.
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/config
+	GO=$(GO) scripts/fuzz.sh
 
 deps:
 	scripts/install-deps.sh

@@ -38,12 +38,13 @@
 // commands that only read never write (not even the schema version).
 //
 // Recommended access, as `postkit db init` sets it: database file 0640
-// root:postfix in a directory 0750 root:postfix. Postfix's smtpd, cleanup and
-// trivial-rewrite read it through the postfix group; Dovecot 2.3's
-// auth-worker, which runs the SQL passdb/userdb queries, runs as root (the
-// auth process itself runs as dovecot and only talks to auth-worker). If
-// auth-worker is made to run as another user (service auth-worker { user =
-// … }), add that user to the database's group.
+// root:postfix (FileMode, which every write open enforces) in a directory
+// 0750 root:postfix. Postfix's smtpd, cleanup and trivial-rewrite read it
+// through the postfix group; Dovecot 2.3's auth-worker, which runs the SQL
+// passdb/userdb queries, runs as root (the auth process itself runs as
+// dovecot and only talks to auth-worker). If auth-worker is made to run as
+// another user (service auth-worker { user = … }), add that user to the
+// database's group.
 package sqlmaps
 
 import (
@@ -55,6 +56,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the store's only driver
@@ -88,8 +90,44 @@ var (
 )
 
 // Open opens (creating if needed) the database at path for reading and
-// writing. It does not create tables: call Migrate.
+// writing. The file gets FileMode whatever mode it had, before anything is
+// written to it. It does not create tables: call Migrate.
 func Open(path string) (*Store, error) { return open(path, false) }
+
+// FileMode is the database file's mode: it holds password hashes, so only
+// its owner and group (Postfix's) may read it, and only the owner write it.
+// SQLite gives its rollback journal the same mode.
+const FileMode os.FileMode = 0o640
+
+// secureFile creates the database file with FileMode when it is missing and
+// gives an existing one FileMode, through the open descriptor so that the
+// mode lands on the file SQLite will open. An existing file this user may
+// not chmod is accepted only if it is closed to other users already.
+func secureFile(path string) error {
+	// O_NONBLOCK: a FIFO in its place must not hang the command.
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|syscall.O_NONBLOCK, FileMode)
+	if err != nil {
+		return fmt.Errorf("sqlmaps: open %s: %w: check the path and that this user may write it", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("sqlmaps: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("sqlmaps: %s is not a regular file: give database.path a file name", path)
+	}
+	if st.Mode().Perm() == FileMode {
+		return nil
+	}
+	if err := f.Chmod(FileMode); err != nil {
+		if st.Mode().Perm()&0o007 == 0 {
+			return nil
+		}
+		return fmt.Errorf("sqlmaps: %s has mode %04o, so every user can read the password hashes, and this user cannot change it (%w): chmod %04o %s as its owner", path, st.Mode().Perm(), err, FileMode, path)
+	}
+	return nil
+}
 
 // OpenReadOnly opens an existing database for lookups only (the policy
 // daemon, `postkit lookup`). It never creates, migrates or locks for writing.
@@ -104,9 +142,11 @@ func open(path string, ro bool) (*Store, error) {
 			return nil, fmt.Errorf("sqlmaps: %w: create it with 'postkit db init'", err)
 		}
 	}
-	mode := "rwc"
+	mode := "rw"
 	if ro {
 		mode = "ro"
+	} else if err := secureFile(path); err != nil {
+		return nil, err
 	}
 	// A file: URI lets us ask for read-only mode; '%', '?' and '#' in the
 	// path are escaped as RFC 3986 and SQLite's URI rules require.
@@ -274,7 +314,7 @@ func SetAccess(path string, gid int, dirOwned bool) error {
 	if err := os.Chown(path, -1, gid); err != nil {
 		return fmt.Errorf("sqlmaps: %w: run as root or give the group yourself", err)
 	}
-	if err := os.Chmod(path, 0o640); err != nil {
+	if err := os.Chmod(path, FileMode); err != nil {
 		return fmt.Errorf("sqlmaps: %w", err)
 	}
 	if dirOwned {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -505,5 +506,48 @@ func TestListUsersByDomain(t *testing.T) {
 	u := (func() User { us, _ := s.ListUsers(ctx, "toto.fr"); return us[0] })()
 	if u.Home != "toto.fr/a/" || u.Privilege != PrivilegeUser || u.Prefix != "" || !u.Active {
 		t.Errorf("new user row = %+v; want rep_perso toto.fr/a/, privilege utilisateur, empty prefixe, active", u)
+	}
+}
+
+// The database holds password hashes: a write open leaves it 0640 whatever
+// mode the file had (an empty file made by touch is 0644) or the umask gives
+// a new one, and a read-only open changes nothing.
+func TestOpenFileMode(t *testing.T) {
+	dir := t.TempDir()
+	for _, pre := range []os.FileMode{0, 0o644, 0o666, 0o600, 0o604} {
+		path := filepath.Join(dir, fmt.Sprintf("db-%04o.sqlite", pre))
+		if pre != 0 {
+			if err := os.WriteFile(path, nil, pre); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(path, pre) // past the umask
+		}
+		s, err := Open(path)
+		if err != nil {
+			t.Fatalf("Open over a %04o file: %v", pre, err)
+		}
+		if err := s.Migrate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if st, err := os.Stat(path); err != nil || st.Mode().Perm() != FileMode {
+			t.Errorf("after Open over a %04o file (0: none): mode %v, %v; want %04o", pre, st.Mode(), err, FileMode)
+		}
+		os.Chmod(path, 0o644)
+		ro, err := OpenReadOnly(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ro.Close()
+		if st, _ := os.Stat(path); st.Mode().Perm() != 0o644 {
+			t.Errorf("OpenReadOnly changed the mode to %v", st.Mode())
+		}
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(fifo); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("Open(a FIFO) = %v; want 'not a regular file'", err)
 	}
 }

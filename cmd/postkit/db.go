@@ -201,7 +201,8 @@ func dbInitCmd(o *dbOptions) *cobra.Command {
 creates missing tables, records the schema version and adds the domains of
 postkit.yaml and any given on the command line. An existing database, including
 one made by the reference installation's postfix.sql, is adopted without touching
-its rows. Safe to run again.`,
+its rows; its file gets mode 0640 whatever it had (it holds password hashes).
+Safe to run again.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			path, err := o.resolve()

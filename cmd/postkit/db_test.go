@@ -182,3 +182,28 @@ func TestLookupCommand(t *testing.T) {
 		t.Errorf("lookup of an unknown map: %v", r.err)
 	}
 }
+
+// db init adopts an existing empty file (as touch or a provisioning tool
+// leaves it, 0644) and makes it 0640 before writing password hashes, also
+// when it leaves ownership alone (--group "").
+func TestDBInitFileMode(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "postfix.sqlite")
+	if err := os.WriteFile(db, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(db, 0o644)
+	if r := run(t, "", "db", "--db", db, "init", "--group", "", "exemple.fr"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	if st, err := os.Stat(db); err != nil || st.Mode().Perm() != 0o640 {
+		t.Fatalf("database mode after db init = %v, %v; want 0640", st.Mode(), err)
+	}
+	// A later write command puts it back to 0640 too.
+	os.Chmod(db, 0o666)
+	if r := run(t, "pw\n", "db", "--db", db, "user", "add", "a@exemple.fr", "--password-stdin"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	if st, err := os.Stat(db); err != nil || st.Mode().Perm() != 0o640 {
+		t.Errorf("database mode after user add = %v, %v; want 0640", st.Mode(), err)
+	}
+}

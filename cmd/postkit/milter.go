@@ -40,6 +40,10 @@ type milterOptions struct {
 	Socket      daemon.SocketOpts
 	OnError     string // tempfail, accept or reject
 
+	// AllowClients are the networks an inet listener serves; required when
+	// a listen address is reachable from other hosts (daemon.ListenClients).
+	AllowClients []netip.Prefix
+
 	// Scrubbing (outbound). NoScrub leaves it out of the chain.
 	NoScrub    bool
 	ScrubRules []scrub.Rule // nil = scrub.DefaultRules()
@@ -83,6 +87,13 @@ func milterOptionsFromConfig(c *config.Config) (milterOptions, error) {
 	if m.Listen == "" {
 		return o, errors.New("milter: milter.listen is empty in postkit.yaml: set unix:/path or inet:127.0.0.1:PORT")
 	}
+	for _, n := range m.AllowClients {
+		p, err := config.ParseCIDR(string(n))
+		if err != nil {
+			return o, fmt.Errorf("milter: milter.allow_clients %q: want a CIDR such as 192.0.2.25/32 (%v)", n, err)
+		}
+		o.AllowClients = append(o.AllowClients, p)
+	}
 	if m.SocketMode != "" {
 		mode, err := daemon.ParseMode(m.SocketMode)
 		if err != nil {
@@ -114,7 +125,9 @@ func milterOptionsFromConfig(c *config.Config) (milterOptions, error) {
 func init() {
 	var o milterOptions
 	var mode, level, cfgPath string
+	var allowClients []string
 	var noScrub bool
+	def := config.Defaults().Milter
 	cmd := &cobra.Command{
 		Use:   "milter",
 		Short: "Run the milter daemon (header scrubbing, DKIM signing and verification) for Postfix",
@@ -128,6 +141,12 @@ originating.
 With -c, everything comes from the milter section of postkit.yaml (plus
 trusted_networks, dns and hostname); flags given explicitly override it.
 Without -c, the flags alone configure the daemon.
+
+The milter protocol has no authentication: whoever can connect can have mail
+signed. A unix socket gets mode 0660 (milter.socket_mode) in a directory no
+one else may write; an inet address other hosts can reach needs the MTAs'
+networks in --allow-client (milter.allow_clients), and every other
+connection is closed.
 
 SIGHUP re-reads postkit.yaml and the key files (on error the running chain
 stays; listen addresses and socket permissions need a restart), SIGTERM and
@@ -145,6 +164,14 @@ SIGINT stop accepting and let messages in flight finish.`,
 				if o.Socket.Mode, err = daemon.ParseMode(mode); err != nil {
 					return err
 				}
+			}
+			o.AllowClients = nil
+			for _, s := range allowClients {
+				p, err := config.ParseCIDR(s)
+				if err != nil {
+					return fmt.Errorf("milter: --allow-client %q: want a CIDR such as 192.0.2.25/32 (%v)", s, err)
+				}
+				o.AllowClients = append(o.AllowClients, p)
 			}
 			o.NoScrub = noScrub
 			stopProfile, err := startProfiles(os.Getenv("POSTKIT_CPUPROFILE"), os.Getenv("POSTKIT_MEMPROFILE"))
@@ -183,8 +210,8 @@ SIGINT stop accepting and let messages in flight finish.`,
 				if err != nil {
 					return milterd.Config{}, err
 				}
-				if !slices.Equal(yo.Listen, first.Listen) || yo.Socket != first.Socket {
-					o.Logger.Warn("milter: listen address or socket permissions changed in postkit.yaml: restart the daemon to apply them")
+				if !slices.Equal(yo.Listen, first.Listen) || yo.Socket != first.Socket || !slices.Equal(yo.AllowClients, first.AllowClients) {
+					o.Logger.Warn("milter: listen address, socket permissions or allowed clients changed in postkit.yaml: restart the daemon to apply them")
 				}
 				return buildMilterConfig(yo)
 			})
@@ -192,14 +219,15 @@ SIGINT stop accepting and let messages in flight finish.`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&cfgPath, "config", "c", "", "postkit.yaml to read (its milter section); without it the flags configure the daemon")
-	f.StringArrayVar(&o.Listen, "listen", []string{config.Defaults().Milter.Listen}, "listen address, unix:PATH or inet:127.0.0.1:PORT (repeatable)")
+	f.StringArrayVar(&o.Listen, "listen", []string{def.Listen}, "listen address, unix:PATH or inet:127.0.0.1:PORT (repeatable)")
+	f.StringArrayVar(&allowClients, "allow-client", nil, "client network that may connect to an inet listener, CIDR (repeatable); required for an address other hosts can reach (milter.allow_clients)")
 	f.StringArrayVar(&o.DKIMKeys, "dkim-key", nil, "DKIM signing key DOMAIN:SELECTOR:KEYFILE (repeatable; with -c, added to milter.dkim.keys)")
 	f.StringArrayVar(&o.Trusted, "trusted", nil, "client network whose mail is outbound, CIDR (repeatable; default 127.0.0.0/8 and ::1)")
 	f.StringArrayVar(&o.Originating, "originating", nil, "milter_macro_daemon_name whose mail is outbound (repeatable; default ORIGINATING)")
 	f.StringVar(&o.Socket.Owner, "socket-owner", "", "owner of unix sockets (user name or uid)")
 	f.StringVar(&o.Socket.Group, "socket-group", "", "group of unix sockets, e.g. postfix")
-	f.StringVar(&mode, "socket-mode", "0666", "mode of unix sockets (octal); restrict with the socket's directory or --socket-group and 0660")
-	f.StringVar(&o.OnError, "on-error", "tempfail", "verdict when a filter fails: tempfail, accept or reject")
+	f.StringVar(&mode, "socket-mode", def.SocketMode, "mode of unix sockets (octal); with --socket-group postfix, only Postfix may connect")
+	f.StringVar(&o.OnError, "on-error", def.OnError, "verdict when a filter fails: tempfail, accept or reject")
 	f.BoolVar(&noScrub, "no-scrub", false, "do not scrub outbound headers")
 	f.StringVar(&o.Canonicalization, "canonicalization", "", "DKIM header/body canonicalization (default relaxed/simple)")
 	f.BoolVar(&o.Verify, "verify", false, "verify inbound DKIM signatures and add Authentication-Results")
@@ -214,6 +242,9 @@ SIGINT stop accepting and let messages in flight finish.`,
 func overrideMilterOptions(o *milterOptions, flags milterOptions, changed func(string) bool) {
 	if changed("listen") {
 		o.Listen = flags.Listen
+	}
+	if changed("allow-client") {
+		o.AllowClients = flags.AllowClients
 	}
 	if changed("dkim-key") {
 		o.DKIMKeys = flags.DKIMKeys
@@ -374,10 +405,13 @@ func runMilter(ctx context.Context, o milterOptions, load func() (milterd.Config
 		if err != nil {
 			return err
 		}
-		ln, err := daemon.Listen(addr, o.Socket)
+		ln, err := daemon.ListenClients(addr, o.Socket, o.AllowClients, log)
 		if err != nil {
 			for _, l := range lns {
 				l.Close()
+			}
+			if errors.Is(err, daemon.ErrExposed) {
+				return fmt.Errorf("milter: listen %s: %w (milter.allow_clients in postkit.yaml, --allow-client)", a, err)
 			}
 			return fmt.Errorf("milter: listen %s: %w", a, err)
 		}

@@ -44,6 +44,11 @@ type policyOptions struct {
 	Trusted    []netip.Prefix // trusted_networks: never SPF-checked, DNSBL-queried or greylisted
 	Hostname   string
 
+	// AllowClients and MetricsAllowClients are the networks the inet
+	// listeners serve; required for addresses other hosts can reach.
+	AllowClients        []netip.Prefix
+	MetricsAllowClients []netip.Prefix
+
 	SPF spfcheck.Config // Trusted, Hostname, Logger and Timeout are set by the builder
 	// BlacklistOwner "postfix" leaves the SQL blacklists to Postfix's
 	// check_*_access maps: the daemon then skips its blacklist check.
@@ -72,8 +77,9 @@ func defaultPolicyOptions() policyOptions {
 		panic("policyd: built-in defaults do not convert: " + err.Error())
 	}
 	// Without postkit.yaml the socket keeps the daemon's own owner and
-	// umask, so that it runs unprivileged; --socket-* set them.
-	o.Socket = daemon.SocketOpts{}
+	// group, so that it runs unprivileged, with the same mode as with it;
+	// --socket-* set them.
+	o.Socket.Owner, o.Socket.Group = "", ""
 	return o
 }
 
@@ -107,6 +113,12 @@ func policyOptionsFromConfig(c *config.Config) (policyOptions, error) {
 	}
 	var err error
 	if o.Trusted, err = policyPrefixes("trusted_networks", c.TrustedNetworks); err != nil {
+		return o, err
+	}
+	if o.AllowClients, err = policyPrefixes("policy.allow_clients", p.AllowClients); err != nil {
+		return o, err
+	}
+	if o.MetricsAllowClients, err = policyPrefixes("policy.metrics_allow_clients", p.MetricsAllowClients); err != nil {
 		return o, err
 	}
 	spfAllow, err := policyPrefixes("policy.spf.allow_ips", p.SPF.AllowIPs)
@@ -342,6 +354,7 @@ func buildPolicyChain(o policyOptions) (_ *policyChain, err error) {
 type policyFlags struct {
 	cfgPath, listen, owner, group, mode, logLevel string
 	dnsServers, trusted, checks, dnsblSites       []string
+	allowClients, metricsAllowClients             []string
 	rateLimits                                    []string
 	dnsTimeout, timeBudget, greylistDelay         time.Duration
 	spfMode, hostname, metrics, db, statePath     string
@@ -353,6 +366,23 @@ type policyFlags struct {
 func (f *policyFlags) apply(o *policyOptions, changed func(string) bool) error {
 	if changed("listen") {
 		o.Listen = f.listen
+	}
+	for _, l := range []struct {
+		flag string
+		vals []string
+		dst  *[]netip.Prefix
+	}{{"allow-client", f.allowClients, &o.AllowClients}, {"metrics-allow-client", f.metricsAllowClients, &o.MetricsAllowClients}} {
+		if !changed(l.flag) {
+			continue
+		}
+		*l.dst = []netip.Prefix{}
+		for _, s := range l.vals {
+			p, err := config.ParseCIDR(s)
+			if err != nil {
+				return fmt.Errorf("policyd: --%s %q: want a CIDR such as 192.0.2.25/32 or an address", l.flag, s)
+			}
+			*l.dst = append(*l.dst, p)
+		}
 	}
 	if changed("socket-owner") {
 		o.Socket.Owner = f.owner
@@ -440,6 +470,8 @@ func (f *policyFlags) apply(o *policyOptions, changed func(string) bool) error {
 
 func init() {
 	var f policyFlags
+	def := config.Defaults().Policy
+	dns := config.Defaults().DNS
 	cmd := &cobra.Command{
 		Use:   "policyd",
 		Short: "Run the Postfix policy server (SPF, blacklists, DNSBL, greylisting, rate limits)",
@@ -451,6 +483,13 @@ With -c, everything comes from the policy section of postkit.yaml (plus
 trusted_networks, hostname, dns, database.path and paths.postkit_run); flags
 given explicitly override it. Without -c, the flags alone configure the
 daemon and only the SPF check runs unless --checks says otherwise.
+
+The policy protocol has no authentication. A unix socket gets mode 0660
+(policy.socket_mode) in a directory no one else may write; an inet address
+other hosts can reach needs the MTAs' networks in --allow-client
+(policy.allow_clients), and a metrics address other hosts can reach needs
+--metrics-allow-client (policy.metrics_allow_clients); every other
+connection is closed.
 
 SIGHUP re-reads postkit.yaml and rebuilds the checks (on error the running
 ones stay; the listen address, socket permissions and metrics address need a
@@ -498,12 +537,14 @@ answered.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVarP(&f.cfgPath, "config", "c", "", "postkit.yaml to read (its policy section); without it the flags configure the daemon")
-	fl.StringVar(&f.listen, "listen", config.Defaults().Policy.Listen, "listen address: unix:/path or inet:host:port")
+	fl.StringVar(&f.listen, "listen", def.Listen, "listen address: unix:/path or inet:host:port")
+	fl.StringArrayVar(&f.allowClients, "allow-client", nil, "client network that may connect to an inet listener, CIDR (repeatable); required for an address other hosts can reach (policy.allow_clients)")
+	fl.StringArrayVar(&f.metricsAllowClients, "metrics-allow-client", nil, "network that may fetch the metrics, CIDR (repeatable); required for a metrics address other hosts can reach (policy.metrics_allow_clients)")
 	fl.StringArrayVar(&f.checks, "checks", nil, "checks in order, comma-separated: blacklist,spf,dnsbl,greylist,ratelimit (default: spf, or policy.checks)")
 	fl.StringArrayVar(&f.dnsServers, "dns", nil, "DNS server HOST:PORT (repeatable; default: dns.servers, else /etc/resolv.conf)")
-	fl.DurationVar(&f.dnsTimeout, "dns-timeout", 2*time.Second, "timeout of one DNS query to one server")
-	fl.DurationVar(&f.timeBudget, "time-budget", 10*time.Second, "longest one request may take, all checks together")
-	fl.StringVar(&f.spfMode, "spf-mode", "enforce", "SPF mode: enforce (reject fail) or header (only add Received-SPF)")
+	fl.DurationVar(&f.dnsTimeout, "dns-timeout", dns.Timeout.D(), "timeout of one DNS query to one server")
+	fl.DurationVar(&f.timeBudget, "time-budget", def.TimeBudget.D(), "longest one request may take, all checks together")
+	fl.StringVar(&f.spfMode, "spf-mode", def.SPF.Mode, "SPF mode: enforce (reject fail) or header (only add Received-SPF)")
 	fl.BoolVar(&f.noSPF, "no-spf", false, "disable the SPF check")
 	fl.BoolVar(&f.tempDefer, "spf-temperror-defer", false, "answer SPF temperror with DEFER_IF_PERMIT 4.7.24 in enforce mode (default: policy.spf.temperror, defer)")
 	fl.BoolVar(&f.permReject, "spf-permerror-reject", false, "answer SPF permerror with 550 5.7.24 in enforce mode (default: policy.spf.permerror, accept)")
@@ -512,13 +553,13 @@ answered.`,
 	fl.StringVar(&f.db, "db", "", "SQLite store with the blacklists (default: database.path)")
 	fl.StringVar(&f.statePath, "state", "", "greylisting and rate-limit state file (default: paths.postkit_run/policyd.sqlite)")
 	fl.StringArrayVar(&f.dnsblSites, "dnsbl-site", nil, "DNSBL site, e.g. zen.spamhaus.org=127.0.0.[2..11]*3 (repeatable)")
-	fl.IntVar(&f.dnsblThreshold, "dnsbl-threshold", 3, "refuse clients whose summed DNSBL weight reaches this")
-	fl.DurationVar(&f.greylistDelay, "greylist-delay", 300*time.Second, "how long greylisting defers a new triplet")
+	fl.IntVar(&f.dnsblThreshold, "dnsbl-threshold", def.DNSBL.Threshold, "refuse clients whose summed DNSBL weight reaches this")
+	fl.DurationVar(&f.greylistDelay, "greylist-delay", def.Greylist.Delay.D(), "how long greylisting defers a new triplet")
 	fl.StringArrayVar(&f.rateLimits, "ratelimit", nil, "rate limit KEY:COUNTER=MAX/WINDOW, e.g. sasl_username:recipients=500/1h (repeatable)")
 	fl.StringVar(&f.metrics, "metrics", "", "HOST:PORT serving Prometheus metrics on /metrics (default: policy.metrics; empty: none)")
 	fl.StringVar(&f.owner, "socket-owner", "", "unix socket owner (user name or uid)")
 	fl.StringVar(&f.group, "socket-group", "", "unix socket group (group name or gid)")
-	fl.StringVar(&f.mode, "socket-mode", "", "unix socket mode, octal (e.g. 0660)")
+	fl.StringVar(&f.mode, "socket-mode", def.SocketMode, "unix socket mode, octal")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	rootCmd.AddCommand(cmd)
 }
@@ -563,7 +604,10 @@ func runPolicyd(ctx context.Context, o policyOptions, load func() (policyOptions
 		Observer:       metrics,
 		Logger:         log,
 	}
-	ln, err := daemon.Listen(addr, o.Socket)
+	ln, err := daemon.ListenClients(addr, o.Socket, o.AllowClients, log)
+	if errors.Is(err, daemon.ErrExposed) {
+		return fmt.Errorf("policyd: listen %s: %w (policy.allow_clients in postkit.yaml, --allow-client)", addr, err)
+	}
 	if err != nil {
 		return fmt.Errorf("policyd: listen %s: %w", addr, err)
 	}
@@ -574,7 +618,7 @@ func runPolicyd(ctx context.Context, o policyOptions, load func() (policyOptions
 	go func() { errc <- srv.Serve(ln) }()
 	var hs *http.Server
 	if o.Metrics != "" {
-		if hs, err = serveMetrics(o.Metrics, metrics, errc); err != nil {
+		if hs, err = serveMetrics(o.Metrics, o.MetricsAllowClients, metrics, errc, log); err != nil {
 			srv.Shutdown(context.Background())
 			return err
 		}
@@ -602,8 +646,9 @@ loop:
 				log.Error("policyd: reload failed; the running checks stay", "err", err)
 				continue
 			}
-			if no.Listen != o.Listen || no.Socket != o.Socket || no.Metrics != o.Metrics || no.TimeBudget != o.TimeBudget {
-				log.Warn("policyd: listen address, socket permissions, metrics address or time budget changed: restart the daemon to apply them")
+			if no.Listen != o.Listen || no.Socket != o.Socket || no.Metrics != o.Metrics || no.TimeBudget != o.TimeBudget ||
+				!slices.Equal(no.AllowClients, o.AllowClients) || !slices.Equal(no.MetricsAllowClients, o.MetricsAllowClients) {
+				log.Warn("policyd: listen address, socket permissions, allowed clients, metrics address or time budget changed: restart the daemon to apply them")
 			}
 			srv.SetChecks(next.checks)
 			old := chain
@@ -632,8 +677,9 @@ loop:
 }
 
 // serveMetrics serves the Prometheus endpoint on addr (a bare port listens
-// on 127.0.0.1 only); a serving error goes to errc.
-func serveMetrics(addr string, m *policyd.Metrics, errc chan<- error) (*http.Server, error) {
+// on 127.0.0.1 only) to the networks in allow, which an address other hosts
+// can reach needs (daemon.ListenClients); a serving error goes to errc.
+func serveMetrics(addr string, allow []netip.Prefix, m *policyd.Metrics, errc chan<- error, log *slog.Logger) (*http.Server, error) {
 	host, port, err := config.SplitListen(addr)
 	if err != nil {
 		return nil, fmt.Errorf("policyd: metrics address %q: %w; write host:port such as 127.0.0.1:9187", addr, err)
@@ -642,7 +688,10 @@ func serveMetrics(addr string, m *policyd.Metrics, errc chan<- error) (*http.Ser
 		host = "127.0.0.1"
 	}
 	hostport := net.JoinHostPort(host, strconv.Itoa(port))
-	ln, err := net.Listen("tcp", hostport)
+	ln, err := daemon.ListenClients(daemon.Addr{Network: "tcp", Address: hostport}, daemon.SocketOpts{}, allow, log)
+	if errors.Is(err, daemon.ErrExposed) {
+		return nil, fmt.Errorf("policyd: metrics: %w (policy.metrics_allow_clients in postkit.yaml, --metrics-allow-client)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("policyd: metrics: %w", err)
 	}

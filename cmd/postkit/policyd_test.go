@@ -403,14 +403,14 @@ func TestRunPolicydBadReload(t *testing.T) {
 }
 
 // Without -c: the SPF check alone, and a socket left to the daemon's own
-// user, so that it runs unprivileged.
+// user and group, so that it runs unprivileged, with the mode it has with -c.
 func TestDefaultPolicyOptions(t *testing.T) {
 	o := defaultPolicyOptions()
 	if !reflect.DeepEqual(o.Checks, []string{"spf"}) {
 		t.Errorf("checks %v, want [spf]", o.Checks)
 	}
-	if o.Socket.Owner != "" || o.Socket.Group != "" || o.Socket.Mode != 0 {
-		t.Errorf("socket %+v, want no chown/chmod", o.Socket)
+	if o.Socket.Owner != "" || o.Socket.Group != "" || o.Socket.Mode != 0o660 {
+		t.Errorf("socket %+v, want no chown and mode 0660", o.Socket)
 	}
 	if o.Hostname == "" || o.TimeBudget <= 0 {
 		t.Errorf("hostname %q budget %v", o.Hostname, o.TimeBudget)

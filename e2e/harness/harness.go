@@ -15,8 +15,10 @@
 // A test package calls Main from TestMain (one stack for all its tests) and
 // Need in each test; Options.Set changes postkit.yaml keys and
 // Options.Daemons starts postkit's daemons before Postfix (see ExampleMain
-// and e2e/daemons). Clients: SMTP, Submission, Submissions (go-smtp), IMAP
-// (curl), WaitMail/FindMail (the Maildir), Sink (what was relayed out).
+// and e2e/daemons); Daemon, KillDaemon and RestartDaemon crash and revive
+// them (e2e/fault). Clients: SMTP, Submission, Submissions (go-smtp), IMAP
+// (curl), WaitMail/FindMail (the Maildir), Queue (postqueue), Sink (what was
+// relayed out).
 // The demo (e2e/cmd/demo) uses Start and Stop the same way.
 package harness
 

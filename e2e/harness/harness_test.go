@@ -78,6 +78,7 @@ func FuzzHeaderValue(f *testing.F) {
 	f.Add([]byte("Subject: a\r\n b\r\n\r\nbody"), "Subject")
 	f.Add([]byte(":\n \n\t"), "")
 	f.Add([]byte("X: y"), "x")
+	f.Add([]byte("!:0\r0"), "!") // a bare CR ended up in the value
 	f.Fuzz(func(t *testing.T, msg []byte, name string) {
 		v := headerValue(msg, name)
 		if strings.ContainsAny(v, "\r\n") {

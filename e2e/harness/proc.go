@@ -154,7 +154,8 @@ type DaemonSpec struct {
 // Daemon is a process started by StartDaemon.
 type Daemon struct {
 	Name string
-	Log  string // its stdout and stderr
+	Log  string     // its stdout and stderr
+	Spec DaemonSpec // what started it, for RestartDaemon
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error // valid after done is closed
@@ -200,7 +201,7 @@ func (s *Stack) StartDaemon(ctx context.Context, spec DaemonSpec) (*Daemon, erro
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("harness: start %s: %w", spec.Name, err)
 	}
-	d := &Daemon{Name: spec.Name, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	d := &Daemon{Name: spec.Name, Log: logPath, Spec: spec, cmd: cmd, done: make(chan struct{})}
 	go func() { d.err = cmd.Wait(); close(d.done) }()
 	s.mu.Lock()
 	s.daemons = append(s.daemons, d)
@@ -248,6 +249,46 @@ func (s *Stack) StopDaemon(d *Daemon) error {
 		<-d.done
 		return fmt.Errorf("harness: daemon %s ignored SIGTERM for 10s and was killed", d.Name)
 	}
+}
+
+// Daemon returns the daemon last started under name (by Options.Daemons
+// or StartDaemon), or nil.
+func (s *Stack) Daemon(name string) *Daemon {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.daemons) - 1; i >= 0; i-- {
+		if s.daemons[i].Name == name {
+			return s.daemons[i]
+		}
+	}
+	return nil
+}
+
+// KillDaemon kills a daemon with SIGKILL, as a crash or the kernel's OOM
+// killer would: it cleans nothing up (a unix socket file stays behind), and
+// waits for it to be gone.
+func (s *Stack) KillDaemon(d *Daemon) error {
+	if !d.Running() {
+		return fmt.Errorf("harness: daemon %s is not running: %v", d.Name, d.err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		return fmt.Errorf("harness: kill %s: %w", d.Name, err)
+	}
+	select {
+	case <-d.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("harness: daemon %s (pid %d) still running 10s after SIGKILL", d.Name, d.Pid())
+	}
+}
+
+// RestartDaemon starts a stopped or killed daemon again with the same spec,
+// and waits until it is ready.
+func (s *Stack) RestartDaemon(ctx context.Context, d *Daemon) (*Daemon, error) {
+	if d.Running() {
+		return nil, fmt.Errorf("harness: daemon %s (pid %d) is still running", d.Name, d.Pid())
+	}
+	return s.StartDaemon(ctx, d.Spec)
 }
 
 // Stop stops everything Start started, in reverse order: Dovecot, Postfix,

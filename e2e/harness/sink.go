@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -142,16 +141,15 @@ func headerValue(msg []byte, name string) string {
 }
 
 // headerValues returns the unfolded values of every name: field in the
-// header section of msg, in order.
+// header section of msg, in order. Lines may end in CRLF, LF or a bare CR:
+// a value never holds a line break, whatever the message.
 func headerValues(msg []byte, name string) []string {
-	hdr := msg
-	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
-		hdr = msg[:i]
-	} else if i := bytes.Index(msg, []byte("\n\n")); i >= 0 {
-		hdr = msg[:i]
+	text := lineEnds.Replace(string(msg))
+	if i := strings.Index(text, "\n\n"); i >= 0 {
+		text = text[:i]
 	}
 	var out []string
-	lines := strings.Split(strings.ReplaceAll(string(hdr), "\r\n", "\n"), "\n")
+	lines := strings.Split(text, "\n")
 	for i := 0; i < len(lines); i++ {
 		l := lines[i]
 		if l == "" || l[0] == ' ' || l[0] == '\t' {
@@ -170,3 +168,6 @@ func headerValues(msg []byte, name string) []string {
 	}
 	return out
 }
+
+// lineEnds turns CRLF and a bare CR into LF.
+var lineEnds = strings.NewReplacer("\r\n", "\n", "\r", "\n")

@@ -95,7 +95,8 @@ type Postfix struct {
 // Milter configures the postkit milter daemon and its Postfix hook.
 type Milter struct {
 	Enabled       bool     `yaml:"enabled" doc:"Run the postkit milter and wire it into Postfix (smtpd_milters, non_smtpd_milters)."`
-	Listen        string   `yaml:"listen" doc:"Where the milter listens: unix:/path (under the queue directory when Postfix is chrooted; a missing directory is created mode 0750 with the socket's owner and group) or inet:127.0.0.1:PORT." kind:"addr"`
+	Listen        string   `yaml:"listen" doc:"Where the milter listens: unix:/path (under the queue directory when Postfix is chrooted; a missing directory is created mode 0750 with the socket's owner and group, an existing one must be writable by no one but root and the daemon's user) or inet:127.0.0.1:PORT." kind:"addr"`
+	AllowClients  []CIDR   `yaml:"allow_clients" doc:"Networks of the MTAs that may connect to an inet: listen address, e.g. [192.0.2.25/32]; the milter closes and logs every other connection. Required when listen can be reached from other hosts (any address but loopback): the milter protocol has no authentication, and any client could have mail signed for your domains. Not used with unix: sockets, where socket_mode and socket_group decide; an inet: address on loopback is open to every local user." kind:"cidr"`
 	SocketOwner   string   `yaml:"socket_owner" doc:"Owner of the unix socket; empty keeps the daemon's user." kind:"user"`
 	SocketGroup   string   `yaml:"socket_group" doc:"Group of the unix socket." kind:"group"`
 	SocketMode    string   `yaml:"socket_mode" doc:"Octal mode of the unix socket." pattern:"^0?[0-7]{3}$" kind:"mode"`
@@ -142,7 +143,7 @@ type DKIMKey struct {
 // Policy configures the policy daemon and its Postfix hook.
 type Policy struct {
 	Enabled     bool      `yaml:"enabled" doc:"Run the postkit policy daemon and add check_policy_service to Postfix."`
-	Listen      string    `yaml:"listen" doc:"Where the policy daemon listens: unix:/path (under the queue directory when Postfix is chrooted) or inet:127.0.0.1:PORT." kind:"addr"`
+	Listen      string    `yaml:"listen" doc:"Where the policy daemon listens: unix:/path (under the queue directory when Postfix is chrooted; a missing directory is created mode 0750 with the socket's owner and group, an existing one must be writable by no one but root and the daemon's user) or inet:127.0.0.1:PORT." kind:"addr"`
 	SocketOwner string    `yaml:"socket_owner" doc:"Owner of the unix socket; empty keeps the daemon's user." kind:"user"`
 	SocketGroup string    `yaml:"socket_group" doc:"Group of the unix socket." kind:"group"`
 	SocketMode  string    `yaml:"socket_mode" doc:"Octal mode of the unix socket." pattern:"^0?[0-7]{3}$" kind:"mode"`
@@ -153,7 +154,12 @@ type Policy struct {
 	DNSBL       DNSBL     `yaml:"dnsbl" doc:"DNS block and allow lists, weighted like postscreen_dnsbl_sites."`
 	Greylist    Greylist  `yaml:"greylist" doc:"Greylisting (postgrey semantics)."`
 	RateLimit   RateLimit `yaml:"ratelimit" doc:"Rate limits on authenticated users, senders and clients."`
-	Metrics     string    `yaml:"metrics" doc:"Optional host:port serving Prometheus metrics; empty disables." kind:"listen"`
+	Metrics     string    `yaml:"metrics" doc:"Optional host:port serving Prometheus metrics (a bare port listens on 127.0.0.1); empty disables." kind:"listen"`
+
+	// Neither the policy protocol nor the metrics endpoint authenticates:
+	// inet listeners other hosts can reach serve only the networks named.
+	AllowClients        []CIDR `yaml:"allow_clients" doc:"Networks of the MTAs that may connect to an inet: listen address, e.g. [192.0.2.25/32]; the daemon closes and logs every other connection. Required when listen can be reached from other hosts (any address but loopback): the policy protocol has no authentication. Not used with unix: sockets, where socket_mode and socket_group decide." kind:"cidr"`
+	MetricsAllowClients []CIDR `yaml:"metrics_allow_clients" doc:"Networks that may fetch the metrics, e.g. the Prometheus server's [192.0.2.9/32]; every other connection is closed and logged. Required when metrics can be reached from other hosts (any address but loopback). A list of its own: a scraper need not be allowed to ask the policy daemon." kind:"cidr"`
 }
 
 // SPF configures the SPF check.

@@ -180,6 +180,9 @@ func (c *Config) Validate(f *File) error {
 	for _, e := range c.validatePolicyChecks(f) {
 		add(e)
 	}
+	for _, e := range c.validateClients(f) {
+		add(e)
+	}
 	if len(errs) > 0 {
 		return errs
 	}

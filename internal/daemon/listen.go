@@ -1,5 +1,7 @@
 // Package daemon holds what postkit's long-running servers share: Postfix-syntax
-// listen addresses (unix:/path, inet:host:port), socket ownership and signal handling.
+// listen addresses (unix:/path, inet:host:port), socket ownership, the
+// directories sockets may live in, the clients an inet listener serves, and
+// the accept loop.
 package daemon
 
 import (
@@ -8,8 +10,11 @@ import (
 	"net"
 	"os"
 	"os/user"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Addr is a listen or connect address written the way Postfix writes milter and
@@ -58,9 +63,10 @@ type SocketOpts struct {
 	Mode  os.FileMode // e.g. 0660; 0 keeps the umask's result
 }
 
-// Listen opens the address. For a unix socket, a stale socket file is removed
-// first (only if nothing answers on it), the parent directory is created, and
-// owner, group and mode are applied.
+// Listen opens the address. For a unix socket, the parent directory is
+// created when missing and must be safe (see safeDir), a stale socket file is
+// removed first (only if nothing answers on it), and owner, group and mode
+// are applied. Daemons call ListenClients, which also guards inet addresses.
 func Listen(a Addr, o SocketOpts) (net.Listener, error) {
 	if a.Network != "unix" {
 		return net.Listen("tcp", a.Address)
@@ -90,17 +96,64 @@ func Listen(a Addr, o SocketOpts) (net.Listener, error) {
 
 // socketDir creates a missing socket directory, mode 0750, owned by the
 // socket's owner and group, so that only the MTA's group can reach the socket.
-// An existing directory is left as it is: never create or change Postfix's own
-// private/ (Postfix wants it postfix-owned, mode 0700, and its master refuses to
-// start otherwise).
+// An existing directory is not changed (never create or change Postfix's own
+// private/: Postfix wants it postfix-owned, mode 0700, and its master refuses
+// to start otherwise), but it must be safe (safeDir).
 func socketDir(dir string, o SocketOpts) error {
-	if _, err := os.Stat(dir); err == nil {
-		return nil
+	if _, err := os.Stat(dir); err != nil {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("daemon: create socket directory: %w", err)
+		}
+		if err := applySocketOpts(dir, SocketOpts{Owner: o.Owner, Group: o.Group}); err != nil {
+			return err
+		}
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("daemon: create socket directory: %w", err)
+	trusted := []int{0, os.Geteuid()}
+	if o.Owner != "" {
+		uid, err := LookupUID(o.Owner)
+		if err != nil {
+			return err
+		}
+		trusted = append(trusted, uid)
 	}
-	return applySocketOpts(dir, SocketOpts{Owner: o.Owner, Group: o.Group})
+	return safeDir(dir, trusted)
+}
+
+// safeDir checks that nobody but the trusted users (root, the daemon's user,
+// the socket's owner) can put another socket in the socket's place: while
+// the daemon is down, whoever could would receive the MTA's connections and
+// with them every message. The directory must belong to a trusted user and be
+// writable by no one else; every directory above it must belong to a trusted
+// user and be writable by no one else unless it has the sticky bit (as /tmp
+// does), which keeps others from renaming what they do not own.
+func safeDir(dir string, trusted []int) error {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return fmt.Errorf("daemon: socket directory: %w", err)
+	}
+	for p, leaf := real, true; ; p, leaf = filepath.Dir(p), false {
+		st, err := os.Lstat(p)
+		if err != nil {
+			return fmt.Errorf("daemon: socket directory: %w", err)
+		}
+		if !st.IsDir() {
+			return fmt.Errorf("daemon: %s is not a directory: put the socket in a directory", p)
+		}
+		uid := -1
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			uid = int(sys.Uid)
+		}
+		mode := st.Mode()
+		openToOthers := mode.Perm()&0o022 != 0 && (leaf || mode&os.ModeSticky == 0)
+		if !slices.Contains(trusted, uid) || openToOthers {
+			return fmt.Errorf("daemon: socket directory %s: %s (owner uid %d, mode %s) can be written by users other than root and this daemon's user, "+
+				"who could replace the socket and receive the MTA's connections: use a directory of the daemon's own, "+
+				"such as /var/spool/postfix/postkit (created mode 0750 when missing)", real, p, uid, mode)
+		}
+		if p == "/" || p == "." {
+			return nil
+		}
+	}
 }
 
 func dirOf(p string) string {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/postkit/postkit/internal/testlib"
 )
 
 func TestParseAddr(t *testing.T) {
@@ -85,4 +87,77 @@ func TestParseMode(t *testing.T) {
 			t.Errorf("ParseMode(%q) = %v; want an 'octal' error", bad, err)
 		}
 	}
+}
+
+// An existing socket directory is used only if nobody but root, the daemon's
+// user and the socket's owner can put something in the socket's place.
+func TestListenSocketDirectory(t *testing.T) {
+	base := t.TempDir() // 0700, ours, under the sticky /tmp
+	tests := []struct {
+		name string
+		dir  string
+		mode os.FileMode // of dir, and of its parent when parent is set
+		sub  bool        // socket in dir/sub (0750) rather than dir
+		ok   bool
+	}{
+		{"own 0750", "a", 0o750, false, true},
+		{"own 0700", "b", 0o700, false, true},
+		{"world-writable", "c", 0o777, false, false},
+		{"group-writable", "d", 0o770, false, false},
+		{"sticky but shared", "e", 0o777 | os.ModeSticky, false, false},
+		{"under a world-writable parent", "f", 0o777, true, false},
+		{"under a sticky parent", "g", 0o777 | os.ModeSticky, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(base, tt.dir)
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			sockDir := dir
+			if tt.sub {
+				sockDir = filepath.Join(dir, "sub")
+				if err := os.Mkdir(sockDir, 0o750); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ln, err := Listen(Addr{Network: "unix", Address: filepath.Join(sockDir, "m.sock")}, SocketOpts{Mode: 0o660})
+			if ln != nil {
+				ln.Close()
+			}
+			if tt.ok && err != nil {
+				t.Errorf("Listen in %s (mode %v): %v", sockDir, tt.mode, err)
+			}
+			if !tt.ok && (err == nil || !strings.Contains(err.Error(), "can be written by users other than")) {
+				t.Errorf("Listen in %s (mode %v) = %v; want a refusal", sockDir, tt.mode, err)
+			}
+		})
+	}
+}
+
+// A directory of another user is refused, unless that user owns the socket.
+func TestListenForeignDirectory(t *testing.T) {
+	testlib.NeedRoot(t)
+	dir := filepath.Join(testlib.PublicTempDir(t), "nobody")
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 65534, -1); err != nil {
+		t.Fatal(err)
+	}
+	a := Addr{Network: "unix", Address: filepath.Join(dir, "m.sock")}
+	if ln, err := Listen(a, SocketOpts{}); err == nil || !strings.Contains(err.Error(), "owner uid 65534") {
+		if ln != nil {
+			ln.Close()
+		}
+		t.Errorf("Listen in a directory of uid 65534 = %v; want a refusal", err)
+	}
+	ln, err := Listen(a, SocketOpts{Owner: "65534", Mode: 0o660})
+	if err != nil {
+		t.Fatalf("Listen with the directory's owner as socket owner: %v", err)
+	}
+	ln.Close()
 }

@@ -505,8 +505,27 @@ func FuzzReadHeaders(f *testing.F) {
 		if err != nil {
 			return // go-msgauth refuses some headers we accept
 		}
-		if len(vs) > 0 && vs[0].Err != nil && !strings.Contains(msg, "\r\r") && !strings.ContainsAny(msg, "\x00") {
-			t.Logf("signature does not verify: %v", vs[0].Err)
+		if len(vs) != len(sigs) {
+			t.Fatalf("go-msgauth found %d signatures in a message we gave %d", len(vs), len(sigs))
+		}
+		if vs[0].Err != nil && !undefinedCanon(msg) {
+			t.Errorf("signature of %q does not verify: %v", msg, vs[0].Err)
 		}
 	})
+}
+
+// undefinedCanon reports whether msg holds what RFC 5322 forbids and RFC 6376
+// section 3.4 does not say how to canonicalize: a CR not followed by LF (we
+// drop it from a relaxed header value, go-msgauth makes it a space, dkimpy
+// keeps it) or a NUL (cut short by some verifiers).
+func undefinedCanon(msg string) bool {
+	if strings.IndexByte(msg, 0) >= 0 {
+		return true
+	}
+	for i := 0; i < len(msg); i++ {
+		if msg[i] == '\r' && (i+1 == len(msg) || msg[i+1] != '\n') {
+			return true
+		}
+	}
+	return false
 }

@@ -189,13 +189,14 @@ func TestTranslateOps(t *testing.T) {
 	}
 }
 
-// memConn is a net.Conn reading a fixed input and discarding writes.
+// memConn is a net.Conn reading a fixed input and recording writes.
 type memConn struct {
-	r io.Reader
+	r   io.Reader
+	out bytes.Buffer
 }
 
 func (c *memConn) Read(p []byte) (int, error)         { return c.r.Read(p) }
-func (c *memConn) Write(p []byte) (int, error)        { return len(p), nil }
+func (c *memConn) Write(p []byte) (int, error)        { return c.out.Write(p) }
 func (c *memConn) Close() error                       { return nil }
 func (c *memConn) LocalAddr() net.Addr                { return &net.UnixAddr{Name: "mem"} }
 func (c *memConn) RemoteAddr() net.Addr               { return &net.UnixAddr{Name: "mem"} }
@@ -242,9 +243,51 @@ func FuzzSession(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := newSession(srv, &memConn{r: bytes.NewReader(in)}, DefaultChain)
+		conn := &memConn{r: bytes.NewReader(in)}
+		s := newSession(srv, conn, DefaultChain)
 		s.serve()
+		// Whatever the MTA sent, the milter answers with whole packets of
+		// replies the protocol defines, and changes a message only when
+		// answering its end of body.
+		out := conn.out.Bytes()
+		replies, rest := splitPackets(out)
+		if rest != 0 {
+			t.Fatalf("reply stream % x ends in %d bytes of a partial packet", out, rest)
+		}
+		sawEOB := bytes.IndexByte(commands(in), cmdEOB) >= 0
+		for _, r := range replies {
+			switch r {
+			case cmdOptNeg, repAccept, repContinue, repDiscard, repReject, repTempfail, repReplyCode:
+			case repAddRcpt, repDelRcpt, repChgFrom, repAddHeader, repInsHeader, repChgHeader, repQuarantine:
+				if !sawEOB {
+					t.Fatalf("modification %q sent although the MTA never ended a body; replies %q", r, replies)
+				}
+			default:
+				t.Fatalf("reply %q is no milter response code; replies %q", r, replies)
+			}
+		}
 	})
+}
+
+// splitPackets returns the command byte of each whole packet of a milter
+// stream (a 4-byte length, the command, its data) and how many
+// bytes are left over.
+func splitPackets(b []byte) (cmds []byte, rest int) {
+	for len(b) >= 5 {
+		n := binary.BigEndian.Uint32(b)
+		if n == 0 || uint64(n) > uint64(len(b)-4) {
+			break
+		}
+		cmds = append(cmds, b[4])
+		b = b[4+n:]
+	}
+	return cmds, len(b)
+}
+
+// commands is the command byte of each whole packet the MTA sent.
+func commands(in []byte) []byte {
+	cmds, _ := splitPackets(in)
+	return cmds
 }
 
 func FuzzParsers(f *testing.F) {

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -171,19 +173,51 @@ func TestDoveadmAccepts(t *testing.T) {
 
 func FuzzVerify(f *testing.F) {
 	f.Add(seedHash, seedPassword)
+	f.Add(seedHash, seedPassword[:len(seedPassword)-1])
 	f.Add("{SHA512-CRYPT}$6$rounds=2000$s$h", "x")
 	f.Add("{ARGON2ID}$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaA", "x")
 	f.Add("{BLF-CRYPT}$2b$04$abcdefghijklmnopqrstuu", "x")
 	f.Fuzz(func(t *testing.T, stored, pw string) {
-		if strings.Contains(stored, "rounds=") || strings.Contains(stored, "m=") {
-			// Keep fuzzing cheap: cost parameters are bounded by the code
-			// but large ones are slow.
-			if len(stored) > 200 {
-				return
+		if costly(stored) {
+			return
+		}
+		err := Verify(stored, pw)
+		if err != nil && !errors.Is(err, ErrMismatch) && !strings.HasPrefix(err.Error(), "pwhash: ") {
+			t.Fatalf("Verify(%q, %q) = %v: neither a match, a mismatch nor a reasoned refusal", stored, pw, err)
+		}
+		// The reference row matches its password and nothing else.
+		if stored == seedHash && (err == nil) != (pw == seedPassword) {
+			t.Fatalf("Verify(seed, %q) = %v; want a match only for the seed's password", pw, err)
+		}
+		// A hash that matches pw does not also match pw with one more byte
+		// (bcrypt reads only the first 72 bytes, as Dovecot's does).
+		scheme, _ := Split(stored)
+		if err == nil && (scheme != BlfCrypt || len(pw) < 72) && Verify(stored, pw+"x") == nil {
+			t.Fatalf("Verify(%q) matches both %q and %q", stored, pw, pw+"x")
+		}
+	})
+}
+
+// costly reports whether a hash asks for more work than a fuzzing run can
+// afford: Verify honours the cost a stored hash names (up to 4 GiB of memory
+// for ARGON2ID), which is the administrator's choice.
+func costly(stored string) bool {
+	for _, re := range []struct {
+		re  *regexp.Regexp
+		max int
+	}{
+		{regexp.MustCompile(`rounds=0*([0-9]+)`), 5000},
+		{regexp.MustCompile(`m=0*([0-9]+)`), 1 << 16},
+		{regexp.MustCompile(`t=0*([0-9]+)`), 3},
+		{regexp.MustCompile(`\$2[aby]?\$0*([0-9]+)\$`), 10},
+	} {
+		for _, m := range re.re.FindAllStringSubmatch(stored, -1) {
+			if n, err := strconv.Atoi(m[1]); err != nil || n > re.max {
+				return true
 			}
 		}
-		_ = Verify(stored, pw) // must not panic
-	})
+	}
+	return false
 }
 
 func ExampleHash() {

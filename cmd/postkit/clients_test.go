@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/postkit/postkit/internal/testlib"
+	"github.com/postkit/postkit/milter/milterd"
+)
+
+// allow_clients reaches both daemons from postkit.yaml, and --allow-client
+// replaces it.
+func TestAllowClientsOptions(t *testing.T) {
+	want := []netip.Prefix{netip.MustParsePrefix("192.0.2.25/32"), netip.MustParsePrefix("2001:db8::/32")}
+	mo, err := milterOptionsFromConfig(loadYAML(t, milterYAMLBase+"milter:\n  listen: inet:0.0.0.0:8891\n  allow_clients: [192.0.2.25, \"2001:db8::/32\"]\n"))
+	if err != nil || fmt.Sprint(mo.AllowClients) != fmt.Sprint(want) {
+		t.Errorf("milter allow clients %v, %v; want %v", mo.AllowClients, err, want)
+	}
+	o := mo
+	overrideMilterOptions(&o, milterOptions{AllowClients: want[:1]}, func(n string) bool { return n == "allow-client" })
+	if fmt.Sprint(o.AllowClients) != fmt.Sprint(want[:1]) {
+		t.Errorf("after --allow-client: %v; want %v", o.AllowClients, want[:1])
+	}
+
+	po, err := policyOptionsFromConfig(policyParse(t, policyYAMLBase+"policy:\n  listen: inet:0.0.0.0:10040\n  allow_clients: [192.0.2.25]\n  metrics: 0.0.0.0:9187\n  metrics_allow_clients: [\"2001:db8::/32\"]\n"))
+	if err != nil || fmt.Sprint(po.AllowClients) != fmt.Sprint(want[:1]) || fmt.Sprint(po.MetricsAllowClients) != fmt.Sprint(want[1:]) {
+		t.Errorf("policy allow clients %v, metrics %v, %v", po.AllowClients, po.MetricsAllowClients, err)
+	}
+	f := policyFlags{allowClients: []string{"198.51.100.0/24"}}
+	if err := f.apply(&po, func(n string) bool { return n == "allow-client" }); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(po.AllowClients) != "[198.51.100.0/24]" || fmt.Sprint(po.MetricsAllowClients) != fmt.Sprint(want[1:]) {
+		t.Errorf("after --allow-client: %v, metrics %v", po.AllowClients, po.MetricsAllowClients)
+	}
+	bad := policyFlags{metricsAllowClients: []string{"10.0.0.1/8"}}
+	if err := bad.apply(&po, func(n string) bool { return n == "metrics-allow-client" }); err == nil || !strings.Contains(err.Error(), "--metrics-allow-client") {
+		t.Errorf("bad --metrics-allow-client: %v", err)
+	}
+}
+
+// Started on an address other hosts can reach without allowed clients,
+// each daemon (and the metrics endpoint) refuses to start and names the key.
+func TestDaemonsRefuseExposedListen(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	port := testlib.FreePort(t)
+	wide := fmt.Sprintf("inet:0.0.0.0:%d", port)
+	mo := milterOptions{Listen: []string{wide}, OnError: "tempfail", NoSign: true, Logger: quiet}
+	err := runMilter(context.Background(), mo, func() (milterd.Config, error) { return buildMilterConfig(mo) })
+	if err == nil || !strings.Contains(err.Error(), "milter.allow_clients") {
+		t.Errorf("milter on %s without allowed clients: %v; want a refusal naming milter.allow_clients", wide, err)
+	}
+	po := defaultPolicyOptions()
+	po.Listen, po.Logger = wide, quiet
+	load := func() (policyOptions, error) { return po, nil }
+	if err := runPolicyd(context.Background(), po, load, nil); err == nil || !strings.Contains(err.Error(), "policy.allow_clients") {
+		t.Errorf("policyd on %s without allowed clients: %v; want a refusal naming policy.allow_clients", wide, err)
+	}
+	po.Listen = fmt.Sprintf("inet:127.0.0.1:%d", port)
+	po.Metrics = fmt.Sprintf("0.0.0.0:%d", testlib.FreePort(t))
+	if err := runPolicyd(context.Background(), po, load, nil); err == nil || !strings.Contains(err.Error(), "policy.metrics_allow_clients") {
+		t.Errorf("policyd metrics on %s without allowed clients: %v; want a refusal naming policy.metrics_allow_clients", po.Metrics, err)
+	}
+}

@@ -1,0 +1,40 @@
+package config
+
+import (
+	"net"
+	"strconv"
+
+	"github.com/postkit/postkit/internal/daemon"
+)
+
+// validateClients checks the allow_clients lists and refuses a daemon
+// address other hosts can reach without one: neither the milter protocol,
+// nor the policy protocol, nor the metrics endpoint authenticates its
+// clients (daemon.ListenClients enforces the same rule at start).
+func (c *Config) validateClients(f *File) []*Error {
+	var errs []*Error
+	// Each network is checked by its kind:"cidr" tag.
+	for _, d := range []struct {
+		key, allowKey, addr, what string
+		allow                     []CIDR
+	}{
+		{"milter.listen", "milter.allow_clients", c.Milter.Listen, "the milter protocol has no authentication: any client could have mail signed for your domains", c.Milter.AllowClients},
+		{"policy.listen", "policy.allow_clients", c.Policy.Listen, "the policy protocol has no authentication", c.Policy.AllowClients},
+	} {
+		a, err := daemon.ParseAddr(d.addr)
+		if d.addr == "" || err != nil || !a.Exposed() || len(d.allow) > 0 {
+			continue // a bad address is reported by the kind:"addr" check
+		}
+		errs = append(errs, f.Errorf(d.key, "list the MTAs that may connect in "+d.allowKey+", e.g. [192.0.2.25/32], or listen on inet:127.0.0.1:PORT or a unix: socket",
+			"%q can be reached from other hosts and %s", d.addr, d.what))
+	}
+	if host, port, err := SplitListen(c.Policy.Metrics); c.Policy.Metrics != "" && err == nil && host != "" && len(c.Policy.MetricsAllowClients) == 0 {
+		// A bare port listens on 127.0.0.1 (postkit policyd's serveMetrics).
+		a := daemon.Addr{Network: "tcp", Address: net.JoinHostPort(host, strconv.Itoa(port))}
+		if a.Exposed() {
+			errs = append(errs, f.Errorf("policy.metrics", "list the scrapers that may connect in policy.metrics_allow_clients, e.g. [192.0.2.9/32], or listen on 127.0.0.1:PORT",
+				"%q can be reached from other hosts and the metrics endpoint has no authentication", c.Policy.Metrics))
+		}
+	}
+	return errs
+}
