@@ -55,6 +55,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the store's only driver
@@ -75,6 +76,9 @@ type Store struct {
 	path     string
 	readOnly bool
 	now      func() time.Time
+
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt // Lookup's prepared statements, by query
 }
 
 // Errors callers test with errors.Is. Each is wrapped with a message naming
@@ -131,7 +135,15 @@ func open(path string, ro bool) (*Store, error) {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.stmtMu.Lock()
+	for _, st := range s.stmts {
+		st.Close()
+	}
+	s.stmts = nil
+	s.stmtMu.Unlock()
+	return s.db.Close()
+}
 
 // Path returns the database file name.
 func (s *Store) Path() string { return s.path }
