@@ -195,7 +195,15 @@ func Render(cfg *config.Config) ([]File, error) {
 	pf := cfg.Paths.PostfixConfig
 	dc := cfg.Paths.DovecotConfig
 	var files []File
+	rules := sqlmaps.SenderRules{Delimiter: cfg.RecipientDelim}
+	for _, g := range cfg.SenderLogins {
+		rules.Grants = append(rules.Grants, sqlmaps.SenderGrant{Sender: g.Sender, Logins: g.Logins})
+	}
 	for _, m := range sqlmaps.Maps() {
+		m, err := m.With(rules)
+		if err != nil {
+			return nil, fmt.Errorf("templates: %s: %w", m.File, err)
+		}
 		p := path.Join(pf, m.File)
 		v.maps[m.Name] = p
 		files = append(files, File{Path: p, Data: m.CF(cfg.Database.Path), Mode: 0o640, Group: cfg.Postfix.MailOwner})

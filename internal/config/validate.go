@@ -23,6 +23,13 @@ func (c *Config) applyDerived() {
 	if c.Postmaster == "" && len(c.Domains) > 0 {
 		c.Postmaster = "postmaster@" + c.Domains[0]
 	}
+	for i := range c.SenderLogins {
+		g := &c.SenderLogins[i]
+		g.Sender = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(g.Sender), "."))
+		for j, l := range g.Logins {
+			g.Logins[j] = strings.ToLower(strings.TrimSpace(l))
+		}
+	}
 	if c.Milter.DKIM.AuthservID == "" {
 		c.Milter.DKIM.AuthservID = c.Hostname
 	}
@@ -195,6 +202,25 @@ func (c *Config) Validate(f *File) error {
 	for i, n := range c.Policy.Greylist.AllowIPs {
 		if _, err := ParseCIDR(string(n)); err != nil {
 			add(f.Errorf(fmt.Sprintf("policy.greylist.allow_ips[%d]", i), "write a network such as 192.0.2.0/24", "%q: %v", n, err))
+		}
+	}
+	for i, g := range c.SenderLogins {
+		k := fmt.Sprintf("sender_logins[%d]", i)
+		if d, ok := strings.CutPrefix(g.Sender, "@"); ok {
+			if !ValidDomain(d) {
+				add(f.Errorf(k+".sender", "write @example.org for every address of a domain", "%q is not @ and a valid domain", g.Sender))
+			}
+		} else if g.Sender != "" && !ValidAddress(g.Sender) {
+			hint := "an address such as billing@example.org, or @example.org for the whole domain"
+			if ValidDomain(g.Sender) {
+				hint = "write @" + g.Sender + " for every address of the domain"
+			}
+			add(f.Errorf(k+".sender", hint, "%q is not an address", g.Sender))
+		}
+		for j, l := range g.Logins {
+			if !ValidAddress(l) {
+				add(f.Errorf(fmt.Sprintf("%s.logins[%d]", k, j), "logins are user addresses, as in 'postkit db user list'", "%q is not a login", l))
+			}
 		}
 	}
 	if c.MessageSizeLimit < 1024 {
