@@ -228,7 +228,7 @@ SIGINT stop accepting and let messages in flight finish.`,
 	f.BoolVar(&noScrub, "no-scrub", false, "do not scrub outbound headers")
 	f.StringVar(&o.Canonicalization, "canonicalization", "", "DKIM header/body canonicalization (default relaxed/simple)")
 	f.StringVar(&o.Database, "db", "", "SQLite database whose sender-login map says which From addresses an authenticated login may use (with -c: database.path)")
-	f.StringVar(&o.UnownedFrom, "unowned-from", "reject", "authenticated mail whose From the login may not use: reject or unsigned")
+	f.StringVar(&o.UnownedFrom, "unowned-from", config.Defaults().Milter.DKIM.UnownedFrom, "authenticated mail whose From the login may not use: reject or unsigned")
 	f.BoolVar(&o.Verify, "verify", false, "verify inbound DKIM signatures and add Authentication-Results")
 	f.StringVar(&o.AuthservID, "authserv-id", "", "authserv-id in Authentication-Results (default: the host name)")
 	f.StringArrayVar(&o.DNSServers, "dns-server", nil, "DNS server HOST:PORT for DKIM key lookups (repeatable; default /etc/resolv.conf)")
