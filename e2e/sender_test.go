@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"os"
@@ -106,6 +107,25 @@ func TestSenderLogin(t *testing.T) {
 			})
 		}
 	}
+	// The SQL sender blacklist still applies to addresses a login owns.
+	t.Run("blacklisted address the login may use", func(t *testing.T) {
+		sales := "sales-" + harness.Token() + "@" + harness.Domain
+		c, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := s.AddVirtualAlias(c, sales, alice); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.BlacklistSender(c, sales, 554, "5.7.1 This address is closed"); err != nil {
+			t.Fatal(err)
+		}
+		tok := harness.Token()
+		to := "friend-" + tok + "@" + harness.OutsideDomain
+		stage, err := submitAs(t, services[0].dial, alice, sales, to, harness.Message(sales, to, tok))
+		var se *smtp.SMTPError
+		if stage != "mail" || !errors.As(err, &se) || se.Code != 554 || !strings.Contains(se.Message, "This address is closed") {
+			t.Fatalf("stage %q, err %v; want the blacklist's 554 at MAIL FROM", stage, err)
+		}
+	})
 	t.Run("trusted network, no login", func(t *testing.T) {
 		tok := harness.Token()
 		to := "friend-" + tok + "@" + harness.OutsideDomain

@@ -109,6 +109,7 @@ func TestRenderContents(t *testing.T) {
 			"-o smtpd_delay_reject=no\n",
 			"-o smtpd_client_restrictions=\n",
 			"-o smtpd_sender_login_maps=sqlite:/etc/postfix/sqlite-sender-login.cf\n",
+			// full.yaml gives the blacklists to the policy daemon.
 			"-o smtpd_sender_restrictions=reject_authenticated_sender_login_mismatch,permit_sasl_authenticated,reject\n",
 			"-o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n",
 		} {
@@ -216,7 +217,7 @@ func TestPostconf(t *testing.T) {
 	for _, svc := range []string{"127.0.0.1:30587", "127.0.0.1:30465"} {
 		for _, want := range []string{
 			"/smtpd_sender_login_maps = sqlite:" + dir + "/etc/postfix/sqlite-sender-login.cf",
-			"/smtpd_sender_restrictions = reject_authenticated_sender_login_mismatch,permit_sasl_authenticated,reject",
+			"/smtpd_sender_restrictions = reject_authenticated_sender_login_mismatch,check_sender_access,sqlite:" + dir + "/etc/postfix/sqlite-liste-noire-expediteurs.cf,permit_sasl_authenticated,reject",
 			"/smtpd_delay_reject = no",
 			"/smtpd_client_restrictions =\n",
 		} {
