@@ -151,7 +151,7 @@ func TestMilterSenderCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
+	defer func() { store.Close() }() // reopened below
 	if err := store.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -199,6 +199,40 @@ func TestMilterSenderCheck(t *testing.T) {
 		must(store.SetActive(ctx, sqlmaps.VirtualAliases, "billing@example.test", false))
 		if got := send(t, "demo@example.test", "billing@example.test"); got.smtp != 550 {
 			t.Errorf("%+v; want 550 once the alias is disabled", got)
+		}
+	})
+	t.Run("a database file replaced is read at the next message", func(t *testing.T) {
+		must(store.AddVirtualAlias(ctx, "billing@example.test", "demo@example.test")) // kept disabled above: enabled again below
+		must(store.SetActive(ctx, sqlmaps.VirtualAliases, "billing@example.test", true))
+		if got := send(t, "demo@example.test", "billing@example.test"); got != signed {
+			t.Fatalf("%+v; want signed with the alias", got)
+		}
+		// A restore from a backup taken before the alias: a new file
+		// moved over the old one.
+		backup := dbPath + ".restore"
+		b, err := sqlmaps.Open(backup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		must(b.AddDomain(ctx, "example.test", true))
+		must(b.AddUser(ctx, sqlmaps.NewUser{Address: "demo@example.test", PasswordHash: hash, UID: 3000, GID: 3000}))
+		b.Close()
+		if err := os.Rename(backup, dbPath); err != nil {
+			t.Fatal(err)
+		}
+		if got := send(t, "demo@example.test", "billing@example.test"); got.smtp != 550 {
+			t.Errorf("%+v; want 550: the restored database has no such alias", got)
+		}
+		if got := send(t, "demo@example.test", "demo@example.test"); got != signed {
+			t.Errorf("%+v; want the own address signed from the restored database", got)
+		}
+		// The test's own writer goes on with the new file.
+		store.Close()
+		if store, err = sqlmaps.Open(dbPath); err != nil {
+			t.Fatal(err)
 		}
 	})
 	t.Run("unowned_from unsigned after SIGHUP", func(t *testing.T) {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/postkit/postkit/internal/config"
 	"github.com/postkit/postkit/sqlmaps"
@@ -25,30 +27,52 @@ func senderRules(c *config.Config) sqlmaps.SenderRules {
 	return r
 }
 
-// milterStores opens each database once for the daemon's life, at its first
-// question, so that reloads keep using it; a failed open is tried again at
-// the next question (a database created after the daemon started is found).
-// The store keeps no answers: every question runs the query on the rows as
-// they are then.
+// milterStores keeps each database open for the daemon's life, so that
+// reloads keep using it; it opens it at the first question and tries again
+// at the next one after a failure (a database created after the daemon
+// started is found). The store keeps no answers: every question runs the
+// query on the rows as they are then. A file replaced under the same path
+// (a restore from a backup, a copy moved in place) is seen at the next
+// question: the path is checked with stat(2) each time, about a microsecond,
+// and the new file opened; the old handle is closed a minute later, when
+// questions in flight on it are long done.
 type milterStores struct {
 	mu   sync.Mutex
-	open map[string]*sqlmaps.Store
+	open map[string]*openStore
 }
+
+type openStore struct {
+	store *sqlmaps.Store
+	file  os.FileInfo
+}
+
+// retireAfter is how long a replaced database stays open for the questions
+// that started on it.
+const retireAfter = time.Minute
 
 func (ms *milterStores) get(path string) (*sqlmaps.Store, error) {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
-	if s, ok := ms.open[path]; ok {
-		return s, nil
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("milter: database %s: %w", path, err)
+	}
+	if o, ok := ms.open[path]; ok {
+		if os.SameFile(o.file, fi) {
+			return o.store, nil
+		}
+		old := o.store
+		time.AfterFunc(retireAfter, func() { old.Close() })
+		delete(ms.open, path)
 	}
 	s, err := sqlmaps.OpenReadOnly(path)
 	if err != nil {
 		return nil, err
 	}
 	if ms.open == nil {
-		ms.open = map[string]*sqlmaps.Store{}
+		ms.open = map[string]*openStore{}
 	}
-	ms.open[path] = s
+	ms.open[path] = &openStore{store: s, file: fi}
 	return s, nil
 }
 
@@ -57,8 +81,8 @@ func (ms *milterStores) Close() error {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	var errs []error
-	for _, s := range ms.open {
-		errs = append(errs, s.Close())
+	for _, o := range ms.open {
+		errs = append(errs, o.store.Close())
 	}
 	ms.open = nil
 	return errors.Join(errs...)
@@ -72,26 +96,27 @@ type senderCheck struct {
 	rules  sqlmaps.SenderRules
 	fold   sqlmaps.Fold
 
-	mu  sync.Mutex
-	chk *sqlmaps.Senders
+	mu    sync.Mutex
+	store *sqlmaps.Store // the store chk was made for
+	chk   *sqlmaps.Senders
 }
 
 // MayUse implements dkimsign.Senders.
 func (sc *senderCheck) MayUse(ctx context.Context, login, addr string) (bool, error) {
+	s, err := sc.stores.get(sc.path)
+	if err != nil {
+		return false, fmt.Errorf("milter: sender check: %w", err)
+	}
 	sc.mu.Lock()
-	chk := sc.chk
-	if chk == nil {
-		s, err := sc.stores.get(sc.path)
+	if sc.store != s {
+		chk, err := s.Senders(sc.rules, sc.fold)
 		if err != nil {
-			sc.mu.Unlock()
-			return false, fmt.Errorf("milter: sender check: %w", err)
-		}
-		if chk, err = s.Senders(sc.rules, sc.fold); err != nil {
 			sc.mu.Unlock()
 			return false, err
 		}
-		sc.chk = chk
+		sc.store, sc.chk = s, chk
 	}
+	chk := sc.chk
 	sc.mu.Unlock()
 	return chk.MayUse(ctx, login, addr)
 }
