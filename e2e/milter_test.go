@@ -37,8 +37,8 @@ var ourKeys = []struct{ selector, algo, dkimAlgo string }{
 }
 
 // milterStack starts the stack for TestMilter, or skips (fails under
-// POSTKIT_E2E=1) like harness.Need.
-func milterStack(t *testing.T, outKey crypto.Signer) (*harness.Stack, *harness.Daemon) {
+// POSTKIT_E2E=1) like harness.Need. extra sets more postkit.yaml keys.
+func milterStack(t *testing.T, outKey crypto.Signer, extra ...map[string]any) (*harness.Stack, *harness.Daemon) {
 	t.Helper()
 	if err := harness.Check(); err != nil {
 		if harness.RequiredByEnv() {
@@ -91,6 +91,11 @@ func milterStack(t *testing.T, outKey crypto.Signer) (*harness.Stack, *harness.D
 			milter, err = s.StartDaemon(ctx, milterDaemon)
 			return err
 		},
+	}
+	for _, e := range extra {
+		for k, v := range e {
+			o.Set[k] = v
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -59,7 +59,14 @@ func (s *Store) Lookup(ctx context.Context, m Map, key string, fold Fold) (value
 	if err != nil || !ok {
 		return "", false, warnings, err
 	}
-	rows, err := s.db.QueryContext(ctx, query, args...)
+	stmt, kept, err := s.prepared(ctx, query)
+	if err != nil {
+		return "", false, warnings, fmt.Errorf("sqlmaps: lookup in %s: %w", m.File, err)
+	}
+	if !kept {
+		defer stmt.Close()
+	}
+	rows, err := stmt.QueryContext(ctx, args...)
 	if err != nil {
 		return "", false, warnings, fmt.Errorf("sqlmaps: lookup in %s: %w", m.File, err)
 	}
@@ -95,6 +102,34 @@ func (s *Store) Lookup(ctx context.Context, m Map, key string, fold Fold) (value
 		return "", false, warnings, nil
 	}
 	return strings.Join(vals, ","), true, warnings, nil
+}
+
+// maxStmts bounds the prepared statements a Store keeps: one per map query
+// shape, so a handful in practice.
+const maxStmts = 32
+
+// prepared returns a prepared statement for query, kept for the Store's
+// life unless kept is false (then the caller closes it). It holds no data: every execution reads the rows as they are then
+// (and SQLite prepares it again by itself if the schema changed). Preparing
+// is most of a lookup's cost: about 100 µs for the sender-login query
+// against 27 µs to run it (BenchmarkSenderMayUse).
+func (s *Store) prepared(ctx context.Context, query string) (st *sql.Stmt, kept bool, err error) {
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	if st, ok := s.stmts[query]; ok {
+		return st, true, nil
+	}
+	if st, err = s.db.PrepareContext(ctx, query); err != nil {
+		return nil, false, err
+	}
+	if s.stmts == nil {
+		s.stmts = map[string]*sql.Stmt{}
+	}
+	if len(s.stmts) >= maxStmts {
+		return st, false, nil
+	}
+	s.stmts[query] = st
+	return st, true, nil
 }
 
 func asciiLower(s string) string {

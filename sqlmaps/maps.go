@@ -48,9 +48,14 @@ var maps = []Map{
 	{"utilisateurs", "sqlite-utilisateurs.cf",
 		"SELECT rep_perso FROM postfix_utilisateurs WHERE utilisateur='%u@%d' AND active='1'",
 		"virtual_mailbox_maps: existing mailboxes"},
+	{SenderLoginMap, "sqlite-" + SenderLoginMap + ".cf",
+		senderLoginQuery(""),
+		"smtpd_sender_login_maps: the SASL logins that may use a sender address"},
 }
 
-// Maps returns the six Postfix maps in a fixed order.
+// Maps returns the seven Postfix maps in a fixed order: the six tables of
+// the reference installation and the sender-login map (without the extra
+// rules of postkit.yaml: see Map.With).
 func Maps() []Map { return append([]Map(nil), maps...) }
 
 // MapByName finds a map by short name ("utilisateurs"), file name

@@ -17,6 +17,7 @@ func TestMaps(t *testing.T) {
 		"liste-noire-destinataires": "sqlite-liste-noire-destinataires.cf",
 		"liste-noire-expediteurs":   "sqlite-liste-noire-expediteurs.cf",
 		"utilisateurs":              "sqlite-utilisateurs.cf",
+		"sender-login":              "sqlite-sender-login.cf",
 	}
 	ms := Maps()
 	if len(ms) != len(want) {

@@ -56,6 +56,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -77,6 +78,9 @@ type Store struct {
 	path     string
 	readOnly bool
 	now      func() time.Time
+
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt // Lookup's prepared statements, by query
 }
 
 // Errors callers test with errors.Is. Each is wrapped with a message naming
@@ -171,7 +175,15 @@ func open(path string, ro bool) (*Store, error) {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.stmtMu.Lock()
+	for _, st := range s.stmts {
+		st.Close()
+	}
+	s.stmts = nil
+	s.stmtMu.Unlock()
+	return s.db.Close()
+}
 
 // Path returns the database file name.
 func (s *Store) Path() string { return s.path }

@@ -201,7 +201,12 @@ func Render(cfg *config.Config) ([]File, error) {
 	pf := cfg.Paths.PostfixConfig
 	dc := cfg.Paths.DovecotConfig
 	var files []File
+	rules := senderRules(cfg)
 	for _, m := range sqlmaps.Maps() {
+		m, err := m.With(rules)
+		if err != nil {
+			return nil, fmt.Errorf("templates: %s: %w", m.File, err)
+		}
 		p := path.Join(pf, m.File)
 		v.maps[m.Name] = p
 		files = append(files, File{Path: p, Data: m.CF(cfg.Database.Path), Mode: 0o640, Group: cfg.Postfix.MailOwner})
@@ -246,6 +251,15 @@ func Render(cfg *config.Config) ([]File, error) {
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
 	return files, nil
+}
+
+// senderRules are the settings of cfg the sender-login map depends on.
+func senderRules(cfg *config.Config) sqlmaps.SenderRules {
+	rules := sqlmaps.SenderRules{Delimiter: cfg.RecipientDelim}
+	for _, g := range cfg.SenderLogins {
+		rules.Grants = append(rules.Grants, sqlmaps.SenderGrant{Sender: g.Sender, Logins: g.Logins})
+	}
+	return rules
 }
 
 func execute(name string, v *view) ([]byte, error) {

@@ -101,12 +101,38 @@ func TestRenderContents(t *testing.T) {
 			t.Errorf("master.cf lacks %q", want)
 		}
 	}
-	if len(files) != 19 {
+	// Both submission services refuse, at MAIL FROM, a sender the login
+	// may not use.
+	for _, svc := range []string{"submission inet", "submissions inet"} {
+		opts := master[strings.Index(master, svc):]
+		opts = opts[:strings.Index(opts, "-o cleanup_service_name")]
+		for _, want := range []string{
+			"-o smtpd_delay_reject=no\n",
+			"-o smtpd_client_restrictions=\n",
+			"-o smtpd_sender_login_maps=sqlite:/etc/postfix/sqlite-sender-login.cf\n",
+			// full.yaml gives the blacklists to the policy daemon.
+			"-o smtpd_sender_restrictions=reject_authenticated_sender_login_mismatch,permit_sasl_authenticated,reject\n",
+			"-o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n",
+		} {
+			if !strings.Contains(opts, want) {
+				t.Errorf("master.cf %s lacks %q:\n%s", svc, want, opts)
+			}
+		}
+	}
+	// The grants of sender_logins are in the map's query, with the
+	// recipient delimiter.
+	sl := byPath["/etc/postfix/sqlite-sender-login.cf"]
+	for _, want := range []string{"('billing@exemple.fr', 'test@exemple.fr')", "('@lettre.exemple.fr', 'newsletter@exemple.fr')", "instr('%u', '+') > 1"} {
+		if !strings.Contains(sl, want) {
+			t.Errorf("sqlite-sender-login.cf lacks %q:\n%s", want, sl)
+		}
+	}
+	if len(files) != 20 {
 		var names []string
 		for _, f := range files {
 			names = append(names, f.Path)
 		}
-		t.Errorf("Render gave %d files; want 19 (3 Postfix, 6 maps, dovecot.conf, 7 conf.d, dovecot-sql, spam.sieve):\n%s", len(files), strings.Join(names, "\n"))
+		t.Errorf("Render gave %d files; want 20 (3 Postfix, 7 maps, dovecot.conf, 7 conf.d, dovecot-sql, spam.sieve):\n%s", len(files), strings.Join(names, "\n"))
 	}
 }
 
@@ -187,6 +213,23 @@ func TestPostconf(t *testing.T) {
 	}
 	if !bytes.Contains(out, []byte("virtual_mailbox_maps = sqlite:"+dir+"/etc/postfix/sqlite-utilisateurs.cf")) {
 		t.Errorf("sandbox: postconf -n does not show the generated maps:\n%s", out)
+	}
+	// The submission services' options as Postfix reads them.
+	out, err = exec.Command(postconf, "-c", filepath.Join(dir, "etc/postfix"), "-P").CombinedOutput()
+	if err != nil || bytes.Contains(out, []byte("warning")) {
+		t.Errorf("sandbox: postconf -P: %v\n%s", err, out)
+	}
+	for _, svc := range []string{"127.0.0.1:30587", "127.0.0.1:30465"} {
+		for _, want := range []string{
+			"/smtpd_sender_login_maps = sqlite:" + dir + "/etc/postfix/sqlite-sender-login.cf",
+			"/smtpd_sender_restrictions = reject_authenticated_sender_login_mismatch,check_sender_access,sqlite:" + dir + "/etc/postfix/sqlite-liste-noire-expediteurs.cf,permit_sasl_authenticated,reject",
+			"/smtpd_delay_reject = no",
+			"/smtpd_client_restrictions =\n",
+		} {
+			if !bytes.Contains(out, []byte(svc+"/inet"+want)) {
+				t.Errorf("sandbox: postconf -P lacks %s/inet%s:\n%s", svc, want, out)
+			}
+		}
 	}
 }
 

@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
 
+	"github.com/postkit/postkit/internal/config"
 	"github.com/postkit/postkit/internal/testlib"
 	"github.com/postkit/postkit/sqlmaps"
 	"github.com/postkit/postkit/sqlmaps/pwhash"
@@ -126,6 +128,8 @@ func TestLookupCommand(t *testing.T) {
 		{"db", "--db", db, "init", "exemple.fr"},
 		{"db", "--db", db, "blacklist", "sender", "add", "tata@tata.fr", "--message", "Parle à ma main"},
 		{"db", "--db", db, "valias", "add", "@exemple.fr", "a@exemple.fr,b@exemple.fr"},
+		{"db", "--db", db, "valias", "add", "contact@exemple.fr", "test@exemple.fr, other@exemple.fr"},
+		{"db", "--db", db, "valias", "add", "equipe@exemple.fr", "contact@exemple.fr"},
 	} {
 		if r := run(t, "", args...); r.err != nil {
 			t.Fatalf("%v: %v", args, r.err)
@@ -143,6 +147,7 @@ func TestLookupCommand(t *testing.T) {
 	if comparePostmap {
 		os.WriteFile(filepath.Join(dir, "main.cf"), []byte("compatibility_level = 3.6\nsmtputf8_enable = no\n"), 0o644)
 		for _, m := range sqlmaps.Maps() {
+			m, _ = m.With(senderRules(nil)) // as `lookup --db` reads it
 			os.WriteFile(filepath.Join(dir, m.File), m.CF(db), 0o644)
 		}
 	} else if os.Getenv("POSTKIT_E2E") == "1" {
@@ -157,6 +162,16 @@ func TestLookupCommand(t *testing.T) {
 		{"alias-virtuels", "@exemple.fr", "a@exemple.fr, b@exemple.fr\n"},
 		{"alias", "toto", ""},
 		{"domaines", "", ""},
+		// smtpd_sender_login_maps: own address, aliases delivering to the
+		// user (also through another alias), extensions; the catch-all
+		// gives nothing.
+		{"sender-login", "test@exemple.fr", "test@exemple.fr\n"},
+		{"sqlite-sender-login.cf", "Test+Tag@exemple.fr", "test@exemple.fr\n"},
+		{"sender-login", "contact@exemple.fr", "test@exemple.fr\n"},
+		{"sender-login", "equipe@exemple.fr", "test@exemple.fr\n"},
+		{"sender-login", "billing@exemple.fr", ""},
+		{"sender-login", "@exemple.fr", ""},
+		{"sender-login", "someone@outside.test", ""},
 	}
 	for _, tt := range tests {
 		r := run(t, "", "lookup", "--db", db, tt.m, tt.key)
@@ -181,6 +196,56 @@ func TestLookupCommand(t *testing.T) {
 	if r := run(t, "", "lookup", "--db", db, "nope", "x"); r.err == nil || !strings.Contains(r.err.Error(), "unknown map") {
 		t.Errorf("lookup of an unknown map: %v", r.err)
 	}
+
+	// With -c, the sender-login map carries sender_logins and
+	// recipient_delimiter as `postkit generate` writes it.
+	yaml := filepath.Join(dir, "postkit.yaml")
+	os.WriteFile(yaml, []byte("hostname: mail.exemple.fr\ndomains: [exemple.fr]\nrecipient_delimiter: \"-\"\ndatabase: {path: "+db+"}\n"+
+		"sender_logins:\n  - {sender: billing@exemple.fr, logins: [test@exemple.fr]}\n  - {sender: \"@autre.fr\", logins: [test@exemple.fr, x@exemple.fr]}\n"), 0o644)
+	cfg, _, err := config.Load(yaml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := sqlmaps.MapByName(sqlmaps.SenderLoginMap)
+	m, err = m.With(senderRules(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf := filepath.Join(dir, "with-grants.cf")
+	os.WriteFile(cf, m.CF(db), 0o644)
+	for _, tt := range []struct{ key, want string }{
+		{"billing@exemple.fr", "test@exemple.fr\n"},
+		{"billing-x@exemple.fr", "test@exemple.fr\n"},
+		{"test-x@exemple.fr", "test@exemple.fr\n"},
+		{"test+x@exemple.fr", ""},
+		{"quelqu.un@autre.fr", "test@exemple.fr,x@exemple.fr\n"},
+		{"billing@exemple.org", ""},
+	} {
+		r := run(t, "", "lookup", "-c", yaml, "sender-login", tt.key)
+		exit := 0
+		if r.exit >= 0 {
+			exit = r.exit
+		}
+		if r.err != nil || sortedOwners(r.out) != sortedOwners(tt.want) || (exit == 0) != (tt.want != "") {
+			t.Errorf("lookup -c sender-login %q = %q exit %d err %v; want %q", tt.key, r.out, exit, r.err, tt.want)
+		}
+		if !comparePostmap {
+			continue
+		}
+		cmd := exec.Command("/usr/sbin/postmap", "-c", dir, "-q", tt.key, "sqlite:"+cf)
+		out, _ := cmd.Output()
+		if sortedOwners(string(out)) != sortedOwners(r.out) || cmd.ProcessState.ExitCode() != exit {
+			t.Errorf("postmap -q %q (with grants) = %q exit %d; postkit lookup -c %q exit %d", tt.key, out, cmd.ProcessState.ExitCode(), r.out, exit)
+		}
+	}
+}
+
+// sortedOwners puts a map answer's owners in order: SQLite may return
+// the rows of a UNION in any order.
+func sortedOwners(s string) string {
+	f := strings.Split(strings.TrimSpace(s), ",")
+	sort.Strings(f)
+	return strings.Join(f, ",")
 }
 
 // db init adopts an existing empty file (as touch or a provisioning tool

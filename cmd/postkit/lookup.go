@@ -25,6 +25,9 @@ func newLookupCommand(exit func(int)) *cobra.Command {
 the file name sqlite-NAME.cf or its path work too) as Postfix does: the key is folded
 to lower case, %s/%u/%d are expanded, the first column of every row is printed,
 joined with commas. Exit status 0 when found, 1 with nothing printed when not.
+The sender-login map (smtpd_sender_login_maps) answers the logins that may use a
+sender address, with the sender_logins and recipient_delimiter of postkit.yaml
+(the defaults with --db alone).
 Case folding follows smtputf8 in postkit.yaml (ASCII only unless it is true), or
 --smtputf8.`,
 		Args: cobra.ExactArgs(2),
@@ -35,6 +38,12 @@ Case folding follows smtputf8 in postkit.yaml (ASCII only unless it is true), or
 			}
 			s, err := o.open(cmd.Context(), false)
 			if err != nil {
+				return err
+			}
+			// The sender-login map depends on sender_logins and
+			// recipient_delimiter, as generated.
+			if m, err = m.With(senderRules(o.cfg)); err != nil {
+				s.Close()
 				return err
 			}
 			fold := sqlmaps.FoldASCII

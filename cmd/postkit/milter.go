@@ -29,6 +29,7 @@ import (
 	"github.com/postkit/postkit/milter/filter"
 	"github.com/postkit/postkit/milter/milterd"
 	"github.com/postkit/postkit/milter/scrub"
+	"github.com/postkit/postkit/sqlmaps"
 )
 
 // milterOptions is the typed configuration of `postkit milter`, filled from
@@ -55,6 +56,16 @@ type milterOptions struct {
 	DKIMKeys         []string
 	Canonicalization string // "" = dkimsign.DefaultCanonicalization
 	Subdomains       bool
+
+	// Whose mail is signed: authenticated mail only when the login may use
+	// its From address, by the sender-login map over Database ("" = not
+	// checked); UnownedFrom says what happens otherwise.
+	Database    string
+	SenderRules sqlmaps.SenderRules
+	Fold        sqlmaps.Fold
+	UnownedFrom string // reject or unsigned
+	// Stores keeps the database open across reloads; nil opens its own.
+	Stores *milterStores
 
 	// Verification (inbound), with postkit's resolver.
 	Verify     bool
@@ -83,6 +94,12 @@ func milterOptionsFromConfig(c *config.Config) (milterOptions, error) {
 		AuthservID:       m.DKIM.AuthservID,
 		DNSServers:       c.DNS.Servers,
 		DNSTimeout:       c.DNS.Timeout.D(),
+		Database:         c.Database.Path,
+		SenderRules:      senderRules(c),
+		UnownedFrom:      m.DKIM.UnownedFrom,
+	}
+	if c.SMTPUTF8 {
+		o.Fold = sqlmaps.FoldUTF8
 	}
 	if m.Listen == "" {
 		return o, errors.New("milter: milter.listen is empty in postkit.yaml: set unix:/path or inet:127.0.0.1:PORT")
@@ -136,7 +153,10 @@ func init() {
 signing (outbound), DKIM verification (inbound, adds Authentication-Results).
 Mail is outbound when the client authenticated, connects from a trusted
 network, or arrives on a service whose milter_macro_daemon_name is listed as
-originating.
+originating. Authenticated mail is signed only when its From address is one
+the login may use (the sender-login map of the database, as Postfix checks the
+envelope sender on the submission ports); otherwise it is refused, or passed
+unsigned with --unowned-from unsigned (milter.dkim.unowned_from).
 
 With -c, everything comes from the milter section of postkit.yaml (plus
 trusted_networks, dns and hostname); flags given explicitly override it.
@@ -181,7 +201,11 @@ SIGINT stop accepting and let messages in flight finish.`,
 			defer stopProfile()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			stores := &milterStores{}
+			defer stores.Close()
+			o.Stores = stores
 			if cfgPath == "" {
+				o.SenderRules = senderRules(nil)
 				return runMilter(ctx, o, func() (milterd.Config, error) { return buildMilterConfig(o) })
 			}
 			flags := o
@@ -199,6 +223,7 @@ SIGINT stop accepting and let messages in flight finish.`,
 					return yo, err
 				}
 				overrideMilterOptions(&yo, flags, changed)
+				yo.Stores = stores
 				return yo, nil
 			}
 			first, err := load()
@@ -230,6 +255,8 @@ SIGINT stop accepting and let messages in flight finish.`,
 	f.StringVar(&o.OnError, "on-error", def.OnError, "verdict when a filter fails: tempfail, accept or reject")
 	f.BoolVar(&noScrub, "no-scrub", false, "do not scrub outbound headers")
 	f.StringVar(&o.Canonicalization, "canonicalization", "", "DKIM header/body canonicalization (default relaxed/simple)")
+	f.StringVar(&o.Database, "db", "", "SQLite database whose sender-login map says which From addresses an authenticated login may use (with -c: database.path)")
+	f.StringVar(&o.UnownedFrom, "unowned-from", config.Defaults().Milter.DKIM.UnownedFrom, "authenticated mail whose From the login may not use: reject or unsigned")
 	f.BoolVar(&o.Verify, "verify", false, "verify inbound DKIM signatures and add Authentication-Results")
 	f.StringVar(&o.AuthservID, "authserv-id", "", "authserv-id in Authentication-Results (default: the host name)")
 	f.StringArrayVar(&o.DNSServers, "dns-server", nil, "DNS server HOST:PORT for DKIM key lookups (repeatable; default /etc/resolv.conf)")
@@ -281,6 +308,12 @@ func overrideMilterOptions(o *milterOptions, flags milterOptions, changed func(s
 	}
 	if changed("dns-server") {
 		o.DNSServers = flags.DNSServers
+	}
+	if changed("db") {
+		o.Database = flags.Database
+	}
+	if changed("unowned-from") {
+		o.UnownedFrom = flags.UnownedFrom
 	}
 	o.Drain, o.Logger = flags.Drain, flags.Logger
 }
@@ -369,7 +402,27 @@ func buildSigner(o milterOptions, log *slog.Logger) (filter.Filter, error) {
 		log.Warn("milter: no DKIM key configured (milter.dkim.keys or --dkim-key): outbound mail is not DKIM-signed")
 		return nil, nil
 	}
-	s, err := dkimsign.New(dkimsign.Config{Keys: ks, Canonicalization: o.Canonicalization, Subdomains: o.Subdomains, Logger: log})
+	cfg := dkimsign.Config{Keys: ks, Canonicalization: o.Canonicalization, Subdomains: o.Subdomains, Logger: log}
+	var err error
+	if cfg.Unowned, err = dkimsign.ParseUnowned(o.UnownedFrom); err != nil {
+		return nil, fmt.Errorf("milter: %w", err)
+	}
+	if o.Database == "" {
+		log.Warn("milter: no database (--db or -c): authenticated mail is signed whatever its From says")
+	} else {
+		// The map is built now so that a bad grant stops the (re)load
+		// rather than a message.
+		m, _ := sqlmaps.MapByName(sqlmaps.SenderLoginMap)
+		if _, err := m.With(o.SenderRules); err != nil {
+			return nil, fmt.Errorf("milter: sender_logins: %w", err)
+		}
+		stores := o.Stores
+		if stores == nil {
+			stores = &milterStores{}
+		}
+		cfg.Senders = &senderCheck{stores: stores, path: o.Database, rules: o.SenderRules, fold: o.Fold}
+	}
+	s, err := dkimsign.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("milter: %w", err)
 	}

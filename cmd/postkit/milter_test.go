@@ -122,12 +122,16 @@ func TestMilterOptionsFromConfig(t *testing.T) {
 
 // Flags given explicitly win over the YAML; the others leave it alone.
 func TestOverrideMilterOptions(t *testing.T) {
-	yaml := milterOptions{Listen: []string{"unix:/y.sock"}, OnError: "tempfail", Verify: true, AuthservID: "y"}
-	flags := milterOptions{Listen: []string{"inet:127.0.0.1:1"}, OnError: "accept", Verify: false, AuthservID: "f"}
+	yaml := milterOptions{Listen: []string{"unix:/y.sock"}, OnError: "tempfail", Verify: true, AuthservID: "y", Database: "/y.sqlite", UnownedFrom: "reject"}
+	flags := milterOptions{Listen: []string{"inet:127.0.0.1:1"}, OnError: "accept", Verify: false, AuthservID: "f", Database: "/f.sqlite", UnownedFrom: "unsigned"}
 	o := yaml
-	overrideMilterOptions(&o, flags, func(n string) bool { return n == "on-error" || n == "verify" })
-	if o.Listen[0] != "unix:/y.sock" || o.OnError != "accept" || o.Verify || o.AuthservID != "y" {
+	overrideMilterOptions(&o, flags, func(n string) bool { return n == "on-error" || n == "verify" || n == "unowned-from" })
+	if o.Listen[0] != "unix:/y.sock" || o.OnError != "accept" || o.Verify || o.AuthservID != "y" || o.Database != "/y.sqlite" || o.UnownedFrom != "unsigned" {
 		t.Errorf("got %+v", o)
+	}
+	overrideMilterOptions(&o, flags, func(n string) bool { return n == "db" })
+	if o.Database != "/f.sqlite" {
+		t.Errorf("--db not applied: %+v", o)
 	}
 }
 

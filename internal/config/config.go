@@ -9,25 +9,32 @@ import "time"
 // Config is the whole postkit.yaml. Field docs are in the doc tags: they feed
 // `postkit config schema` and examples/postkit.yaml.
 type Config struct {
-	Hostname         string    `yaml:"hostname" doc:"Fully qualified host name of this mail server (Postfix myhostname, HELO name, authserv-id)." required:"true" kind:"hostname"`
-	Origin           string    `yaml:"origin" doc:"Domain appended to locally posted mail (Postfix myorigin). Default: the hostname." kind:"domain"`
-	Domains          []string  `yaml:"domains" doc:"Mail domains served here. They are seeded into the database by 'postkit db init' and used for DKIM and DNS records; further domains can be added with 'postkit db domain add'." required:"true" kind:"domain"`
-	Postmaster       string    `yaml:"postmaster" doc:"Postmaster address used by Dovecot LMTP for rejections. Default: postmaster@ the first domain." kind:"email"`
-	TrustedNetworks  []CIDR    `yaml:"trusted_networks" doc:"Networks allowed to relay without authentication (Postfix mynetworks). Keep it to loopback and your own LAN: together, loopback aside, they may cover at most a /8 of IPv4 and a /16 of IPv6 (generate refuses more unless told --i-know-this-is-an-open-relay)." kind:"cidr"`
-	MessageSizeLimit int64     `yaml:"message_size_limit" doc:"Largest accepted message in bytes (Postfix message_size_limit). Postfix counts its own Received header and the envelope (about 1 KB) against it."`
-	RecipientDelim   string    `yaml:"recipient_delimiter" doc:"Separator between user name and address extension (user+tag@domain)." kind:"delimiter"`
-	InetProtocols    string    `yaml:"inet_protocols" doc:"IP versions Postfix uses: all, ipv4 or ipv6." enum:"all,ipv4,ipv6" kind:"enum"`
-	SMTPUTF8         bool      `yaml:"smtputf8" doc:"Announce SMTPUTF8 (Postfix smtputf8_enable)."`
-	TLS              TLS       `yaml:"tls" doc:"Certificate and TLS policy shared by Postfix and Dovecot."`
-	Database         Database  `yaml:"database" doc:"Where users, domains, aliases and blacklists live."`
-	Mailbox          Mailbox   `yaml:"mailbox" doc:"Mailbox storage."`
-	Listeners        Listeners `yaml:"listeners" doc:"Network services. Each is host:port or a bare port; an empty string disables the service."`
-	Paths            Paths     `yaml:"paths" doc:"Where the stack lives. Defaults are Debian's; change them only to run a sandboxed stack."`
-	Postfix          Postfix   `yaml:"postfix" doc:"Postfix settings that have no better home."`
-	Milter           Milter    `yaml:"milter" doc:"The postkit milter daemon (header scrubbing, DKIM signing and verification)."`
-	Policy           Policy    `yaml:"policy" doc:"The postkit policy daemon (SPF, blacklists, DNSBL, greylisting, rate limits)."`
-	Sieve            Sieve     `yaml:"sieve" doc:"Server-side filtering with Dovecot's Sieve plugin."`
-	DNS              DNS       `yaml:"dns" doc:"The resolver postkit's daemons use for SPF, DNSBL and DKIM lookups."`
+	Hostname         string        `yaml:"hostname" doc:"Fully qualified host name of this mail server (Postfix myhostname, HELO name, authserv-id)." required:"true" kind:"hostname"`
+	Origin           string        `yaml:"origin" doc:"Domain appended to locally posted mail (Postfix myorigin). Default: the hostname." kind:"domain"`
+	Domains          []string      `yaml:"domains" doc:"Mail domains served here. They are seeded into the database by 'postkit db init' and used for DKIM and DNS records; further domains can be added with 'postkit db domain add'." required:"true" kind:"domain"`
+	Postmaster       string        `yaml:"postmaster" doc:"Postmaster address used by Dovecot LMTP for rejections. Default: postmaster@ the first domain." kind:"email"`
+	TrustedNetworks  []CIDR        `yaml:"trusted_networks" doc:"Networks allowed to relay without authentication (Postfix mynetworks). Keep it to loopback and your own LAN: together, loopback aside, they may cover at most a /8 of IPv4 and a /16 of IPv6 (generate refuses more unless told --i-know-this-is-an-open-relay)." kind:"cidr"`
+	SenderLogins     []SenderLogin `yaml:"sender_logins" doc:"Sender addresses SASL logins may use beyond what the database gives them. From the database, a user may use their own address and the virtual aliases that deliver to them (directly or through other aliases), each with any +extension; a catch-all alias (@domain) lets nobody send as the addresses it catches. The submission services refuse every other envelope sender at MAIL FROM (553 5.7.1, reject_authenticated_sender_login_mismatch over the sqlite-sender-login.cf map), and the milter applies the same rule to the From header (milter.dkim.unowned_from). Mail from trusted_networks without a login is not judged. Check an address with 'postkit lookup sender-login ADDRESS'." example:"{sender: billing@exemple.fr, logins: [test@exemple.fr, compta@exemple.fr]}|{sender: \"@lettre.exemple.fr\", logins: [newsletter@exemple.fr]}"`
+	MessageSizeLimit int64         `yaml:"message_size_limit" doc:"Largest accepted message in bytes (Postfix message_size_limit). Postfix counts its own Received header and the envelope (about 1 KB) against it."`
+	RecipientDelim   string        `yaml:"recipient_delimiter" doc:"Separator between user name and address extension (user+tag@domain)." kind:"delimiter"`
+	InetProtocols    string        `yaml:"inet_protocols" doc:"IP versions Postfix uses: all, ipv4 or ipv6." enum:"all,ipv4,ipv6" kind:"enum"`
+	SMTPUTF8         bool          `yaml:"smtputf8" doc:"Announce SMTPUTF8 (Postfix smtputf8_enable)."`
+	TLS              TLS           `yaml:"tls" doc:"Certificate and TLS policy shared by Postfix and Dovecot."`
+	Database         Database      `yaml:"database" doc:"Where users, domains, aliases and blacklists live."`
+	Mailbox          Mailbox       `yaml:"mailbox" doc:"Mailbox storage."`
+	Listeners        Listeners     `yaml:"listeners" doc:"Network services. Each is host:port or a bare port; an empty string disables the service."`
+	Paths            Paths         `yaml:"paths" doc:"Where the stack lives. Defaults are Debian's; change them only to run a sandboxed stack."`
+	Postfix          Postfix       `yaml:"postfix" doc:"Postfix settings that have no better home."`
+	Milter           Milter        `yaml:"milter" doc:"The postkit milter daemon (header scrubbing, DKIM signing and verification)."`
+	Policy           Policy        `yaml:"policy" doc:"The postkit policy daemon (SPF, blacklists, DNSBL, greylisting, rate limits)."`
+	Sieve            Sieve         `yaml:"sieve" doc:"Server-side filtering with Dovecot's Sieve plugin."`
+	DNS              DNS           `yaml:"dns" doc:"The resolver postkit's daemons use for SPF, DNSBL and DKIM lookups."`
+}
+
+// SenderLogin lets logins use a sender address, or every address of a domain.
+type SenderLogin struct {
+	Sender string   `yaml:"sender" doc:"An address, or @domain for every address of that domain." required:"true" kind:"sender"`
+	Logins []string `yaml:"logins" doc:"The SASL logins (user addresses) that may use it." required:"true" kind:"address"`
 }
 
 // TLS is the certificate and the TLS policy.
@@ -128,6 +135,7 @@ type DKIM struct {
 	Canonicalization string    `yaml:"canonicalization" doc:"header/body canonicalization." enum:"relaxed/simple,relaxed/relaxed,simple/simple,simple/relaxed" kind:"enum"`
 	Subdomains       bool      `yaml:"subdomains" doc:"Sign mail from sub.example.org with the key of example.org when the sub-domain has none."`
 	AuthservID       string    `yaml:"authserv_id" doc:"authserv-id in Authentication-Results. Default: the hostname." kind:"name"`
+	UnownedFrom      string    `yaml:"unowned_from" doc:"Mail from an authenticated user whose From header is not an address that login may use (the rule of sender_logins, read from the database for each message): reject refuses it with 550 5.7.1; unsigned lets it pass without a DKIM signature and logs why. Mail from trusted_networks and local submission (sendmail) carries no login and is signed as before: those are your own hosts. A database fault defers the message (451 4.3.0) whatever on_error says: it never passes unchecked." enum:"reject,unsigned" kind:"enum"`
 	KeyDir           string    `yaml:"key_dir" doc:"Directory of keys made by 'postkit dkim keygen' (DOMAIN/SELECTOR.private)." kind:"path"`
 	Keys             []DKIMKey `yaml:"keys" doc:"Signing keys. Two keys for one domain (e.g. RSA and Ed25519) give two signatures." example:"{domain: exemple.fr, selector: mail, key_file: /etc/dkimkeys/exemple.fr/mail.private}|{domain: exemple.fr, selector: ed1, key_file: /etc/dkimkeys/exemple.fr/ed1.private}"`
 }

@@ -59,6 +59,7 @@ func Defaults() *Config {
 				Sign:             true,
 				Verify:           true,
 				Canonicalization: "relaxed/simple",
+				UnownedFrom:      "reject",
 				KeyDir:           "/etc/dkimkeys",
 			},
 		},

@@ -48,6 +48,10 @@ var kinds = map[string]kind{
 		hint: "a domain such as example.org, without @ or scheme"},
 	"email": {check: checkEmail,
 		hint: "an address such as postmaster@example.org (letters, digits and . _ - + before the @)"},
+	"address": {check: checkAddress,
+		hint: "an address such as user@example.org, as in 'postkit db user list'"},
+	"sender": {check: checkSender,
+		hint: "an address such as billing@example.org, or @example.org for every address of the domain"},
 	"user": {check: checkAccount("user"),
 		hint: "a system account name such as postfix or vmail"},
 	"group": {check: checkAccount("group"),
@@ -244,6 +248,29 @@ func checkEmail(s string) string {
 		return fmt.Sprintf("%q is not a valid address", s)
 	}
 	return ""
+}
+
+// checkAddress takes any address the database can hold (sqlmaps quotes it
+// where it goes into a query).
+func checkAddress(s string) string {
+	if !ValidAddress(s) {
+		return fmt.Sprintf("%q is not an address", s)
+	}
+	return ""
+}
+
+// checkSender takes an address, or @domain for every address of a domain.
+func checkSender(s string) string {
+	if d, ok := strings.CutPrefix(s, "@"); ok {
+		if !ValidDomain(d) {
+			return fmt.Sprintf("%q is not @ and a valid domain", s)
+		}
+		return ""
+	}
+	if ValidDomain(s) {
+		return fmt.Sprintf("%q is a domain: write @%s for every address of the domain", s, s)
+	}
+	return checkAddress(s)
 }
 
 var accountRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9._-]{0,31}$`)

@@ -46,7 +46,7 @@ func schemaStrings(t reflect.Type, path []string) []stringKey {
 		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
 			for _, sub := range schemaStrings(ft.Elem(), nil) {
 				out = append(out, stringKey{
-					key: strings.Join(p, ".") + "[0]." + sub.key, path: p, item: ft.Elem(), field: sub.key, sf: sub.sf,
+					key: strings.Join(p, ".") + "[0]." + sub.key, path: p, item: ft.Elem(), field: sub.path[0], sf: sub.sf,
 				})
 			}
 		}
@@ -63,6 +63,8 @@ var goodValue = map[string]string{
 	"hostname":  "mx.example.org",
 	"domain":    "example.org",
 	"email":     "a@example.org",
+	"address":   "a@example.org",
+	"sender":    "@example.org",
 	"user":      "postfix",
 	"group":     "postfix",
 	"cidr":      "192.0.2.0/24",
@@ -164,11 +166,16 @@ func docWith(t *testing.T, k stringKey, v string) []byte {
 				item[yamlName(sf)] = "1h"
 			case sf.Type.Kind() == reflect.Int:
 				item[yamlName(sf)] = 1
+			case sf.Type.Kind() == reflect.Slice:
+				item[yamlName(sf)] = []any{good(sf)}
 			default:
 				item[yamlName(sf)] = good(sf)
 			}
 		}
 		item[k.field] = placeholder
+		if k.sf.Type.Kind() == reflect.Slice {
+			item[k.field] = []any{placeholder}
+		}
 		m[last] = []any{item}
 	case k.isList:
 		m[last] = []any{placeholder}
@@ -240,6 +247,8 @@ func TestKinds(t *testing.T) {
 		{"hostname", []string{"mail.exemple.fr", "xn--bcher-kva.example"}, []string{"mail_x", "localhost", "a..b", "-a.b"}},
 		{"email", []string{"postmaster@exemple.fr", "first.last+tag@a-b.example"},
 			[]string{"postmaster", "a%d@x.org", "a#b@x.org", "a'b@x.org", "@x.org", "a@b"}},
+		{"address", []string{"a@example.org", "o'brien@example.org"}, []string{"a", "@example.org", "a@b", "a b@example.org"}},
+		{"sender", []string{"billing@example.org", "@example.org"}, []string{"example.org", "@a", "a@", "@a b.org"}},
 		{"user", []string{"postfix", "vmail", "_postkit", "Debian-exim", "a.b"}, []string{"1abc", "a b", "a:b", "root$", strings.Repeat("a", 33)}},
 		{"cidr", []string{"10.0.0.0/8", "::1", "[::1]/128", "192.0.2.1"}, []string{"10.0.0.1/8", "10.0.0.0/33", "a", " 10.0.0.0/8"}},
 		{"relayhost", []string{"[smtp.example.net]:587", "smtp.example.net", "[127.0.0.1]:2525", "[ipv6:::1]:25", "a.example:submission", "[a.example]:25, [b.example]:25", "localhost"},

@@ -32,6 +32,13 @@ func (c *Config) applyDerived() {
 	if c.Postmaster == "" && len(c.Domains) > 0 {
 		c.Postmaster = "postmaster@" + c.Domains[0]
 	}
+	for i := range c.SenderLogins {
+		g := &c.SenderLogins[i]
+		g.Sender = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(g.Sender), "."))
+		for j, l := range g.Logins {
+			g.Logins[j] = strings.ToLower(strings.TrimSpace(l))
+		}
+	}
 	if c.Milter.DKIM.AuthservID == "" {
 		c.Milter.DKIM.AuthservID = c.Hostname
 	}

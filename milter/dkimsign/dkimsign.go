@@ -9,9 +9,23 @@
 // leaves nothing behind), t= comes from the configured clock, and the
 // per-key part of the header is prepared once. Verification interop is tested
 // against go-msgauth, dkimpy and OpenDKIM.
+//
+// # Whose mail is signed
+//
+// A signature says the signing domain vouches for the message, so the signer
+// does not sign for whoever asks. Mail from an authenticated user (the
+// {auth_authen} macro, the SASL login) is signed only when its From address
+// is one that login may use, by the same rule Postfix applies to the envelope
+// sender on the submission services (smtpd_sender_login_maps, read from the
+// same database through Senders); otherwise it is refused or passed unsigned
+// (Config.Unowned). OpenDKIM signs anything its InternalHosts or an
+// authenticated client submits, whatever the From says. Outbound mail without
+// a login (trusted networks, local submission through sendmail) comes from
+// the administrator's own hosts and is signed as before.
 package dkimsign
 
 import (
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
@@ -81,10 +95,51 @@ type Config struct {
 	Subdomains bool
 	// Expiration, if set, adds x= that much after t= (RFC 6376 section 3.5).
 	Expiration time.Duration
-	Logger     *slog.Logger
-	Now        func() time.Time // default time.Now
-	Rand       io.Reader        // default crypto/rand; RSA PKCS#1 v1.5 and Ed25519 ignore it
+	// Senders, when set, is asked for every authenticated message whether
+	// the login may use the From address; nil signs authenticated mail
+	// without asking.
+	Senders Senders
+	// Unowned is what happens to authenticated mail whose From address
+	// the login may not use. Default: UnownedReject.
+	Unowned Unowned
+	Logger  *slog.Logger
+	Now     func() time.Time // default time.Now
+	Rand    io.Reader        // default crypto/rand; RSA PKCS#1 v1.5 and Ed25519 ignore it
 }
+
+// Senders answers whether a SASL login may use a sender address. In the
+// daemon it is sqlmaps.Senders: the query of Postfix's
+// smtpd_sender_login_maps, run on the database for every message.
+type Senders interface {
+	MayUse(ctx context.Context, login, addr string) (bool, error)
+}
+
+// Unowned is the fate of authenticated mail whose From address the login
+// may not use.
+type Unowned int
+
+const (
+	// UnownedReject refuses the message (550 5.7.1): the user's client
+	// shows the error at once.
+	UnownedReject Unowned = iota
+	// UnownedUnsigned lets the message pass without a signature, logged.
+	UnownedUnsigned
+)
+
+// ParseUnowned parses "reject" or "unsigned" ("" is reject).
+func ParseUnowned(s string) (Unowned, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "reject":
+		return UnownedReject, nil
+	case "unsigned":
+		return UnownedUnsigned, nil
+	}
+	return 0, fmt.Errorf("dkimsign: %q for mail whose From the login may not use: want reject or unsigned", s)
+}
+
+// senderTimeout bounds one Senders question: a lookup takes tens of
+// microseconds, a writer holding the database lock a few milliseconds.
+const senderTimeout = 15 * time.Second
 
 // key is a loaded signing key with what can be prepared once.
 type key struct {
@@ -104,6 +159,8 @@ type keySet struct {
 	subdomains     bool
 	expiration     time.Duration
 	domains, total int
+	senders        Senders
+	unowned        Unowned
 }
 
 // Signer is the "dkimsign" filter. It is safe for concurrent use.
@@ -135,8 +192,9 @@ func New(cfg Config) (*Signer, error) {
 // Name implements filter.Filter.
 func (s *Signer) Name() string { return "dkimsign" }
 
-// Needs declares that signing reads only the message and Message.Outbound.
-func (s *Signer) Needs() filter.Needs { return filter.Needs{} }
+// Needs declares what signing reads beyond the message and
+// Message.Outbound: the SASL login.
+func (s *Signer) Needs() filter.Needs { return filter.Needs{Macros: []string{"{auth_authen}"}} }
 
 // Reload loads the keys and options of cfg and swaps them in for the messages
 // that start afterwards (messages in progress finish with the keys they
@@ -191,7 +249,11 @@ func load(cfg Config) (*keySet, error) {
 		return nil, err
 	}
 	set := &keySet{byDomain: map[string][]*key{}, hRelaxed: hr, bRelaxed: br,
-		subdomains: cfg.Subdomains, expiration: cfg.Expiration, oversign: map[string]bool{}}
+		subdomains: cfg.Subdomains, expiration: cfg.Expiration, oversign: map[string]bool{},
+		senders: cfg.Senders, unowned: cfg.Unowned}
+	if cfg.Unowned != UnownedReject && cfg.Unowned != UnownedUnsigned {
+		return nil, fmt.Errorf("dkimsign: Unowned %d: want UnownedReject or UnownedUnsigned", cfg.Unowned)
+	}
 	if cfg.Expiration < 0 {
 		return nil, errors.New("dkimsign: negative signature expiration: use 0 for none")
 	}
@@ -296,6 +358,16 @@ func (set *keySet) lookup(dom string) []*key {
 // header value (RFC 5322 section 3.6.2). Several From fields or a From with
 // several addresses give an error: the signing domain would be ambiguous.
 func FromDomain(hs []filter.Header) (string, error) {
+	addr, err := FromAddress(hs)
+	if err != nil {
+		return "", err
+	}
+	return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(addr[strings.LastIndexByte(addr, '@')+1:]), ".")), nil
+}
+
+// FromAddress returns the one author address of the From header, as FromDomain
+// finds it, without display name or angle brackets.
+func FromAddress(hs []filter.Header) (string, error) {
 	var from string
 	n := 0
 	for _, h := range hs {
@@ -350,7 +422,7 @@ func FromDomain(hs []filter.Header) (string, error) {
 	if dom == "" || strings.ContainsAny(dom, " \t\"<>()[],;:@\\") {
 		return "", fmt.Errorf("dkimsign: bad domain in From %q", from)
 	}
-	return dom, nil
+	return strings.TrimSpace(addr), nil
 }
 
 // signedBy reports whether the headers already carry a DKIM-Signature with
@@ -388,6 +460,9 @@ func (s *Signer) Headers(m *filter.Message, c *filter.Changes) (filter.Body, err
 		return nil, nil
 	}
 	set := s.set.Load()
+	if login := m.Macro("{auth_authen}"); login != "" && set.senders != nil && !s.fromOwned(set, login, m, c) {
+		return nil, nil
+	}
 	dom, err := FromDomain(m.Headers)
 	if err != nil {
 		s.log.Info("dkimsign: not signed", "qid", m.QueueID, "reason", err.Error())
@@ -410,6 +485,43 @@ func (s *Signer) Headers(m *filter.Message, c *filter.Changes) (filter.Body, err
 		return nil, nil
 	}
 	return s.newMessage(set, use), nil
+}
+
+// fromOwned reports whether login may use the From address of m, asking
+// the Senders. When it may not, the message is refused or left unsigned as
+// set.unowned says, and the log line says why. A Senders fault defers the
+// message (451 4.3.0) whatever the daemon's fault action: accepting it, as
+// on_error: accept would, is the unchecked, unsigned pass this check exists
+// to prevent; the client retries once the database answers again.
+func (s *Signer) fromOwned(set *keySet, login string, m *filter.Message, c *filter.Changes) bool {
+	addr, err := FromAddress(m.Headers)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), senderTimeout)
+		var ok bool
+		ok, err = set.senders.MayUse(ctx, login, addr)
+		cancel()
+		if err != nil {
+			s.log.Error("dkimsign: deferred: cannot check the From address against the login", "qid", m.QueueID, "login", login, "from", addr, "err", err.Error())
+			c.Refuse(filter.Tempfail, "451", "4.3.0", "Cannot check the From address now, try again later")
+			return false
+		}
+		if ok {
+			return true
+		}
+		err = fmt.Errorf("From address %s is not one login %s may use", addr, login)
+	}
+	reason := strings.TrimPrefix(err.Error(), "dkimsign: ")
+	if set.unowned == UnownedUnsigned {
+		s.log.Warn("dkimsign: not signed: From not owned by the login", "qid", m.QueueID, "login", login, "from", addr, "reason", reason)
+		return false
+	}
+	s.log.Warn("dkimsign: refused: From not owned by the login", "qid", m.QueueID, "login", login, "from", addr, "reason", reason)
+	text := "From header must hold one address user " + login + " may send as"
+	if addr != "" {
+		text = "<" + addr + ">: From address not owned by user " + login
+	}
+	c.Refuse(filter.Reject, "550", "5.7.1", text)
+	return false
 }
 
 // message is the signing state of one message.

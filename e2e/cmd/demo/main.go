@@ -302,6 +302,9 @@ func showcase(ctx context.Context, out io.Writer, s *harness.Stack, user, passwo
   swaks --server 127.0.0.1 --port %[1]d --local-interface 127.0.0.2 --ehlo client.%[2]s --from you@%[2]s --to %[3]s
   # Submission with authentication, relayed to the outside world (see %[9]s):
   swaks --server 127.0.0.1 --port %[4]d -tls --auth PLAIN --auth-user %[3]s --auth-password '%[5]s' --from %[3]s --to friend@%[2]s
+  # ... as an address that is not yours: refused at MAIL FROM (553 5.7.1); info@%[12]s, an alias of yours, is allowed:
+  swaks --server 127.0.0.1 --port %[4]d -tls --auth PLAIN --auth-user %[3]s --auth-password '%[5]s' --from billing@%[12]s --to friend@%[2]s
+  %[10]s lookup -c %[11]s sender-login info@%[12]s
   # Read the mailbox over IMAP:
   curl -k --ssl-reqd --url 'imap://127.0.0.1:%[6]d/INBOX' --user '%[3]s:%[5]s' -X 'SEARCH ALL'
   curl -k --url 'imaps://127.0.0.1:%[7]d/INBOX;MAILINDEX=1' --user '%[3]s:%[5]s'
