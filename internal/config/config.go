@@ -162,8 +162,9 @@ type SPF struct {
 	HeloReject   bool     `yaml:"helo_reject" doc:"Reject when the HELO identity fails."`
 	TempError    string   `yaml:"temperror" doc:"On a DNS temporary error: defer (DEFER_IF_PERMIT) or accept." enum:"defer,accept"`
 	PermError    string   `yaml:"permerror" doc:"On a broken SPF record: accept (with a header) or reject." enum:"accept,reject"`
-	AllowIPs     []CIDR   `yaml:"allow_ips" doc:"Clients never checked."`
-	AllowDomains []string `yaml:"allow_domains" doc:"Sender domains never checked."`
+	AllowIPs     []CIDR   `yaml:"allow_ips" doc:"Clients never checked (also exempt from own_domains and milter.own_from)."`
+	AllowDomains []string `yaml:"allow_domains" doc:"Sender domains never checked (except by own_domains: the client chooses the sender)."`
+	OwnDomains   string   `yaml:"own_domains" doc:"Mail from a client that neither authenticated nor is in trusted_networks or allow_ips, whose envelope sender is in one of our domains (domains and the database): enforce refuses it at RCPT unless SPF passes (550; a DNS error defers with 4xx), whatever the mode; off leaves it to the rules above. Every other host that sends as your domains (a second server, a newsletter service) must be in their SPF record; a forwarder that keeps our senders must rewrite them (SRS) or be in allow_ips." enum:"enforce,off"`
 }
 
 // Blacklist configures the SQL blacklists.
