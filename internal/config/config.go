@@ -102,6 +102,7 @@ type Milter struct {
 	DefaultAction string   `yaml:"default_action" doc:"What Postfix does when the milter cannot be reached (milter_default_action). tempfail keeps mail queued; accept lets it pass unsigned." enum:"tempfail,accept,reject"`
 	OnError       string   `yaml:"on_error" doc:"What the milter answers when a filter fails on a message." enum:"tempfail,accept,reject"`
 	Originating   []string `yaml:"originating" doc:"Postfix service names ({daemon_name}, set with milter_macro_daemon_name) whose mail is outbound."`
+	OwnFrom       string   `yaml:"own_from" doc:"Inbound mail (not authenticated, not from trusted_networks or policy.spf.allow_ips) whose header From is in one of our domains (domains and the database): enforce refuses it (550 at end of data; 451 on DNS trouble) unless SPF passes for that domain from the client, or this milter verified a DKIM signature of that domain or a parent of it (dkim.verify): forwarders and mailing lists that keep the message intact keep our signature. off accepts it." enum:"enforce,off"`
 	Scrub         Scrub    `yaml:"scrub" doc:"Privacy scrubbing of outbound headers."`
 	DKIM          DKIM     `yaml:"dkim" doc:"DKIM signing (outbound) and verification (inbound)."`
 }

@@ -54,6 +54,7 @@ func Defaults() *Config {
 			DefaultAction: "tempfail",
 			OnError:       "tempfail",
 			Originating:   []string{"ORIGINATING"},
+			OwnFrom:       "enforce",
 			Scrub:         Scrub{Enabled: true},
 			DKIM: DKIM{
 				Sign:             true,
