@@ -82,13 +82,13 @@ func (k Key) Verify(tx Tx, name, value string) bool {
 	if !k.Valid() {
 		return false
 	}
-	v := canonical(value)
+	v := " " + canonical(value) // the pair may be all there is
 	i := strings.LastIndex(v, " "+Param+"=")
 	if i < 0 || !strings.HasSuffix(v, ";") {
 		return false
 	}
 	got := v[i+len(Param)+2 : len(v)-1]
-	want := k.code(tx, name, v[:i])
+	want := k.code(tx, name, strings.TrimPrefix(v[:i], " "))
 	return hmac.Equal([]byte(got), []byte(want))
 }
 

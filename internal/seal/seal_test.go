@@ -146,3 +146,25 @@ func TestFileFollowsChanges(t *testing.T) {
 		t.Fatalf("after replacement: %v, want the replacing key", err)
 	}
 }
+
+// A sealed line verifies however its white space is folded, and no change
+// of its text keeps it valid.
+func FuzzVerify(f *testing.F) {
+	k, err := LoadOrCreate(filepath.Join(f.TempDir(), "seal.key"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add("pass (x) client-ip=192.0.2.7;", "x")
+	f.Add("", "")
+	f.Fuzz(func(t *testing.T, value, edit string) {
+		sealed := k.Seal(tx, "Received-SPF: "+value)
+		_, v, _ := strings.Cut(sealed, ": ")
+		if !k.Verify(tx, "Received-SPF", strings.ReplaceAll(v, " ", "\r\n\t")) {
+			t.Fatalf("sealed %q does not verify once folded", sealed)
+		}
+		changed := edit + v
+		if strings.Join(strings.Fields(changed), " ") != strings.Join(strings.Fields(v), " ") && k.Verify(tx, "Received-SPF", changed) {
+			t.Fatalf("%q verifies after a change", changed)
+		}
+	})
+}

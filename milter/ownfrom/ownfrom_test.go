@@ -163,3 +163,22 @@ func TestFromAddresses(t *testing.T) {
 		}
 	}
 }
+
+// Whatever a From field holds, every address found has a domain part, and
+// an address written plainly is always found (a forger gets no pass by
+// surrounding it with junk).
+func FuzzFromAddresses(f *testing.F) {
+	for _, s := range []string{"a@b.test", "\"x@y\" <a@b.test>", "a@b.test <<", "=?utf-8?q?x?= <a@b.test>", "(c@d) e@f.test", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, junk string) {
+		for _, v := range []string{junk, junk + " billing@example.test", "billing@example.test " + junk} {
+			got := ownfrom.FromAddresses([]filter.Header{{Name: "From", Value: v}})
+			for _, a := range got {
+				if !strings.Contains(a, "@") {
+					t.Fatalf("FromAddresses(%q) returned %q without a domain", v, a)
+				}
+			}
+		}
+	})
+}
