@@ -1,12 +1,19 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
+	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/postkit/postkit/e2e/harness"
@@ -126,5 +133,89 @@ func TestRefusedAtRCPT(t *testing.T) {
 				t.Errorf("RCPT TO:<%s> = %d %s, want %d …%s…", tt.to, se.Code, se.Message, tt.code, tt.text)
 			}
 		})
+	}
+}
+
+// SMTP smuggling (smtpd_forbid_bare_newline = normalize): a foreign client
+// ends its DATA with <LF>.<LF>, pipelines a second transaction behind it,
+// and ends with a proper <CR><LF>.<CR><LF>. Postfix must read one message,
+// not two: the "smuggled" commands are text of the first message, the
+// second recipient gets nothing, and the client sees a single 250 for
+// the data. Lines ending in a bare <LF> are still accepted (normalized).
+func TestBareNewlineSmuggling(t *testing.T) {
+	s := harness.Need(t)
+	tok, smuggled := harness.Token(), harness.Token()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(harness.OutsideIP)}}
+	conn, err := d.Dial("tcp", harness.Addr(s.Ports.SMTP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(conn)
+	// reply reads one (multi-line) reply and returns its code and text.
+	reply := func() (int, string) {
+		var text string
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading the reply: %v (so far %q)", err, text)
+			}
+			text += line
+			if len(line) < 4 || line[3] != '-' {
+				code, _ := strconv.Atoi(line[:3])
+				return code, text
+			}
+		}
+	}
+	expect := func(cmd string, code int) {
+		t.Helper()
+		if cmd != "" {
+			fmt.Fprint(conn, cmd+"\r\n")
+		}
+		if got, text := reply(); got != code {
+			t.Fatalf("%q: %s, want %d", cmd, strings.TrimSpace(text), code)
+		}
+	}
+	expect("", 220)
+	expect("EHLO client."+harness.OutsideDomain, 250)
+	expect("MAIL FROM:<"+stranger+">", 250)
+	expect("RCPT TO:<"+alice+">", 250)
+	expect("DATA", 354)
+	fmt.Fprint(conn, "From: <"+stranger+">\r\nTo: <"+alice+">\r\nSubject: carrier "+tok+"\r\n\r\n"+
+		"a line ending in a bare LF\nbody "+tok+"\n.\n"+
+		"MAIL FROM:<"+stranger+">\r\nRCPT TO:<"+bob+">\r\nDATA\r\n"+
+		"From: <"+stranger+">\r\nTo: <"+bob+">\r\nSubject: smuggled "+smuggled+"\r\n\r\nsmuggled "+smuggled+"\r\n.\r\n")
+	code, text := reply()
+	if code != 250 {
+		t.Fatalf("end of data: %s, want 250 for one message", strings.TrimSpace(text))
+	}
+	fmt.Fprint(conn, "QUIT\r\n")
+	// Whatever the server answered after the first 250 belongs to a second
+	// transaction: there must be none before QUIT's 221.
+	if code, text := reply(); code != 221 {
+		t.Errorf("after the data: %s, want 221 to QUIT (the smuggled commands were executed)", strings.TrimSpace(text))
+	}
+	m, err := s.WaitMail(ctx(t), alice, "", tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(m.Data, []byte("smuggled "+smuggled)) || !bytes.Contains(m.Data, []byte("RCPT TO:<"+bob+">")) {
+		t.Errorf("the smuggled commands are not part of the first message:\n%s", m.Data)
+	}
+	if !bytes.Contains(m.Data, []byte("a line ending in a bare LF\n")) {
+		t.Errorf("the bare-LF line was not delivered:\n%s", m.Data)
+	}
+	// Nothing for bob: wait until Postfix's queue is empty, then look.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _ := exec.Command("postqueue", "-c", s.Paths.PostfixConfig, "-p").CombinedOutput()
+		if strings.Contains(string(out), "Mail queue is empty") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := s.FindMail(bob, "", smuggled); len(got) > 0 {
+		t.Errorf("the smuggled message reached %s: %s", bob, got[0].Path)
 	}
 }

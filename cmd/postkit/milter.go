@@ -73,6 +73,8 @@ type milterOptions struct {
 	DNSServers []string // host:port; empty = /etc/resolv.conf
 	DNSTimeout time.Duration
 
+	Inbound inboundOptions // forged and ownfrom (milter_inbound.go)
+
 	Drain  time.Duration
 	Logger *slog.Logger
 }
@@ -97,6 +99,7 @@ func milterOptionsFromConfig(c *config.Config) (milterOptions, error) {
 		Database:         c.Database.Path,
 		SenderRules:      senderRules(c),
 		UnownedFrom:      m.DKIM.UnownedFrom,
+		Inbound:          inboundOptionsFromConfig(c),
 	}
 	if c.SMTPUTF8 {
 		o.Fold = sqlmaps.FoldUTF8
@@ -150,7 +153,10 @@ func init() {
 		Short: "Run the milter daemon (header scrubbing, DKIM signing and verification) for Postfix",
 		Long: `Run the milter daemon for Postfix's smtpd_milters / non_smtpd_milters
 (milter_protocol = 6). One chain runs on every listener: scrub (outbound), DKIM
-signing (outbound), DKIM verification (inbound, adds Authentication-Results).
+signing (outbound), DKIM verification (inbound, adds Authentication-Results),
+forged (every message: removes X-Spam-*, Received-SPF fields our policy daemon
+did not seal, Authentication-Results with our authserv-id), ownfrom (inbound:
+refuses our domains in From unless SPF or our DKIM signature vouches; needs -c).
 Mail is outbound when the client authenticated, connects from a trusted
 network, or arrives on a service whose milter_macro_daemon_name is listed as
 originating. Authenticated mail is signed only when its From address is one
@@ -328,9 +334,12 @@ func parseLevel(s string) (slog.Level, error) {
 
 // buildMilterConfig turns options into the daemon's configuration, loading
 // key files. It is called at start and again on every reload. The chain is
-// scrub → dkimsign → dkimverify: scrubbing runs before signing so that the
-// signature covers the final header; scrub and dkimsign act on outbound mail
-// only and dkimverify on inbound mail only, so one chain serves both.
+// scrub → dkimsign → dkimverify → forged → ownfrom: scrubbing runs before
+// signing so that the signature covers the final header; scrub and dkimsign
+// act on outbound mail only and dkimverify on inbound mail only, so one
+// chain serves both. forged removes at end of headers, before any filter
+// signs at end of message, and after dkimverify took the header as
+// received; ownfrom reads dkimverify's result at end of message.
 func buildMilterConfig(o milterOptions) (milterd.Config, error) {
 	log := o.Logger
 	if log == nil {
@@ -380,9 +389,11 @@ func buildMilterConfig(o milterOptions) (milterd.Config, error) {
 		}
 		chain = append(chain, v)
 	}
-	if len(chain) == 0 {
-		log.Warn("milter: every filter is disabled: messages pass unchanged")
+	in, err := buildInbound(o, log)
+	if err != nil {
+		return cfg, err
 	}
+	chain = append(chain, in...)
 	cfg.Chains = map[string][]filter.Filter{milterd.DefaultChain: chain}
 	return cfg, nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/postkit/postkit/milter/dkimsign"
 	"github.com/postkit/postkit/milter/milterd"
 	"github.com/postkit/postkit/milter/miltertest"
+	"github.com/postkit/postkit/sqlmaps"
 )
 
 const milterYAMLBase = `hostname: mx.example.test
@@ -76,14 +77,15 @@ func TestMilterOptionsFromConfig(t *testing.T) {
 		wantKey   string // KeyFile of the first key, relative to keyDir
 		wantErr   string
 	}{
-		{"defaults with a key", "", "    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimsign,dkimverify", "example.test/ed1.private", ""},
-		{"no key: not signed", "", "", "scrub,dkimverify", "", ""},
-		{"scrub off", "  scrub: {enabled: false}\n", "    keys: [{domain: example.test, selector: ed1}]\n", "dkimsign,dkimverify", "example.test/ed1.private", ""},
-		{"sign off", "", "    sign: false\n    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimverify", "example.test/ed1.private", ""},
-		{"verify off", "", "    verify: false\n", "scrub", "", ""},
-		{"explicit key file", "", "    keys: [{domain: Example.Test, selector: ed1, key_file: KEYDIR/example.test/ed1.private}]\n", "scrub,dkimsign,dkimverify", "example.test/ed1.private", ""},
+		{"defaults with a key", "", "    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimsign,dkimverify,forged,ownfrom", "example.test/ed1.private", ""},
+		{"no key: not signed", "", "", "scrub,dkimverify,forged,ownfrom", "", ""},
+		{"scrub off", "  scrub: {enabled: false}\n", "    keys: [{domain: example.test, selector: ed1}]\n", "dkimsign,dkimverify,forged,ownfrom", "example.test/ed1.private", ""},
+		{"sign off", "", "    sign: false\n    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimverify,forged,ownfrom", "example.test/ed1.private", ""},
+		{"verify off", "", "    verify: false\n", "scrub,forged,ownfrom", "", ""},
+		{"explicit key file", "", "    keys: [{domain: Example.Test, selector: ed1, key_file: KEYDIR/example.test/ed1.private}]\n", "scrub,dkimsign,dkimverify,forged,ownfrom", "example.test/ed1.private", ""},
 		{"missing key file", "", "    keys: [{domain: example.test, selector: nope}]\n", "", "", "nope.private"},
-		{"custom scrub rules", "  scrub:\n    rules: [{header: X-Secret, action: replace, with: hidden}]\n", "    verify: false\n", "scrub", "", ""},
+		{"custom scrub rules", "  scrub:\n    rules: [{header: X-Secret, action: replace, with: hidden}]\n", "    verify: false\n", "scrub,forged,ownfrom", "", ""},
+		{"own_from off", "  own_from: " + "off\n", "", "scrub,dkimverify,forged", "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -184,8 +186,22 @@ func TestRunMilterFromYAML(t *testing.T) {
 	}
 	sock := filepath.Join(dir, "milter.sock")
 	cfgPath := filepath.Join(dir, "postkit.yaml")
+	dbPath := filepath.Join(dir, "postfix.sqlite")
+	st, err := sqlmaps.Open(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.AddDomain(context.Background(), "stored.test", false); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
 	writeCfg := func(keys string) {
 		y := milterYAMLBase + fmt.Sprintf(`dns: {servers: [%q], timeout: 2s}
+database: {path: %s}
+paths: {postkit_run: %s}
 milter:
   enabled: true
   listen: unix:%s
@@ -194,7 +210,7 @@ milter:
     authserv_id: mx.example.test
     key_dir: %s
     keys: %s
-`, dnsSrv.Addr(), sock, keyDir, keys)
+`, dnsSrv.Addr(), dbPath, filepath.Join(dir, "run"), sock, keyDir, keys)
 		if err := os.WriteFile(cfgPath, []byte(y), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -303,6 +319,38 @@ milter:
 			}
 			if len(got) != 1 || !strings.HasPrefix(got[0], tc.want) {
 				t.Errorf("%s: Authentication-Results %q, want exactly one starting %q (the forged one removed)", tc.name, got, tc.want)
+			}
+		}
+	})
+	// With -c the chain knows our domains (the YAML's and the database's):
+	// a stranger using them in From is refused (no SPF record, no DKIM), and
+	// verdict fields it brings are removed from what is accepted.
+	t.Run("inbound guards", func(t *testing.T) {
+		for _, tc := range []struct{ from, want string }{
+			{"billing@example.test", "550 5.7.1"},
+			{"billing@stored.test", "550 5.7.1"},
+			{"carol@outside.test", "accept"},
+		} {
+			cl, err := srv.Dial(miltertest.ConnInfo{Hostname: "mx.outside.test", Addr: "192.0.2.1", Port: 25, Helo: "mx.outside.test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw := "From: <" + tc.from + ">\r\nTo: <alice@example.test>\r\nSubject: in\r\nX-Spam-Flag: YES\r\n" +
+				"Received-SPF: pass (mx.example.test: forged)\r\n\r\nhello\r\n"
+			res, err := cl.Send(&miltertest.Message{From: "carol@outside.test", Rcpts: []string{"alice@example.test"}, Raw: []byte(raw)})
+			cl.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := "accept"
+			if res.Final == nil {
+				got = fmt.Sprintf("%d %s", res.Action.SMTPCode, res.Action.SMTPText)
+			}
+			if !strings.HasPrefix(got, tc.want) {
+				t.Errorf("From %s: %s, want %s", tc.from, got, tc.want)
+			}
+			if res.Final != nil && (bytes.Contains(res.Final, []byte("X-Spam-Flag")) || bytes.Contains(res.Final, []byte("Received-SPF"))) {
+				t.Errorf("From %s: forged fields kept:\n%s", tc.from, res.Final)
 			}
 		}
 	})

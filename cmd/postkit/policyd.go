@@ -24,6 +24,7 @@ import (
 	"github.com/postkit/postkit/internal/config"
 	"github.com/postkit/postkit/internal/daemon"
 	"github.com/postkit/postkit/internal/dnsclient"
+	"github.com/postkit/postkit/internal/seal"
 	"github.com/postkit/postkit/policyd"
 	"github.com/postkit/postkit/policyd/spfcheck"
 	"github.com/postkit/postkit/policyd/state"
@@ -60,6 +61,13 @@ type policyOptions struct {
 	Greylist       policyd.GreylistConfig
 	RateLimits     []string // ParseRateLimit syntax
 	StatePath      string   // greylisting and rate-limit state (SQLite)
+	// OwnDomains refuses outsiders using our domains (Domains and those of
+	// Database) as envelope sender unless SPF passes (spfcheck.Config.OwnDomain).
+	OwnDomains bool
+	Domains    []string
+	// SealKey is the key file (internal/seal) that marks the Received-SPF
+	// fields for the milter; "" marks nothing.
+	SealKey string
 
 	Logger *slog.Logger
 }
@@ -80,6 +88,9 @@ func defaultPolicyOptions() policyOptions {
 	// group, so that it runs unprivileged, with the same mode as with it;
 	// --socket-* set them.
 	o.Socket.Owner, o.Socket.Group = "", ""
+	// Nor does it know our domains, the database or where the milter
+	// reads the seal key.
+	o.OwnDomains, o.SealKey = false, ""
 	return o
 }
 
@@ -100,6 +111,9 @@ func policyOptionsFromConfig(c *config.Config) (policyOptions, error) {
 		Database:       c.Database.Path,
 		DNSBLSites:     append([]string{}, p.DNSBL.Sites...),
 		StatePath:      filepath.Join(c.Paths.PostkitRun, "policyd.sqlite"),
+		OwnDomains:     p.SPF.OwnDomains == "enforce",
+		Domains:        append([]string{}, c.Domains...),
+		SealKey:        filepath.Join(c.Paths.PostkitRun, sealKeyFile),
 	}
 	if p.Listen == "" {
 		return o, errors.New("policyd: policy.listen is empty in postkit.yaml: set unix:/path or inet:127.0.0.1:PORT")
@@ -180,6 +194,10 @@ func policyPrefixes(key string, cidrs []config.CIDR) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// sealKeyFile is the seal key's name under paths.postkit_run: the policy
+// daemon creates it, the milter reads it.
+const sealKeyFile = "seal.key"
 
 // policyChain is one built set of checks with the resources they hold.
 type policyChain struct {
@@ -296,6 +314,21 @@ func buildPolicyChain(o policyOptions) (_ *policyChain, err error) {
 			cfg.Logger = log
 			// The SPF budget leaves room for the checks after it.
 			cfg.Timeout = min(8*time.Second, o.TimeBudget*4/5)
+			if o.OwnDomains {
+				set := sqlmaps.NewDomainSet(o.Database, o.Domains)
+				pc.closers = append(pc.closers, set)
+				cfg.OwnDomain = set.Contains
+			}
+			if o.SealKey != "" {
+				key, err := seal.LoadOrCreate(o.SealKey)
+				if err != nil {
+					return nil, fmt.Errorf("policyd: %w", err)
+				}
+				cfg.Seal = func(r *policyd.Request, line string) string {
+					port, _ := strconv.Atoi(r.Get("client_port"))
+					return key.Seal(seal.Tx{Addr: r.ClientAddr(), Port: port, Helo: r.Helo(), Sender: r.Sender()}, line)
+				}
+			}
 			if chk, err = spfcheck.New(cfg, r); err != nil {
 				return nil, err
 			}

@@ -110,6 +110,7 @@ type Milter struct {
 	DefaultAction string   `yaml:"default_action" doc:"What Postfix does when the milter cannot be reached (milter_default_action). tempfail keeps mail queued; accept lets it pass unsigned." enum:"tempfail,accept,reject" kind:"enum"`
 	OnError       string   `yaml:"on_error" doc:"What the milter answers when a filter fails on a message." enum:"tempfail,accept,reject" kind:"enum"`
 	Originating   []string `yaml:"originating" doc:"Postfix service names ({daemon_name}, set with milter_macro_daemon_name) whose mail is outbound." kind:"name"`
+	OwnFrom       string   `yaml:"own_from" doc:"Inbound mail (not authenticated, not from trusted_networks or policy.spf.allow_ips) whose header From is in one of our domains (domains and the database): enforce refuses it (550 at end of data; 451 on DNS trouble) unless SPF passes for that domain from the client, or this milter verified a DKIM signature of that domain or a parent of it (dkim.verify): forwarders and mailing lists that keep the message intact keep our signature. off accepts it." enum:"enforce,off" kind:"enum"`
 	Scrub         Scrub    `yaml:"scrub" doc:"Privacy scrubbing of outbound headers."`
 	DKIM          DKIM     `yaml:"dkim" doc:"DKIM signing (outbound) and verification (inbound)."`
 }
@@ -176,8 +177,9 @@ type SPF struct {
 	HeloReject   bool     `yaml:"helo_reject" doc:"Reject when the HELO identity fails."`
 	TempError    string   `yaml:"temperror" doc:"On a DNS temporary error: defer (DEFER_IF_PERMIT) or accept." enum:"defer,accept" kind:"enum"`
 	PermError    string   `yaml:"permerror" doc:"On a broken SPF record: accept (with a header) or reject." enum:"accept,reject" kind:"enum"`
-	AllowIPs     []CIDR   `yaml:"allow_ips" doc:"Clients never checked." kind:"cidr"`
-	AllowDomains []string `yaml:"allow_domains" doc:"Sender domains never checked." kind:"domain"`
+	AllowIPs     []CIDR   `yaml:"allow_ips" doc:"Clients never checked (also exempt from own_domains and milter.own_from)." kind:"cidr"`
+	AllowDomains []string `yaml:"allow_domains" doc:"Sender domains never checked (except by own_domains: the client chooses the sender)." kind:"domain"`
+	OwnDomains   string   `yaml:"own_domains" doc:"Mail from a client that neither authenticated nor is in trusted_networks or allow_ips, whose envelope sender is in one of our domains (domains and the database): enforce refuses it at RCPT unless SPF passes (550; a DNS error defers with 4xx), whatever the mode; off leaves it to the rules above. Every other host that sends as your domains (a second server, a newsletter service) must be in their SPF record; a forwarder that keeps our senders must rewrite them (SRS) or be in allow_ips." enum:"enforce,off" kind:"enum"`
 }
 
 // Blacklist configures the SQL blacklists.

@@ -54,6 +54,7 @@ func Defaults() *Config {
 			DefaultAction: "tempfail",
 			OnError:       "tempfail",
 			Originating:   []string{"ORIGINATING"},
+			OwnFrom:       "enforce",
 			Scrub:         Scrub{Enabled: true},
 			DKIM: DKIM{
 				Sign:             true,
@@ -70,7 +71,7 @@ func Defaults() *Config {
 			SocketMode:  "0660",
 			TimeBudget:  Duration(10 * time.Second),
 			Checks:      []string{"blacklist", "spf"},
-			SPF:         SPF{Mode: "enforce", HeloReject: true, TempError: "defer", PermError: "accept"},
+			SPF:         SPF{Mode: "enforce", HeloReject: true, TempError: "defer", PermError: "accept", OwnDomains: "enforce"},
 			Blacklist:   Blacklist{Owner: "postfix"},
 			DNSBL:       DNSBL{Threshold: 3},
 			Greylist: Greylist{

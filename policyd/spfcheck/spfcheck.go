@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -101,8 +102,21 @@ type Config struct {
 	CacheTTL time.Duration
 	// MaxVoidLookups overrides the §4.6.4 limit of 2; 0 keeps it.
 	MaxVoidLookups uint
-	Logger         *slog.Logger
-	Now            func() time.Time
+	// OwnDomain, when set, reports whether a domain is one of ours. Mail
+	// whose envelope sender is in one of our domains, from a client the
+	// check does not skip, is then refused unless SPF passes: only our
+	// users (authenticated or in Trusted) and the hosts our SPF record
+	// lists send as our domains. A temperror defers, as does an error of
+	// OwnDomain (4xx, never 5xx). AllowIPs still skip; AllowSenderDomains
+	// and AllowHelos do not, since the client chooses both.
+	OwnDomain func(ctx context.Context, domain string) (bool, error)
+	// Seal, when set, rewrites every Received-SPF line of an answer for the
+	// request it answers (internal/seal: a code binding the field to the
+	// transaction, which the milter verifies). It runs after the result
+	// cache, so each request gets its own code.
+	Seal   func(r *policyd.Request, line string) string
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Check is the SPF policy check.
@@ -172,24 +186,67 @@ func (c *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision
 	if !ip.IsValid() {
 		return policyd.Decision{Reason: "spf=skip(no-client-ip)"}, nil
 	}
-	if why := c.skip(r, ip); why != "" {
+	why := c.skip(r, ip)
+	own, err := c.ownSender(ctx, r, why)
+	if err != nil {
+		c.cfg.Logger.Warn("spf: cannot tell whether the sender's domain is ours; deferring", "sender", r.Sender(), "err", err)
+		return policyd.Decision{Action: "DEFER_IF_PERMIT 4.3.0 Cannot check the sender domain " + policyd.Domain(r.Sender()) + " now; try again later", Reason: "own-domain=error"}, nil
+	}
+	if why != "" && !own {
 		return policyd.Decision{Reason: "spf=skip(" + why + ")"}, nil
 	}
-	key := ip.String() + "\x00" + strings.ToLower(r.Helo()) + "\x00" + strings.ToLower(r.Sender())
+	// The decision depends on own, which is asked of the database on every
+	// request and so is part of the key.
+	key := ip.String() + "\x00" + strings.ToLower(r.Helo()) + "\x00" + strings.ToLower(r.Sender()) + "\x00" + strconv.FormatBool(own)
 	now := c.cfg.Now()
 	if c.cache != nil {
 		if d, ok := c.cache.get(key, now); ok {
-			return d, nil
+			return c.seal(r, d), nil
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	v := c.Evaluate(ctx, ip, r.Helo(), r.Sender())
-	d := c.decide(v)
+	d := c.decide(v, own)
 	if c.cache != nil {
 		c.cache.put(key, d, now.Add(c.cfg.CacheTTL))
 	}
-	return d, nil
+	return c.seal(r, d), nil
+}
+
+// ownSender reports whether the own-domain rule applies to r: the sender's
+// domain is ours and the client is not one the rule exempts (authenticated,
+// trusted, allowed by address). skip is c.skip's answer.
+func (c *Check) ownSender(ctx context.Context, r *policyd.Request, skip string) (bool, error) {
+	if c.cfg.OwnDomain == nil {
+		return false, nil
+	}
+	switch skip {
+	case "authenticated", "trusted", "allow-ip":
+		return false, nil
+	}
+	d := policyd.Domain(r.Sender())
+	if d == "" {
+		return false, nil
+	}
+	return c.cfg.OwnDomain(ctx, d)
+}
+
+// seal returns d with its Received-SPF lines sealed for r; the cached
+// decision is not modified.
+func (c *Check) seal(r *policyd.Request, d policyd.Decision) policyd.Decision {
+	if c.cfg.Seal == nil || len(d.Prepend) == 0 {
+		return d
+	}
+	p := make([]string, len(d.Prepend))
+	for i, line := range d.Prepend {
+		if strings.HasPrefix(strings.ToLower(line), "received-spf:") {
+			line = c.cfg.Seal(r, line)
+		}
+		p[i] = line
+	}
+	d.Prepend = p
+	return d
 }
 
 func (c *Check) skip(r *policyd.Request, ip netip.Addr) string {
@@ -286,6 +343,20 @@ func (c *Check) heloRefused(v Verdict) bool {
 	return v.Helo.Result == Fail && c.cfg.Mode == Enforce && !c.cfg.IgnoreHeloFail
 }
 
+// CheckHost evaluates check_host() (§4) for the MAIL FROM identity of
+// sender alone, HELO name helo used only in macros: for checks outside the
+// policy protocol, such as the milter's test of a header From domain. A
+// sender without local part stands for postmaster (§4.3).
+func (c *Check) CheckHost(ctx context.Context, ip netip.Addr, helo, sender string) Outcome {
+	local, domain := splitSender(sender)
+	if local == "" {
+		sender = "postmaster@" + domain
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	return c.checkHost(ctx, "mailfrom", ip.Unmap(), strings.TrimSuffix(helo, "."), sender, domain)
+}
+
 func splitSender(s string) (local, domain string) {
 	i := strings.LastIndexByte(s, '@')
 	if i < 0 {
@@ -294,8 +365,9 @@ func splitSender(s string) (local, domain string) {
 	return s[:i], s[i+1:]
 }
 
-// decide maps a verdict to a policy decision.
-func (c *Check) decide(v Verdict) policyd.Decision {
+// decide maps a verdict to a policy decision. own says the envelope sender
+// is in one of our domains (see Config.OwnDomain).
+func (c *Check) decide(v Verdict, own bool) policyd.Decision {
 	enforce := c.cfg.Mode == Enforce
 	if c.heloRefused(v) {
 		return policyd.Decision{Action: "550 5.7.23 " + v.Helo.Explanation, Reason: "spf-helo=fail"}
@@ -304,6 +376,21 @@ func (c *Check) decide(v Verdict) policyd.Decision {
 	reason := "spf=" + string(o.Result)
 	if o.Identity == "helo" {
 		reason = "spf-helo=" + string(o.Result)
+	}
+	if own {
+		switch o.Result {
+		case Pass:
+		case Fail:
+			return policyd.Decision{Action: "550 5.7.23 " + o.Explanation, Reason: "own-domain " + reason}
+		case TempError:
+			// RFC 7372 §3.2: X.7.24; DNS trouble is never a 5xx.
+			return policyd.Decision{Action: "DEFER_IF_PERMIT 4.7.24 SPF temporary error checking " + o.Domain + "; try again later", Reason: "own-domain " + reason}
+		default:
+			// Not an SPF failure (RFC 7372's X.7.23 does not apply):
+			// our local policy refuses, X.7.1 (RFC 3463 §3.8).
+			return policyd.Decision{Action: fmt.Sprintf("550 5.7.1 %s is a domain of this server: mail from it must come through our submission service or a host its SPF record lists (SPF %s)",
+				o.Domain, o.Result), Reason: "own-domain " + reason}
+		}
 	}
 	if enforce {
 		switch {
