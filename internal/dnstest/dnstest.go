@@ -92,6 +92,18 @@ func (z *Zone) Timeout(name string) { z.timeout[canon(name)] = true }
 // ServFail makes every query about name answer SERVFAIL.
 func (z *Zone) ServFail(name string) { z.servfail[canon(name)] = true }
 
+// SetTTL gives every record of the zone, and its negative answers (the SOA's
+// TTL and MINIMUM, RFC 2308 §5), the TTL ttl: with 0, a resolver may cache
+// nothing it is told, so each question reaches the server again.
+func (z *Zone) SetTTL(ttl uint32) {
+	for _, rrs := range z.rrs {
+		for _, rr := range rrs {
+			rr.Header().Ttl = ttl
+		}
+	}
+	z.NegativeTTL = ttl
+}
+
 func (z *Zone) addRR(rr dns.RR) {
 	h := rr.Header()
 	h.Name = canon(h.Name)

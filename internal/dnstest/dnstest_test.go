@@ -65,6 +65,43 @@ func TestServer(t *testing.T) {
 	}
 }
 
+func TestSetTTL(t *testing.T) {
+	srv, err := Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	z, err := ParseZone(`a.example. 300 IN A 192.0.2.1`, `b.example. 60 IN TXT "x"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z.SetTTL(7)
+	srv.Set(z)
+	c := &dns.Client{Timeout: time.Second}
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+	}{{"a.example.", dns.TypeA}, {"b.example.", dns.TypeTXT}, {"a.example.", dns.TypeTXT}, {"none.example.", dns.TypeA}} {
+		m := new(dns.Msg)
+		m.SetQuestion(q.name, q.qtype)
+		r, _, err := c.Exchange(m, srv.Addr())
+		if err != nil {
+			t.Fatalf("%s: %v", q.name, err)
+		}
+		for _, rr := range append(r.Answer, r.Ns...) {
+			if rr.Header().Ttl != 7 {
+				t.Errorf("%s %s: %s has TTL %d, want 7", q.name, dns.TypeToString[q.qtype], rr, rr.Header().Ttl)
+			}
+			if soa, ok := rr.(*dns.SOA); ok && soa.Minttl != 7 {
+				t.Errorf("%s: SOA MINIMUM %d, want 7", q.name, soa.Minttl)
+			}
+		}
+		if len(r.Answer)+len(r.Ns) == 0 {
+			t.Errorf("%s: empty answer", q.name)
+		}
+	}
+}
+
 func TestLoadSPFSuite(t *testing.T) {
 	sc, err := LoadSPFSuite("../../policyd/spfcheck/testdata/rfc7208-tests.yml")
 	if err != nil {
