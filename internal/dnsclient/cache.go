@@ -27,21 +27,21 @@ func newCache(max int) *cache {
 	return &cache{max: max, ll: list.New(), items: make(map[cacheKey]*list.Element, max)}
 }
 
-func (c *cache) get(k cacheKey, now time.Time) (result, error, bool) {
+func (c *cache) get(k cacheKey, now time.Time) (result, error, time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.items[k]
 	if !ok {
-		return result{}, nil, false
+		return result{}, nil, time.Time{}, false
 	}
 	e := el.Value.(*cacheEntry)
 	if !now.Before(e.expires) {
 		c.ll.Remove(el)
 		delete(c.items, k)
-		return result{}, nil, false
+		return result{}, nil, time.Time{}, false
 	}
 	c.ll.MoveToFront(el)
-	return e.res, e.err, true
+	return e.res, e.err, e.expires, true
 }
 
 func (c *cache) put(k cacheKey, res result, err error, expires time.Time) {
