@@ -47,7 +47,8 @@ type Config struct {
 	Timeout time.Duration
 	// Attempts is how many rounds over all servers are made. Default: 2.
 	Attempts int
-	// CacheSize is the number of (name, type) answers kept. Default: 10000;
+	// CacheSize bounds the number of (name, type) answers kept (see
+	// internal/ttlcache: between half of it and all of it). Default: 10000;
 	// negative disables the cache.
 	CacheSize int
 	// MaxTTL caps how long any answer is cached. Default: 1h.
@@ -420,9 +421,10 @@ func (r *Resolver) cachedQuery(ctx context.Context, qname string, qtype uint16) 
 	res, err, ttl := r.exchange(ctx, qname, qtype)
 	// RFC 1035 §3.2.1, RFC 2308 §5: the answer is valid for its TTL (0: for
 	// this use only), capped by MaxTTL.
-	c.expires = r.now().Add(min(ttl, r.maxTTL))
-	if r.cache != nil && ttl > 0 {
-		r.cache.put(key, res, err, c.expires)
+	now := r.now()
+	c.expires = now.Add(min(ttl, r.maxTTL))
+	if r.cache != nil {
+		r.cache.put(key, res, err, c.expires, now)
 	}
 	c.res, c.err = res, err
 	r.mu.Lock()

@@ -21,6 +21,7 @@ import (
 	"blitiri.com.ar/go/spf"
 
 	"github.com/postkit/postkit/internal/dnsclient"
+	"github.com/postkit/postkit/internal/ttlcache"
 	"github.com/postkit/postkit/policyd"
 )
 
@@ -113,8 +114,8 @@ type Config struct {
 type Check struct {
 	cfg     Config
 	res     Resolver
-	cache   *ttlCache[policyd.Decision] // per (client, HELO, sender)
-	idCache *ttlCache[outcomeEntry]     // per identity (identityKey)
+	cache   *ttlcache.Cache[string, policyd.Decision] // per (client, HELO, sender)
+	idCache *ttlcache.Cache[string, outcomeEntry]     // per identity (identityKey)
 }
 
 // New returns the check.
@@ -153,8 +154,8 @@ func New(cfg Config, res Resolver) (*Check, error) {
 	}
 	c := &Check{cfg: cfg, res: res}
 	if cfg.CacheSize > 0 {
-		c.cache = newTTLCache[policyd.Decision](cfg.CacheSize)
-		c.idCache = newTTLCache[outcomeEntry](cfg.CacheSize)
+		c.cache = ttlcache.New[string, policyd.Decision](cfg.CacheSize)
+		c.idCache = ttlcache.New[string, outcomeEntry](cfg.CacheSize)
 	}
 	return c, nil
 }
@@ -177,7 +178,7 @@ func (c *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision
 		return policyd.Decision{Reason: "spf=skip(" + why + ")"}, nil
 	}
 	key := ip.String() + "\x00" + strings.ToLower(r.Helo()) + "\x00" + strings.ToLower(r.Sender())
-	if d, _, ok := c.cache.get(key, c.cfg.Now()); ok {
+	if d, _, ok := c.cache.Get(key, c.cfg.Now()); ok {
 		return d, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
@@ -188,7 +189,7 @@ func (c *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision
 	v := c.Evaluate(ctx, ip, r.Helo(), r.Sender())
 	d := c.decide(v)
 	if expires, ok := exp.Earliest(); ok {
-		c.cache.put(key, d, expires, c.cfg.Now())
+		c.cache.Put(key, d, expires, c.cfg.Now())
 	}
 	return d, nil
 }
@@ -326,7 +327,7 @@ func (c *Check) checkHost(ctx context.Context, identity string, ip netip.Addr, h
 	env := &macroEnv{ip: ip, sender: sender, helo: helo, receiver: c.cfg.Hostname, now: c.cfg.Now()}
 	lr := &libResolver{res: c.res, env: env}
 	key := identityKey(identity, ip, helo, domain)
-	if e, expires, ok := c.idCache.get(key, c.cfg.Now()); ok {
+	if e, expires, ok := c.idCache.Get(key, c.cfg.Now()); ok {
 		o.Result, o.Problem = e.result, e.problem
 		// What is built on this result (the decision) is bounded by the
 		// DNS answers the result was built from.
@@ -353,7 +354,7 @@ func (c *Check) checkHost(ctx context.Context, identity string, ip netip.Addr, h
 		// A temporary error is asked again next time; a result that
 		// depended on the local part is only valid for this sender.
 		if expires, ok := exp.Earliest(); ok && o.Result != TempError && !lr.localPart {
-			c.idCache.put(key, outcomeEntry{o.Result, o.Problem}, expires, c.cfg.Now())
+			c.idCache.Put(key, outcomeEntry{o.Result, o.Problem}, expires, c.cfg.Now())
 		}
 	}
 	if o.Result == Fail {

@@ -457,7 +457,7 @@ func TestNoExpiryNoCache(t *testing.T) {
 	if srv.Queries() == 0 {
 		t.Error("no DNS query made")
 	}
-	if n := c.cache.len() + c.idCache.len(); n != 0 {
+	if n := c.cache.Len() + c.idCache.Len(); n != 0 {
 		t.Errorf("%d cached entries, want 0", n)
 	}
 }
