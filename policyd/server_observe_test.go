@@ -169,18 +169,22 @@ func TestSentHeadersBound(t *testing.T) {
 		if got, _ := h.next(key, []string{"X-A: 1", "X-B: 2"}, now); got != "X-B: 2" {
 			t.Fatalf("message %d: second header %q, want X-B: 2 (the entry was evicted)", i, got)
 		}
-		if n := len(h.items); n > 100 {
+		if n := h.items.Len(); n > 100 {
 			t.Fatalf("after %d messages: %d entries, want at most 100", i+1, n)
 		}
 	}
-	// Expired entries are dropped, all of them, before live ones.
+	// An entry lives ttl after the message's last request: a request
+	// after that is a new message to it.
 	h = newSentHeaders(10, time.Minute)
-	for i := range 10 {
-		h.next(fmt.Sprintf("old%d", i), []string{"X-A: 1"}, now)
+	h.next("msg", []string{"X-A: 1"}, now)
+	if got, _ := h.next("msg", []string{"X-A: 1"}, now.Add(59*time.Second)); got != "" {
+		t.Errorf("within the ttl: header %q sent again", got)
 	}
-	h.next("fresh", []string{"X-A: 1"}, now.Add(2*time.Minute))
-	if n := len(h.items); n != 1 {
-		t.Errorf("after expiry: %d entries, want only the fresh one", n)
+	if got, _ := h.next("msg", []string{"X-A: 1"}, now.Add(118*time.Second)); got != "" {
+		t.Errorf("within the ttl of the last request: header %q sent again", got)
+	}
+	if got, _ := h.next("msg", []string{"X-A: 1"}, now.Add(180*time.Second)); got != "X-A: 1" {
+		t.Errorf("after the ttl: header %q, want X-A: 1 again", got)
 	}
 }
 

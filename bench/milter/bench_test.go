@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-milter"
+	"github.com/postkit/postkit/bench/buildlabel"
 	"github.com/postkit/postkit/internal/daemon"
 	"github.com/postkit/postkit/milter/filter"
 	"github.com/postkit/postkit/milter/milterd"
@@ -260,35 +261,80 @@ var buildOnce struct {
 }
 
 // postkitBin returns the binary under test; without run.sh the pure Go one
-// is built here and the openssl one is skipped.
+// is built here and the openssl one is skipped. Each binary's build tags
+// are read back from it: a binary measured as pure Go that was built with
+// -tags openssl (GOFLAGS from the environment adds it silently), or the
+// reverse, fails the run instead of being mislabelled.
 func postkitBin(t testing.TB, openssl bool) string {
 	t.Helper()
+	path := binGo
 	if openssl {
 		if binOpenSSL == "" {
 			t.Skip("POSTKIT_BENCH_BIN_OPENSSL not set: run bench/milter/run.sh")
 		}
-		return binOpenSSL
+		path = binOpenSSL
+	} else if path == "" {
+		buildOnce.Do(func() {
+			dir, err := os.MkdirTemp("", "postkit-bench-bin-")
+			if err != nil {
+				buildOnce.err = err
+				return
+			}
+			buildOnce.path = filepath.Join(dir, "postkit")
+			cmd := exec.Command("go", "build", "-o", buildOnce.path, "./cmd/postkit")
+			cmd.Dir = "../.."
+			cmd.Env = append(os.Environ(), "GOFLAGS="+withoutTags(os.Getenv("GOFLAGS")))
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+			}
+		})
+		if buildOnce.err != nil {
+			t.Fatal(buildOnce.err)
+		}
+		path = buildOnce.path
 	}
-	if binGo != "" {
-		return binGo
+	return verifyBuild(t, path, openssl)
+}
+
+// verifyBuild fails t unless the binary at path was built with -tags
+// openssl exactly when openssl is set, notes its build once, and returns
+// path.
+func verifyBuild(t testing.TB, path string, openssl bool) string {
+	t.Helper()
+	has, err := buildlabel.Has(path, "openssl")
+	if err != nil {
+		t.Fatal(err)
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "postkit-bench-bin-")
+	if has != openssl {
+		label, _ := buildlabel.Label(path)
+		want := "pure Go"
+		if openssl {
+			want = "-tags openssl"
+		}
+		t.Fatalf("%s is measured as %s but was built %s: build it as bench/milter/run.sh does", path, want, label)
+	}
+	if _, seen := labelled.LoadOrStore(path, true); !seen {
+		d, err := buildlabel.Describe(path)
 		if err != nil {
-			buildOnce.err = err
-			return
+			t.Fatal(err)
 		}
-		buildOnce.path = filepath.Join(dir, "postkit")
-		cmd := exec.Command("go", "build", "-o", buildOnce.path, "./cmd/postkit")
-		cmd.Dir = "../.."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildOnce.err != nil {
-		t.Fatal(buildOnce.err)
+		note(fmt.Sprintf("binary %s: %s", path, d))
 	}
-	return buildOnce.path
+	return path
+}
+
+// labelled holds the binaries whose build was noted.
+var labelled sync.Map
+
+// withoutTags removes -tags settings from a GOFLAGS value.
+func withoutTags(goflags string) string {
+	var keep []string
+	for _, f := range strings.Fields(goflags) {
+		if !strings.HasPrefix(strings.TrimLeft(f, "-"), "tags=") {
+			keep = append(keep, f)
+		}
+	}
+	return strings.Join(keep, " ")
 }
 
 // startPostkit runs `postkit milter` (scrub + DKIM signing, the production
@@ -768,10 +814,14 @@ func TestFullPath(t *testing.T) {
 	// A/B: the same targets run by other binaries (an older build), in the
 	// same rounds, so that both see the same machine.
 	if b := os.Getenv("POSTKIT_BENCH_BIN_BASE"); b != "" {
-		all = append(all, named{"postkit unix Ed25519 (base)", func() *proc { return startPostkit(t, dir, "base-ed25519", b, edKey) }})
+		all = append(all, named{"postkit unix Ed25519 (base)", func() *proc {
+			return startPostkit(t, dir, "base-ed25519", verifyBuild(t, b, false), edKey)
+		}})
 	}
 	if b := os.Getenv("POSTKIT_BENCH_BIN_OPENSSL_BASE"); b != "" {
-		all = append(all, named{"postkit unix RSA (openssl, base)", func() *proc { return startPostkit(t, dir, "base-rsa-openssl", b, rsaKey) }})
+		all = append(all, named{"postkit unix RSA (openssl, base)", func() *proc {
+			return startPostkit(t, dir, "base-rsa-openssl", verifyBuild(t, b, true), rsaKey)
+		}})
 	}
 	var targets []struct {
 		name string

@@ -14,6 +14,13 @@ set -eu
 cd "$(dirname "$0")/../.."
 bin=$(mktemp -d /tmp/postkit-bench-bin.XXXXXX)
 trap 'rm -rf "$bin"' EXIT
+# Each build is exactly what its label says: GOFLAGS from the environment
+# (the Makefile exports -tags=openssl) must not turn the pure Go build into
+# a libcrypto one, so its -tags settings are dropped for both builds. The
+# benchmark reads each binary's tags back (go version -m) and refuses a
+# binary built otherwise than its label.
+GOFLAGS=$(printf '%s\n' "${GOFLAGS:-}" | tr ' ' '\n' | grep -v -E '^--?tags=' | tr '\n' ' ' | sed 's/ *$//')
+export GOFLAGS
 go build -o "$bin/postkit" ./cmd/postkit
 if go build -tags openssl -o "$bin/postkit-openssl" ./cmd/postkit 2>"$bin/openssl.err"; then
 	export POSTKIT_BENCH_BIN_OPENSSL="$bin/postkit-openssl"

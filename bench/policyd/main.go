@@ -1,121 +1,169 @@
-// Command policyd-bench measures postkit's policy server on SPF requests
-// (SMTPD_POLICY_README protocol) against a loopback DNS server serving a
-// generated zone, and compares it with postfix-policyd-spf-python in the same
-// run, on the same requests and the same DNS server.
+// Command policyd-bench measures the real `postkit policyd` daemon, over its
+// unix socket in the Postfix policy protocol (SMTPD_POLICY_README), on SPF
+// requests against a loopback DNS server, side by side with
+// postfix-policyd-spf-python, in the same run, on the same requests and the
+// same DNS server.
 //
-//	sh bench/policyd/run.sh                                    # the comparison (root: network namespace)
-//	go run ./bench/policyd -n 20000 -domains 20000 -c 8         # postkit alone, every request needs DNS
-//	go run ./bench/policyd -n 20000 -domains 50 -c 8            # postkit alone, DNS answers cached
-//	go run ./bench/policyd -mode requests -n 500 > req.txt      # the requests, for other peers
+//	sh bench/policyd/run.sh                                  # the comparison (root: network namespace)
+//	go build -o /tmp/postkit ./cmd/postkit && go run ./bench/policyd \
+//	    -postkit /tmp/postkit -peer '' -dns-listen 127.0.0.1:0   # postkit alone, no root
+//	go run ./bench/policyd -mode requests -n 500 > req.txt    # the requests, for other peers
 //
-// The comparison (-mode compare) serves the zone on -dns-listen, by default
-// 127.0.0.1:53: the peer uses the system resolver, so run.sh runs it in a
-// network namespace whose resolv.conf points there. Every phase is bounded
-// by -max-time.
+// Scenarios, each postkit phase on a daemon process of its own:
+//
+//   - cold: every request names a new client, HELO name and sender domain,
+//     so every answer needs fresh DNS lookups;
+//   - warm: requests repeat -warm-domains (client, HELO, sender domain)
+//     sets, after one untimed pass over them (new local parts and new
+//     messages: what a busy MX sees from its regular correspondents), so
+//     postkit answers from its caches; the peer keeps none;
+//   - memory: a new daemon answers -rss-requests cold requests, then its
+//     resident set (VmRSS, and its peak VmHWM) is read from /proc.
+//
+// The DNS server synthesizes the records of every domain (dnstest's
+// Zone.Synth), so the number of distinct domains is unbounded. The
+// comparison serves them on -dns-listen, by default 127.0.0.1:53: the peer
+// uses the system resolver, so run.sh runs this in a network namespace
+// whose resolv.conf points there. Every phase is bounded in requests and
+// time (-max-time, -rss-max-time).
 //
 // It is a program, not a test: `go test ./...` never runs it.
 package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
-	"github.com/postkit/postkit/internal/dnsclient"
+	"github.com/postkit/postkit/bench/buildlabel"
 	"github.com/postkit/postkit/internal/dnstest"
-	"github.com/postkit/postkit/policyd"
-	"github.com/postkit/postkit/policyd/spfcheck"
 )
 
+const peerName = "postfix-policyd-spf-python"
+
+// coldDomains is the domain space of cold requests: every request of a run
+// has its own domain.
+const coldDomains = 1 << 30
+
 func main() {
-	mode := flag.String("mode", "bench", "bench (postkit alone) | compare (postkit and the peer) | requests (print them)")
-	n := flag.Int("n", 20000, "requests (postkit)")
-	peerN := flag.Int("peer-n", 1000, "compare: requests sent to the peer per scenario")
-	domains := flag.Int("domains", 20000, "bench: distinct sender domains (requests cycle over them)")
-	cachedDomains := flag.Int("cached-domains", 50, "compare: distinct domains of the cached scenario")
-	rounds := flag.Int("rounds", 3, "compare: rounds of the four phases; the median round is printed")
+	mode := flag.String("mode", "compare", "compare (postkit policyd and the peer) | requests (print them)")
+	postkit := flag.String("postkit", "", "the postkit binary whose `postkit policyd` is measured (run.sh builds it)")
+	base := flag.String("postkit-base", "", "an older postkit binary measured in the same rounds (A/B)")
+	peerCmd := flag.String("peer", "/usr/bin/python3 /usr/bin/policyd-spf", "the peer's command line; empty: postkit alone")
+	n := flag.Int("n", 15000, "requests per postkit phase")
+	peerN := flag.Int("peer-n", 800, "requests per peer phase")
 	conc := flag.Int("c", 4, "concurrent connections (postkit) and processes (peer)")
-	dnsListen := flag.String("dns-listen", "127.0.0.1:53", "compare: where the zone is served (the peer's resolv.conf must point there)")
-	peerCmd := flag.String("peer", "/usr/bin/python3 /usr/bin/policyd-spf", "compare: the peer's command line")
-	resultCache := flag.Bool("result-cache", true, "bench: keep the SPF check's per-(ip, helo, sender) cache")
+	rounds := flag.Int("rounds", 3, "rounds of the phases; the median round is printed")
+	warmDomains := flag.Int("warm-domains", 50, "distinct (client, HELO, sender domain) sets of the warm scenario")
+	rssN := flag.Int("rss-requests", 200000, "distinct requests before the daemon's RSS is read; 0: no memory phase")
+	dnsListen := flag.String("dns-listen", "127.0.0.1:53", "where the zone is served (the peer's resolv.conf must point there)")
 	maxTime := flag.Duration("max-time", 20*time.Second, "stop sending after this long, per phase")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of postkit's phases here")
+	rssMaxTime := flag.Duration("rss-max-time", 150*time.Second, "stop the memory phase after this long")
+	logLevel := flag.String("log-level", "warn", "the daemon's --log-level (info: one line per request, as in production)")
+	strict := flag.Bool("strict", false, "exit 1 when the memory target is missed")
 	flag.Parse()
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			log.Fatal(err)
-		}
-		pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
-	}
 
 	switch *mode {
 	case "requests":
 		w := bufio.NewWriter(os.Stdout)
 		for i := range *n {
-			w.WriteString(request(i, *domains))
+			w.WriteString(request(i, coldDomains))
 		}
 		w.Flush()
-	case "bench":
-		srv, err := dnstest.Start()
-		if err != nil {
-			log.Fatal(err)
-		}
-		defer srv.Close()
-		srv.Set(zone(*domains))
-		r := runPostkit(srv, "", *n, *domains, 0, *conc, *resultCache, *maxTime)
-		printTable([]row{r}, nil)
 	case "compare":
-		compare(*dnsListen, *peerCmd, *n, *peerN, *cachedDomains, *conc, *rounds, *maxTime)
+		if *postkit == "" {
+			log.Fatal("-postkit: name the postkit binary to measure (go build -o /tmp/postkit ./cmd/postkit)")
+		}
+		targets := []target{{name: "postkit policyd", bin: *postkit}}
+		if *base != "" {
+			targets = append(targets, target{name: "postkit policyd (base)", bin: *base})
+		}
+		for i := range targets {
+			d, err := buildlabel.Describe(targets[i].bin)
+			if err != nil {
+				log.Fatal(err)
+			}
+			targets[i].build = d
+		}
+		c := &comparison{targets: targets, peer: *peerCmd, n: *n, peerN: *peerN, conc: *conc,
+			warm: *warmDomains, maxTime: *maxTime, logLevel: *logLevel}
+		if missed := c.run(*dnsListen, *rounds, *rssN, *rssMaxTime); missed && *strict {
+			os.Exit(1)
+		}
 	default:
-		log.Fatalf("-mode %q: want bench, compare or requests", *mode)
+		log.Fatalf("-mode %q: want compare or requests", *mode)
 	}
 }
 
-// zone holds, per domain i: a sender policy needing MX, A and include
-// lookups, and a HELO policy needing an A lookup. Clients pass both.
-func zone(domains int) *dnstest.Zone {
+// zone serves, for every i, a sender domain d<i>.bench.example whose policy
+// needs MX, A and include lookups, and a HELO name h<i>.client.example whose
+// policy needs an A lookup. Client 203.0.113.(i%250+1) passes both.
+func zone() *dnstest.Zone {
 	z := dnstest.NewZone()
-	add := func(s string) {
-		if err := z.Add(s); err != nil {
-			log.Fatal(err)
-		}
+	if err := z.Add(`_spf.bench.example. 300 IN TXT "v=spf1 ip4:203.0.113.0/24 -all"`); err != nil {
+		log.Fatal(err)
 	}
-	add(`_spf.bench.example. 300 IN TXT "v=spf1 ip4:203.0.113.0/24 -all"`)
-	for i := range domains {
-		d := fmt.Sprintf("d%d.bench.example.", i)
-		add(d + ` 300 IN TXT "v=spf1 mx ip4:192.0.2.0/24 include:_spf.bench.example ~all"`)
-		add(d + " 300 IN MX 10 mx." + d)
-		add(fmt.Sprintf("mx.%s 300 IN A 198.51.100.%d", d, i%250+1))
-		h := fmt.Sprintf("h%d.client.example.", i)
-		add(h + ` 300 IN TXT "v=spf1 a -all"`)
-		add(fmt.Sprintf("%s 300 IN A 203.0.113.%d", h, i%250+1))
-	}
+	z.Synth = synth
 	return z
 }
 
+func synth(name string) []string {
+	label, rest, _ := strings.Cut(name, ".")
+	num := func(s string) (int, bool) {
+		i, err := strconv.Atoi(s)
+		return i, err == nil && i >= 0
+	}
+	switch {
+	case rest == "bench.example." && strings.HasPrefix(label, "d"):
+		if _, ok := num(label[1:]); ok {
+			return []string{
+				name + ` 300 IN TXT "v=spf1 mx ip4:192.0.2.0/24 include:_spf.bench.example ~all"`,
+				name + " 300 IN MX 10 mx." + name,
+			}
+		}
+	case label == "mx" && strings.HasSuffix(rest, ".bench.example.") && strings.HasPrefix(rest, "d"):
+		if i, ok := num(strings.TrimSuffix(rest[1:], ".bench.example.")); ok {
+			return []string{fmt.Sprintf("%s 300 IN A 198.51.100.%d", name, i%250+1)}
+		}
+	case rest == "client.example." && strings.HasPrefix(label, "h"):
+		if i, ok := num(label[1:]); ok {
+			return []string{
+				name + ` 300 IN TXT "v=spf1 a -all"`,
+				fmt.Sprintf("%s 300 IN A 203.0.113.%d", name, i%250+1),
+			}
+		}
+	}
+	return nil
+}
+
+// request is request i of a run cycling over domains: client, HELO and
+// sender domain of set i%domains, local part and message (instance) of i.
 func request(i, domains int) string {
 	d := i % domains
 	return fmt.Sprintf("request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"+
 		"client_address=203.0.113.%d\nclient_name=h%d.client.example\nhelo_name=h%d.client.example\n"+
 		"sender=user%d@d%d.bench.example\nrecipient=rcpt@receiver.example\ninstance=%x.%x\nqueue_id=\n\n",
 		d%250+1, d, d, i, d, i, d)
+}
+
+// target is one postkit build under test.
+type target struct {
+	name, bin string
+	build     string // buildlabel.Describe
 }
 
 // row is one measured phase.
@@ -125,7 +173,8 @@ type row struct {
 	lat              []time.Duration // sorted
 	elapsed          time.Duration
 	answers          map[string]int
-	queries          int64 // DNS queries the server saw
+	queries          int64         // DNS queries the server saw
+	cpu              time.Duration // user+system CPU of the server's processes
 	err              error
 }
 
@@ -191,8 +240,8 @@ func answerClass(a string) string {
 	return word
 }
 
-// drive sends n requests over conc askers, request i on asker i%conc,
-// until maxTime.
+// drive sends n requests over the askers, request i on asker i%len, until
+// maxTime.
 func drive(askers []*asker, n, domains, offset int, maxTime time.Duration) row {
 	conc := len(askers)
 	lat := make([][]time.Duration, conc)
@@ -230,82 +279,174 @@ func drive(askers []*asker, n, domains, offset int, maxTime time.Duration) row {
 	return r
 }
 
-// runPostkit measures postkit's policy server with the SPF check (enforce
-// mode, as the peer) over a unix socket, resolving through srv. With
-// warmDomains > 0, one pass over those domains runs first, untimed, so that
-// the phase measures cached answers.
-func runPostkit(srv *dnstest.Server, scenario string, n, domains, offset, conc int, resultCache bool, maxTime time.Duration) row {
-	res, err := dnsclient.New(dnsclient.Config{Servers: []string{srv.Addr()}})
+// daemon is a running `postkit policyd`.
+type daemon struct {
+	cmd  *exec.Cmd
+	dir  string
+	sock string
+	done chan struct{}
+}
+
+// startDaemon runs `postkit policyd` with the SPF check alone, in enforce
+// mode (as the peer), resolving through dnsAddr, on a unix socket, and
+// waits until it accepts connections.
+func startDaemon(bin, dnsAddr, logLevel string) (*daemon, error) {
+	dir, err := os.MkdirTemp("", "policyd-bench-")
 	if err != nil {
-		log.Fatal(err)
+		return nil, err
 	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := spfcheck.Config{Mode: spfcheck.Enforce, Hostname: "receiver.example", Logger: quiet}
-	if !resultCache {
-		cfg.CacheSize = -1
-	}
-	chk, err := spfcheck.New(cfg, res)
+	d := &daemon{dir: dir, sock: filepath.Join(dir, "policy.sock"), done: make(chan struct{})}
+	d.cmd = exec.Command(bin, "policyd", "--listen", "unix:"+d.sock, "--checks", "spf", "--spf-mode", "enforce",
+		"--dns", dnsAddr, "--hostname", "receiver.example", "--log-level", logLevel)
+	// Its log (one line per request at info) goes to a file, as journald
+	// would take it.
+	logf, err := os.Create(filepath.Join(dir, "policyd.log"))
 	if err != nil {
-		log.Fatal(err)
+		os.RemoveAll(dir)
+		return nil, err
 	}
-	ps := &policyd.Server{Checks: []policyd.Check{chk}, Logger: quiet}
-	dir, err := os.MkdirTemp("", "policyd-bench")
-	if err != nil {
-		log.Fatal(err)
+	defer logf.Close()
+	d.cmd.Stderr = logf
+	if err := d.cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start %s policyd: %w", bin, err)
 	}
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "policy.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		log.Fatal(err)
-	}
-	go ps.Serve(ln)
-	defer ps.Shutdown(context.Background())
-	var askers []*asker
-	for range conc {
-		c, err := net.Dial("unix", sock)
-		if err != nil {
-			log.Fatal(err)
+	go func() { d.cmd.Wait(); close(d.done) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if c, err := net.Dial("unix", d.sock); err == nil {
+			c.Close()
+			return d, nil
 		}
-		defer c.Close()
-		askers = append(askers, &asker{w: c, r: bufio.NewReader(c)})
+		select {
+		case <-d.done:
+			b, _ := os.ReadFile(filepath.Join(dir, "policyd.log"))
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("%s policyd exited: %s", bin, b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.stop()
+			return nil, fmt.Errorf("%s policyd did not listen on %s within 20s", bin, d.sock)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	if scenario == "cached" {
-		drive(askers, domains, domains, 0, maxTime)
-		// Same domains, new messages (instance): no header deduplication.
+}
+
+// connect opens n connections to the daemon.
+func (d *daemon) connect(n int) ([]*asker, error) {
+	var askers []*asker
+	for range n {
+		c, err := net.Dial("unix", d.sock)
+		if err != nil {
+			for _, a := range askers {
+				a.close()
+			}
+			return nil, err
+		}
+		askers = append(askers, &asker{w: c, r: bufio.NewReader(c), close: func() { c.Close() }})
+	}
+	return askers, nil
+}
+
+// rss returns the daemon's VmRSS and VmHWM in bytes (proc(5)).
+func (d *daemon) rss() (cur, peak int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			cur = kb << 10
+		case "VmHWM:":
+			peak = kb << 10
+		}
+	}
+	if cur == 0 {
+		return 0, 0, fmt.Errorf("no VmRSS in /proc/%d/status", d.cmd.Process.Pid)
+	}
+	return cur, peak, nil
+}
+
+// stop ends the daemon with SIGTERM (SIGKILL after 10 s) and removes its
+// directory.
+func (d *daemon) stop() {
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.done
+	}
+	os.RemoveAll(d.dir)
+}
+
+// comparison is one run of every phase.
+type comparison struct {
+	srv      *dnstest.Server
+	targets  []target
+	peer     string
+	n, peerN int
+	conc     int
+	warm     int
+	maxTime  time.Duration
+	logLevel string
+}
+
+// runPostkit measures one phase on a new daemon of t. A warm phase first
+// makes one untimed pass over its domains, then asks about the same
+// domains for new senders and messages.
+func (c *comparison) runPostkit(t target, scenario string, offset int) row {
+	fail := func(err error) row {
+		return row{scenario: scenario, server: t.name, conc: c.conc, err: err}
+	}
+	d, err := startDaemon(t.bin, c.srv.Addr(), c.logLevel)
+	if err != nil {
+		return fail(err)
+	}
+	defer d.stop()
+	askers, err := d.connect(c.conc)
+	if err != nil {
+		return fail(err)
+	}
+	defer func() {
+		for _, a := range askers {
+			a.close()
+		}
+	}()
+	domains := coldDomains
+	if scenario == "warm" {
+		domains = c.warm
+		if r := drive(askers, domains, domains, 0, c.maxTime); r.err != nil {
+			return fail(r.err)
+		}
 		offset = domains
 	}
-	q := srv.Queries()
-	r := drive(askers, n, domains, offset, maxTime)
-	r.queries = srv.Queries() - q
-	r.scenario, r.server = scenario, "postkit policyd"
+	q, cpu0 := c.srv.Queries(), cpuTime(d.cmd.Process.Pid)
+	r := drive(askers, c.n, domains, offset, c.maxTime)
+	r.queries = c.srv.Queries() - q
+	r.cpu = cpuTime(d.cmd.Process.Pid) - cpu0
+	r.scenario, r.server = scenario, t.name
 	return r
 }
 
 // runPeer measures the peer: conc processes, each fed requests on stdin as
 // Postfix's spawn(8) would. Each process answers one untimed request first
-// (interpreter start-up is not part of the measure).
-func runPeer(srv *dnstest.Server, cmdline, scenario string, n, domains, offset, conc int, maxTime time.Duration) row {
-	args := strings.Fields(cmdline)
+// (interpreter start-up is not part of the measure). The peer keeps no DNS
+// cache between requests, so it gets no warm-up pass.
+func (c *comparison) runPeer(scenario string, offset int) row {
+	fail := func(err error) row {
+		return row{scenario: scenario, server: peerName, conc: c.conc, err: err}
+	}
+	args := strings.Fields(c.peer)
 	var askers []*asker
 	var cmds []*exec.Cmd
-	for range conc {
-		cmd := exec.Command(args[0], args[1:]...)
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			log.Fatal(err)
-		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			log.Fatal(err)
-		}
-		cmd.Stderr = io.Discard
-		if err := cmd.Start(); err != nil {
-			return row{scenario: scenario, server: "postfix-policyd-spf-python", conc: conc, err: fmt.Errorf("start %s: %w", cmdline, err)}
-		}
-		cmds = append(cmds, cmd)
-		askers = append(askers, &asker{w: in, r: bufio.NewReader(out), close: func() { in.Close() }})
-	}
 	defer func() {
 		for i, a := range askers {
 			a.close()
@@ -319,63 +460,182 @@ func runPeer(srv *dnstest.Server, cmdline, scenario string, n, domains, offset, 
 			}
 		}
 	}()
-	warm := strings.NewReplacer("d0.bench.example", "warm.bench.example", "instance=0.0", "instance=warm").Replace(request(0, 1))
+	for range c.conc {
+		cmd := exec.Command(args[0], args[1:]...)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return fail(err)
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return fail(err)
+		}
+		cmd.Stderr = io.Discard
+		if err := cmd.Start(); err != nil {
+			return fail(fmt.Errorf("start %s: %w", c.peer, err))
+		}
+		cmds = append(cmds, cmd)
+		askers = append(askers, &asker{w: in, r: bufio.NewReader(out), close: func() { in.Close() }})
+	}
+	warm := strings.NewReplacer("d0.bench.example", "d999999999.bench.example", "instance=0.0", "instance=warm").Replace(request(0, 1))
 	for _, a := range askers {
 		if _, err := a.ask(warm); err != nil {
-			return row{scenario: scenario, server: "postfix-policyd-spf-python", conc: conc, err: fmt.Errorf("peer: %w", err)}
+			return fail(fmt.Errorf("peer: %w", err))
 		}
 	}
-	// No warm-up pass in the cached scenario: the peer keeps no DNS cache
-	// between requests (it asks the system resolver every time).
-	q := srv.Queries()
-	r := drive(askers, n, domains, offset, maxTime)
-	r.queries = srv.Queries() - q
-	r.scenario, r.server = scenario, "postfix-policyd-spf-python"
+	domains := coldDomains
+	if scenario == "warm" {
+		domains, offset = c.warm, c.warm
+	}
+	cpu := func() time.Duration {
+		var sum time.Duration
+		for _, cmd := range cmds {
+			sum += cpuTime(cmd.Process.Pid)
+		}
+		return sum
+	}
+	q, cpu0 := c.srv.Queries(), cpu()
+	r := drive(askers, c.peerN, domains, offset, c.maxTime)
+	r.queries = c.srv.Queries() - q
+	r.cpu = cpu() - cpu0
+	r.scenario, r.server = scenario, peerName
 	return r
 }
 
-// compare runs both servers on both scenarios, rounds times in turn (so
-// that a burst of load from elsewhere on the machine hits one round, not one
-// server), and prints the round with the median rate of each.
-func compare(dnsListen, peerCmd string, n, peerN, cachedDomains, conc, rounds int, maxTime time.Duration) {
-	// Every uncached request has its own domain: each round uses n domains
-	// for postkit and the next peerN for the peer.
-	uncachedDomains := rounds * (n + peerN)
-	t0 := time.Now()
+// cpuTime is the user+system CPU time of process pid so far (proc(5):
+// utime and stime, in clock ticks of 1/100 s on Linux).
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: fields count from the
+	// last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// memRow is the memory phase of one target.
+type memRow struct {
+	t         target
+	requests  int
+	elapsed   time.Duration
+	rss, peak int64
+	answers   map[string]int
+	err       error
+}
+
+// runMemory sends n distinct requests to a new daemon of t, then reads its
+// resident set.
+func (c *comparison) runMemory(t target, n, offset int, maxTime time.Duration) memRow {
+	m := memRow{t: t}
+	d, err := startDaemon(t.bin, c.srv.Addr(), c.logLevel)
+	if err != nil {
+		m.err = err
+		return m
+	}
+	defer d.stop()
+	askers, err := d.connect(c.conc)
+	if err != nil {
+		m.err = err
+		return m
+	}
+	r := drive(askers, n, coldDomains, offset, maxTime)
+	for _, a := range askers {
+		a.close()
+	}
+	m.requests, m.elapsed, m.answers, m.err = len(r.lat), r.elapsed, r.answers, r.err
+	// What the daemon holds once the requests are answered: its caches
+	// and whatever the runtime has not returned to the kernel.
+	time.Sleep(500 * time.Millisecond)
+	if cur, peak, err := d.rss(); err != nil {
+		m.err = errors.Join(m.err, err)
+	} else {
+		m.rss, m.peak = cur, peak
+	}
+	return m
+}
+
+// run runs every phase: the rounds (each target and the peer on both
+// scenarios, in turn, so that a burst of load from elsewhere on the
+// machine hits one round rather than one server), then the memory phase of
+// each target, and prints the tables. It reports whether a memory phase
+// missed its target (or could not run in full).
+func (c *comparison) run(dnsListen string, rounds, rssN int, rssMaxTime time.Duration) (missed bool) {
 	srv, err := dnstest.StartAt(dnsListen)
 	if err != nil {
-		log.Fatalf("%v (compare mode serves the zone on %s: run it through bench/policyd/run.sh)", err, dnsListen)
+		log.Fatalf("%v (the comparison serves the zone on %s: run it through bench/policyd/run.sh)", err, dnsListen)
 	}
 	defer srv.Close()
-	srv.Set(zone(uncachedDomains))
-	fmt.Fprintf(os.Stderr, "zone of %d domains served on %s (%v)\n", uncachedDomains, srv.Addr(), time.Since(t0).Round(time.Millisecond))
+	srv.Set(zone())
+	c.srv = srv
+	fmt.Printf("DNS: %s (records synthesized per domain, TTL 300)\n", srv.Addr())
+	for _, t := range c.targets {
+		fmt.Printf("%s: %s policyd (%s)\n", t.name, t.bin, t.build)
+	}
+	if c.peer != "" {
+		fmt.Printf("%s: %s, %d processes on kept-open pipes\n", peerName, c.peer, c.conc)
+	}
+	fmt.Printf("load average at the start: %s\n", loadavg())
 
 	all := map[string][]row{}
 	var order []string
 	step := func(r row) {
-		fmt.Fprintf(os.Stderr, "  %-9s %-28s %6d requests in %-8v %8.0f req/s\n", r.scenario, r.server, len(r.lat), r.elapsed.Round(time.Millisecond), r.rate())
+		fmt.Fprintf(os.Stderr, "  %-5s %-28s %6d requests in %-8v %8.0f req/s\n", r.scenario, r.server, len(r.lat), r.elapsed.Round(time.Millisecond), r.rate())
+		if r.err != nil {
+			fmt.Fprintf(os.Stderr, "        error: %v\n", r.err)
+		}
 		k := r.scenario + "/" + r.server
 		if all[k] == nil {
 			order = append(order, k)
 		}
 		all[k] = append(all[k], r)
 	}
+	// Every cold request of the run has its own domain.
+	next := 0
+	offset := func(n int) int { o := next; next += n; return o }
 	for round := range rounds {
 		fmt.Fprintf(os.Stderr, "round %d of %d\n", round+1, rounds)
-		base := round * (n + peerN)
-		step(runPeer(srv, peerCmd, "uncached", peerN, uncachedDomains, base+n, conc, maxTime))
-		step(runPostkit(srv, "uncached", n, uncachedDomains, base, conc, false, maxTime))
-		step(runPeer(srv, peerCmd, "cached", peerN, cachedDomains, 0, conc, maxTime))
-		step(runPostkit(srv, "cached", n, cachedDomains, 0, conc, true, maxTime))
+		for _, sc := range []string{"cold", "warm"} {
+			if c.peer != "" {
+				step(c.runPeer(sc, offset(c.peerN)))
+			}
+			for _, t := range c.targets {
+				step(c.runPostkit(t, sc, offset(c.n)))
+			}
+		}
 	}
+	var mem []memRow
+	if rssN > 0 {
+		for _, t := range c.targets {
+			fmt.Fprintf(os.Stderr, "memory: %d distinct requests to %s\n", rssN, t.name)
+			m := c.runMemory(t, rssN, offset(rssN), rssMaxTime)
+			mem = append(mem, m)
+		}
+	}
+
 	// The ratio of a round compares phases that ran seconds apart; its
 	// median is steadier than the ratio of the median rates.
 	ratios := map[string][]float64{}
-	for _, sc := range []string{"uncached", "cached"} {
-		peer, ours := all[sc+"/postfix-policyd-spf-python"], all[sc+"/postkit policyd"]
+	for _, k := range order {
+		sc, server, _ := strings.Cut(k, "/")
+		peer := all[sc+"/"+peerName]
+		if server == peerName {
+			continue
+		}
+		ours := all[k]
 		for i := range min(len(peer), len(ours)) {
 			if peer[i].rate() > 0 {
-				ratios[sc] = append(ratios[sc], ours[i].rate()/peer[i].rate())
+				ratios[k] = append(ratios[k], ours[i].rate()/peer[i].rate())
 			}
 		}
 	}
@@ -385,16 +645,52 @@ func compare(dnsListen, peerCmd string, n, peerN, cachedDomains, conc, rounds in
 		sort.Slice(rs, func(i, j int) bool { return rs[i].rate() < rs[j].rate() })
 		rows = append(rows, rs[len(rs)/2])
 	}
-	fmt.Printf("\nmedian round of %d for each row (by req/s); ratio = median of the per-round ratios; load average %s\n", rounds, loadavg())
+	fmt.Printf("\nmedian round of %d for each row (by req/s); ratio = median of the per-round ratios to the peer; load average at the end %s\n", rounds, loadavg())
 	printTable(rows, ratios)
-	for _, sc := range []string{"uncached", "cached"} {
+	for _, k := range order {
+		if len(ratios[k]) == 0 {
+			continue
+		}
 		var b strings.Builder
-		for _, x := range ratios[sc] {
+		for _, x := range ratios[k] {
 			fmt.Fprintf(&b, " %.1fx", x)
 		}
-		fmt.Printf("per-round ratios, %s:%s\n", sc, b.String())
+		fmt.Printf("per-round ratios, %s:%s\n", k, b.String())
 	}
+	if len(mem) > 0 {
+		missed = printMemory(mem, rssN)
+	}
+	return missed
 }
+
+// rssTarget is the most the daemon may hold after the memory phase.
+const rssTarget = 48 << 20
+
+func printMemory(mem []memRow, n int) (missed bool) {
+	fmt.Printf("\nmemory: %d distinct (cold) requests to a new daemon, then its resident set\n", n)
+	fmt.Printf("%-28s %8s %8s %8s %10s %10s  %s\n", "server", "requests", "time", "req/s", "VmRSS", "VmHWM", "target VmRSS < 48 MB")
+	for _, m := range mem {
+		verdict := "ok"
+		switch {
+		case m.err != nil:
+			verdict = "error: " + m.err.Error()
+		case m.requests < n:
+			verdict = fmt.Sprintf("only %d of %d requests within the time bound", m.requests, n)
+		case m.rss >= rssTarget:
+			verdict = "MISSED"
+		}
+		missed = missed || verdict != "ok"
+		rate := 0.0
+		if m.elapsed > 0 {
+			rate = float64(m.requests) / m.elapsed.Seconds()
+		}
+		fmt.Printf("%-28s %8d %8s %8.0f %10s %10s  %s\n", m.t.name, m.requests, m.elapsed.Round(100*time.Millisecond),
+			rate, mb(m.rss), mb(m.peak), verdict)
+	}
+	return missed
+}
+
+func mb(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
 
 func loadavg() string {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -408,24 +704,16 @@ func loadavg() string {
 	return strings.Join(f[:3], " ")
 }
 
-// printTable prints rows; ratios, when given per scenario, are the
-// per-round ratios to the peer, whose median is shown.
+// printTable prints rows; ratios, per scenario/server, are the per-round
+// ratios to the peer, whose median is shown.
 func printTable(rows []row, ratios map[string][]float64) {
-	fmt.Printf("\n%-9s %-28s %4s %8s %10s %10s %10s %8s %7s  %s\n",
-		"scenario", "server", "conc", "requests", "req/s", "p50", "p99", "DNS q/r", "ratio", "answers")
-	peer := map[string]float64{}
-	for _, r := range rows {
-		if r.server == "postfix-policyd-spf-python" {
-			peer[r.scenario] = r.rate()
-		}
-	}
+	fmt.Printf("\n%-8s %-28s %4s %8s %10s %10s %10s %10s %8s %7s  %s\n",
+		"scenario", "server", "conc", "requests", "req/s", "p50", "p99", "CPU µs/r", "DNS q/r", "ratio", "answers")
 	for _, r := range rows {
 		ratio := "-"
-		if rs := ratios[r.scenario]; len(rs) > 0 && r.server != "postfix-policyd-spf-python" {
+		if rs := ratios[r.scenario+"/"+r.server]; len(rs) > 0 {
 			rs = slices.Sorted(slices.Values(rs))
 			ratio = fmt.Sprintf("%.1fx", rs[len(rs)/2])
-		} else if p := peer[r.scenario]; p > 0 {
-			ratio = fmt.Sprintf("%.1fx", r.rate()/p)
 		}
 		var ans []string
 		keys := make([]string, 0, len(r.answers))
@@ -436,14 +724,15 @@ func printTable(rows []row, ratios map[string][]float64) {
 		for _, k := range keys {
 			ans = append(ans, fmt.Sprintf("%d %s", r.answers[k], k))
 		}
-		qpr := 0.0
+		qpr, cpr := 0.0, 0.0
 		if len(r.lat) > 0 {
 			qpr = float64(r.queries) / float64(len(r.lat))
+			cpr = float64(r.cpu.Microseconds()) / float64(len(r.lat))
 		}
-		fmt.Printf("%-9s %-28s %4d %8d %10.0f %10s %10s %8.2f %7s  %s\n",
-			r.scenario, r.server, r.conc, len(r.lat), r.rate(), fmtDur(r.pct(0.50)), fmtDur(r.pct(0.99)), qpr, ratio, strings.Join(ans, ", "))
+		fmt.Printf("%-8s %-28s %4d %8d %10.0f %10s %10s %10.0f %8.2f %7s  %s\n",
+			r.scenario, r.server, r.conc, len(r.lat), r.rate(), fmtDur(r.pct(0.50)), fmtDur(r.pct(0.99)), cpr, qpr, ratio, strings.Join(ans, ", "))
 		if r.err != nil {
-			fmt.Printf("          error: %v\n", r.err)
+			fmt.Printf("         error: %v\n", r.err)
 		}
 	}
 }

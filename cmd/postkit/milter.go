@@ -550,11 +550,11 @@ func startProfiles(cpuPath, memPath string) (func(), error) {
 	if cpuPath != "" {
 		f, err := os.Create(expand(cpuPath))
 		if err != nil {
-			return nil, fmt.Errorf("milter: POSTKIT_CPUPROFILE: %w", err)
+			return nil, fmt.Errorf("postkit: POSTKIT_CPUPROFILE: %w", err)
 		}
 		if err := pprof.StartCPUProfile(f); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("milter: POSTKIT_CPUPROFILE: %w", err)
+			return nil, fmt.Errorf("postkit: POSTKIT_CPUPROFILE: %w", err)
 		}
 		stopCPU = func() {
 			pprof.StopCPUProfile()
@@ -569,12 +569,12 @@ func startProfiles(cpuPath, memPath string) (func(), error) {
 		stopCPU()
 		f, err := os.Create(memPath)
 		if err != nil {
-			slog.Error("milter: POSTKIT_MEMPROFILE", "err", err)
+			slog.Error("postkit: POSTKIT_MEMPROFILE", "err", err)
 			return
 		}
 		defer f.Close()
 		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
-			slog.Error("milter: POSTKIT_MEMPROFILE", "err", err)
+			slog.Error("postkit: POSTKIT_MEMPROFILE", "err", err)
 		}
 	}, nil
 }

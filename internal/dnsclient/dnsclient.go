@@ -1,7 +1,9 @@
 // Package dnsclient is postkit's stub resolver (RFC 1035 §7, RFC 1034 §5.3.1):
 // it sends recursive queries to configured servers over UDP with TCP fallback on
 // truncation (RFC 7766 §5), retries over servers, and keeps a bounded TTL cache
-// with negative caching by the SOA minimum (RFC 2308 §5).
+// with negative caching by the SOA minimum (RFC 2308 §5). It also tells its
+// callers when each answer it gives stops being valid (WithExpiry), so that
+// what they build from answers is kept no longer than the answers.
 //
 // Its Lookup methods have the signatures of net.Resolver so that consumers
 // declare the small interface they need (blitiri.com.ar/go/spf's DNSResolver
@@ -45,7 +47,8 @@ type Config struct {
 	Timeout time.Duration
 	// Attempts is how many rounds over all servers are made. Default: 2.
 	Attempts int
-	// CacheSize is the number of (name, type) answers kept. Default: 10000;
+	// CacheSize bounds the number of (name, type) answers kept (see
+	// internal/ttlcache: between half of it and all of it). Default: 10000;
 	// negative disables the cache.
 	CacheSize int
 	// MaxTTL caps how long any answer is cached. Default: 1h.
@@ -72,9 +75,10 @@ type Resolver struct {
 }
 
 type call struct {
-	done chan struct{}
-	res  result
-	err  error
+	done    chan struct{}
+	res     result
+	err     error
+	expires time.Time
 }
 
 // result is the outcome of one (name, type) question after CNAME chasing.
@@ -388,11 +392,13 @@ type cacheKey struct {
 }
 
 // cachedQuery returns the answer for one question, from the cache or by
-// exchange; concurrent identical questions share one exchange.
+// exchange; concurrent identical questions share one exchange. Whatever the
+// source, the answer's expiry is noted in ctx's Expiry (expiry.go).
 func (r *Resolver) cachedQuery(ctx context.Context, qname string, qtype uint16) (result, error) {
 	key := cacheKey{qname, qtype}
 	if r.cache != nil {
-		if res, err, ok := r.cache.get(key, r.now()); ok {
+		if res, err, expires, ok := r.cache.get(key, r.now()); ok {
+			NoteExpiry(ctx, expires)
 			return res, err
 		}
 	}
@@ -401,8 +407,10 @@ func (r *Resolver) cachedQuery(ctx context.Context, qname string, qtype uint16) 
 		r.mu.Unlock()
 		select {
 		case <-c.done:
+			NoteExpiry(ctx, c.expires)
 			return c.res, c.err
 		case <-ctx.Done():
+			NoteExpiry(ctx, r.now())
 			return result{}, newError(qname, "", ErrTimeout)
 		}
 	}
@@ -411,14 +419,19 @@ func (r *Resolver) cachedQuery(ctx context.Context, qname string, qtype uint16) 
 	r.mu.Unlock()
 
 	res, err, ttl := r.exchange(ctx, qname, qtype)
-	if r.cache != nil && ttl > 0 {
-		r.cache.put(key, res, err, r.now().Add(min(ttl, r.maxTTL)))
+	// RFC 1035 §3.2.1, RFC 2308 §5: the answer is valid for its TTL (0: for
+	// this use only), capped by MaxTTL.
+	now := r.now()
+	c.expires = now.Add(min(ttl, r.maxTTL))
+	if r.cache != nil {
+		r.cache.put(key, res, err, c.expires, now)
 	}
 	c.res, c.err = res, err
 	r.mu.Lock()
 	delete(r.inflight, key)
 	r.mu.Unlock()
 	close(c.done)
+	NoteExpiry(ctx, c.expires)
 	return res, err
 }
 

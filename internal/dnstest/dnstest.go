@@ -39,6 +39,13 @@ type Zone struct {
 	servfail map[string]bool
 	// NegativeTTL is the SOA MINIMUM sent with negative answers. Default 60.
 	NegativeTTL uint32
+	// Synth, when set, gives the records of names the zone holds none for,
+	// in presentation format (any types: those of the asked type are
+	// served), or nil for a name that does not exist. It must be safe for
+	// concurrent use. Load tests use it to serve more distinct names than
+	// would fit in memory; a record it returns that does not parse, or
+	// that another name owns, is answered with SERVFAIL.
+	Synth func(name string) []string
 }
 
 // NewZone returns an empty zone.
@@ -91,6 +98,18 @@ func (z *Zone) Timeout(name string) { z.timeout[canon(name)] = true }
 
 // ServFail makes every query about name answer SERVFAIL.
 func (z *Zone) ServFail(name string) { z.servfail[canon(name)] = true }
+
+// SetTTL gives every record of the zone, and its negative answers (the SOA's
+// TTL and MINIMUM, RFC 2308 §5), the TTL ttl: with 0, a resolver may cache
+// nothing it is told, so each question reaches the server again.
+func (z *Zone) SetTTL(ttl uint32) {
+	for _, rrs := range z.rrs {
+		for _, rr := range rrs {
+			rr.Header().Ttl = ttl
+		}
+	}
+	z.NegativeTTL = ttl
+}
 
 func (z *Zone) addRR(rr dns.RR) {
 	h := rr.Header()
@@ -294,7 +313,11 @@ func (z *Zone) answer(name string, qtype uint16) (rrs []dns.RR, rcode int, silen
 		seen[name] = true
 		var cname *dns.CNAME
 		found := false
-		for _, rr := range z.rrs[name] {
+		owned, exists, ok := z.records(name)
+		if !ok {
+			return nil, dns.RcodeServerFailure, false
+		}
+		for _, rr := range owned {
 			t := rr.Header().Rrtype
 			if t == qtype || qtype == dns.TypeANY {
 				rrs = append(rrs, dns.Copy(rr))
@@ -310,7 +333,7 @@ func (z *Zone) answer(name string, qtype uint16) (rrs []dns.RR, rcode int, silen
 			return nil, 0, true
 		}
 		if cname == nil {
-			if z.exists[name] {
+			if exists {
 				return rrs, dns.RcodeSuccess, false
 			}
 			if len(rrs) > 0 {
@@ -323,4 +346,22 @@ func (z *Zone) answer(name string, qtype uint16) (rrs []dns.RR, rcode int, silen
 		rrs = append(rrs, dns.Copy(cname))
 		name = canon(cname.Target)
 	}
+}
+
+// records returns the records name owns and whether the name exists (it or
+// a name below it owns records, RFC 8020); ok is false when Synth gave
+// records that do not parse or belong to another name.
+func (z *Zone) records(name string) (rrs []dns.RR, exists, ok bool) {
+	if rrs, found := z.rrs[name]; found || z.exists[name] || z.Synth == nil {
+		return rrs, z.exists[name], true
+	}
+	for _, s := range z.Synth(name) {
+		rr, err := dns.NewRR(s)
+		if err != nil || rr == nil || canon(rr.Header().Name) != name {
+			return nil, false, false
+		}
+		rr.Header().Name = name
+		rrs = append(rrs, rr)
+	}
+	return rrs, len(rrs) > 0, true
 }

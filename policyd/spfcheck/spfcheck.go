@@ -17,11 +17,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"blitiri.com.ar/go/spf"
 
+	"github.com/postkit/postkit/internal/dnsclient"
+	"github.com/postkit/postkit/internal/ttlcache"
 	"github.com/postkit/postkit/policyd"
 )
 
@@ -92,14 +93,18 @@ type Config struct {
 	AllowHelos         []string
 	// Timeout is the time budget of one request (both identities). Default 8s.
 	Timeout time.Duration
-	// CacheSize bounds the per-(client, HELO, sender) result cache that
+	// CacheSize bounds the per-(client, HELO, sender) decision cache that
 	// serves the RCPTs of one message, and the per-identity cache of
 	// check_host() results that serves the next messages of a client
 	// (its HELO) and of a sender domain (see identityKey). Negative
 	// disables both. Default 4096 entries each.
+	//
+	// There is no cache lifetime to configure: a cached result is kept
+	// until the first of the DNS answers it was built from expires, as the
+	// resolver reports it (dnsclient.WithExpiry: the smallest TTL, or the
+	// RFC 2308 negative TTL). A resolver that reports no expiry (such as
+	// *net.Resolver) leaves nothing cached.
 	CacheSize int
-	// CacheTTL is how long a cached result is used. Default 60s.
-	CacheTTL time.Duration
 	// MaxVoidLookups overrides the §4.6.4 limit of 2; 0 keeps it.
 	MaxVoidLookups uint
 	// OwnDomain, when set, reports whether a domain is one of ours. Mail
@@ -123,8 +128,8 @@ type Config struct {
 type Check struct {
 	cfg     Config
 	res     Resolver
-	cache   *resultCache
-	idCache *outcomeCache
+	cache   *ttlcache.Cache[string, policyd.Decision] // per (client, HELO, sender)
+	idCache *ttlcache.Cache[string, outcomeEntry]     // per identity (identityKey)
 }
 
 // New returns the check.
@@ -155,9 +160,6 @@ func New(cfg Config, res Resolver) (*Check, error) {
 	if cfg.CacheSize == 0 {
 		cfg.CacheSize = 4096
 	}
-	if cfg.CacheTTL <= 0 {
-		cfg.CacheTTL = 60 * time.Second
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -166,8 +168,8 @@ func New(cfg Config, res Resolver) (*Check, error) {
 	}
 	c := &Check{cfg: cfg, res: res}
 	if cfg.CacheSize > 0 {
-		c.cache = newResultCache(cfg.CacheSize)
-		c.idCache = &outcomeCache{max: cfg.CacheSize, items: map[string]outcomeEntry{}}
+		c.cache = ttlcache.New[string, policyd.Decision](cfg.CacheSize)
+		c.idCache = ttlcache.New[string, outcomeEntry](cfg.CacheSize)
 	}
 	return c, nil
 }
@@ -198,18 +200,18 @@ func (c *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision
 	// The decision depends on own, which is asked of the database on every
 	// request and so is part of the key.
 	key := ip.String() + "\x00" + strings.ToLower(r.Helo()) + "\x00" + strings.ToLower(r.Sender()) + "\x00" + strconv.FormatBool(own)
-	now := c.cfg.Now()
-	if c.cache != nil {
-		if d, ok := c.cache.get(key, now); ok {
-			return c.seal(r, d), nil
-		}
+	if d, _, ok := c.cache.Get(key, c.cfg.Now()); ok {
+		return c.seal(r, d), nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
+	// The decision (result, explanation, header) is kept until the first
+	// DNS answer it used expires.
+	ctx, exp := dnsclient.WithExpiry(ctx)
 	v := c.Evaluate(ctx, ip, r.Helo(), r.Sender())
 	d := c.decide(v, own)
-	if c.cache != nil {
-		c.cache.put(key, d, now.Add(c.cfg.CacheTTL))
+	if expires, ok := exp.Earliest(); ok {
+		c.cache.Put(key, d, expires, c.cfg.Now())
 	}
 	return c.seal(r, d), nil
 }
@@ -412,15 +414,18 @@ func (c *Check) checkHost(ctx context.Context, identity string, ip netip.Addr, h
 	env := &macroEnv{ip: ip, sender: sender, helo: helo, receiver: c.cfg.Hostname, now: c.cfg.Now()}
 	lr := &libResolver{res: c.res, env: env}
 	key := identityKey(identity, ip, helo, domain)
-	now := c.cfg.Now()
-	if e, ok := c.idCache.get(key, now); ok {
+	if e, expires, ok := c.idCache.Get(key, c.cfg.Now()); ok {
 		o.Result, o.Problem = e.result, e.problem
+		// What is built on this result (the decision) is bounded by the
+		// DNS answers the result was built from.
+		dnsclient.NoteExpiry(ctx, expires)
 	} else if !validSPFDomain(domain) {
 		// §4.3: a malformed or single-label domain gives "none".
 		o.Result = None
 		o.Problem = "not a valid domain name"
 	} else {
-		opts := []spf.Option{spf.WithResolver(lr), spf.WithContext(ctx)}
+		hctx, exp := dnsclient.WithExpiry(ctx)
+		opts := []spf.Option{spf.WithResolver(lr), spf.WithContext(hctx)}
 		if c.cfg.MaxVoidLookups > 0 {
 			opts = append(opts, spf.OverrideVoidLookupLimit(c.cfg.MaxVoidLookups))
 		}
@@ -435,8 +440,8 @@ func (c *Check) checkHost(ctx context.Context, identity string, ip netip.Addr, h
 		}
 		// A temporary error is asked again next time; a result that
 		// depended on the local part is only valid for this sender.
-		if o.Result != TempError && !lr.localPart {
-			c.idCache.put(key, outcomeEntry{o.Result, o.Problem, now.Add(c.cfg.CacheTTL)}, now)
+		if expires, ok := exp.Earliest(); ok && o.Result != TempError && !lr.localPart {
+			c.idCache.Put(key, outcomeEntry{o.Result, o.Problem}, expires, c.cfg.Now())
 		}
 	}
 	if o.Result == Fail {
@@ -567,50 +572,6 @@ func isDotAtom(s string) bool {
 	return true
 }
 
-// resultCache keeps decisions per (client, HELO, sender) for the RCPTs of
-// one message: Postfix asks once per recipient.
-type resultCache struct {
-	mu    sync.Mutex
-	max   int
-	items map[string]cached
-}
-
-type cached struct {
-	d       policyd.Decision
-	expires time.Time
-}
-
-func newResultCache(max int) *resultCache {
-	return &resultCache{max: max, items: make(map[string]cached)}
-}
-
-func (rc *resultCache) get(k string, now time.Time) (policyd.Decision, bool) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	e, ok := rc.items[k]
-	if !ok || !now.Before(e.expires) {
-		return policyd.Decision{}, false
-	}
-	return e.d, true
-}
-
-func (rc *resultCache) put(k string, d policyd.Decision, expires time.Time) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if len(rc.items) >= rc.max {
-		now := expires // any expired entry goes first; then arbitrary ones
-		for key, e := range rc.items {
-			if e.expires.Before(now) || len(rc.items) >= rc.max {
-				delete(rc.items, key)
-			}
-			if len(rc.items) < rc.max*3/4 {
-				break
-			}
-		}
-	}
-	rc.items[k] = cached{d, expires}
-}
-
 // identityKey names a check_host() evaluation whose result depends on
 // nothing else (§4.1: the client IP, the domain, the sender, the HELO name
 // for %{h}) when no record used the sender's local part (%{l}, %{s}): the
@@ -620,54 +581,10 @@ func identityKey(identity string, ip netip.Addr, helo, domain string) string {
 	return identity + "\x00" + ip.String() + "\x00" + strings.ToLower(helo) + "\x00" + strings.ToLower(domain)
 }
 
-// outcomeCache memoises check_host() results (not headers or explanations,
-// which name the sender and are built per request). A nil cache keeps
-// nothing.
-type outcomeCache struct {
-	mu    sync.Mutex
-	max   int
-	items map[string]outcomeEntry
-}
-
+// outcomeEntry is a check_host() result kept in the identity cache (not
+// headers or explanations, which name the sender and are built per
+// request).
 type outcomeEntry struct {
 	result  Result
 	problem string
-	expires time.Time
-}
-
-func (oc *outcomeCache) get(k string, now time.Time) (outcomeEntry, bool) {
-	if oc == nil {
-		return outcomeEntry{}, false
-	}
-	oc.mu.Lock()
-	defer oc.mu.Unlock()
-	e, ok := oc.items[k]
-	if !ok || !now.Before(e.expires) {
-		return outcomeEntry{}, false
-	}
-	return e, true
-}
-
-func (oc *outcomeCache) put(k string, e outcomeEntry, now time.Time) {
-	if oc == nil {
-		return
-	}
-	oc.mu.Lock()
-	defer oc.mu.Unlock()
-	if _, ok := oc.items[k]; !ok && len(oc.items) >= oc.max {
-		// Expired entries first, then arbitrary ones down to 3/4: one
-		// sweep pays for the next max/4 insertions.
-		for key, old := range oc.items {
-			if !now.Before(old.expires) {
-				delete(oc.items, key)
-			}
-		}
-		for key := range oc.items {
-			if len(oc.items) < oc.max*3/4 {
-				break
-			}
-			delete(oc.items, key)
-		}
-	}
-	oc.items[k] = e
 }

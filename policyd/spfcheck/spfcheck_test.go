@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,7 +51,9 @@ func newTestCheck(t *testing.T, cfg Config, extra ...string) (*Check, *dnstest.S
 	}
 	z.Timeout("slow.example")
 	srv.Set(z)
-	res, err := dnsclient.New(dnsclient.Config{Servers: []string{srv.Addr()}, Timeout: 100 * time.Millisecond, Attempts: 1})
+	// One clock for the resolver and the check: cached results expire
+	// with the DNS answers they were built from.
+	res, err := dnsclient.New(dnsclient.Config{Servers: []string{srv.Addr()}, Timeout: 100 * time.Millisecond, Attempts: 1, Now: cfg.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +183,7 @@ func TestDecisions(t *testing.T) {
 
 func TestResultCache(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
-	c, srv := newTestCheck(t, Config{CacheTTL: time.Minute, Now: func() time.Time { return now }})
+	c, srv := newTestCheck(t, Config{Now: func() time.Time { return now }})
 	ask := func() policyd.Decision {
 		d, err := c.Check(context.Background(), request("198.51.100.7", "client.example", "a@soft.example"))
 		if err != nil {
@@ -356,5 +359,105 @@ func TestIdentityCache(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Cached decisions and identity results live exactly as long as the first
+// DNS answer they were built from: the record's TTL, 0 included, and the
+// RFC 2308 negative TTL of a name that did not exist. The clock is a seam;
+// the zone changes between steps and the answers must follow.
+func TestCacheFollowsTTL(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	now := t0
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	c, srv := newTestCheck(t, Config{Mode: Header, Now: clock})
+	zone := func(inc, zero string, nx bool) *dnstest.Zone {
+		recs := []string{
+			`ttl.example. 300 IN TXT "v=spf1 include:inc.ttl.example -all"`,
+			`inc.ttl.example. 30 IN TXT "v=spf1 ` + inc + ` -all"`,
+			`zero.example. 0 IN TXT "v=spf1 ` + zero + `"`,
+		}
+		if nx {
+			recs = append(recs, `nx.example. 300 IN TXT "v=spf1 -all"`)
+		}
+		z, err := dnstest.ParseZone(recs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		z.NegativeTTL = 20
+		return z
+	}
+	const (
+		other = "ip4:192.0.2.0/24"
+		ours  = "ip4:198.51.100.0/24"
+	)
+	steps := []struct {
+		name   string
+		at     time.Duration // since t0
+		zone   *dnstest.Zone // nil: unchanged
+		sender string
+		want   string
+		cached bool // answered without a DNS query
+	}{
+		{"first", 0, zone(other, "-all", false), "a@ttl.example", "spf=fail", false},
+		{"record changed, decision cached", 1 * time.Second, zone(ours, "-all", false), "a@ttl.example", "spf=fail", true},
+		{"other local part: identity cached", 29 * time.Second, nil, "b@ttl.example", "spf=fail", true},
+		{"include's TTL (30s) over", 30 * time.Second, nil, "a@ttl.example", "spf=pass", false},
+		{"TTL 0", 30 * time.Second, nil, "c@zero.example", "spf=fail", false},
+		{"TTL 0: changed at once", 30 * time.Second, zone(ours, "+all", false), "c@zero.example", "spf=pass", false},
+		{"TTL 0: identity neither", 30 * time.Second, zone(ours, "-all", false), "d@zero.example", "spf=fail", false},
+		{"no such domain", 30 * time.Second, nil, "e@nx.example", "spf=none", false},
+		{"created: negative answer cached", 31 * time.Second, zone(ours, "-all", true), "e@nx.example", "spf=none", true},
+		{"negative, identity cached", 49 * time.Second, nil, "f@nx.example", "spf=none", true},
+		{"negative TTL (20s) over", 50 * time.Second, nil, "e@nx.example", "spf=fail", false},
+	}
+	for _, s := range steps {
+		mu.Lock()
+		now = t0.Add(s.at)
+		mu.Unlock()
+		if s.zone != nil {
+			srv.Set(s.zone)
+		}
+		q := srv.Queries()
+		// An address-literal HELO is not checked (§2.3): only the MAIL FROM
+		// identity's answers count.
+		d, err := c.Check(context.Background(), request("198.51.100.7", "[198.51.100.7]", s.sender))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Reason != s.want {
+			t.Errorf("t0+%v %s: %s, want %s", s.at, s.name, d.Reason, s.want)
+		}
+		if queried := srv.Queries() > q; queried == s.cached {
+			t.Errorf("t0+%v %s: DNS queried %v, want %v", s.at, s.name, queried, !s.cached)
+		}
+	}
+}
+
+// noExpiry hides the resolver's expiry reports, as a resolver that knows no
+// TTLs (net.Resolver) would.
+type noExpiry struct{ Resolver }
+
+func (n noExpiry) LookupTXT(_ context.Context, name string) ([]string, error) {
+	return n.Resolver.LookupTXT(context.Background(), name)
+}
+
+// Without expiries nothing is cached: the check cannot know for how long
+// a result would stay true.
+func TestNoExpiryNoCache(t *testing.T) {
+	c, srv := newTestCheck(t, Config{Mode: Header})
+	c.res = noExpiry{c.res}
+	for i := range 3 {
+		d, _ := c.Check(context.Background(), request("198.51.100.7", "[198.51.100.7]", "a@soft.example"))
+		if d.Reason != "spf=softfail" {
+			t.Errorf("request %d: %s, want softfail", i, d.Reason)
+		}
+	}
+	if srv.Queries() == 0 {
+		t.Error("no DNS query made")
+	}
+	if n := c.cache.Len() + c.idCache.Len(); n != 0 {
+		t.Errorf("%d cached entries, want 0", n)
 	}
 }
