@@ -18,6 +18,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/postkit/postkit/internal/dnsclient"
+	"github.com/postkit/postkit/internal/ttlcache"
 )
 
 // DNSBLResolver looks up A records. *net.Resolver and *dnsclient.Resolver
@@ -219,11 +222,13 @@ type DNSBLConfig struct {
 	RejectCode string
 	// Timeout bounds all the queries of one client. Default 5s.
 	Timeout time.Duration
-	// CacheTTL keeps a client's score so that its next recipients (and the
-	// greylisting check) need no query. Default 60s; results with DNS errors
-	// are not kept.
-	CacheTTL time.Duration
-	// CacheSize bounds the cache. Default 10000 clients.
+	// CacheSize bounds the cache of client scores, which spares the next
+	// recipients of a client (and the greylisting check) their queries.
+	// A score is kept until the first of the DNS answers it was built from
+	// expires (the smallest TTL, or the RFC 2308 negative TTL, as the
+	// resolver reports them through dnsclient.WithExpiry); a resolver that
+	// reports none, and results with DNS errors, are not kept. Default
+	// 10000 clients.
 	CacheSize int
 	// CheckAuthenticated also scores SASL-authenticated clients (default:
 	// skipped, as permit_sasl_authenticated before reject_rbl_client does).
@@ -252,13 +257,7 @@ type DNSBL struct {
 	log     *slog.Logger
 	domains []string // distinct Sites domains, in first-seen order
 
-	mu    sync.Mutex
-	cache map[netip.Addr]dnsblEntry
-}
-
-type dnsblEntry struct {
-	res     DNSBLResult
-	expires time.Time
+	cache *ttlcache.Cache[netip.Addr, DNSBLResult]
 }
 
 // NewDNSBL returns the DNSBL check querying through res.
@@ -287,9 +286,6 @@ func NewDNSBL(cfg DNSBLConfig, res DNSBLResolver) (*DNSBL, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
 	}
-	if cfg.CacheTTL == 0 {
-		cfg.CacheTTL = time.Minute
-	}
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 10000
 	}
@@ -300,7 +296,7 @@ func NewDNSBL(cfg DNSBLConfig, res DNSBLResolver) (*DNSBL, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	d := &DNSBL{cfg: cfg, res: res, log: log.With("check", "dnsbl"), cache: map[netip.Addr]dnsblEntry{}}
+	d := &DNSBL{cfg: cfg, res: res, log: log.With("check", "dnsbl"), cache: ttlcache.New[netip.Addr, DNSBLResult](cfg.CacheSize)}
 	seen := map[string]bool{}
 	for _, s := range cfg.Sites {
 		if !seen[s.Domain] {
@@ -370,27 +366,16 @@ func (d *DNSBL) AllowListed(ctx context.Context, r *Request) bool {
 func (d *DNSBL) Lookup(ctx context.Context, ip netip.Addr) DNSBLResult {
 	ip = ip.Unmap()
 	now := d.cfg.Now()
-	d.mu.Lock()
-	e, ok := d.cache[ip]
-	d.mu.Unlock()
-	if ok && now.Before(e.expires) {
-		return e.res
+	if res, expires, ok := d.cache.Get(ip, now); ok {
+		// What is built on the score (a greylisting decision) is bounded
+		// by the same answers.
+		dnsclient.NoteExpiry(ctx, expires)
+		return res
 	}
-	res := d.query(ctx, ip)
-	if res.Errors == 0 && d.cfg.CacheTTL > 0 {
-		d.mu.Lock()
-		if len(d.cache) >= d.cfg.CacheSize {
-			for k, v := range d.cache {
-				if !now.Before(v.expires) {
-					delete(d.cache, k)
-				}
-			}
-			if len(d.cache) >= d.cfg.CacheSize {
-				clear(d.cache)
-			}
-		}
-		d.cache[ip] = dnsblEntry{res: res, expires: now.Add(d.cfg.CacheTTL)}
-		d.mu.Unlock()
+	qctx, exp := dnsclient.WithExpiry(ctx)
+	res := d.query(qctx, ip)
+	if expires, ok := exp.Earliest(); ok && res.Errors == 0 {
+		d.cache.Put(ip, res, expires, now)
 	}
 	return res
 }

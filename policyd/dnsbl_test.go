@@ -10,6 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/postkit/postkit/internal/dnsclient"
+	"github.com/postkit/postkit/internal/dnstest"
 )
 
 func TestParseDNSBLSite(t *testing.T) {
@@ -111,6 +114,9 @@ type fakeDNS struct {
 	errs    map[string]error
 	delay   map[string]time.Duration
 	queries []string
+	// expires, when set, is noted as every answer's expiry
+	// (dnsclient.NoteExpiry), as postkit's resolver does from the TTLs.
+	expires time.Time
 }
 
 func (f *fakeDNS) LookupIP(ctx context.Context, network, host string) ([]net.IP, error) {
@@ -132,6 +138,9 @@ func (f *fakeDNS) LookupIP(ctx context.Context, network, host string) ([]net.IP,
 	}
 	if err != nil {
 		return nil, err
+	}
+	if !f.expires.IsZero() {
+		dnsclient.NoteExpiry(ctx, f.expires)
 	}
 	if !ok {
 		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
@@ -249,33 +258,62 @@ func TestDNSBLSkipsPrivateAndListed(t *testing.T) {
 	}
 }
 
+// TestDNSBLCache: a client's score is kept until the first DNS answer it
+// was built from expires (its TTL, or the negative TTL of a list that does
+// not list it), through postkit's resolver and the loopback DNS server.
 func TestDNSBLCache(t *testing.T) {
-	dns := &fakeDNS{answers: map[string][]string{"1.2.0.192.zen.spamhaus.org": {"127.0.0.2"}}}
-	now := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	d, err := NewDNSBL(DNSBLConfig{
-		Sites:  mustSites(t, "zen.spamhaus.org bl.example"),
-		Logger: quietLogger(),
-		Now:    func() time.Time { return now },
-	}, dns)
+	srv, err := dnstest.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Request{Attrs: map[string]string{"client_address": "192.0.2.1"}}
-	steps := []struct {
-		advance     time.Duration
-		wantQueries int
-	}{
-		{0, 2},                // first lookup: one query per list
-		{10 * time.Second, 2}, // cached
-		{time.Minute, 4},      // expired
-	}
-	for i, s := range steps {
-		now = now.Add(s.advance)
-		if got, _ := d.Check(context.Background(), r); !got.Final() {
-			t.Errorf("step %d: Check = %+v; want listed", i, got)
+	defer srv.Close()
+	zone := func(listed bool) *dnstest.Zone {
+		recs := []string{"1.2.0.192.zen.example. 30 IN A 127.0.0.2", "1.2.0.192.slow.example. 300 IN A 127.0.0.2"}
+		if listed {
+			recs = append(recs, "2.2.0.192.zen.example. 300 IN A 127.0.0.2")
 		}
-		if n := dns.count(); n != s.wantQueries {
-			t.Errorf("step %d: %d queries so far; want %d", i, n, s.wantQueries)
+		z, err := dnstest.ParseZone(recs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		z.NegativeTTL = 20
+		return z
+	}
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := t0
+	clock := func() time.Time { return now }
+	res, err := dnsclient.New(dnsclient.Config{Servers: []string{srv.Addr()}, Timeout: time.Second, Attempts: 1, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := NewDNSBL(DNSBLConfig{Sites: mustSites(t, "zen.example slow.example"), Logger: quietLogger(), Now: clock}, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name    string
+		at      time.Duration
+		zone    *dnstest.Zone // nil: unchanged
+		client  string
+		listed  bool
+		queried bool
+	}{
+		{"first", 0, zone(false), "192.0.2.1", true, true},
+		{"cached", 29 * time.Second, nil, "192.0.2.1", true, false},
+		{"smallest TTL (30s) over", 30 * time.Second, nil, "192.0.2.1", true, true},
+		{"not listed", 30 * time.Second, nil, "192.0.2.2", false, true},
+		{"listed since: negative answer cached", 49 * time.Second, zone(true), "192.0.2.2", false, false},
+		{"negative TTL (20s) over", 50 * time.Second, nil, "192.0.2.2", true, true},
+	}
+	for _, s := range steps {
+		if s.zone != nil {
+			srv.Set(s.zone)
+		}
+		now = t0.Add(s.at)
+		before := srv.Queries()
+		got := d.Lookup(context.Background(), netip.MustParseAddr(s.client))
+		if (got.Score > 0) != s.listed || (srv.Queries() > before) != s.queried {
+			t.Errorf("%s: Lookup(%s) = %+v after %d queries; want listed=%v queried=%v", s.name, s.client, got, srv.Queries()-before, s.listed, s.queried)
 		}
 	}
 }
@@ -346,8 +384,8 @@ func FuzzParseDNSBLSite(f *testing.F) {
 // BenchmarkDNSBLCached measures a check answered from the score cache (the
 // second and later recipients of a message).
 func BenchmarkDNSBLCached(b *testing.B) {
-	dns := &fakeDNS{answers: map[string][]string{"1.2.0.192.zen.spamhaus.org": {"127.0.0.2"}}}
-	d, _ := NewDNSBL(DNSBLConfig{Sites: mustSites(b, testSites), Logger: quietLogger(), CacheTTL: time.Hour}, dns)
+	dns := &fakeDNS{answers: map[string][]string{"1.2.0.192.zen.spamhaus.org": {"127.0.0.2"}}, expires: time.Now().Add(time.Hour)}
+	d, _ := NewDNSBL(DNSBLConfig{Sites: mustSites(b, testSites), Logger: quietLogger()}, dns)
 	r := &Request{Attrs: map[string]string{"client_address": "192.0.2.1"}}
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
