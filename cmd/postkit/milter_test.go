@@ -19,8 +19,8 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/postkit/postkit/internal/config"
+	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/internal/dnstest"
-	"github.com/postkit/postkit/milter/dkimkey"
 	"github.com/postkit/postkit/milter/dkimsign"
 	"github.com/postkit/postkit/milter/milterd"
 	"github.com/postkit/postkit/milter/miltertest"

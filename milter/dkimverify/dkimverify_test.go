@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/authres"
-	"github.com/postkit/postkit/milter/dkimkey"
+	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/milter/dkimsign"
 	"github.com/postkit/postkit/milter/filter"
 )
