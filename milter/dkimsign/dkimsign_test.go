@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/milter/filter"
+	"github.com/postkit/postkit/milter/header"
 )
 
 // RFC 8463 Appendix A.1: the Ed25519 secret key (the RFC 8032 section 7.1
@@ -179,7 +180,7 @@ func TestRFC8463Vector(t *testing.T) {
 		" bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;\r\n" +
 		" b="
 	br := bufio.NewReader(strings.NewReader(rfcMessage))
-	hs, err := ReadHeaders(br)
+	hs, err := header.Read(br)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,47 +440,6 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-func TestFromDomain(t *testing.T) {
-	tests := []struct {
-		from, want string
-		err        bool
-	}{
-		{"a@example.org", "example.org", false},
-		{"Ann <Ann@Example.Org>", "example.org", false},
-		{"\"Doe, John\" <j@sub.example.org>", "sub.example.org", false},
-		{"=?utf-8?q?J=C3=B6?= <j@example.org>", "example.org", false},
-		{"Jöhn Dœ <j@example.org>", "example.org", false},
-		{"Broken \"quote <j@example.org>", "example.org", false},
-		{"a@example.org, b@example.net", "", true},
-		{"nobody", "", true},
-		{"<>", "", true},
-		{"x@", "", true},
-	}
-	for _, tc := range tests {
-		got, err := FromDomain([]filter.Header{{Name: "From", Value: tc.from}})
-		if (err != nil) != tc.err || got != tc.want {
-			t.Errorf("FromDomain(%q) = %q, %v; want %q, error %v", tc.from, got, err, tc.want, tc.err)
-		}
-	}
-}
-
-func TestReadHeaders(t *testing.T) {
-	in := "From: a@b.example\r\nSubject:x\r\n\tcont\r\nX-Empty:\r\n\r\nbody"
-	hs, err := ReadHeaders(bufio.NewReader(strings.NewReader(in)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []filter.Header{{Name: "From", Value: "a@b.example"}, {Name: "Subject", Value: "x\r\n\tcont"}, {Name: "X-Empty", Value: ""}}
-	if fmt.Sprint(hs) != fmt.Sprint(want) {
-		t.Errorf("ReadHeaders = %q; want %q", hs, want)
-	}
-	for _, bad := range []string{" cont\r\n\r\n", "no colon here\r\n\r\n", ": empty name\r\n\r\n"} {
-		if _, err := ReadHeaders(bufio.NewReader(strings.NewReader(bad))); err == nil {
-			t.Errorf("ReadHeaders(%q) succeeded", bad)
-		}
-	}
-}
-
 func FuzzReadHeaders(f *testing.F) {
 	f.Add(rfcMessage)
 	f.Add("From: a\r\n b\r\n\r\n")
@@ -490,11 +450,11 @@ func FuzzReadHeaders(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, msg string) {
-		hs, err := ReadHeaders(bufio.NewReader(strings.NewReader(msg)))
+		hs, err := header.Read(bufio.NewReader(strings.NewReader(msg)))
 		if err != nil {
 			return
 		}
-		FromDomain(hs)
+		header.FromDomain(hs)
 		sigs, err := s.Sign(strings.NewReader(msg))
 		if err != nil || len(sigs) == 0 {
 			return

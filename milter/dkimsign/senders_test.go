@@ -189,21 +189,3 @@ func TestParseUnowned(t *testing.T) {
 		t.Error("ParseUnowned(sign) succeeded")
 	}
 }
-
-func TestFromAddress(t *testing.T) {
-	tests := []struct{ from, want string }{
-		{"a@example.org", "a@example.org"},
-		{"Ann <Ann@Example.Org>", "Ann@Example.Org"},
-		{"\"Doe, John\" <j@sub.example.org>", "j@sub.example.org"},
-		{"Jöhn Dœ <j@example.org>", "j@example.org"},
-		{"(comment) a@example.org", "a@example.org"},
-		{"a@example.org, b@example.net", ""},
-		{"nobody", ""},
-	}
-	for _, tc := range tests {
-		got, err := FromAddress([]filter.Header{{Name: "From", Value: tc.from}})
-		if got != tc.want || (err != nil) != (tc.want == "") {
-			t.Errorf("FromAddress(%q) = %q, %v; want %q", tc.from, got, err, tc.want)
-		}
-	}
-}

@@ -22,8 +22,8 @@ import (
 
 	"github.com/emersion/go-msgauth/authres"
 	"github.com/emersion/go-msgauth/dkim"
-	"github.com/postkit/postkit/milter/dkimsign"
 	"github.com/postkit/postkit/milter/filter"
+	"github.com/postkit/postkit/milter/header"
 )
 
 // Resolver is the DNS lookup the verifier needs; internal/dnsclient's
@@ -121,10 +121,6 @@ type Result struct {
 	Identity  string              // i=, or "@" d= when absent
 }
 
-// ServID returns the authserv-id an Authentication-Results value claims;
-// see filter.ServID.
-func ServID(value string) string { return filter.ServID(value) }
-
 // Headers implements filter.Filter: it deletes Authentication-Results fields
 // forged with our authserv-id and starts verifying the message's signatures.
 func (v *Verifier) Headers(m *filter.Message, c *filter.Changes) (filter.Body, error) {
@@ -140,7 +136,7 @@ func (v *Verifier) Headers(m *filter.Message, c *filter.Changes) (filter.Body, e
 		if !strings.EqualFold(h.Name, "Authentication-Results") {
 			continue
 		}
-		if strings.EqualFold(ServID(h.Value), v.id) {
+		if strings.EqualFold(header.ServID(h.Value), v.id) {
 			c.DeleteHeader("Authentication-Results", nth)
 			v.log.Info("dkimverify: deleted forged Authentication-Results", "qid", m.QueueID, "value", h.Value)
 			continue
@@ -405,7 +401,7 @@ func Format(authservID string, results []Result) string {
 // chain (`postkit dkim verify`, tests).
 func (v *Verifier) VerifyMessage(ctx context.Context, r io.Reader) ([]Result, error) {
 	br := bufio.NewReader(r)
-	hs, err := dkimsign.ReadHeaders(br)
+	hs, err := header.Read(br)
 	if err != nil {
 		return nil, fmt.Errorf("dkimverify: %w", err)
 	}

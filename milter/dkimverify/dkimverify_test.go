@@ -20,6 +20,7 @@ import (
 	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/milter/dkimsign"
 	"github.com/postkit/postkit/milter/filter"
+	"github.com/postkit/postkit/milter/header"
 )
 
 // fakeDNS answers TXT lookups from a map; names in temp fail temporarily.
@@ -231,7 +232,7 @@ func TestForgedResults(t *testing.T) {
 	var left []string
 	for _, h := range m.Headers {
 		if h.Name == "Authentication-Results" {
-			left = append(left, ServID(h.Value))
+			left = append(left, header.ServID(h.Value))
 		}
 	}
 	if fmt.Sprint(left) != "[mx.example.net other.example mx.example.net.evil]" {
@@ -240,34 +241,6 @@ func TestForgedResults(t *testing.T) {
 	if !strings.HasPrefix(m.Headers[0].Value, "mx.example.net;\r\n\tdkim=none") {
 		t.Errorf("top header %+v; want our dkim=none", m.Headers[0])
 	}
-}
-
-func TestServID(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"mx.example.net; dkim=pass", "mx.example.net"},
-		{"  mx.example.net 1; none", "mx.example.net"},
-		{"(a (nested) comment) mx.example.net\r\n\t; spf=pass", "mx.example.net"},
-		{"mx.example.net", "mx.example.net"},
-		{"", ""},
-		{"(unclosed mx.example.net; x", ""},
-		{"\"quoted(not comment)\"; x", "\"quoted(not"},
-	}
-	for _, tc := range tests {
-		if got := ServID(tc.in); got != tc.want {
-			t.Errorf("ServID(%q) = %q; want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
-func FuzzServID(f *testing.F) {
-	f.Add("mx.example.net; dkim=pass")
-	f.Add("(\\)) x;")
-	f.Fuzz(func(t *testing.T, s string) {
-		id := ServID(s)
-		if strings.ContainsAny(id, " \t\r\n;") {
-			t.Fatalf("ServID(%q) = %q contains a separator", s, id)
-		}
-	})
 }
 
 // FuzzVerify feeds arbitrary messages through the filter: never a panic,
