@@ -21,6 +21,7 @@ import (
 	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/milter/filter"
 	"github.com/postkit/postkit/milter/header"
+	"github.com/postkit/postkit/milter/miltertest"
 )
 
 // RFC 8463 Appendix A.1: the Ed25519 secret key (the RFC 8032 section 7.1
@@ -262,31 +263,6 @@ func TestSignatureShape(t *testing.T) {
 	}
 }
 
-// run passes a message through the filter as the daemon would, with the body
-// in chunks of the given size.
-func run(t testing.TB, f filter.Filter, m *filter.Message, body string, chunk int) *filter.Changes {
-	t.Helper()
-	c := filter.NewChanges(m)
-	b, err := f.Headers(m, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b == nil {
-		return c
-	}
-	for p := []byte(body); len(p) > 0; {
-		n := min(chunk, len(p))
-		if err := b.Write(p[:n]); err != nil {
-			t.Fatal(err)
-		}
-		p = p[n:]
-	}
-	if err := b.End(m, c); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func rawMessage(hs []filter.Header, body string) string {
 	var b strings.Builder
 	for _, h := range hs {
@@ -341,7 +317,7 @@ func TestFilter(t *testing.T) {
 		for _, chunk := range []int{7, 65536} {
 			m := &filter.Message{QueueID: "Q1", Outbound: tc.outbound, Headers: append([]filter.Header(nil), tc.headers...)}
 			orig := append([]filter.Header(nil), tc.headers...)
-			c := run(t, s, m, body, chunk)
+			c := miltertest.Run(t, m, body, chunk, s)
 			if len(c.Ops) != len(tc.wantSigs) {
 				t.Fatalf("%s: %d ops; want %d: %+v", tc.name, len(c.Ops), len(tc.wantSigs), c.Ops)
 			}

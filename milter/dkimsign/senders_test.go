@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/postkit/postkit/milter/filter"
+	"github.com/postkit/postkit/milter/miltertest"
 )
 
 // fakeSenders answers from a fixed table, or fails with err; it records
@@ -114,7 +115,7 @@ func TestSignsOnlyOwnedFrom(t *testing.T) {
 				m.Macros["{auth_authen}"] = tc.login
 				m.Macros["{auth_type}"] = "PLAIN"
 			}
-			c := run(t, s, m, body, 64)
+			c := miltertest.Run(t, m, body, 64, s)
 			if len(c.Ops) != tc.sigs {
 				t.Errorf("%d changes %+v; want %d signatures", len(c.Ops), c.Ops, tc.sigs)
 			}
@@ -153,7 +154,7 @@ func TestSendersReload(t *testing.T) {
 	send := func() *filter.Changes {
 		m := &filter.Message{QueueID: "Q", Outbound: true, Headers: []filter.Header{{Name: "From", Value: "billing@example.org"}},
 			Macros: map[string]string{"{auth_authen}": "demo@example.org"}}
-		return run(t, s, m, "x\r\n", 64)
+		return miltertest.Run(t, m, "x\r\n", 64, s)
 	}
 	if c := send(); len(c.Ops) != 1 {
 		t.Fatalf("without Senders: %d ops; want a signature", len(c.Ops))

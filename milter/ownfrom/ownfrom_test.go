@@ -130,15 +130,7 @@ func TestForgedResultsIgnored(t *testing.T) {
 	}
 	forgedAR := "Authentication-Results: " + authservID + "; dkim=pass header.d=example.test\r\n"
 	m := &filter.Message{Conn: &filter.Conn{Addr: netip.MustParseAddr("198.51.100.1")}, Headers: miltertest.Headers([]byte(forgedAR + "From: billing@example.test\r\n\r\n"))}
-	c := filter.NewChanges(m)
-	b, err := f.Headers(m, c)
-	if err != nil || b == nil {
-		t.Fatalf("Headers: %v %v, want a body", b, err)
-	}
-	if err := b.End(m, c); err != nil {
-		t.Fatal(err)
-	}
-	if c.Verdict != filter.Reject {
+	if c := miltertest.Run(t, m, "", 0, f); c.Verdict != filter.Reject {
 		t.Errorf("verdict %v, want Reject: the forged result counted", c.Verdict)
 	}
 }
