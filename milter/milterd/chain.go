@@ -12,7 +12,8 @@ import (
 // end of headers, every body chunk into every Body, End in order at end of
 // message.
 type msgState struct {
-	st         *settings
+	st         *Chain
+	release    func() // gives st back to the Holder
 	filters    []filter.Filter
 	timings    []time.Duration
 	start      time.Time
