@@ -99,6 +99,9 @@ type Config struct {
 	// the login may use the From address; nil signs authenticated mail
 	// without asking.
 	Senders Senders
+	// SenderTimeout bounds one Senders question. Default:
+	// DefaultSenderTimeout.
+	SenderTimeout time.Duration
 	// Unowned is what happens to authenticated mail whose From address
 	// the login may not use. Default: UnownedReject.
 	Unowned Unowned
@@ -137,9 +140,9 @@ func ParseUnowned(s string) (Unowned, error) {
 	return 0, fmt.Errorf("dkimsign: %q for mail whose From the login may not use: want reject or unsigned", s)
 }
 
-// senderTimeout bounds one Senders question: a lookup takes tens of
+// DefaultSenderTimeout bounds one Senders question: a lookup takes tens of
 // microseconds, a writer holding the database lock a few milliseconds.
-const senderTimeout = 15 * time.Second
+const DefaultSenderTimeout = 15 * time.Second
 
 // key is a loaded signing key with what can be prepared once.
 type key struct {
@@ -160,6 +163,7 @@ type keySet struct {
 	expiration     time.Duration
 	domains, total int
 	senders        Senders
+	senderTimeout  time.Duration
 	unowned        Unowned
 }
 
@@ -250,7 +254,10 @@ func load(cfg Config) (*keySet, error) {
 	}
 	set := &keySet{byDomain: map[string][]*key{}, hRelaxed: hr, bRelaxed: br,
 		subdomains: cfg.Subdomains, expiration: cfg.Expiration, oversign: map[string]bool{},
-		senders: cfg.Senders, unowned: cfg.Unowned}
+		senders: cfg.Senders, senderTimeout: cfg.SenderTimeout, unowned: cfg.Unowned}
+	if set.senderTimeout <= 0 {
+		set.senderTimeout = DefaultSenderTimeout
+	}
 	if cfg.Unowned != UnownedReject && cfg.Unowned != UnownedUnsigned {
 		return nil, fmt.Errorf("dkimsign: Unowned %d: want UnownedReject or UnownedUnsigned", cfg.Unowned)
 	}
@@ -425,7 +432,7 @@ func (s *Signer) Headers(m *filter.Message, c *filter.Changes) (filter.Body, err
 func (s *Signer) fromOwned(set *keySet, login string, m *filter.Message, c *filter.Changes) bool {
 	addr, err := header.FromAddress(m.Headers)
 	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), senderTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), set.senderTimeout)
 		var ok bool
 		ok, err = set.senders.MayUse(ctx, login, addr)
 		cancel()

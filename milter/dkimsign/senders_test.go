@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/postkit/postkit/milter/filter"
 	"github.com/postkit/postkit/milter/miltertest"
@@ -188,5 +189,35 @@ func TestParseUnowned(t *testing.T) {
 	}
 	if _, err := ParseUnowned("sign"); err == nil {
 		t.Error("ParseUnowned(sign) succeeded")
+	}
+}
+
+// slowSenders answers only when its context ends.
+type slowSenders struct{ waited chan time.Duration }
+
+func (s slowSenders) MayUse(ctx context.Context, login, addr string) (bool, error) {
+	t0 := time.Now()
+	<-ctx.Done()
+	s.waited <- time.Since(t0)
+	return false, ctx.Err()
+}
+
+// SenderTimeout bounds the question: a database that does not answer in
+// time defers the message instead of holding it.
+func TestSenderTimeout(t *testing.T) {
+	keys := []Key{{Domain: "example.org", Selector: "e1", Signer: rfcEd25519Key(t)}}
+	slow := slowSenders{make(chan time.Duration, 1)}
+	s, err := New(Config{Keys: keys, Senders: slow, SenderTimeout: 50 * time.Millisecond, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &filter.Message{QueueID: "Q", Outbound: true, Headers: []filter.Header{{Name: "From", Value: "demo@example.org"}},
+		Macros: map[string]string{"{auth_authen}": "demo@example.org"}}
+	c := miltertest.Run(t, m, "x\r\n", 64, s)
+	if c.Verdict != filter.Tempfail || c.Code != "451" {
+		t.Errorf("verdict %v %s; want 451", c.Verdict, c.Code)
+	}
+	if w := <-slow.waited; w > 5*time.Second {
+		t.Errorf("the question waited %v; want about 50ms", w)
 	}
 }
