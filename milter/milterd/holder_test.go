@@ -59,7 +59,7 @@ func TestHolderSwapClosesOldChainAfterItsLastMessage(t *testing.T) {
 	entered, hold := make(chan struct{}, 1), make(chan struct{})
 	old, err := milterd.NewChain(milterd.Config{
 		Chains: map[string][]filter.Filter{milterd.DefaultChain: {tagFilter("old", entered, hold)}},
-		Closer: closeRecorder{"old", closed}, Logger: miltertest.TestLogger(t),
+		Closer: closeRecorder{"old", closed}, Logger: miltertest.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +88,7 @@ func TestHolderSwapClosesOldChainAfterItsLastMessage(t *testing.T) {
 
 	next, err := milterd.NewChain(milterd.Config{
 		Chains: map[string][]filter.Filter{milterd.DefaultChain: {tagFilter("new", nil, nil)}},
-		Closer: closeRecorder{"new", closed}, Logger: miltertest.TestLogger(t),
+		Closer: closeRecorder{"new", closed}, Logger: miltertest.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +132,7 @@ func TestHolderSwapClosesOldChainAfterItsLastMessage(t *testing.T) {
 // and Shutdown closes the current one.
 func TestReloadClosesOldChain(t *testing.T) {
 	closed := make(chan string, 4)
-	log := miltertest.TestLogger(t)
+	log := miltertest.Logger(t)
 	srv := miltertest.Start(t, "unix", milterd.Config{Closer: closeRecorder{"old", closed}}, tagFilter("old", nil, nil))
 	res, err := srv.Send(msg(sample)) // the listener is being served
 	if got := chainTag(t, res, err); got != "old" {

@@ -49,7 +49,7 @@ func Start(t testing.TB, network string, cfg milterd.Config, filters ...filter.F
 		cfg.Chains = map[string][]filter.Filter{milterd.DefaultChain: filters}
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = TestLogger(t)
+		cfg.Logger = Logger(t)
 	}
 	srv, err := milterd.New(cfg)
 	if err != nil {
@@ -58,8 +58,8 @@ func Start(t testing.TB, network string, cfg milterd.Config, filters ...filter.F
 	return Serve(t, network, srv)
 }
 
-// TestLogger returns a logger writing warnings and errors to t's log.
-func TestLogger(t testing.TB) *slog.Logger {
+// Logger returns a logger writing warnings and errors to t's log.
+func Logger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
