@@ -22,6 +22,8 @@ import (
 
 	"github.com/postkit/postkit/internal/config"
 	"github.com/postkit/postkit/internal/dnsclient"
+	"github.com/postkit/postkit/milter/dkimsign"
+	"github.com/postkit/postkit/milter/dkimverify"
 	"github.com/postkit/postkit/milter/filter"
 	"github.com/postkit/postkit/milter/milterd"
 	"github.com/postkit/postkit/sqlmaps"
@@ -72,13 +74,11 @@ type Table []Entry
 func Filters() Table {
 	return Table{
 		{Name: "scrub", New: newScrub},
-		// One sender-login query per authenticated message: tens of
-		// microseconds, a writer holding the database lock a few
-		// milliseconds.
-		{Name: "dkimsign", Budget: 15 * time.Second, New: newSigner},
+		// One sender-login query per authenticated message.
+		{Name: "dkimsign", Budget: dkimsign.DefaultSenderTimeout, New: newSigner},
 		// Per key lookup; the message as a whole is bounded by
 		// dkimverify.DefaultMessageTimeout.
-		{Name: "dkimverify", Budget: 10 * time.Second, New: newVerifier},
+		{Name: "dkimverify", Budget: dkimverify.DefaultLookupTimeout, New: newVerifier},
 		{Name: "forged", New: newForged},
 		// One SPF evaluation (RFC 7208 section 4.6.4: at most 10 DNS
 		// lookups) per domain of ours in From, as the policy daemon's.
