@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/postkit/postkit/e2e/harness"
-	"github.com/postkit/postkit/milter/dkimkey"
+	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/milter/dkimsign"
 )
 

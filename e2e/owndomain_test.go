@@ -14,9 +14,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/postkit/postkit/e2e/harness"
+	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/internal/dnstest"
 	"github.com/postkit/postkit/internal/seal"
-	"github.com/postkit/postkit/milter/dkimkey"
 	"github.com/postkit/postkit/milter/dkimsign"
 )
 

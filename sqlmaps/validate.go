@@ -6,7 +6,7 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/postkit/postkit/internal/config"
+	"github.com/postkit/postkit/internal/mailaddr"
 )
 
 // normDomain lower-cases a domain and drops a trailing dot.
@@ -23,7 +23,7 @@ func normKey(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
 // CheckDomain validates a domain name and returns its normal form.
 func CheckDomain(s string) (string, error) {
 	d := normDomain(s)
-	if !config.ValidDomain(d) {
+	if !mailaddr.ValidDomain(d) {
 		return "", errf(ErrInvalid, "%q is not a domain name (letters, digits, hyphens, at least two labels; write IDNs as xn--)", s)
 	}
 	return d, nil
@@ -33,7 +33,7 @@ func CheckDomain(s string) (string, error) {
 // normal form.
 func CheckAddress(s string) (string, error) {
 	a := normKey(s)
-	if !config.ValidAddress(a) {
+	if !mailaddr.ValidAddress(a) {
 		return "", errf(ErrInvalid, "%q is not a mail address of the form user@example.org", s)
 	}
 	return a, nil
@@ -62,7 +62,7 @@ func CheckVirtualSource(s string) (string, error) {
 		}
 		return normDomainAt(d), nil
 	}
-	if !config.ValidAddress(k) {
+	if !mailaddr.ValidAddress(k) {
 		return "", errf(ErrInvalid, "%q is neither a mail address nor @domain", s)
 	}
 	return k, nil
@@ -87,7 +87,7 @@ func CheckDestinations(s string, localOK bool) (string, error) {
 		switch {
 		case strings.HasPrefix(f, "|"), strings.HasPrefix(f, "/"), strings.HasPrefix(strings.ToLower(f), ":include:"), strings.HasPrefix(f, "\""):
 			return "", errf(ErrInvalid, "destination %q: commands, files and :include: are not stored in SQL; use a plain address", f)
-		case config.ValidAddress(f):
+		case mailaddr.ValidAddress(f):
 		case localOK && localRE.MatchString(strings.ToLower(f)) && len(f) <= 64:
 		default:
 			what := "a mail address"
@@ -109,7 +109,7 @@ func CheckDestinations(s string, localOK bool) (string, error) {
 func CheckAccessKey(s string) (string, error) {
 	k := normKey(s)
 	switch {
-	case config.ValidAddress(k):
+	case mailaddr.ValidAddress(k):
 		return k, nil
 	case strings.HasSuffix(k, "@") && strings.Count(k, "@") == 1:
 		if _, err := CheckLocalName(strings.TrimSuffix(k, "@")); err == nil {
@@ -184,7 +184,7 @@ func CheckAction(s string) (string, error) {
 	switch {
 	case arg == "" && rest != "":
 		return "", errf(ErrInvalid, "action %s takes no text", kw)
-	case arg == "addr" && !config.ValidAddress(rest):
+	case arg == "addr" && !mailaddr.ValidAddress(rest):
 		return "", errf(ErrInvalid, "action %s needs a mail address, got %q", kw, rest)
 	case arg == "req" && rest == "":
 		return "", errf(ErrInvalid, "action %s needs an argument", kw)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/postkit/postkit/internal/testlib"
+	"github.com/postkit/postkit/milter/assemble"
 	"github.com/postkit/postkit/milter/milterd"
 )
 
@@ -17,14 +18,14 @@ import (
 // replaces it.
 func TestAllowClientsOptions(t *testing.T) {
 	want := []netip.Prefix{netip.MustParsePrefix("192.0.2.25/32"), netip.MustParsePrefix("2001:db8::/32")}
-	mo, err := milterOptionsFromConfig(loadYAML(t, milterYAMLBase+"milter:\n  listen: inet:0.0.0.0:8891\n  allow_clients: [192.0.2.25, \"2001:db8::/32\"]\n"))
-	if err != nil || fmt.Sprint(mo.AllowClients) != fmt.Sprint(want) {
-		t.Errorf("milter allow clients %v, %v; want %v", mo.AllowClients, err, want)
+	mc := loadYAML(t, milterYAMLBase+"milter:\n  listen: inet:0.0.0.0:8891\n  allow_clients: [192.0.2.25, \"2001:db8::/32\"]\n")
+	ms, err := milterServingFromConfig(mc)
+	if err != nil || fmt.Sprint(ms.AllowClients) != fmt.Sprint(want) {
+		t.Errorf("milter allow clients %v, %v; want %v", ms.AllowClients, err, want)
 	}
-	o := mo
-	overrideMilterOptions(&o, milterOptions{AllowClients: want[:1]}, func(n string) bool { return n == "allow-client" })
-	if fmt.Sprint(o.AllowClients) != fmt.Sprint(want[:1]) {
-		t.Errorf("after --allow-client: %v; want %v", o.AllowClients, want[:1])
+	mf := milterFlags{allowClients: []string{"192.0.2.25/32"}}
+	if err := mf.apply(mc, &ms, func(n string) bool { return n == "allow-client" }); err != nil || fmt.Sprint(ms.AllowClients) != fmt.Sprint(want[:1]) {
+		t.Errorf("after --allow-client: %v, %v; want %v", ms.AllowClients, err, want[:1])
 	}
 
 	po, err := policyOptionsFromConfig(policyParse(t, policyYAMLBase+"policy:\n  listen: inet:0.0.0.0:10040\n  allow_clients: [192.0.2.25]\n  metrics: 0.0.0.0:9187\n  metrics_allow_clients: [\"2001:db8::/32\"]\n"))
@@ -50,8 +51,9 @@ func TestDaemonsRefuseExposedListen(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	port := testlib.FreePort(t)
 	wide := fmt.Sprintf("inet:0.0.0.0:%d", port)
-	mo := milterOptions{Listen: []string{wide}, OnError: "tempfail", NoSign: true, Logger: quiet}
-	err := runMilter(context.Background(), mo, func() (milterd.Config, error) { return buildMilterConfig(mo) })
+	err := runMilter(context.Background(), milterServing{Listen: []string{wide}}, 0, quiet, func() (*milterd.Chain, error) {
+		return assemble.New(defaultMilterConfig(), assemble.Options{Logger: quiet, NoSeal: true})
+	})
 	if err == nil || !strings.Contains(err.Error(), "milter.allow_clients") {
 		t.Errorf("milter on %s without allowed clients: %v; want a refusal naming milter.allow_clients", wide, err)
 	}

@@ -12,8 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/postkit/postkit/internal/daemon"
+	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/internal/dnsclient"
-	"github.com/postkit/postkit/milter/dkimkey"
 	"github.com/postkit/postkit/milter/dkimsign"
 	"github.com/postkit/postkit/milter/dkimverify"
 )

@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/internal/dnsrecords"
-	"github.com/postkit/postkit/milter/dkimkey"
 )
 
 func init() {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/postkit/postkit/internal/config"
 	"github.com/postkit/postkit/sqlmaps"
 )
 
@@ -71,4 +72,18 @@ Case folding follows smtputf8 in postkit.yaml (ASCII only unless it is true), or
 	f.StringVarP(&o.cfgPath, "config", "c", "", "postkit.yaml to read (default "+dbDefaultConfig+" when --db is not given)")
 	f.BoolVar(&utf8Fold, "smtputf8", false, "fold keys as Postfix does with smtputf8_enable = yes (Unicode case folding)")
 	return cmd
+}
+
+// senderRules are the settings of c the sender-login map depends on:
+// sender_logins and recipient_delimiter. A nil c means the defaults, for
+// --db alone.
+func senderRules(c *config.Config) sqlmaps.SenderRules {
+	if c == nil {
+		c = config.Defaults()
+	}
+	r := sqlmaps.SenderRules{Delimiter: c.RecipientDelim}
+	for _, g := range c.SenderLogins {
+		r.Grants = append(r.Grants, sqlmaps.SenderGrant{Sender: g.Sender, Logins: append([]string(nil), g.Logins...)})
+	}
+	return r
 }

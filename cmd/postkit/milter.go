@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -23,87 +22,28 @@ import (
 
 	"github.com/postkit/postkit/internal/config"
 	"github.com/postkit/postkit/internal/daemon"
-	"github.com/postkit/postkit/internal/dnsclient"
-	"github.com/postkit/postkit/milter/dkimsign"
-	"github.com/postkit/postkit/milter/dkimverify"
-	"github.com/postkit/postkit/milter/filter"
+	"github.com/postkit/postkit/milter/assemble"
 	"github.com/postkit/postkit/milter/milterd"
-	"github.com/postkit/postkit/milter/scrub"
-	"github.com/postkit/postkit/sqlmaps"
 )
 
-// milterOptions is the typed configuration of `postkit milter`, filled from
-// postkit.yaml (milterOptionsFromConfig) and/or the flags.
-type milterOptions struct {
-	Listen      []string // Postfix-syntax addresses; every listener runs the default chain
-	Trusted     []string // CIDRs whose mail is outbound; nil = 127.0.0.0/8 and ::1
-	Originating []string // {daemon_name} values whose mail is outbound; nil = ORIGINATING
-	Socket      daemon.SocketOpts
-	OnError     string // tempfail, accept or reject
-
+// milterServing is how `postkit milter` serves: what a reload cannot
+// change. milter/assemble builds the chain from the rest of postkit.yaml.
+type milterServing struct {
+	Listen []string // Postfix-syntax addresses; every listener runs the chain
+	Socket daemon.SocketOpts
 	// AllowClients are the networks an inet listener serves; required when
 	// a listen address is reachable from other hosts (daemon.ListenClients).
 	AllowClients []netip.Prefix
-
-	// Scrubbing (outbound). NoScrub leaves it out of the chain.
-	NoScrub    bool
-	ScrubRules []scrub.Rule // nil = scrub.DefaultRules()
-
-	// Signing (outbound): Keys plus the DOMAIN:SELECTOR:KEYFILE specs of
-	// --dkim-key. NoSign leaves the signer out even with keys.
-	NoSign           bool
-	Keys             []dkimsign.Key
-	DKIMKeys         []string
-	Canonicalization string // "" = dkimsign.DefaultCanonicalization
-	Subdomains       bool
-
-	// Whose mail is signed: authenticated mail only when the login may use
-	// its From address, by the sender-login map over Database ("" = not
-	// checked); UnownedFrom says what happens otherwise.
-	Database    string
-	SenderRules sqlmaps.SenderRules
-	Fold        sqlmaps.Fold
-	UnownedFrom string // reject or unsigned
-	// Stores keeps the database open across reloads; nil opens its own.
-	Stores *milterStores
-
-	// Verification (inbound), with postkit's resolver.
-	Verify     bool
-	AuthservID string   // "" = the host name
-	DNSServers []string // host:port; empty = /etc/resolv.conf
-	DNSTimeout time.Duration
-
-	Inbound inboundOptions // forged and ownfrom (milter_inbound.go)
-
-	Drain  time.Duration
-	Logger *slog.Logger
 }
 
-// milterOptionsFromConfig maps postkit.yaml (already validated by
-// config.Load) onto the daemon's options.
-func milterOptionsFromConfig(c *config.Config) (milterOptions, error) {
+func (a milterServing) equal(b milterServing) bool {
+	return slices.Equal(a.Listen, b.Listen) && a.Socket == b.Socket && slices.Equal(a.AllowClients, b.AllowClients)
+}
+
+// milterServingFromConfig reads the listen settings of the milter section.
+func milterServingFromConfig(c *config.Config) (milterServing, error) {
 	m := c.Milter
-	o := milterOptions{
-		Listen:           []string{m.Listen},
-		Originating:      append([]string{}, m.Originating...),
-		Socket:           daemon.SocketOpts{Owner: m.SocketOwner, Group: m.SocketGroup},
-		OnError:          m.OnError,
-		NoScrub:          !m.Scrub.Enabled,
-		NoSign:           !m.DKIM.Sign,
-		Canonicalization: m.DKIM.Canonicalization,
-		Subdomains:       m.DKIM.Subdomains,
-		Verify:           m.DKIM.Verify,
-		AuthservID:       m.DKIM.AuthservID,
-		DNSServers:       c.DNS.Servers,
-		DNSTimeout:       c.DNS.Timeout.D(),
-		Database:         c.Database.Path,
-		SenderRules:      senderRules(c),
-		UnownedFrom:      m.DKIM.UnownedFrom,
-		Inbound:          inboundOptionsFromConfig(c),
-	}
-	if c.SMTPUTF8 {
-		o.Fold = sqlmaps.FoldUTF8
-	}
+	o := milterServing{Listen: []string{m.Listen}, Socket: daemon.SocketOpts{Owner: m.SocketOwner, Group: m.SocketGroup}}
 	if m.Listen == "" {
 		return o, errors.New("milter: milter.listen is empty in postkit.yaml: set unix:/path or inet:127.0.0.1:PORT")
 	}
@@ -121,32 +61,110 @@ func milterOptionsFromConfig(c *config.Config) (milterOptions, error) {
 		}
 		o.Socket.Mode = mode
 	}
-	o.Trusted = []string{}
-	for _, n := range c.TrustedNetworks {
-		o.Trusted = append(o.Trusted, string(n))
-	}
-	if len(m.Scrub.Rules) > 0 {
-		for _, r := range m.Scrub.Rules {
-			o.ScrubRules = append(o.ScrubRules, scrub.Rule{Header: r.Header, Match: r.Match, Action: r.Action, Replace: r.With})
-		}
-	}
-	for _, k := range m.DKIM.Keys {
-		dom := strings.ToLower(strings.TrimSuffix(k.Domain, "."))
-		file := k.KeyFile
-		if file == "" {
-			// The layout of `postkit dkim keygen` and Debian's /etc/dkimkeys.
-			file = filepath.Join(m.DKIM.KeyDir, dom, k.Selector+".private")
-		}
-		o.Keys = append(o.Keys, dkimsign.Key{Domain: dom, Selector: k.Selector, KeyFile: file, Disabled: k.Disabled})
-	}
 	return o, nil
 }
 
+// defaultMilterConfig is what the daemon runs without -c: config.Defaults
+// as far as the flags go, but no database, no DKIM verification and no
+// From check of our domains (it knows none), and sockets keep the daemon's
+// own owner and group.
+func defaultMilterConfig() *config.Config {
+	c := config.Defaults()
+	c.Milter.SocketOwner, c.Milter.SocketGroup = "", ""
+	c.Milter.DKIM.Verify = false
+	c.Milter.OwnFrom = "off"
+	c.Database.Path = ""
+	return c
+}
+
+// milterFlags are the flag values; each overrides postkit.yaml (or the
+// defaults without -c) only when given.
+type milterFlags struct {
+	cfgPath, socketOwner, socketGroup, socketMode, level string
+	listen, allowClients, dkimKeys, trusted, originating []string
+	onError, canonicalization, db, unownedFrom, authserv string
+	dnsServers                                           []string
+	noScrub, verify                                      bool
+	drain                                                time.Duration
+}
+
+// apply sets the postkit.yaml key each flag changed on the command line
+// stands for, and the listen addresses (several, which postkit.yaml cannot
+// say) in sv.
+func (f *milterFlags) apply(c *config.Config, sv *milterServing, changed func(string) bool) error {
+	if changed("listen") {
+		sv.Listen = f.listen
+	}
+	if changed("allow-client") {
+		sv.AllowClients = nil
+		for _, s := range f.allowClients {
+			p, err := config.ParseCIDR(s)
+			if err != nil {
+				return fmt.Errorf("milter: --allow-client %q: want a CIDR such as 192.0.2.25/32 (%v)", s, err)
+			}
+			sv.AllowClients = append(sv.AllowClients, p)
+		}
+	}
+	if changed("socket-owner") {
+		sv.Socket.Owner = f.socketOwner
+	}
+	if changed("socket-group") {
+		sv.Socket.Group = f.socketGroup
+	}
+	if changed("socket-mode") {
+		mode, err := daemon.ParseMode(f.socketMode)
+		if err != nil {
+			return err
+		}
+		sv.Socket.Mode = mode
+	}
+	if changed("dkim-key") {
+		for _, spec := range f.dkimKeys {
+			parts := strings.SplitN(spec, ":", 3)
+			if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+				return fmt.Errorf("milter: --dkim-key %q: want DOMAIN:SELECTOR:KEYFILE, e.g. example.org:mail:/etc/dkimkeys/example.org/mail.private", spec)
+			}
+			c.Milter.DKIM.Keys = append(c.Milter.DKIM.Keys, config.DKIMKey{Domain: strings.ToLower(parts[0]), Selector: parts[1], KeyFile: parts[2]})
+		}
+	}
+	if changed("trusted") {
+		c.TrustedNetworks = nil
+		for _, s := range f.trusted {
+			c.TrustedNetworks = append(c.TrustedNetworks, config.CIDR(s))
+		}
+	}
+	if changed("originating") {
+		c.Milter.Originating = f.originating
+	}
+	if changed("on-error") {
+		c.Milter.OnError = f.onError
+	}
+	if changed("no-scrub") {
+		c.Milter.Scrub.Enabled = !f.noScrub
+	}
+	if changed("canonicalization") {
+		c.Milter.DKIM.Canonicalization = f.canonicalization
+	}
+	if changed("db") {
+		c.Database.Path = f.db
+	}
+	if changed("unowned-from") {
+		c.Milter.DKIM.UnownedFrom = f.unownedFrom
+	}
+	if changed("verify") {
+		c.Milter.DKIM.Verify = f.verify
+	}
+	if changed("authserv-id") {
+		c.Milter.DKIM.AuthservID = f.authserv
+	}
+	if changed("dns-server") {
+		c.DNS.Servers = f.dnsServers
+	}
+	return nil
+}
+
 func init() {
-	var o milterOptions
-	var mode, level, cfgPath string
-	var allowClients []string
-	var noScrub bool
+	var f milterFlags
 	def := config.Defaults().Milter
 	cmd := &cobra.Command{
 		Use:   "milter",
@@ -179,27 +197,13 @@ stays; listen addresses and socket permissions need a restart), SIGTERM and
 SIGINT stop accepting and let messages in flight finish.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			lv, err := parseLevel(level)
+			lv, err := parseLevel(f.level)
 			if err != nil {
 				return err
 			}
 			logw := newBatchWriter(os.Stderr, logBatchDelay, logBatchBytes)
 			defer logw.Flush()
-			o.Logger = slog.New(flushingHandler{slog.NewTextHandler(logw, &slog.HandlerOptions{Level: lv}), logw})
-			if cmd.Flags().Changed("socket-mode") || cfgPath == "" {
-				if o.Socket.Mode, err = daemon.ParseMode(mode); err != nil {
-					return err
-				}
-			}
-			o.AllowClients = nil
-			for _, s := range allowClients {
-				p, err := config.ParseCIDR(s)
-				if err != nil {
-					return fmt.Errorf("milter: --allow-client %q: want a CIDR such as 192.0.2.25/32 (%v)", s, err)
-				}
-				o.AllowClients = append(o.AllowClients, p)
-			}
-			o.NoScrub = noScrub
+			log := slog.New(flushingHandler{slog.NewTextHandler(logw, &slog.HandlerOptions{Level: lv}), logw})
 			stopProfile, err := startProfiles(os.Getenv("POSTKIT_CPUPROFILE"), os.Getenv("POSTKIT_MEMPROFILE"))
 			if err != nil {
 				return err
@@ -207,121 +211,64 @@ SIGINT stop accepting and let messages in flight finish.`,
 			defer stopProfile()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			stores := &milterStores{}
-			defer stores.Close()
-			o.Stores = stores
-			if cfgPath == "" {
-				o.SenderRules = senderRules(nil)
-				return runMilter(ctx, o, func() (milterd.Config, error) { return buildMilterConfig(o) })
-			}
-			flags := o
 			changed := cmd.Flags().Changed
-			load := func() (milterOptions, error) {
-				c, _, err := config.Load(cfgPath)
+			opts := assemble.Options{Logger: log, NoSeal: f.cfgPath == ""}
+			// load reads postkit.yaml (or the defaults without -c) with
+			// the flags applied: at start and on every SIGHUP.
+			load := func() (*config.Config, milterServing, error) {
+				c := defaultMilterConfig()
+				if f.cfgPath != "" {
+					var err error
+					if c, _, err = config.Load(f.cfgPath); err != nil {
+						return nil, milterServing{}, err
+					}
+					if !c.Milter.Enabled {
+						log.Warn("milter: milter.enabled is false in postkit.yaml: Postfix is not wired to this daemon (postkit generate)", "config", f.cfgPath)
+					}
+				}
+				sv, err := milterServingFromConfig(c)
 				if err != nil {
-					return milterOptions{}, err
+					return nil, sv, err
 				}
-				if !c.Milter.Enabled {
-					o.Logger.Warn("milter: milter.enabled is false in postkit.yaml: Postfix is not wired to this daemon (postkit generate)", "config", cfgPath)
-				}
-				yo, err := milterOptionsFromConfig(c)
-				if err != nil {
-					return yo, err
-				}
-				overrideMilterOptions(&yo, flags, changed)
-				yo.Stores = stores
-				return yo, nil
+				return c, sv, f.apply(c, &sv, changed)
 			}
-			first, err := load()
+			_, first, err := load()
 			if err != nil {
 				return err
 			}
-			return runMilter(ctx, first, func() (milterd.Config, error) {
-				yo, err := load()
+			return runMilter(ctx, first, f.drain, log, func() (*milterd.Chain, error) {
+				c, sv, err := load()
 				if err != nil {
-					return milterd.Config{}, err
+					return nil, err
 				}
-				if !slices.Equal(yo.Listen, first.Listen) || yo.Socket != first.Socket || !slices.Equal(yo.AllowClients, first.AllowClients) {
-					o.Logger.Warn("milter: listen address, socket permissions or allowed clients changed in postkit.yaml: restart the daemon to apply them")
+				if !sv.equal(first) {
+					log.Warn("milter: listen address, socket permissions or allowed clients changed in postkit.yaml: restart the daemon to apply them")
 				}
-				return buildMilterConfig(yo)
+				return assemble.New(c, opts)
 			})
 		},
 	}
-	f := cmd.Flags()
-	f.StringVarP(&cfgPath, "config", "c", "", "postkit.yaml to read (its milter section); without it the flags configure the daemon")
-	f.StringArrayVar(&o.Listen, "listen", []string{def.Listen}, "listen address, unix:PATH or inet:127.0.0.1:PORT (repeatable)")
-	f.StringArrayVar(&allowClients, "allow-client", nil, "client network that may connect to an inet listener, CIDR (repeatable); required for an address other hosts can reach (milter.allow_clients)")
-	f.StringArrayVar(&o.DKIMKeys, "dkim-key", nil, "DKIM signing key DOMAIN:SELECTOR:KEYFILE (repeatable; with -c, added to milter.dkim.keys)")
-	f.StringArrayVar(&o.Trusted, "trusted", nil, "client network whose mail is outbound, CIDR (repeatable; default 127.0.0.0/8 and ::1)")
-	f.StringArrayVar(&o.Originating, "originating", nil, "milter_macro_daemon_name whose mail is outbound (repeatable; default ORIGINATING)")
-	f.StringVar(&o.Socket.Owner, "socket-owner", "", "owner of unix sockets (user name or uid)")
-	f.StringVar(&o.Socket.Group, "socket-group", "", "group of unix sockets, e.g. postfix")
-	f.StringVar(&mode, "socket-mode", def.SocketMode, "mode of unix sockets (octal); with --socket-group postfix, only Postfix may connect")
-	f.StringVar(&o.OnError, "on-error", def.OnError, "verdict when a filter fails: tempfail, accept or reject")
-	f.BoolVar(&noScrub, "no-scrub", false, "do not scrub outbound headers")
-	f.StringVar(&o.Canonicalization, "canonicalization", "", "DKIM header/body canonicalization (default relaxed/simple)")
-	f.StringVar(&o.Database, "db", "", "SQLite database whose sender-login map says which From addresses an authenticated login may use (with -c: database.path)")
-	f.StringVar(&o.UnownedFrom, "unowned-from", config.Defaults().Milter.DKIM.UnownedFrom, "authenticated mail whose From the login may not use: reject or unsigned")
-	f.BoolVar(&o.Verify, "verify", false, "verify inbound DKIM signatures and add Authentication-Results")
-	f.StringVar(&o.AuthservID, "authserv-id", "", "authserv-id in Authentication-Results (default: the host name)")
-	f.StringArrayVar(&o.DNSServers, "dns-server", nil, "DNS server HOST:PORT for DKIM key lookups (repeatable; default /etc/resolv.conf)")
-	f.DurationVar(&o.Drain, "drain", 30*time.Second, "how long SIGTERM waits for messages in flight")
-	f.StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
+	fl := cmd.Flags()
+	fl.StringVarP(&f.cfgPath, "config", "c", "", "postkit.yaml to read (its milter section); without it the flags configure the daemon")
+	fl.StringArrayVar(&f.listen, "listen", []string{def.Listen}, "listen address, unix:PATH or inet:127.0.0.1:PORT (repeatable)")
+	fl.StringArrayVar(&f.allowClients, "allow-client", nil, "client network that may connect to an inet listener, CIDR (repeatable); required for an address other hosts can reach (milter.allow_clients)")
+	fl.StringArrayVar(&f.dkimKeys, "dkim-key", nil, "DKIM signing key DOMAIN:SELECTOR:KEYFILE (repeatable; with -c, added to milter.dkim.keys)")
+	fl.StringArrayVar(&f.trusted, "trusted", nil, "client network whose mail is outbound, CIDR (repeatable; default 127.0.0.0/8 and ::1)")
+	fl.StringArrayVar(&f.originating, "originating", nil, "milter_macro_daemon_name whose mail is outbound (repeatable; default ORIGINATING)")
+	fl.StringVar(&f.socketOwner, "socket-owner", "", "owner of unix sockets (user name or uid)")
+	fl.StringVar(&f.socketGroup, "socket-group", "", "group of unix sockets, e.g. postfix")
+	fl.StringVar(&f.socketMode, "socket-mode", def.SocketMode, "mode of unix sockets (octal); with --socket-group postfix, only Postfix may connect")
+	fl.StringVar(&f.onError, "on-error", def.OnError, "verdict when a filter fails: tempfail, accept or reject")
+	fl.BoolVar(&f.noScrub, "no-scrub", false, "do not scrub outbound headers")
+	fl.StringVar(&f.canonicalization, "canonicalization", "", "DKIM header/body canonicalization (default relaxed/simple)")
+	fl.StringVar(&f.db, "db", "", "SQLite database whose sender-login map says which From addresses an authenticated login may use (with -c: database.path)")
+	fl.StringVar(&f.unownedFrom, "unowned-from", def.DKIM.UnownedFrom, "authenticated mail whose From the login may not use: reject or unsigned")
+	fl.BoolVar(&f.verify, "verify", false, "verify inbound DKIM signatures and add Authentication-Results")
+	fl.StringVar(&f.authserv, "authserv-id", "", "authserv-id in Authentication-Results (default: the host name)")
+	fl.StringArrayVar(&f.dnsServers, "dns-server", nil, "DNS server HOST:PORT for DKIM key lookups (repeatable; default /etc/resolv.conf)")
+	fl.DurationVar(&f.drain, "drain", 30*time.Second, "how long SIGTERM waits for messages in flight")
+	fl.StringVar(&f.level, "log-level", "info", "log level: debug, info, warn or error")
 	rootCmd.AddCommand(cmd)
-}
-
-// overrideMilterOptions copies into o the flags the user gave explicitly.
-func overrideMilterOptions(o *milterOptions, flags milterOptions, changed func(string) bool) {
-	if changed("listen") {
-		o.Listen = flags.Listen
-	}
-	if changed("allow-client") {
-		o.AllowClients = flags.AllowClients
-	}
-	if changed("dkim-key") {
-		o.DKIMKeys = flags.DKIMKeys
-	}
-	if changed("trusted") {
-		o.Trusted = flags.Trusted
-	}
-	if changed("originating") {
-		o.Originating = flags.Originating
-	}
-	if changed("socket-owner") {
-		o.Socket.Owner = flags.Socket.Owner
-	}
-	if changed("socket-group") {
-		o.Socket.Group = flags.Socket.Group
-	}
-	if changed("socket-mode") {
-		o.Socket.Mode = flags.Socket.Mode
-	}
-	if changed("on-error") {
-		o.OnError = flags.OnError
-	}
-	if changed("no-scrub") {
-		o.NoScrub = flags.NoScrub
-	}
-	if changed("canonicalization") {
-		o.Canonicalization = flags.Canonicalization
-	}
-	if changed("verify") {
-		o.Verify = flags.Verify
-	}
-	if changed("authserv-id") {
-		o.AuthservID = flags.AuthservID
-	}
-	if changed("dns-server") {
-		o.DNSServers = flags.DNSServers
-	}
-	if changed("db") {
-		o.Database = flags.Database
-	}
-	if changed("unowned-from") {
-		o.UnownedFrom = flags.UnownedFrom
-	}
-	o.Drain, o.Logger = flags.Drain, flags.Logger
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -332,122 +279,13 @@ func parseLevel(s string) (slog.Level, error) {
 	return lv, nil
 }
 
-// buildMilterConfig turns options into the daemon's configuration, loading
-// key files. It is called at start and again on every reload. The chain is
-// scrub → dkimsign → dkimverify → forged → ownfrom: scrubbing runs before
-// signing so that the signature covers the final header; scrub and dkimsign
-// act on outbound mail only and dkimverify on inbound mail only, so one
-// chain serves both. forged removes at end of headers, before any filter
-// signs at end of message, and after dkimverify took the header as
-// received; ownfrom reads dkimverify's result at end of message.
-func buildMilterConfig(o milterOptions) (milterd.Config, error) {
-	log := o.Logger
+// runMilter serves the chains load builds (at start and on SIGHUP) on
+// every address of sv until ctx ends, then drains for at most drain.
+func runMilter(ctx context.Context, sv milterServing, drain time.Duration, log *slog.Logger, load func() (*milterd.Chain, error)) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	cfg := milterd.Config{Logger: log, Originating: o.Originating}
-	var err error
-	if cfg.OnError, err = milterd.ParseFaultAction(o.OnError); err != nil {
-		return cfg, err
-	}
-	cfg.OnErrorSet = true
-	if o.Trusted != nil {
-		cfg.Trusted = []netip.Prefix{}
-		for _, s := range o.Trusted {
-			p, err := config.ParseCIDR(s)
-			if err != nil {
-				return cfg, fmt.Errorf("milter: trusted network %q: want a CIDR such as 192.0.2.0/24 (%v)", s, err)
-			}
-			cfg.Trusted = append(cfg.Trusted, p)
-		}
-	}
-	var chain []filter.Filter
-	if !o.NoScrub {
-		sc, err := scrub.New(scrub.Config{Rules: o.ScrubRules})
-		if err != nil {
-			return cfg, fmt.Errorf("milter: %w", err)
-		}
-		chain = append(chain, sc)
-	}
-	if !o.NoSign {
-		dk, err := buildSigner(o, log)
-		if err != nil {
-			return cfg, err
-		}
-		if dk != nil {
-			chain = append(chain, dk)
-		}
-	}
-	if o.Verify {
-		res, err := dnsclient.New(dnsclient.Config{Servers: o.DNSServers, Timeout: o.DNSTimeout})
-		if err != nil {
-			return cfg, fmt.Errorf("milter: DKIM verification resolver: %w", err)
-		}
-		v, err := dkimverify.New(dkimverify.Config{Resolver: res, AuthservID: o.AuthservID, Logger: log})
-		if err != nil {
-			return cfg, err
-		}
-		chain = append(chain, v)
-	}
-	in, err := buildInbound(o, log)
-	if err != nil {
-		return cfg, err
-	}
-	chain = append(chain, in...)
-	cfg.Chains = map[string][]filter.Filter{milterd.DefaultChain: chain}
-	return cfg, nil
-}
-
-// buildSigner builds the DKIM signer (milter/dkimsign) from the typed keys
-// and the DOMAIN:SELECTOR:KEYFILE specs; nil when there is no key.
-func buildSigner(o milterOptions, log *slog.Logger) (filter.Filter, error) {
-	ks := append([]dkimsign.Key(nil), o.Keys...)
-	for _, spec := range o.DKIMKeys {
-		parts := strings.SplitN(spec, ":", 3)
-		if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
-			return nil, fmt.Errorf("milter: --dkim-key %q: want DOMAIN:SELECTOR:KEYFILE, e.g. example.org:mail:/etc/dkimkeys/example.org/mail.private", spec)
-		}
-		ks = append(ks, dkimsign.Key{Domain: strings.ToLower(parts[0]), Selector: parts[1], KeyFile: parts[2]})
-	}
-	if len(ks) == 0 {
-		log.Warn("milter: no DKIM key configured (milter.dkim.keys or --dkim-key): outbound mail is not DKIM-signed")
-		return nil, nil
-	}
-	cfg := dkimsign.Config{Keys: ks, Canonicalization: o.Canonicalization, Subdomains: o.Subdomains, Logger: log}
-	var err error
-	if cfg.Unowned, err = dkimsign.ParseUnowned(o.UnownedFrom); err != nil {
-		return nil, fmt.Errorf("milter: %w", err)
-	}
-	if o.Database == "" {
-		log.Warn("milter: no database (--db or -c): authenticated mail is signed whatever its From says")
-	} else {
-		// The map is built now so that a bad grant stops the (re)load
-		// rather than a message.
-		m, _ := sqlmaps.MapByName(sqlmaps.SenderLoginMap)
-		if _, err := m.With(o.SenderRules); err != nil {
-			return nil, fmt.Errorf("milter: sender_logins: %w", err)
-		}
-		stores := o.Stores
-		if stores == nil {
-			stores = &milterStores{}
-		}
-		cfg.Senders = &senderCheck{stores: stores, path: o.Database, rules: o.SenderRules, fold: o.Fold}
-	}
-	s, err := dkimsign.New(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("milter: %w", err)
-	}
-	return s, nil
-}
-
-// runMilter builds the daemon, listens on every address and serves until ctx
-// ends (then drains). load is called at start and on SIGHUP.
-func runMilter(ctx context.Context, o milterOptions, load func() (milterd.Config, error)) error {
-	log := o.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	if len(o.Listen) == 0 {
+	if len(sv.Listen) == 0 {
 		return errors.New("milter: no --listen address given")
 	}
 	// Catch SIGHUP before anything listens: a reload sent as soon as the
@@ -455,21 +293,27 @@ func runMilter(ctx context.Context, o milterOptions, load func() (milterd.Config
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	cfg, err := load()
+	first, err := load()
 	if err != nil {
 		return err
 	}
-	srv, err := milterd.New(cfg)
-	if err != nil {
-		return err
-	}
+	// Each message takes the current chain from the holder; a reload swaps
+	// it, and the chain it replaced is closed once its last message ends.
+	chains := daemon.NewHolder(first)
+	defer func() {
+		if err := <-chains.Close(); err != nil {
+			log.Warn("milter: closing the chain failed", "err", err)
+		}
+	}()
+	srv := milterd.NewServer(chains)
+	filters := strings.Join(assemble.Names(first), ",")
 	var lns []net.Listener
-	for _, a := range o.Listen {
+	for _, a := range sv.Listen {
 		addr, err := daemon.ParseAddr(a)
 		if err != nil {
 			return err
 		}
-		ln, err := daemon.ListenClients(addr, o.Socket, o.AllowClients, log)
+		ln, err := daemon.ListenClients(addr, sv.Socket, sv.AllowClients, log)
 		if err != nil {
 			for _, l := range lns {
 				l.Close()
@@ -480,7 +324,7 @@ func runMilter(ctx context.Context, o milterOptions, load func() (milterd.Config
 			return fmt.Errorf("milter: listen %s: %w", a, err)
 		}
 		lns = append(lns, ln)
-		log.Info("milter listening", "addr", addr.String(), "filters", chainNames(cfg))
+		log.Info("milter listening", "addr", addr.String(), "filters", filters)
 	}
 	errc := make(chan error, len(lns))
 	var wg sync.WaitGroup
@@ -502,18 +346,20 @@ loop:
 		case serveErr = <-errc:
 			break loop
 		case <-hup:
-			cfg, err := load()
-			if err == nil {
-				err = srv.Reload(cfg)
-			}
+			next, err := load()
 			if err != nil {
 				log.Error("milter reload failed; the running configuration stays", "err", err)
-			} else {
-				log.Info("milter reloaded", "filters", chainNames(cfg))
+				continue
 			}
+			done := chains.Swap(next)
+			go func() {
+				if err := <-done; err != nil {
+					log.Warn("milter: closing the previous chain failed", "err", err)
+				}
+			}()
+			log.Info("milter reloaded", "filters", strings.Join(assemble.Names(next), ","))
 		}
 	}
-	drain := o.Drain
 	if drain <= 0 {
 		drain = 30 * time.Second
 	}
@@ -525,15 +371,6 @@ loop:
 	}
 	wg.Wait()
 	return serveErr
-}
-
-// chainNames lists the default chain's filters for the logs.
-func chainNames(cfg milterd.Config) string {
-	var names []string
-	for _, f := range cfg.Chains[milterd.DefaultChain] {
-		names = append(names, f.Name())
-	}
-	return strings.Join(names, ",")
 }
 
 // startProfiles writes a CPU profile of the daemon to cpuPath, and its

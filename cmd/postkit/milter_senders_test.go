@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-milter"
 
 	"github.com/postkit/postkit/internal/config"
+	"github.com/postkit/postkit/milter/assemble"
 	"github.com/postkit/postkit/milter/milterd"
 	"github.com/postkit/postkit/milter/miltertest"
 	"github.com/postkit/postkit/sqlmaps"
@@ -47,18 +48,11 @@ func TestMilterSenderCheck(t *testing.T) {
 
 	var logBuf syncBuffer
 	logger := slog.New(slog.NewTextHandler(&logBuf, nil))
-	stores := &milterStores{}
-	defer stores.Close()
-	load := func() (milterOptions, error) {
-		c, _, err := config.Load(cfgPath)
-		if err != nil {
-			return milterOptions{}, err
-		}
-		o, err := milterOptionsFromConfig(c)
-		o.Logger, o.Stores = logger, stores
-		return o, err
+	c, _, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
 	}
-	o, err := load()
+	sv, err := milterServingFromConfig(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,17 +60,16 @@ func TestMilterSenderCheck(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- runMilter(runCtx, o, func() (milterd.Config, error) {
-			yo, err := load()
-			var mc milterd.Config
+		done <- runMilter(runCtx, sv, 0, logger, func() (ch *milterd.Chain, err error) {
+			c, _, err := config.Load(cfgPath)
 			if err == nil {
-				mc, err = buildMilterConfig(yo)
+				ch, err = assemble.New(c, assemble.Options{Logger: logger})
 			}
 			select {
 			case reloads <- err:
 			default:
 			}
-			return mc, err
+			return ch, err
 		})
 	}()
 	defer func() {

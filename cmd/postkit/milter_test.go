@@ -5,11 +5,11 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,8 +19,9 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/postkit/postkit/internal/config"
+	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/internal/dnstest"
-	"github.com/postkit/postkit/milter/dkimkey"
+	"github.com/postkit/postkit/milter/assemble"
 	"github.com/postkit/postkit/milter/dkimsign"
 	"github.com/postkit/postkit/milter/milterd"
 	"github.com/postkit/postkit/milter/miltertest"
@@ -65,75 +66,66 @@ func loadYAML(t *testing.T, y string) *config.Config {
 	return c
 }
 
-// The YAML's milter section decides the chain and where keys are read.
-func TestMilterOptionsFromConfig(t *testing.T) {
-	keyDir := t.TempDir()
-	writeKey(t, keyDir, "example.test", "ed1")
-	tests := []struct {
-		name      string
-		scrub     string // lines under milter:
-		dkim      string // lines under milter.dkim:
-		wantChain string
-		wantKey   string // KeyFile of the first key, relative to keyDir
-		wantErr   string
-	}{
-		{"defaults with a key", "", "    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimsign,dkimverify,forged,ownfrom", "example.test/ed1.private", ""},
-		{"no key: not signed", "", "", "scrub,dkimverify,forged,ownfrom", "", ""},
-		{"scrub off", "  scrub: {enabled: false}\n", "    keys: [{domain: example.test, selector: ed1}]\n", "dkimsign,dkimverify,forged,ownfrom", "example.test/ed1.private", ""},
-		{"sign off", "", "    sign: false\n    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimverify,forged,ownfrom", "example.test/ed1.private", ""},
-		{"verify off", "", "    verify: false\n", "scrub,forged,ownfrom", "", ""},
-		{"explicit key file", "", "    keys: [{domain: Example.Test, selector: ed1, key_file: KEYDIR/example.test/ed1.private}]\n", "scrub,dkimsign,dkimverify,forged,ownfrom", "example.test/ed1.private", ""},
-		{"missing key file", "", "    keys: [{domain: example.test, selector: nope}]\n", "", "", "nope.private"},
-		{"custom scrub rules", "  scrub:\n    rules: [{header: X-Secret, action: replace, with: hidden}]\n", "    verify: false\n", "scrub,forged,ownfrom", "", ""},
-		{"own_from off", "  own_from: " + "off\n", "", "scrub,dkimverify,forged", "", ""},
+// Flags given explicitly set the postkit.yaml keys they stand for; the
+// others leave the file alone. Without -c they apply to the defaults of a
+// daemon without a file.
+func TestMilterFlags(t *testing.T) {
+	c := loadYAML(t, milterYAMLBase+"database: {path: /y.sqlite}\nmilter:\n  listen: unix:/y.sock\n  on_error: tempfail\n  dkim:\n    authserv_id: y\n    keys: [{domain: example.test, selector: ed1}]\n")
+	sv, err := milterServingFromConfig(c)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			y := milterYAMLBase + "dns: {servers: [\"127.0.0.1:53\"]}\nmilter:\n" + tt.scrub +
-				"  dkim:\n    key_dir: " + keyDir + "\n" + strings.ReplaceAll(tt.dkim, "KEYDIR", keyDir)
-			c := loadYAML(t, y)
-			o, err := milterOptionsFromConfig(c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-			if tt.wantKey != "" {
-				if len(o.Keys) == 0 || o.Keys[0].KeyFile != filepath.Join(keyDir, tt.wantKey) || o.Keys[0].Domain != "example.test" {
-					t.Errorf("keys %+v, want the first at %s for example.test", o.Keys, tt.wantKey)
-				}
-			}
-			cfg, err := buildMilterConfig(o)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("buildMilterConfig error %v, want one naming %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := chainNames(cfg); got != tt.wantChain {
-				t.Errorf("chain %q, want %q", got, tt.wantChain)
-			}
-			if len(cfg.Trusted) != 1 || cfg.Trusted[0].String() != "127.0.0.1/32" {
-				t.Errorf("trusted %v, want [127.0.0.1/32] from trusted_networks", cfg.Trusted)
-			}
-		})
+	f := milterFlags{listen: []string{"inet:127.0.0.1:1", "unix:/f.sock"}, onError: "accept", verify: false, authserv: "f", db: "/f.sqlite",
+		unownedFrom: "unsigned", dkimKeys: []string{"Other.Test:s2:/k/s2.private"}}
+	only := func(names ...string) func(string) bool {
+		return func(n string) bool { return slices.Contains(names, n) }
 	}
-}
+	if err := f.apply(c, &sv, only("on-error", "verify", "unowned-from", "dkim-key")); err != nil {
+		t.Fatal(err)
+	}
+	d := c.Milter.DKIM
+	if sv.Listen[0] != "unix:/y.sock" || c.Milter.OnError != "accept" || d.Verify || d.AuthservID != "y" || c.Database.Path != "/y.sqlite" || d.UnownedFrom != "unsigned" {
+		t.Errorf("got listen %v, %+v, database %s", sv.Listen, c.Milter, c.Database.Path)
+	}
+	if len(d.Keys) != 2 || d.Keys[1] != (config.DKIMKey{Domain: "other.test", Selector: "s2", KeyFile: "/k/s2.private"}) {
+		t.Errorf("keys %+v; want the YAML's and --dkim-key's", d.Keys)
+	}
+	if err := f.apply(c, &sv, only("db", "listen")); err != nil {
+		t.Fatal(err)
+	}
+	if c.Database.Path != "/f.sqlite" || !slices.Equal(sv.Listen, f.listen) {
+		t.Errorf("--db, --listen not applied: %s, %v", c.Database.Path, sv.Listen)
+	}
+	for flag, bad := range map[string]milterFlags{
+		"dkim-key":     {dkimKeys: []string{"example.test:s1"}},
+		"allow-client": {allowClients: []string{"10.0.0.1/8"}},
+		"socket-mode":  {socketMode: "999"},
+	} {
+		if err := bad.apply(c, &sv, only(flag)); err == nil || (flag != "socket-mode" && !strings.Contains(err.Error(), "--"+flag)) {
+			t.Errorf("bad --%s: error %v", flag, err)
+		}
+	}
 
-// Flags given explicitly win over the YAML; the others leave it alone.
-func TestOverrideMilterOptions(t *testing.T) {
-	yaml := milterOptions{Listen: []string{"unix:/y.sock"}, OnError: "tempfail", Verify: true, AuthservID: "y", Database: "/y.sqlite", UnownedFrom: "reject"}
-	flags := milterOptions{Listen: []string{"inet:127.0.0.1:1"}, OnError: "accept", Verify: false, AuthservID: "f", Database: "/f.sqlite", UnownedFrom: "unsigned"}
-	o := yaml
-	overrideMilterOptions(&o, flags, func(n string) bool { return n == "on-error" || n == "verify" || n == "unowned-from" })
-	if o.Listen[0] != "unix:/y.sock" || o.OnError != "accept" || o.Verify || o.AuthservID != "y" || o.Database != "/y.sqlite" || o.UnownedFrom != "unsigned" {
-		t.Errorf("got %+v", o)
+	// Without -c: the flags alone. No database, no verification, no From
+	// check of our domains, no seal key: only what the flags say.
+	c = defaultMilterConfig()
+	sv, err = milterServingFromConfig(c)
+	if err != nil {
+		t.Fatal(err)
 	}
-	overrideMilterOptions(&o, flags, func(n string) bool { return n == "db" })
-	if o.Database != "/f.sqlite" {
-		t.Errorf("--db not applied: %+v", o)
+	if err := f.apply(c, &sv, only()); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := assemble.New(c, assemble.Options{Logger: slog.New(slog.DiscardHandler), NoSeal: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	if got := strings.Join(assemble.Names(ch), ","); got != "scrub,forged" {
+		t.Errorf("chain without -c or flags: %s; want scrub,forged", got)
+	}
+	if sv.Socket.Group != "" || sv.Socket.Mode != 0o660 || len(sv.Listen) != 1 {
+		t.Errorf("serving without -c: %+v", sv)
 	}
 }
 
@@ -220,30 +212,26 @@ milter:
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := milterOptionsFromConfig(c)
+	sv, err := milterServingFromConfig(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var logBuf syncBuffer
-	o.Logger = slog.New(slog.NewTextHandler(&logBuf, nil))
+	log := slog.New(slog.NewTextHandler(&logBuf, nil))
 	reloads := make(chan error, 4)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- runMilter(ctx, o, func() (mc milterd.Config, err error) {
+		done <- runMilter(ctx, sv, 0, log, func() (ch *milterd.Chain, err error) {
 			c, _, err := config.Load(cfgPath)
 			if err == nil {
-				var yo milterOptions
-				if yo, err = milterOptionsFromConfig(c); err == nil {
-					yo.Logger = o.Logger
-					mc, err = buildMilterConfig(yo)
-				}
+				ch, err = assemble.New(c, assemble.Options{Logger: log})
 			}
 			select {
 			case reloads <- err:
 			default:
 			}
-			return mc, err
+			return ch, err
 		})
 	}()
 	defer func() {

@@ -6,12 +6,13 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/postkit/postkit/internal/mailaddr"
 )
 
 // normalize lower-cases names and drops their final dot, before Validate.
@@ -44,29 +45,12 @@ func (c *Config) applyDerived() {
 	}
 }
 
-var (
-	domainRE = regexp.MustCompile(`^(?i)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	localRE  = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+/=?^_` + "`" + `{|}~.-]{1,64}$`)
-)
-
 // ValidDomain reports whether s is a syntactically valid domain name with at
 // least two labels (RFC 1035 §2.3.1, with digits allowed first as RFC 1123 says).
-func ValidDomain(s string) bool {
-	return len(s) <= 253 && domainRE.MatchString(s)
-}
+func ValidDomain(s string) bool { return mailaddr.ValidDomain(s) }
 
 // ValidAddress reports whether s is local@domain with a dot-atom local part.
-func ValidAddress(s string) bool {
-	i := strings.LastIndexByte(s, '@')
-	if i <= 0 {
-		return false
-	}
-	local := s[:i]
-	if !localRE.MatchString(local) || strings.HasPrefix(local, ".") || strings.HasSuffix(local, ".") || strings.Contains(local, "..") {
-		return false
-	}
-	return ValidDomain(s[i+1:])
-}
+func ValidAddress(s string) bool { return mailaddr.ValidAddress(s) }
 
 // ParseCIDR parses a network, accepting a bare address as a host route.
 func ParseCIDR(s string) (netip.Prefix, error) {

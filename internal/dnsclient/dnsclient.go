@@ -148,6 +148,12 @@ func New(c Config) (*Resolver, error) {
 	return r, nil
 }
 
+// Close closes the sockets the resolver keeps open for reuse (to loopback
+// servers). A query in flight finishes on its socket and closes it; the
+// resolver still answers afterwards, with a socket per query. The daemons
+// close the resolver of a chain a reload replaced.
+func (r *Resolver) Close() error { return r.pool.close() }
+
 // Servers returns the servers in the order they are tried.
 func (r *Resolver) Servers() []string { return append([]string(nil), r.servers...) }
 

@@ -26,8 +26,9 @@ const (
 )
 
 type udpPool struct {
-	mu   sync.Mutex
-	idle map[string][]*pooledConn
+	mu     sync.Mutex
+	idle   map[string][]*pooledConn
+	closed bool // close ran: sockets are no longer kept
 	// dialed counts the sockets opened (a seam for tests).
 	dialed int
 }
@@ -69,7 +70,7 @@ func (p *udpPool) get(ctx context.Context, srv string, size uint16) (*pooledConn
 func (p *udpPool) put(srv string, c *pooledConn) {
 	c.uses++
 	p.mu.Lock()
-	if c.uses < maxUses && len(p.idle[srv]) < maxIdlePerServer {
+	if !p.closed && c.uses < maxUses && len(p.idle[srv]) < maxIdlePerServer {
 		if p.idle == nil {
 			p.idle = map[string][]*pooledConn{}
 		}
@@ -80,6 +81,21 @@ func (p *udpPool) put(srv string, c *pooledConn) {
 	if c != nil {
 		c.Close()
 	}
+}
+
+// close closes the idle sockets and keeps none from now on.
+func (p *udpPool) close() error {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle, p.closed = nil, true
+	p.mu.Unlock()
+	var errs []error
+	for _, l := range idle {
+		for _, c := range l {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // exchangeUDP sends m over a pooled socket and reads until the answer with

@@ -139,3 +139,35 @@ func TestUDPIgnoresForeignAnswers(t *testing.T) {
 		}
 	}
 }
+
+// Close closes the kept sockets; the resolver goes on answering without
+// keeping any.
+func TestCloseReleasesSockets(t *testing.T) {
+	srv := startServer(t, zone...)
+	r := newResolver(t, Config{Servers: []string{srv.Addr()}, CacheSize: -1})
+	ctx := context.Background()
+	if _, err := r.LookupTXT(ctx, "example.com"); err != nil {
+		t.Fatal(err)
+	}
+	r.pool.mu.Lock()
+	kept := append([]*pooledConn(nil), r.pool.idle[srv.Addr()]...)
+	r.pool.mu.Unlock()
+	if len(kept) != 1 {
+		t.Fatalf("%d sockets kept after a query; want 1", len(kept))
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kept[0].Write([]byte{0}); err == nil {
+		t.Error("the kept socket is still open after Close")
+	}
+	if _, err := r.LookupTXT(ctx, "example.com"); err != nil {
+		t.Fatalf("a query after Close: %v", err)
+	}
+	r.pool.mu.Lock()
+	n := len(r.pool.idle[srv.Addr()])
+	r.pool.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d sockets kept after Close; want none", n)
+	}
+}

@@ -11,7 +11,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/postkit/postkit/milter/dkimkey"
+	"github.com/postkit/postkit/internal/dkimkey"
 )
 
 // DKIMKey is one published key: its selector and record text

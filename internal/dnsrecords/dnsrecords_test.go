@@ -8,7 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/postkit/postkit/milter/dkimkey"
+	"github.com/postkit/postkit/internal/dkimkey"
 )
 
 func TestBuildParses(t *testing.T) {

@@ -35,14 +35,14 @@ import (
 	"hash"
 	"io"
 	"log/slog"
-	"net/mail"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/postkit/postkit/milter/dkimkey"
+	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/milter/filter"
+	"github.com/postkit/postkit/milter/header"
 )
 
 // DefaultHeaders are the header fields signed when present: RFC 6376 section
@@ -99,6 +99,9 @@ type Config struct {
 	// the login may use the From address; nil signs authenticated mail
 	// without asking.
 	Senders Senders
+	// SenderTimeout bounds one Senders question. Default:
+	// DefaultSenderTimeout.
+	SenderTimeout time.Duration
 	// Unowned is what happens to authenticated mail whose From address
 	// the login may not use. Default: UnownedReject.
 	Unowned Unowned
@@ -137,9 +140,9 @@ func ParseUnowned(s string) (Unowned, error) {
 	return 0, fmt.Errorf("dkimsign: %q for mail whose From the login may not use: want reject or unsigned", s)
 }
 
-// senderTimeout bounds one Senders question: a lookup takes tens of
+// DefaultSenderTimeout bounds one Senders question: a lookup takes tens of
 // microseconds, a writer holding the database lock a few milliseconds.
-const senderTimeout = 15 * time.Second
+const DefaultSenderTimeout = 15 * time.Second
 
 // key is a loaded signing key with what can be prepared once.
 type key struct {
@@ -160,6 +163,7 @@ type keySet struct {
 	expiration     time.Duration
 	domains, total int
 	senders        Senders
+	senderTimeout  time.Duration
 	unowned        Unowned
 }
 
@@ -250,7 +254,10 @@ func load(cfg Config) (*keySet, error) {
 	}
 	set := &keySet{byDomain: map[string][]*key{}, hRelaxed: hr, bRelaxed: br,
 		subdomains: cfg.Subdomains, expiration: cfg.Expiration, oversign: map[string]bool{},
-		senders: cfg.Senders, unowned: cfg.Unowned}
+		senders: cfg.Senders, senderTimeout: cfg.SenderTimeout, unowned: cfg.Unowned}
+	if set.senderTimeout <= 0 {
+		set.senderTimeout = DefaultSenderTimeout
+	}
 	if cfg.Unowned != UnownedReject && cfg.Unowned != UnownedUnsigned {
 		return nil, fmt.Errorf("dkimsign: Unowned %d: want UnownedReject or UnownedUnsigned", cfg.Unowned)
 	}
@@ -354,77 +361,6 @@ func (set *keySet) lookup(dom string) []*key {
 	}
 }
 
-// FromDomain returns the lowercase domain of the one author address of a From
-// header value (RFC 5322 section 3.6.2). Several From fields or a From with
-// several addresses give an error: the signing domain would be ambiguous.
-func FromDomain(hs []filter.Header) (string, error) {
-	addr, err := FromAddress(hs)
-	if err != nil {
-		return "", err
-	}
-	return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(addr[strings.LastIndexByte(addr, '@')+1:]), ".")), nil
-}
-
-// FromAddress returns the one author address of the From header, as FromDomain
-// finds it, without display name or angle brackets.
-func FromAddress(hs []filter.Header) (string, error) {
-	var from string
-	n := 0
-	for _, h := range hs {
-		if strings.EqualFold(h.Name, "From") {
-			from = h.Value
-			n++
-		}
-	}
-	switch n {
-	case 0:
-		return "", errors.New("dkimsign: no From header")
-	case 1:
-	default:
-		return "", fmt.Errorf("dkimsign: %d From headers", n)
-	}
-	var addr string
-	if !strings.ContainsAny(from, "\",():;\\") && strings.Count(from, "<") <= 1 && strings.Count(from, "@") == 1 {
-		// Fast path for the usual "Name <a@b>" or "a@b": one address, no
-		// quoting, comments or groups to interpret.
-		addr = strings.TrimSpace(from)
-		if i := strings.IndexByte(addr, '<'); i >= 0 {
-			j := strings.IndexByte(addr, '>')
-			if j < i || strings.TrimSpace(addr[j+1:]) != "" {
-				return "", fmt.Errorf("dkimsign: bad From %q", from)
-			}
-			addr = addr[i+1 : j]
-		} else if strings.ContainsAny(addr, " \t\r\n>") {
-			return "", fmt.Errorf("dkimsign: bad From %q", from)
-		}
-	} else if list, err := mail.ParseAddressList(from); err == nil {
-		if len(list) != 1 {
-			return "", fmt.Errorf("dkimsign: From has %d addresses", len(list))
-		}
-		addr = list[0].Address
-	} else {
-		// Lenient fallback for what net/mail refuses (raw 8-bit display
-		// names, odd quoting): the last <…>, else the last word with an @.
-		v := strings.ReplaceAll(strings.ReplaceAll(from, "\r", ""), "\n", "")
-		if i := strings.LastIndexByte(v, '<'); i >= 0 {
-			if j := strings.IndexByte(v[i:], '>'); j > 0 {
-				addr = v[i+1 : i+j]
-			}
-		} else if f := strings.Fields(v); len(f) > 0 {
-			addr = f[len(f)-1]
-		}
-	}
-	at := strings.LastIndexByte(addr, '@')
-	if at < 0 {
-		return "", fmt.Errorf("dkimsign: no domain in From %q", from)
-	}
-	dom := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(addr[at+1:]), "."))
-	if dom == "" || strings.ContainsAny(dom, " \t\"<>()[],;:@\\") {
-		return "", fmt.Errorf("dkimsign: bad domain in From %q", from)
-	}
-	return strings.TrimSpace(addr), nil
-}
-
 // signedBy reports whether the headers already carry a DKIM-Signature with
 // domain d and selector s.
 func signedBy(hs []filter.Header, d, s string) bool {
@@ -463,9 +399,9 @@ func (s *Signer) Headers(m *filter.Message, c *filter.Changes) (filter.Body, err
 	if login := m.Macro("{auth_authen}"); login != "" && set.senders != nil && !s.fromOwned(set, login, m, c) {
 		return nil, nil
 	}
-	dom, err := FromDomain(m.Headers)
+	dom, err := header.FromDomain(m.Headers)
 	if err != nil {
-		s.log.Info("dkimsign: not signed", "qid", m.QueueID, "reason", err.Error())
+		s.log.Info("dkimsign: not signed", "qid", m.QueueID, "reason", reason(err))
 		return nil, nil
 	}
 	keys := set.lookup(dom)
@@ -494,9 +430,9 @@ func (s *Signer) Headers(m *filter.Message, c *filter.Changes) (filter.Body, err
 // on_error: accept would, is the unchecked, unsigned pass this check exists
 // to prevent; the client retries once the database answers again.
 func (s *Signer) fromOwned(set *keySet, login string, m *filter.Message, c *filter.Changes) bool {
-	addr, err := FromAddress(m.Headers)
+	addr, err := header.FromAddress(m.Headers)
 	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), senderTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), set.senderTimeout)
 		var ok bool
 		ok, err = set.senders.MayUse(ctx, login, addr)
 		cancel()
@@ -510,12 +446,12 @@ func (s *Signer) fromOwned(set *keySet, login string, m *filter.Message, c *filt
 		}
 		err = fmt.Errorf("From address %s is not one login %s may use", addr, login)
 	}
-	reason := strings.TrimPrefix(err.Error(), "dkimsign: ")
+	why := reason(err)
 	if set.unowned == UnownedUnsigned {
-		s.log.Warn("dkimsign: not signed: From not owned by the login", "qid", m.QueueID, "login", login, "from", addr, "reason", reason)
+		s.log.Warn("dkimsign: not signed: From not owned by the login", "qid", m.QueueID, "login", login, "from", addr, "reason", why)
 		return false
 	}
-	s.log.Warn("dkimsign: refused: From not owned by the login", "qid", m.QueueID, "login", login, "from", addr, "reason", reason)
+	s.log.Warn("dkimsign: refused: From not owned by the login", "qid", m.QueueID, "login", login, "from", addr, "reason", why)
 	text := "From header must hold one address user " + login + " may send as"
 	if addr != "" {
 		text = "<" + addr + ">: From address not owned by user " + login

@@ -18,8 +18,10 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
-	"github.com/postkit/postkit/milter/dkimkey"
+	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/milter/filter"
+	"github.com/postkit/postkit/milter/header"
+	"github.com/postkit/postkit/milter/miltertest"
 )
 
 // RFC 8463 Appendix A.1: the Ed25519 secret key (the RFC 8032 section 7.1
@@ -179,7 +181,7 @@ func TestRFC8463Vector(t *testing.T) {
 		" bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;\r\n" +
 		" b="
 	br := bufio.NewReader(strings.NewReader(rfcMessage))
-	hs, err := ReadHeaders(br)
+	hs, err := header.Read(br)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,31 +263,6 @@ func TestSignatureShape(t *testing.T) {
 	}
 }
 
-// run passes a message through the filter as the daemon would, with the body
-// in chunks of the given size.
-func run(t testing.TB, f filter.Filter, m *filter.Message, body string, chunk int) *filter.Changes {
-	t.Helper()
-	c := filter.NewChanges(m)
-	b, err := f.Headers(m, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b == nil {
-		return c
-	}
-	for p := []byte(body); len(p) > 0; {
-		n := min(chunk, len(p))
-		if err := b.Write(p[:n]); err != nil {
-			t.Fatal(err)
-		}
-		p = p[n:]
-	}
-	if err := b.End(m, c); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func rawMessage(hs []filter.Header, body string) string {
 	var b strings.Builder
 	for _, h := range hs {
@@ -340,7 +317,7 @@ func TestFilter(t *testing.T) {
 		for _, chunk := range []int{7, 65536} {
 			m := &filter.Message{QueueID: "Q1", Outbound: tc.outbound, Headers: append([]filter.Header(nil), tc.headers...)}
 			orig := append([]filter.Header(nil), tc.headers...)
-			c := run(t, s, m, body, chunk)
+			c := miltertest.Run(t, m, body, chunk, s)
 			if len(c.Ops) != len(tc.wantSigs) {
 				t.Fatalf("%s: %d ops; want %d: %+v", tc.name, len(c.Ops), len(tc.wantSigs), c.Ops)
 			}
@@ -439,47 +416,6 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-func TestFromDomain(t *testing.T) {
-	tests := []struct {
-		from, want string
-		err        bool
-	}{
-		{"a@example.org", "example.org", false},
-		{"Ann <Ann@Example.Org>", "example.org", false},
-		{"\"Doe, John\" <j@sub.example.org>", "sub.example.org", false},
-		{"=?utf-8?q?J=C3=B6?= <j@example.org>", "example.org", false},
-		{"Jöhn Dœ <j@example.org>", "example.org", false},
-		{"Broken \"quote <j@example.org>", "example.org", false},
-		{"a@example.org, b@example.net", "", true},
-		{"nobody", "", true},
-		{"<>", "", true},
-		{"x@", "", true},
-	}
-	for _, tc := range tests {
-		got, err := FromDomain([]filter.Header{{Name: "From", Value: tc.from}})
-		if (err != nil) != tc.err || got != tc.want {
-			t.Errorf("FromDomain(%q) = %q, %v; want %q, error %v", tc.from, got, err, tc.want, tc.err)
-		}
-	}
-}
-
-func TestReadHeaders(t *testing.T) {
-	in := "From: a@b.example\r\nSubject:x\r\n\tcont\r\nX-Empty:\r\n\r\nbody"
-	hs, err := ReadHeaders(bufio.NewReader(strings.NewReader(in)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []filter.Header{{Name: "From", Value: "a@b.example"}, {Name: "Subject", Value: "x\r\n\tcont"}, {Name: "X-Empty", Value: ""}}
-	if fmt.Sprint(hs) != fmt.Sprint(want) {
-		t.Errorf("ReadHeaders = %q; want %q", hs, want)
-	}
-	for _, bad := range []string{" cont\r\n\r\n", "no colon here\r\n\r\n", ": empty name\r\n\r\n"} {
-		if _, err := ReadHeaders(bufio.NewReader(strings.NewReader(bad))); err == nil {
-			t.Errorf("ReadHeaders(%q) succeeded", bad)
-		}
-	}
-}
-
 func FuzzReadHeaders(f *testing.F) {
 	f.Add(rfcMessage)
 	f.Add("From: a\r\n b\r\n\r\n")
@@ -490,11 +426,11 @@ func FuzzReadHeaders(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, msg string) {
-		hs, err := ReadHeaders(bufio.NewReader(strings.NewReader(msg)))
+		hs, err := header.Read(bufio.NewReader(strings.NewReader(msg)))
 		if err != nil {
 			return
 		}
-		FromDomain(hs)
+		header.FromDomain(hs)
 		sigs, err := s.Sign(strings.NewReader(msg))
 		if err != nil || len(sigs) == 0 {
 			return

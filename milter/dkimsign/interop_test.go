@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/postkit/postkit/milter/dkimkey"
+	"github.com/postkit/postkit/internal/dkimkey"
 )
 
 // need returns the path of a Debian tool, skipping the test when it is

@@ -2,57 +2,12 @@ package dkimsign
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
 
-	"github.com/postkit/postkit/milter/filter"
+	"github.com/postkit/postkit/milter/header"
 )
-
-// maxHeaderBytes bounds ReadHeaders (Postfix's header_size_limit default).
-const maxHeaderBytes = 102400
-
-// ReadHeaders reads a message header block up to and including the empty
-// line, in the form the milter protocol gives it: Value without the single
-// space after the colon, continuation lines kept with CRLF. Lines may end in
-// CRLF or LF. A message without body separator ends at EOF.
-func ReadHeaders(br *bufio.Reader) ([]filter.Header, error) {
-	var hs []filter.Header
-	total := 0
-	for {
-		line, err := br.ReadString('\n')
-		total += len(line)
-		if total > maxHeaderBytes {
-			return hs, fmt.Errorf("dkimsign: header block longer than %d bytes", maxHeaderBytes)
-		}
-		line = strings.TrimRight(line, "\r\n")
-		if line == "" {
-			if err != nil && err != io.EOF {
-				return hs, fmt.Errorf("dkimsign: reading header: %w", err)
-			}
-			return hs, nil
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			if len(hs) == 0 {
-				return hs, errors.New("dkimsign: message starts with a continuation line")
-			}
-			hs[len(hs)-1].Value += "\r\n" + line
-		} else {
-			name, value, ok := strings.Cut(line, ":")
-			if !ok || strings.TrimRight(name, " \t") == "" {
-				return hs, fmt.Errorf("dkimsign: header line without colon: %.40q", line)
-			}
-			hs = append(hs, filter.Header{Name: strings.TrimRight(name, " \t"), Value: strings.TrimPrefix(value, " ")})
-		}
-		if err != nil {
-			if err == io.EOF {
-				return hs, nil
-			}
-			return hs, fmt.Errorf("dkimsign: reading header: %w", err)
-		}
-	}
-}
 
 // Sign signs a whole message read from r (outside the milter chain: the
 // `postkit dkim` command, tests, benchmarks). It returns the DKIM-Signature
@@ -60,12 +15,12 @@ func ReadHeaders(br *bufio.Reader) ([]filter.Header, error) {
 // domain; none (and no error) when that domain has no key.
 func (s *Signer) Sign(r io.Reader) ([]string, error) {
 	br := bufio.NewReader(r)
-	hs, err := ReadHeaders(br)
+	hs, err := header.Read(br)
 	if err != nil {
 		return nil, err
 	}
 	set := s.set.Load()
-	dom, err := FromDomain(hs)
+	dom, err := header.FromDomain(hs)
 	if err != nil {
 		return nil, err
 	}
@@ -84,4 +39,14 @@ func (s *Signer) Sign(r io.Reader) ([]string, error) {
 		return nil, fmt.Errorf("dkimsign: reading body: %w", err)
 	}
 	return ms.sign(hs)
+}
+
+// reason is an error's text for a log line or a reply, without the
+// package prefix.
+func reason(err error) string {
+	s := err.Error()
+	for _, p := range []string{"header: ", "dkimsign: "} {
+		s = strings.TrimPrefix(s, p)
+	}
+	return s
 }

@@ -8,8 +8,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/postkit/postkit/milter/filter"
+	"github.com/postkit/postkit/milter/miltertest"
 )
 
 // fakeSenders answers from a fixed table, or fails with err; it records
@@ -114,7 +116,7 @@ func TestSignsOnlyOwnedFrom(t *testing.T) {
 				m.Macros["{auth_authen}"] = tc.login
 				m.Macros["{auth_type}"] = "PLAIN"
 			}
-			c := run(t, s, m, body, 64)
+			c := miltertest.Run(t, m, body, 64, s)
 			if len(c.Ops) != tc.sigs {
 				t.Errorf("%d changes %+v; want %d signatures", len(c.Ops), c.Ops, tc.sigs)
 			}
@@ -153,7 +155,7 @@ func TestSendersReload(t *testing.T) {
 	send := func() *filter.Changes {
 		m := &filter.Message{QueueID: "Q", Outbound: true, Headers: []filter.Header{{Name: "From", Value: "billing@example.org"}},
 			Macros: map[string]string{"{auth_authen}": "demo@example.org"}}
-		return run(t, s, m, "x\r\n", 64)
+		return miltertest.Run(t, m, "x\r\n", 64, s)
 	}
 	if c := send(); len(c.Ops) != 1 {
 		t.Fatalf("without Senders: %d ops; want a signature", len(c.Ops))
@@ -190,20 +192,32 @@ func TestParseUnowned(t *testing.T) {
 	}
 }
 
-func TestFromAddress(t *testing.T) {
-	tests := []struct{ from, want string }{
-		{"a@example.org", "a@example.org"},
-		{"Ann <Ann@Example.Org>", "Ann@Example.Org"},
-		{"\"Doe, John\" <j@sub.example.org>", "j@sub.example.org"},
-		{"Jöhn Dœ <j@example.org>", "j@example.org"},
-		{"(comment) a@example.org", "a@example.org"},
-		{"a@example.org, b@example.net", ""},
-		{"nobody", ""},
+// slowSenders answers only when its context ends.
+type slowSenders struct{ waited chan time.Duration }
+
+func (s slowSenders) MayUse(ctx context.Context, login, addr string) (bool, error) {
+	t0 := time.Now()
+	<-ctx.Done()
+	s.waited <- time.Since(t0)
+	return false, ctx.Err()
+}
+
+// SenderTimeout bounds the question: a database that does not answer in
+// time defers the message instead of holding it.
+func TestSenderTimeout(t *testing.T) {
+	keys := []Key{{Domain: "example.org", Selector: "e1", Signer: rfcEd25519Key(t)}}
+	slow := slowSenders{make(chan time.Duration, 1)}
+	s, err := New(Config{Keys: keys, Senders: slow, SenderTimeout: 50 * time.Millisecond, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tc := range tests {
-		got, err := FromAddress([]filter.Header{{Name: "From", Value: tc.from}})
-		if got != tc.want || (err != nil) != (tc.want == "") {
-			t.Errorf("FromAddress(%q) = %q, %v; want %q", tc.from, got, err, tc.want)
-		}
+	m := &filter.Message{QueueID: "Q", Outbound: true, Headers: []filter.Header{{Name: "From", Value: "demo@example.org"}},
+		Macros: map[string]string{"{auth_authen}": "demo@example.org"}}
+	c := miltertest.Run(t, m, "x\r\n", 64, s)
+	if c.Verdict != filter.Tempfail || c.Code != "451" {
+		t.Errorf("verdict %v %s; want 451", c.Verdict, c.Code)
+	}
+	if w := <-slow.waited; w > 5*time.Second {
+		t.Errorf("the question waited %v; want about 50ms", w)
 	}
 }

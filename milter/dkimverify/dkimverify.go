@@ -16,14 +16,12 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-msgauth/authres"
 	"github.com/emersion/go-msgauth/dkim"
-	"github.com/postkit/postkit/milter/dkimsign"
 	"github.com/postkit/postkit/milter/filter"
+	"github.com/postkit/postkit/milter/header"
 )
 
 // Resolver is the DNS lookup the verifier needs; internal/dnsclient's
@@ -121,10 +119,6 @@ type Result struct {
 	Identity  string              // i=, or "@" d= when absent
 }
 
-// ServID returns the authserv-id an Authentication-Results value claims;
-// see filter.ServID.
-func ServID(value string) string { return filter.ServID(value) }
-
 // Headers implements filter.Filter: it deletes Authentication-Results fields
 // forged with our authserv-id and starts verifying the message's signatures.
 func (v *Verifier) Headers(m *filter.Message, c *filter.Changes) (filter.Body, error) {
@@ -140,7 +134,7 @@ func (v *Verifier) Headers(m *filter.Message, c *filter.Changes) (filter.Body, e
 		if !strings.EqualFold(h.Name, "Authentication-Results") {
 			continue
 		}
-		if strings.EqualFold(ServID(h.Value), v.id) {
+		if strings.EqualFold(header.ServID(h.Value), v.id) {
 			c.DeleteHeader("Authentication-Results", nth)
 			v.log.Info("dkimverify: deleted forged Authentication-Results", "qid", m.QueueID, "value", h.Value)
 			continue
@@ -177,57 +171,35 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 }
 
 // Abort ends the verification of a message that will not be completed (the
-// client went away); the daemon calls it when it has it.
+// client went away); the daemon calls it when it has it (filter.Aborter).
 func (b *body) Abort() { b.s.abort() }
 
 // session is the verification of one message: go-msgauth reads the message
-// from a pipe in a goroutine while the chain writes the body chunk by chunk,
-// so the message is never held whole in memory.
+// through a filter.Stream while the chain writes the body chunk by chunk.
 type session struct {
-	sigs      []sigTags
-	pw        *io.PipeWriter
-	done      chan struct{}
-	timer     *time.Timer
-	cancel    context.CancelFunc
-	mu        sync.Mutex
-	results   []Result
-	failed    bool // writing stopped
-	abandoned atomic.Bool
+	sigs    []sigTags
+	stream  *filter.Stream // nil without signatures
+	results []Result       // set by the stream's consumer, read after Close
 }
 
 // start begins the verification of a message with headers hs.
 func (v *Verifier) start(ctx context.Context, hs []filter.Header) *session {
-	s := &session{done: make(chan struct{})}
+	s := &session{}
 	for _, h := range hs {
 		if strings.EqualFold(h.Name, "DKIM-Signature") {
 			s.sigs = append(s.sigs, parseTags(h.Value))
 		}
 	}
 	if len(s.sigs) == 0 {
-		close(s.done) // RFC 8601 section 2.7.1: dkim=none
-		return s
+		return s // RFC 8601 section 2.7.1: dkim=none
 	}
-	ctx, s.cancel = context.WithTimeout(ctx, v.msgTimeout)
-	pr, pw := io.Pipe()
-	s.pw = pw
-	// An abandoned message ends its body with EOF rather than an error:
-	// go-msgauth's parallel verification leaves its own goroutines blocked
-	// when its reader fails, but finishes normally at EOF.
-	s.timer = time.AfterFunc(v.msgTimeout, s.abort)
-	go func() {
-		defer close(s.done)
-		vs, err := dkim.VerifyWithOptions(pr, &dkim.VerifyOptions{
+	s.stream = filter.NewStream(ctx, v.msgTimeout, func(ctx context.Context, r io.Reader) {
+		vs, err := dkim.VerifyWithOptions(r, &dkim.VerifyOptions{
 			LookupTXT:        v.lookup(ctx),
 			MaxVerifications: v.maxSigs,
 		})
-		// go-msgauth may return before reading the body (no usable
-		// signature): drain so that the chain's writes never block.
-		io.Copy(io.Discard, pr)
-		pr.Close()
-		s.mu.Lock()
 		s.results = v.results(s.sigs, vs, err)
-		s.mu.Unlock()
-	}()
+	})
 	// The header block as the MTA has it, then the separator line.
 	var hb strings.Builder
 	for _, h := range hs {
@@ -242,39 +214,27 @@ func (v *Verifier) start(ctx context.Context, hs []filter.Header) *session {
 }
 
 func (s *session) write(p []byte) {
-	if s.pw == nil || s.failed {
-		return
-	}
-	if _, err := s.pw.Write(p); err != nil {
-		s.failed = true
+	if s.stream != nil {
+		s.stream.Write(p)
 	}
 }
 
 // finish ends the body and waits for the results.
 func (s *session) finish() []Result {
-	if s.pw == nil {
+	if s.stream == nil {
 		return []Result{{Value: authres.ResultNone}}
 	}
-	s.pw.Close()
-	<-s.done
-	s.timer.Stop()
-	s.cancel()
-	if s.abandoned.Load() {
+	if !s.stream.Close() {
 		return []Result{{Value: authres.ResultTempError, Reason: "message not received in time"}}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return s.results
 }
 
 // abort stops a verification whose message will not be completed.
 func (s *session) abort() {
-	if s.pw == nil {
-		return
+	if s.stream != nil {
+		s.stream.Abort()
 	}
-	s.abandoned.Store(true)
-	s.pw.Close()
-	s.cancel() // ends key lookups in progress
 }
 
 // lookup adapts the Resolver to go-msgauth, which tells a temporary failure
@@ -405,7 +365,7 @@ func Format(authservID string, results []Result) string {
 // chain (`postkit dkim verify`, tests).
 func (v *Verifier) VerifyMessage(ctx context.Context, r io.Reader) ([]Result, error) {
 	br := bufio.NewReader(r)
-	hs, err := dkimsign.ReadHeaders(br)
+	hs, err := header.Read(br)
 	if err != nil {
 		return nil, fmt.Errorf("dkimverify: %w", err)
 	}

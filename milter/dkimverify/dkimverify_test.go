@@ -1,6 +1,7 @@
 package dkimverify
 
 import (
+	"bufio"
 	"context"
 	"crypto"
 	"crypto/ed25519"
@@ -8,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -17,9 +19,11 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/authres"
-	"github.com/postkit/postkit/milter/dkimkey"
+	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/milter/dkimsign"
 	"github.com/postkit/postkit/milter/filter"
+	"github.com/postkit/postkit/milter/header"
+	"github.com/postkit/postkit/milter/miltertest"
 )
 
 // fakeDNS answers TXT lookups from a map; names in temp fail temporarily.
@@ -97,43 +101,13 @@ func signed(t testing.TB, msg string) (string, *fakeDNS) {
 
 // splitMessage turns a raw message into milter headers and body.
 func splitMessage(t testing.TB, raw string) ([]filter.Header, string) {
-	head, body, ok := strings.Cut(raw, "\r\n\r\n")
-	if !ok {
-		t.Fatalf("no header/body separator in %q", raw)
-	}
-	var hs []filter.Header
-	for _, line := range strings.Split(head, "\r\n") {
-		if line[0] == ' ' || line[0] == '\t' {
-			hs[len(hs)-1].Value += "\r\n" + line
-			continue
-		}
-		n, v, _ := strings.Cut(line, ":")
-		hs = append(hs, filter.Header{Name: n, Value: strings.TrimPrefix(v, " ")})
-	}
-	return hs, body
-}
-
-func run(t testing.TB, f filter.Filter, m *filter.Message, body string, chunk int) *filter.Changes {
-	t.Helper()
-	c := filter.NewChanges(m)
-	b, err := f.Headers(m, c)
+	br := bufio.NewReader(strings.NewReader(raw))
+	hs, err := header.Read(br)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b == nil {
-		return c
-	}
-	for p := []byte(body); len(p) > 0; {
-		n := min(chunk, len(p))
-		if err := b.Write(p[:n]); err != nil {
-			t.Fatal(err)
-		}
-		p = p[n:]
-	}
-	if err := b.End(m, c); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	body, _ := io.ReadAll(br)
+	return hs, string(body)
 }
 
 const plain = "From: Ann <ann@example.org>\r\nTo: bob@example.net\r\nSubject: test\r\n\r\nHello  Bob,\r\nbye.\r\n"
@@ -175,7 +149,7 @@ func TestFilter(t *testing.T) {
 		for _, chunk := range []int{5, 65536} {
 			hs, body := splitMessage(t, tc.raw)
 			m := &filter.Message{QueueID: "Q", Outbound: tc.outbound, Headers: hs}
-			c := run(t, v, m, body, chunk)
+			c := miltertest.Run(t, m, body, chunk, v)
 			if tc.want == nil {
 				if len(c.Ops) != 0 {
 					t.Errorf("%s: ops %+v; want none", tc.name, c.Ops)
@@ -217,7 +191,7 @@ func TestForgedResults(t *testing.T) {
 		{Name: "From", Value: "a@example.org"},
 	}
 	m := &filter.Message{Headers: hs}
-	c := run(t, v, m, "body\r\n", 100)
+	c := miltertest.Run(t, m, "body\r\n", 100, v)
 	var deleted []int
 	for _, op := range c.Ops {
 		if op.Kind == filter.OpChangeHeader && op.Value == "" {
@@ -231,7 +205,7 @@ func TestForgedResults(t *testing.T) {
 	var left []string
 	for _, h := range m.Headers {
 		if h.Name == "Authentication-Results" {
-			left = append(left, ServID(h.Value))
+			left = append(left, header.ServID(h.Value))
 		}
 	}
 	if fmt.Sprint(left) != "[mx.example.net other.example mx.example.net.evil]" {
@@ -240,34 +214,6 @@ func TestForgedResults(t *testing.T) {
 	if !strings.HasPrefix(m.Headers[0].Value, "mx.example.net;\r\n\tdkim=none") {
 		t.Errorf("top header %+v; want our dkim=none", m.Headers[0])
 	}
-}
-
-func TestServID(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"mx.example.net; dkim=pass", "mx.example.net"},
-		{"  mx.example.net 1; none", "mx.example.net"},
-		{"(a (nested) comment) mx.example.net\r\n\t; spf=pass", "mx.example.net"},
-		{"mx.example.net", "mx.example.net"},
-		{"", ""},
-		{"(unclosed mx.example.net; x", ""},
-		{"\"quoted(not comment)\"; x", "\"quoted(not"},
-	}
-	for _, tc := range tests {
-		if got := ServID(tc.in); got != tc.want {
-			t.Errorf("ServID(%q) = %q; want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
-func FuzzServID(f *testing.F) {
-	f.Add("mx.example.net; dkim=pass")
-	f.Add("(\\)) x;")
-	f.Fuzz(func(t *testing.T, s string) {
-		id := ServID(s)
-		if strings.ContainsAny(id, " \t\r\n;") {
-			t.Fatalf("ServID(%q) = %q contains a separator", s, id)
-		}
-	})
 }
 
 // FuzzVerify feeds arbitrary messages through the filter: never a panic,
@@ -290,7 +236,7 @@ func FuzzVerify(f *testing.F) {
 			hs = append(hs, filter.Header{Name: n, Value: strings.TrimPrefix(val, " ")})
 		}
 		m := &filter.Message{Headers: hs}
-		c := run(t, v, m, body, 3)
+		c := miltertest.Run(t, m, body, 3, v)
 		n := 0
 		for _, op := range c.Ops {
 			if op.Kind == filter.OpInsertHeader && op.Name == "Authentication-Results" {

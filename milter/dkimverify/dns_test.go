@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/authres"
+	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/internal/dnsclient"
 	"github.com/postkit/postkit/internal/dnstest"
-	"github.com/postkit/postkit/milter/dkimkey"
 )
 
 // TestThroughResolver verifies through postkit's resolver and a loopback DNS

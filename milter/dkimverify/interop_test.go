@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/emersion/go-msgauth/authres"
-	"github.com/postkit/postkit/milter/dkimkey"
+	"github.com/postkit/postkit/internal/dkimkey"
 )
 
 func needPythonDKIM(t *testing.T) string {

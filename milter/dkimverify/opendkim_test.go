@@ -16,7 +16,7 @@ import (
 
 	"github.com/emersion/go-milter"
 	"github.com/emersion/go-msgauth/authres"
-	"github.com/postkit/postkit/milter/dkimkey"
+	"github.com/postkit/postkit/internal/dkimkey"
 )
 
 // opendkimSign runs OpenDKIM as a signing milter on a unix socket, passes msg

@@ -30,6 +30,7 @@ import (
 	"strings"
 
 	"github.com/postkit/postkit/milter/filter"
+	"github.com/postkit/postkit/milter/header"
 )
 
 // Config configures the filter.
@@ -93,7 +94,7 @@ func (f *Filter) Judge(m *filter.Message, h filter.Header) string {
 		}
 		return whySPF
 	case name == headerAR:
-		if strings.EqualFold(filter.ServID(h.Value), f.id) {
+		if strings.EqualFold(header.ServID(h.Value), f.id) {
 			return whyAuthRes
 		}
 	}

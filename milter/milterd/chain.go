@@ -12,7 +12,8 @@ import (
 // end of headers, every body chunk into every Body, End in order at end of
 // message.
 type msgState struct {
-	st         *settings
+	st         *Chain
+	release    func() // gives st back to the Holder
 	filters    []filter.Filter
 	timings    []time.Duration
 	start      time.Time
@@ -30,15 +31,6 @@ type chainBody struct {
 	idx   int // index into filters
 	b     filter.Body
 	ended bool // End was called (or Abort): the body is done
-}
-
-// Aborter is implemented by a filter.Body that holds resources beyond the
-// message (a goroutine, a pending DNS lookup). The daemon calls Abort once
-// for every such Body whose End will never be called: the MTA aborted the
-// message (SMFIC_ABORT, a new MAIL, QUIT), the connection dropped, or an
-// earlier filter refused or failed the message.
-type Aborter interface {
-	Abort()
 }
 
 func (m *msgState) qid() string {
@@ -128,7 +120,7 @@ func (m *msgState) end() {
 	}
 }
 
-// abort releases every Body that will not see End (see Aborter). It is
+// abort releases every Body that will not see End (see filter.Aborter). It is
 // safe to call more than once and after end.
 func (m *msgState) abort() {
 	for i := range m.bodies {
@@ -137,7 +129,7 @@ func (m *msgState) abort() {
 			continue
 		}
 		cb.ended = true
-		a, ok := cb.b.(Aborter)
+		a, ok := cb.b.(filter.Aborter)
 		if !ok {
 			continue
 		}

@@ -121,17 +121,17 @@ func TestPacketReader(t *testing.T) {
 }
 
 func TestOutbound(t *testing.T) {
-	st, err := newSettings(Config{Trusted: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}, Originating: []string{"ORIGINATING", "submission"}})
+	st, err := NewChain(Config{Trusted: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}, Originating: []string{"ORIGINATING", "submission"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	def, err := newSettings(Config{})
+	def, err := NewChain(Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
 		name    string
-		st      *settings
+		st      *Chain
 		addr    string
 		connMac map[string]string
 		msgMac  map[string]string

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -69,6 +70,10 @@ type Config struct {
 	WriteTimeout time.Duration
 	Logger       *slog.Logger
 	Now          func() time.Time
+	// Closer releases what the filters of Chains hold beyond a message
+	// (databases, resolvers): the Chain built from this Config closes it
+	// once, when it is closed (see Chain). Nil: nothing to release.
+	Closer io.Closer
 }
 
 // ParseFaultAction parses "tempfail", "accept" or "reject".
@@ -216,8 +221,14 @@ func macroStage(name string) int {
 	return stageEOM
 }
 
-// settings is one immutable configuration generation; Reload swaps it.
-type settings struct {
+// Chain is what a Server runs: the filter chains of one configuration
+// (Config.Chains, by name) with the settings they run under and the
+// resources their filters hold. It does not change once built. A Server
+// takes it from a daemon.Holder for each message, from MAIL to the end of
+// the message, so that a reload (Holder.Swap) lets the messages in flight
+// finish with the chain they started with, and the chain a reload replaced
+// is closed once the last of them is done.
+type Chain struct {
 	chains      map[string][]filter.Filter
 	protos      map[string]chainProto
 	trusted     []netip.Prefix
@@ -229,10 +240,35 @@ type settings struct {
 	writeTO     time.Duration
 	log         *slog.Logger
 	now         func() time.Time
+
+	closer    io.Closer
+	closeOnce sync.Once
+	closeErr  error
 }
 
-func newSettings(cfg Config) (*settings, error) {
-	st := &settings{
+// Close releases the resources of the chain's filters (Config.Closer). The
+// daemon calls it through its Holder once no message uses the chain; later
+// calls return the first call's result.
+func (st *Chain) Close() error {
+	st.closeOnce.Do(func() {
+		if st.closer != nil {
+			st.closeErr = st.closer.Close()
+		}
+	})
+	return st.closeErr
+}
+
+// Filters returns the filters of the named chain, in order (for logs and
+// tests).
+func (st *Chain) Filters(name string) []filter.Filter {
+	return append([]filter.Filter(nil), st.chains[name]...)
+}
+
+// NewChain checks cfg and builds the chain a Server runs. It does not take
+// cfg.Closer when it fails: the caller closes it then.
+func NewChain(cfg Config) (*Chain, error) {
+	st := &Chain{
+		closer:      cfg.Closer,
 		chains:      map[string][]filter.Filter{},
 		protos:      map[string]chainProto{},
 		originating: map[string]bool{},
@@ -319,7 +355,7 @@ func newSettings(cfg Config) (*settings, error) {
 // authenticated, from a trusted network, a local submission (no IP address,
 // e.g. Postfix's non_smtpd_milters), or received by a daemon listed as
 // originating.
-func (st *settings) outbound(m *filter.Message) bool {
+func (st *Chain) outbound(m *filter.Message) bool {
 	if m.Macro("{auth_authen}") != "" || m.Macro("{auth_type}") != "" {
 		return true
 	}
@@ -340,9 +376,12 @@ func (st *settings) outbound(m *filter.Message) bool {
 	return false
 }
 
-// Server is the milter daemon.
+// Server is the milter daemon. It runs the Chain of a daemon.Holder: each
+// message takes the current chain from the holder at MAIL and gives it back
+// at its end.
 type Server struct {
-	cur atomic.Pointer[settings]
+	h     *daemon.Holder[*Chain]
+	owned bool // New made h: Shutdown closes its chain
 
 	mu        sync.Mutex
 	listeners map[net.Listener]string // listener → chain name
@@ -352,27 +391,36 @@ type Server struct {
 	wg        sync.WaitGroup
 }
 
-// New builds a server from cfg.
+// NewServer returns a server running the chain h holds. Whoever owns h
+// swaps it on reload (Holder.Swap) and closes it after Shutdown
+// (Holder.Close), as daemon.Run does.
+func NewServer(h *daemon.Holder[*Chain]) *Server {
+	return &Server{h: h, listeners: map[net.Listener]string{}, sessions: map[*session]struct{}{}}
+}
+
+// New builds a server from cfg with a Holder of its own: Reload swaps its
+// chain and Shutdown closes it. It does not take cfg.Closer when it fails.
 func New(cfg Config) (*Server, error) {
-	st, err := newSettings(cfg)
+	ch, err := NewChain(cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{listeners: map[net.Listener]string{}, sessions: map[*session]struct{}{}}
-	s.cur.Store(st)
+	s := NewServer(daemon.NewHolder(ch))
+	s.owned = true
 	return s, nil
 }
 
-// Reload swaps chains and settings atomically: connections and messages that
-// start afterwards use the new ones, messages in flight finish with the old.
-// On error the running configuration is kept.
+// Reload builds a chain from cfg and swaps it in: connections and messages
+// that start afterwards use it, messages in flight finish with the old one,
+// which is closed once the last of them is done (its Close error is
+// logged). On error the running chain stays, and cfg.Closer is the
+// caller's to close.
 func (s *Server) Reload(cfg Config) error {
-	st, err := newSettings(cfg)
+	st, err := NewChain(cfg)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	var missing []string
 	for _, name := range s.listeners {
 		if _, ok := st.chains[name]; !ok {
@@ -380,11 +428,18 @@ func (s *Server) Reload(cfg Config) error {
 		}
 	}
 	if len(missing) > 0 {
+		s.mu.Unlock()
 		sort.Strings(missing)
 		return fmt.Errorf("milterd: reload: chain(s) %s are served by a listener but missing from the new configuration; keeping the old one", strings.Join(missing, ", "))
 	}
-	s.cur.Store(st)
+	done := s.h.Swap(st)
+	s.mu.Unlock()
 	st.log.Info("milter configuration reloaded", "chains", len(st.chains))
+	go func() {
+		if err := <-done; err != nil {
+			st.log.Warn("milter: closing the previous chain failed", "err", err)
+		}
+	}()
 	return nil
 }
 
@@ -394,10 +449,11 @@ func (s *Server) Serve(ln net.Listener) error { return s.ServeChain(ln, DefaultC
 // ServeChain accepts MTA connections on ln and runs the named chain for them.
 // It returns daemon.ErrServerClosed after Shutdown.
 func (s *Server) ServeChain(ln net.Listener, chain string) error {
-	if _, ok := s.cur.Load().chains[chain]; !ok {
+	s.mu.Lock()
+	if _, ok := s.h.Current().chains[chain]; !ok {
+		s.mu.Unlock()
 		return fmt.Errorf("milterd: chain %q is not configured; add it to Config.Chains", chain)
 	}
-	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		return daemon.ErrServerClosed
@@ -415,7 +471,7 @@ func (s *Server) ServeChain(ln net.Listener, chain string) error {
 		return s.closing
 	}
 	for {
-		c, err := daemon.Accept(ln, "milterd", closed, s.cur.Load().log)
+		c, err := daemon.Accept(ln, "milterd", closed, s.h.Current().log)
 		if err != nil {
 			return err
 		}
@@ -441,8 +497,19 @@ func (s *Server) ServeChain(ln net.Listener, chain string) error {
 
 // Shutdown stops accepting, closes idle MTA connections and waits for the
 // messages in flight to finish, or for ctx to end (then it closes the rest:
-// Postfix applies milter_default_action to those messages).
+// Postfix applies milter_default_action to those messages). A server made
+// by New then closes its chain (a failure to is logged).
 func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.shutdown(ctx)
+	if s.owned {
+		if cerr := <-s.h.Close(); cerr != nil {
+			s.h.Current().log.Warn("milter: closing the chain failed", "err", cerr)
+		}
+	}
+	return err
+}
+
+func (s *Server) shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
 	s.closed.Store(true)

@@ -59,7 +59,7 @@ var (
 const maxPooledPacket = 65536 + 1
 
 func newSession(s *Server, c net.Conn, chain string) *session {
-	st := s.cur.Load()
+	st := s.h.Current()
 	r, w := newSocketIO(c)
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(r)
@@ -140,7 +140,7 @@ func (s *session) serve() {
 // waits several times per message, so the deadline moves only once it lags
 // the wanted one by more than 1/64 of the timeout: an idle connection is
 // closed after between 63/64 and all of IdleTimeout of silence.
-func (s *session) readDeadline(st *settings, force bool) {
+func (s *session) readDeadline(st *Chain, force bool) {
 	want := st.now().Add(st.idle)
 	if force || want.Sub(s.readDL) > st.idle/64 {
 		s.readDL = want
@@ -148,9 +148,21 @@ func (s *session) readDeadline(st *settings, force bool) {
 	}
 }
 
+// settings returns the chain whose settings (timeouts, clock) apply now:
+// the message's while one is in progress, else the current one. Only a
+// message takes a reference (message); between messages the session holds
+// none, so that a reload closes the old chain without waiting for idle
+// connections.
+func (s *session) settings() *Chain {
+	if s.msg != nil {
+		return s.msg.st
+	}
+	return s.srv.h.Current()
+}
+
 // step reads and handles one packet.
 func (s *session) step() error {
-	st := s.srv.cur.Load()
+	st := s.settings()
 	if s.rd.r.Buffered() == 0 {
 		if s.msg == nil {
 			if s.srv.isClosing() {
@@ -291,7 +303,7 @@ func (s *session) negotiate(data []byte) error {
 	if o.version < 2 {
 		return fmt.Errorf("milterd: MTA speaks milter protocol %d; set milter_protocol = 6", o.version)
 	}
-	st := s.srv.cur.Load()
+	st := s.srv.h.Current()
 	version := min(o.version, protoVersion)
 	want := uint32(actAddHdrs | actChgHdrs | actAddRcpt | actDelRcpt | actQuarantine | actChgFrom)
 	if version >= 6 {
@@ -368,31 +380,39 @@ func (s *session) connection() *filter.Conn {
 }
 
 // message returns the message in progress, starting one if needed with the
-// configuration current at that moment.
+// chain current at that moment, which it holds until resetMessage.
 func (s *session) message() *msgState {
 	if s.msg != nil {
 		return s.msg
 	}
-	st := s.srv.cur.Load()
+	st, release := s.srv.h.Acquire()
 	if s.msgMacros == nil {
 		s.msgMacros = map[string]string{}
 	}
-	fs := st.chains[s.chain]
+	fs, ok := st.chains[s.chain]
 	s.msg = &msgState{
 		st:      st,
+		release: release,
 		filters: fs,
 		timings: make([]time.Duration, len(fs)),
 		start:   st.now(),
 		msg:     &filter.Message{Conn: s.connection(), Macros: s.msgMacros},
 	}
+	if !ok {
+		// A reload dropped the chain this listener serves (a Holder
+		// swapped without the checks of Reload): the message gets the
+		// fault action, never an empty chain.
+		s.msg.fault, s.msg.faultFilter = fmt.Errorf("milterd: chain %q is missing from the running configuration; restart the daemon", s.chain), "milterd"
+	}
 	return s.msg
 }
 
 // resetMessage forgets the message in progress, aborting the bodies of
-// filters that did not see its end.
+// filters that did not see its end, and gives its chain back.
 func (s *session) resetMessage() {
 	if s.msg != nil {
 		s.msg.abort()
+		s.msg.release()
 	}
 	s.msg = nil
 	s.msgMacros = nil
@@ -419,7 +439,7 @@ func (s *session) replyNow(code byte) error {
 // deadline (readDeadline): a reply gets between 63/64 and all of
 // WriteTimeout.
 func (s *session) flush() error {
-	st := s.srv.cur.Load()
+	st := s.settings()
 	if want := st.now().Add(st.writeTO); want.Sub(s.writeDL) > st.writeTO/64 {
 		s.writeDL = want
 		s.conn.SetWriteDeadline(want)

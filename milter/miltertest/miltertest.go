@@ -49,13 +49,26 @@ func Start(t testing.TB, network string, cfg milterd.Config, filters ...filter.F
 		cfg.Chains = map[string][]filter.Filter{milterd.DefaultChain: filters}
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		cfg.Logger = Logger(t)
 	}
 	srv, err := milterd.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return Serve(t, network, srv)
+}
+
+// Logger returns a logger writing warnings and errors to t's log.
+func Logger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// Serve serves srv (milterd.DefaultChain) on a temporary unix socket
+// (network "unix") or 127.0.0.1:0 ("tcp") and shuts it down at cleanup.
+func Serve(t testing.TB, network string, srv *milterd.Server) *Server {
+	t.Helper()
 	var ln net.Listener
+	var err error
 	switch network {
 	case "unix":
 		path := filepath.Join(PublicTempDir(t), "milter.sock")

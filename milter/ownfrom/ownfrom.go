@@ -29,15 +29,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/mail"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-msgauth/authres"
 	"github.com/postkit/postkit/milter/filter"
+	"github.com/postkit/postkit/milter/header"
 )
 
 // SPF results as RFC 7208 section 2.6 spells them (those the filter tells
@@ -108,7 +107,7 @@ func (f *Filter) Headers(m *filter.Message, c *filter.Changes) (filter.Body, err
 	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Timeout)
 	defer cancel()
 	var ours []string
-	for _, addr := range FromAddresses(m.Headers) {
+	for _, addr := range header.FromAddresses(m.Headers) {
 		d := domainOf(addr)
 		if d == "" || slices.ContainsFunc(ours, func(o string) bool { return domainOf(o) == d }) {
 			continue
@@ -137,7 +136,7 @@ func (f *Filter) Headers(m *filter.Message, c *filter.Changes) (filter.Body, err
 
 func (f *Filter) ourResults(h filter.Header) bool {
 	return f.cfg.AuthservID != "" && strings.EqualFold(h.Name, "Authentication-Results") &&
-		strings.EqualFold(filter.ServID(h.Value), f.cfg.AuthservID)
+		strings.EqualFold(header.ServID(h.Value), f.cfg.AuthservID)
 }
 
 type body struct {
@@ -195,7 +194,7 @@ func (b *body) dkimDomains(m *filter.Message) []string {
 		if !b.f.ourResults(h) || b.before[h.Value] {
 			continue
 		}
-		_, results, err := authres.Parse(unfold(h.Value))
+		_, results, err := authres.Parse(header.Unfold(h.Value))
 		if err != nil {
 			b.f.cfg.Logger.Warn("ownfrom: cannot read our own Authentication-Results", "qid", m.QueueID, "err", err)
 			continue
@@ -222,44 +221,12 @@ func aligned(d string, signed []string) bool {
 	return false
 }
 
-// looseAddr finds what looks like addr-spec domains in a field that does
-// not parse: a forger gets no pass by breaking the syntax.
-var looseAddr = regexp.MustCompile(`[^\s<>()",;:@]+@([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)`)
-
-// FromAddresses returns the addresses of every From field (a message may
-// illegally carry several; each counts). A field net/mail cannot parse is
-// searched for anything shaped like an address instead.
-func FromAddresses(hs []filter.Header) []string {
-	var out []string
-	for _, h := range hs {
-		if !strings.EqualFold(strings.TrimSpace(h.Name), "From") {
-			continue
-		}
-		v := unfold(h.Value)
-		list, err := mail.ParseAddressList(v)
-		if err == nil {
-			for _, a := range list {
-				out = append(out, a.Address)
-			}
-			continue
-		}
-		for _, sm := range looseAddr.FindAllStringSubmatch(v, -1) {
-			out = append(out, sm[0])
-		}
-	}
-	return out
-}
-
 func domainOf(addr string) string {
 	i := strings.LastIndexByte(addr, '@')
 	if i < 0 {
 		return ""
 	}
 	return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(addr[i+1:]), "."))
-}
-
-func unfold(v string) string {
-	return strings.NewReplacer("\r\n", "", "\n", "").Replace(v)
 }
 
 var _ filter.Declarer = (*Filter)(nil)
