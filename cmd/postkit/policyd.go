@@ -26,6 +26,10 @@ import (
 	"github.com/postkit/postkit/internal/dnsclient"
 	"github.com/postkit/postkit/internal/seal"
 	"github.com/postkit/postkit/policyd"
+	"github.com/postkit/postkit/policyd/blacklist"
+	"github.com/postkit/postkit/policyd/dnsbl"
+	"github.com/postkit/postkit/policyd/greylist"
+	"github.com/postkit/postkit/policyd/ratelimit"
 	"github.com/postkit/postkit/policyd/spfcheck"
 	"github.com/postkit/postkit/policyd/state"
 	"github.com/postkit/postkit/sqlmaps"
@@ -54,12 +58,12 @@ type policyOptions struct {
 	// BlacklistOwner "postfix" leaves the SQL blacklists to Postfix's
 	// check_*_access maps: the daemon then skips its blacklist check.
 	BlacklistOwner string
-	Blacklist      policyd.BlacklistConfig
+	Blacklist      blacklist.Config
 	Database       string // SQL store with the blacklists
 	DNSBLSites     []string
-	DNSBL          policyd.DNSBLConfig // Sites are parsed from DNSBLSites
-	Greylist       policyd.GreylistConfig
-	RateLimits     []string // ParseRateLimit syntax
+	DNSBL          dnsbl.Config // Sites are parsed from DNSBLSites
+	Greylist       greylist.Config
+	RateLimits     []string // ratelimit.ParseLimit syntax
 	StatePath      string   // greylisting and rate-limit state (SQLite)
 	// OwnDomains refuses outsiders using our domains (Domains and those of
 	// Database) as envelope sender unless SPF passes (spfcheck.Config.OwnDomain).
@@ -147,7 +151,7 @@ func policyOptionsFromConfig(c *config.Config) (policyOptions, error) {
 		AllowIPs:           spfAllow,
 		AllowSenderDomains: append([]string{}, p.SPF.AllowDomains...),
 	}
-	o.Blacklist = policyd.BlacklistConfig{
+	o.Blacklist = blacklist.Config{
 		RecipientDelimiter: c.RecipientDelim,
 		// parent_domains: a row for example.org also matches
 		// sub.example.org, which is Postfix's default
@@ -155,29 +159,25 @@ func policyOptionsFromConfig(c *config.Config) (policyOptions, error) {
 		// rows match sub-domains.
 		SubdomainsNeedDot: !p.Blacklist.ParentDomains,
 	}
-	o.DNSBL = policyd.DNSBLConfig{Threshold: p.DNSBL.Threshold, CheckPrivate: p.DNSBL.CheckPrivate}
+	o.DNSBL = dnsbl.Config{Threshold: p.DNSBL.Threshold, CheckPrivate: p.DNSBL.CheckPrivate}
 	greyAllow, err := policyPrefixes("policy.greylist.allow_ips", p.Greylist.AllowIPs)
 	if err != nil {
 		return o, err
 	}
-	o.Greylist = policyd.GreylistConfig{
+	o.Greylist = greylist.Config{
 		Delay:        p.Greylist.Delay.D(),
 		RetryWindow:  p.Greylist.RetryWindow.D(),
 		MaxAge:       p.Greylist.MaxAge.D(),
 		AllowClients: greyAllow,
-		// YAML 0 means never; the check's 0 means its default (5).
 		AutoAllowClients: p.Greylist.AutoAllow,
-	}
-	if o.Greylist.AutoAllowClients == 0 {
-		o.Greylist.AutoAllowClients = -1
 	}
 	for _, l := range p.RateLimit.Limits {
 		count := l.Count
 		if count == "" {
 			count = "messages"
 		}
-		o.RateLimits = append(o.RateLimits, policyd.RateLimit{
-			Key: policyd.RateKey(l.Key), Counter: policyd.RateCounter(count), Max: int64(l.Max), Window: l.Window.D(),
+		o.RateLimits = append(o.RateLimits, ratelimit.Limit{
+			Key: ratelimit.Key(l.Key), Counter: ratelimit.Counter(count), Max: int64(l.Max), Window: l.Window.D(),
 		}.String())
 	}
 	return o, nil
@@ -266,14 +266,14 @@ func buildPolicyChain(o policyOptions) (_ *policyChain, err error) {
 	}
 	// The DNSBL is built first when listed, so that greylisting can use its
 	// allow-list scores whatever the order.
-	var dnsbl *policyd.DNSBL
+	var dnsblCheck *dnsbl.Check
 	if seen["dnsbl"] {
 		r, err := resolver()
 		if err != nil {
 			return nil, err
 		}
 		cfg := o.DNSBL
-		if cfg.Sites, err = policyd.ParseDNSBLSites(strings.Join(o.DNSBLSites, " ")); err != nil {
+		if cfg.Sites, err = dnsbl.ParseSites(strings.Join(o.DNSBLSites, " ")); err != nil {
 			return nil, err
 		}
 		cfg.SkipClients = append(append([]netip.Prefix{}, cfg.SkipClients...), o.Trusted...)
@@ -281,7 +281,7 @@ func buildPolicyChain(o policyOptions) (_ *policyChain, err error) {
 			cfg.Timeout = min(5*time.Second, o.TimeBudget)
 		}
 		cfg.Logger = log
-		if dnsbl, err = policyd.NewDNSBL(cfg, r); err != nil {
+		if dnsblCheck, err = dnsbl.New(cfg, r); err != nil {
 			return nil, err
 		}
 	}
@@ -300,7 +300,7 @@ func buildPolicyChain(o policyOptions) (_ *policyChain, err error) {
 			pc.closers = append(pc.closers, store)
 			cfg := o.Blacklist
 			cfg.Logger = log
-			if chk, err = policyd.NewBlacklist(cfg, store); err != nil {
+			if chk, err = blacklist.New(cfg, store); err != nil {
 				return nil, err
 			}
 		case "spf":
@@ -333,7 +333,7 @@ func buildPolicyChain(o policyOptions) (_ *policyChain, err error) {
 				return nil, err
 			}
 		case "dnsbl":
-			chk = dnsbl
+			chk = dnsblCheck
 		case "greylist":
 			db, err := stateDB()
 			if err != nil {
@@ -343,10 +343,10 @@ func buildPolicyChain(o policyOptions) (_ *policyChain, err error) {
 			cfg.AllowClients = append(append([]netip.Prefix{}, cfg.AllowClients...), o.Trusted...)
 			cfg.Hostname = o.Hostname
 			cfg.Logger = log
-			if dnsbl != nil {
-				cfg.Allowlist = dnsbl
+			if dnsblCheck != nil {
+				cfg.Allowlist = dnsblCheck
 			}
-			if chk, err = policyd.NewGreylist(cfg, db); err != nil {
+			if chk, err = greylist.New(cfg, db); err != nil {
 				return nil, err
 			}
 		case "ratelimit":
@@ -354,7 +354,7 @@ func buildPolicyChain(o policyOptions) (_ *policyChain, err error) {
 			if err != nil {
 				return nil, err
 			}
-			cfg := policyd.RateLimitConfig{
+			cfg := ratelimit.Config{
 				// The generated main.cf asks the daemon at RCPT only about
 				// inbound mail (permit_sasl_authenticated and
 				// permit_mynetworks come first) and at END-OF-MESSAGE about
@@ -366,13 +366,13 @@ func buildPolicyChain(o policyOptions) (_ *policyChain, err error) {
 				Logger:         log,
 			}
 			for _, s := range o.RateLimits {
-				l, err := policyd.ParseRateLimit(s)
+				l, err := ratelimit.ParseLimit(s)
 				if err != nil {
 					return nil, err
 				}
 				cfg.Limits = append(cfg.Limits, l)
 			}
-			if chk, err = policyd.NewRateLimit(cfg, db); err != nil {
+			if chk, err = ratelimit.New(cfg, db); err != nil {
 				return nil, err
 			}
 		default:

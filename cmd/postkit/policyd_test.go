@@ -65,8 +65,8 @@ func TestPolicyOptionsFromConfig(t *testing.T) {
 			}
 		}},
 		{"auto_allow 0 means never", "policy:\n  greylist: {auto_allow: 0}\n", func(t *testing.T, o policyOptions) {
-			if o.Greylist.AutoAllowClients != -1 {
-				t.Errorf("AutoAllowClients = %d, want -1 (never)", o.Greylist.AutoAllowClients)
+			if o.Greylist.AutoAllowClients != 0 {
+				t.Errorf("AutoAllowClients = %d, want 0 (never)", o.Greylist.AutoAllowClients)
 			}
 		}},
 		{"parent_domains", "policy:\n  blacklist: {owner: policy, parent_domains: true}\n", func(t *testing.T, o policyOptions) {
