@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -204,6 +203,9 @@ type policyChain struct {
 	checks  []policyd.Check
 	closers []io.Closer
 }
+
+// Checks implements policyd.Chain.
+func (pc *policyChain) Checks() []policyd.Check { return pc.checks }
 
 // Close releases the chain's databases.
 func (pc *policyChain) Close() error {
@@ -603,8 +605,8 @@ answered.`,
 }
 
 // runPolicyd serves o until ctx ends. On each value from hup it calls load
-// and swaps in the rebuilt checks; the old ones are closed once requests
-// that may still use them are done.
+// and swaps in the rebuilt checks; the old ones are closed once the last
+// request that uses them is answered.
 func runPolicyd(ctx context.Context, o policyOptions, load func() (policyOptions, error), hup <-chan os.Signal) error {
 	log := o.Logger
 	if log == nil {
@@ -618,25 +620,25 @@ func runPolicyd(ctx context.Context, o policyOptions, load func() (policyOptions
 	if err != nil {
 		return err
 	}
-	// Chains replaced by a reload, closed once the requests that may still
-	// run on them are answered (within the time budget), or at exit.
-	var (
-		retiredMu sync.Mutex
-		retired   = map[*policyChain]*time.Timer{}
-	)
+	// Every request takes the chain it runs on from chains; a reload swaps
+	// in the next one, and the old one is closed after its last request.
+	chains := daemon.NewHolder[policyd.Chain](chain)
 	defer func() {
-		retiredMu.Lock()
-		for pc, t := range retired {
-			if t.Stop() {
-				pc.Close()
+		// After Shutdown no request holds the chain, unless one overran
+		// the shutdown's deadline: it gives the chain back within its
+		// time budget.
+		select {
+		case err := <-chains.Close():
+			if err != nil {
+				log.Warn("policyd: closing the checks' databases", "err", err)
 			}
+		case <-time.After(o.TimeBudget + 2*time.Second):
+			log.Warn("policyd: requests still running on the checks at exit; their databases are left to the exit")
 		}
-		retiredMu.Unlock()
-		chain.Close()
 	}()
 	metrics := policyd.NewMetrics()
 	srv := &policyd.Server{
-		Checks:         chain.checks,
+		Chains:         chains,
 		CheckTimeout:   o.TimeBudget,
 		RequestTimeout: o.TimeBudget,
 		Observer:       metrics,
@@ -688,17 +690,12 @@ loop:
 				!slices.Equal(no.AllowClients, o.AllowClients) || !slices.Equal(no.MetricsAllowClients, o.MetricsAllowClients) {
 				log.Warn("policyd: listen address, socket permissions, allowed clients, metrics address or time budget changed: restart the daemon to apply them")
 			}
-			srv.SetChecks(next.checks)
-			old := chain
-			chain = next
-			retiredMu.Lock()
-			retired[old] = time.AfterFunc(o.TimeBudget+2*time.Second, func() {
-				retiredMu.Lock()
-				delete(retired, old)
-				retiredMu.Unlock()
-				old.Close()
-			})
-			retiredMu.Unlock()
+			closed := chains.Swap(next)
+			go func() {
+				if err := <-closed; err != nil {
+					log.Warn("policyd: closing the previous checks' databases", "err", err)
+				}
+			}()
 			log.Info("policyd: reloaded", "checks", strings.Join(checkNames(next.checks), ","))
 		}
 	}
