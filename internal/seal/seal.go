@@ -38,6 +38,10 @@ import (
 	"syscall"
 )
 
+// KeyFile is the key file's name under paths.postkit_run (postkit.yaml): the
+// policy daemon creates it there, the milter reads it.
+const KeyFile = "seal.key"
+
 // Param is the key of the key-value pair that carries the code: RFC 7208
 // section 9.1 allows further "name=value" pairs after the defined ones.
 const Param = "x-postkit-seal"
