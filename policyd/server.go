@@ -42,9 +42,17 @@ import (
 // A check that errors, panics or overruns CheckTimeout is logged and counts as
 // no opinion: a broken check never refuses mail.
 //
-// SetChecks replaces the checks while the server runs (a configuration
-// reload): each request runs entirely on the list it started with.
+// With Chains, the checks change while the server runs (a configuration
+// reload): each request runs entirely on the chain it acquired, and a
+// replaced chain is closed once the last request using it is answered.
 type Server struct {
+	// Chains holds the chain requests run: each request acquires the
+	// current one and releases it once decided, so that Chains.Swap (a
+	// reload) leaves the requests in progress on the chain they started
+	// with and closes that chain after the last of them.
+	Chains *daemon.Holder[Chain]
+	// Checks are the checks every request runs when Chains is nil: a fixed
+	// chain with nothing to close.
 	Checks []Check
 	// Observer, when set, is told every check's outcome and every request's
 	// final action with their durations (*Metrics implements it).
@@ -73,8 +81,26 @@ type Server struct {
 	wg        sync.WaitGroup
 	sent      *sentHeaders
 	initOnce  sync.Once
-	checks    atomic.Pointer[[]Check]
+	chains    *daemon.Holder[Chain]
 }
+
+// Chain is a list of checks with the resources they hold (databases,
+// resolvers): what a configuration reload replaces. Close releases the
+// resources; a Server's daemon.Holder calls it once no request uses the
+// chain any more.
+type Chain interface {
+	Checks() []Check
+	io.Closer
+}
+
+// CheckList is a Chain of checks that hold nothing to release.
+type CheckList []Check
+
+// Checks implements Chain.
+func (l CheckList) Checks() []Check { return l }
+
+// Close implements Chain: there is nothing to release.
+func (CheckList) Close() error { return nil }
 
 // Observer receives measurements from the server; it must be safe for
 // concurrent use. *Metrics implements it.
@@ -113,24 +139,11 @@ func (s *Server) init() {
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[*conn]struct{}{}
 		s.sent = newSentHeaders(20000, 15*time.Minute)
-		cs := append([]Check(nil), s.Checks...)
-		s.checks.CompareAndSwap(nil, &cs)
+		s.chains = s.Chains
+		if s.chains == nil {
+			s.chains = daemon.NewHolder[Chain](append(CheckList(nil), s.Checks...))
+		}
 	})
-}
-
-// SetChecks atomically replaces the checks: requests already being decided
-// finish with the old list, later ones use the new one. It may be called
-// before or while Serve runs.
-func (s *Server) SetChecks(checks []Check) {
-	s.init()
-	cs := append([]Check(nil), checks...)
-	s.checks.Store(&cs)
-}
-
-// CurrentChecks returns the checks requests run now.
-func (s *Server) CurrentChecks() []Check {
-	s.init()
-	return *s.checks.Load()
 }
 
 // Serve accepts connections on ln until Shutdown, and returns
@@ -291,13 +304,16 @@ func (s *Server) handle(r *Request) string {
 	return action
 }
 
-// Decide runs the checks over r and merges their decisions into one action
-// (see Server). reasons lists the Reason of every decision that had one.
+// Decide runs the checks of the current chain over r and merges their
+// decisions into one action (see Server). reasons lists the Reason of every
+// decision that had one.
 func (s *Server) Decide(ctx context.Context, r *Request) (action string, reasons []string) {
 	s.init()
+	chain, release := s.chains.Acquire()
+	defer release()
 	var prepends []string
 	final := ""
-	for _, c := range *s.checks.Load() {
+	for _, c := range chain.Checks() {
 		if ctx.Err() != nil {
 			s.Logger.Warn("policyd: request time budget exhausted; remaining checks skipped",
 				"check", c.Name(), "queue_id", r.Get("queue_id"))

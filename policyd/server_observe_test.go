@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/postkit/postkit/internal/daemon"
 )
 
 // recorder is an Observer that keeps what it was told.
@@ -92,9 +94,31 @@ func TestObserverMetrics(t *testing.T) {
 	}
 }
 
-// SetChecks swaps the chain between two requests on one connection; a
-// request in progress finishes on the chain it started with.
-func TestSetChecks(t *testing.T) {
+// closeRecorder is a chain that records when it is closed.
+type closeRecorder struct {
+	CheckList
+	closed chan struct{}
+}
+
+func newCloseRecorder(checks ...Check) *closeRecorder {
+	return &closeRecorder{CheckList: checks, closed: make(chan struct{})}
+}
+
+func (c *closeRecorder) Close() error { close(c.closed); return nil }
+
+func (c *closeRecorder) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// A reload swaps the chain between two requests on one connection: a
+// request in progress finishes on the chain it started with, which is
+// closed once that last request is answered, not before.
+func TestChainsSwap(t *testing.T) {
 	started := make(chan struct{})
 	release := make(chan struct{})
 	slowOld := stubCheck{name: "old", fn: func(context.Context, *Request) (Decision, error) {
@@ -102,25 +126,60 @@ func TestSetChecks(t *testing.T) {
 		<-release
 		return Decision{Action: "REJECT old"}, nil
 	}}
-	s := &Server{Checks: []Check{slowOld}}
+	old := newCloseRecorder(slowOld)
+	chains := daemon.NewHolder[Chain](old)
+	s := &Server{Chains: chains}
 	addr := startPolicy(t, s)
 	busy := dialPolicy(t, addr)
 	got := make(chan string, 1)
 	go func() { a, _ := busy.ask(rcptRequest()); got <- a }()
 	<-started
-	s.SetChecks([]Check{stubCheck{name: "new", d: Decision{Action: "REJECT new"}}})
+	next := newCloseRecorder(stubCheck{name: "new", d: Decision{Action: "REJECT new"}})
+	closeErr := chains.Swap(next)
 	if a, err := dialPolicy(t, addr).ask(rcptRequest()); err != nil || a != "REJECT new" {
-		t.Errorf("after SetChecks: %q, %v; want REJECT new", a, err)
+		t.Errorf("after Swap: %q, %v; want REJECT new", a, err)
+	}
+	if old.isClosed() {
+		t.Fatal("old chain closed while a request still runs on it")
 	}
 	close(release)
 	if a := <-got; a != "REJECT old" {
 		t.Errorf("request in progress answered %q, want REJECT old", a)
 	}
+	select {
+	case err := <-closeErr:
+		if err != nil {
+			t.Errorf("closing the old chain: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("old chain not closed after its last request was answered")
+	}
+	if !old.isClosed() {
+		t.Error("Swap's channel fired but the old chain's Close was not called")
+	}
 	if a, err := busy.ask(rcptRequest()); err != nil || a != "REJECT new" {
 		t.Errorf("next request on the old connection: %q, %v; want REJECT new", a, err)
 	}
-	if cs := s.CurrentChecks(); len(cs) != 1 || cs[0].Name() != "new" {
-		t.Errorf("CurrentChecks = %v, want [new]", cs)
+	if cs := chains.Current().Checks(); len(cs) != 1 || cs[0].Name() != "new" || next.isClosed() {
+		t.Errorf("current chain %v (closed %v), want [new], open", cs, next.isClosed())
+	}
+}
+
+// An idle chain is closed at once when swapped out: no request holds it.
+func TestChainsSwapIdle(t *testing.T) {
+	old := newCloseRecorder(stubCheck{name: "old", d: Decision{Action: "REJECT old"}})
+	chains := daemon.NewHolder[Chain](old)
+	s := &Server{Chains: chains}
+	addr := startPolicy(t, s)
+	if a, err := dialPolicy(t, addr).ask(rcptRequest()); err != nil || a != "REJECT old" {
+		t.Fatalf("first request: %q, %v; want REJECT old", a, err)
+	}
+	<-chains.Swap(CheckList{stubCheck{name: "new", d: Decision{Action: "REJECT new"}}})
+	if !old.isClosed() {
+		t.Error("idle chain not closed by Swap")
+	}
+	if a, err := dialPolicy(t, addr).ask(rcptRequest()); err != nil || a != "REJECT new" {
+		t.Errorf("after Swap: %q, %v; want REJECT new", a, err)
 	}
 }
 

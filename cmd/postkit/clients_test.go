@@ -28,16 +28,17 @@ func TestAllowClientsOptions(t *testing.T) {
 		t.Errorf("after --allow-client: %v, %v; want %v", ms.AllowClients, err, want[:1])
 	}
 
-	po, err := policyOptionsFromConfig(policyParse(t, policyYAMLBase+"policy:\n  listen: inet:0.0.0.0:10040\n  allow_clients: [192.0.2.25]\n  metrics: 0.0.0.0:9187\n  metrics_allow_clients: [\"2001:db8::/32\"]\n"))
-	if err != nil || fmt.Sprint(po.AllowClients) != fmt.Sprint(want[:1]) || fmt.Sprint(po.MetricsAllowClients) != fmt.Sprint(want[1:]) {
-		t.Errorf("policy allow clients %v, metrics %v, %v", po.AllowClients, po.MetricsAllowClients, err)
+	po := policyOptions{Config: policyParse(t, policyYAMLBase+"policy:\n  listen: inet:0.0.0.0:10040\n  allow_clients: [192.0.2.25]\n  metrics: 0.0.0.0:9187\n  metrics_allow_clients: [\"2001:db8::/32\"]\n")}
+	sv, err := policyServingFromConfig(po.Config)
+	if err != nil || fmt.Sprint(sv.AllowClients) != fmt.Sprint(want[:1]) || fmt.Sprint(sv.MetricsAllowClients) != fmt.Sprint(want[1:]) {
+		t.Errorf("policy allow clients %v, metrics %v, %v", sv.AllowClients, sv.MetricsAllowClients, err)
 	}
 	f := policyFlags{allowClients: []string{"198.51.100.0/24"}}
 	if err := f.apply(&po, func(n string) bool { return n == "allow-client" }); err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(po.AllowClients) != "[198.51.100.0/24]" || fmt.Sprint(po.MetricsAllowClients) != fmt.Sprint(want[1:]) {
-		t.Errorf("after --allow-client: %v, metrics %v", po.AllowClients, po.MetricsAllowClients)
+	if sv, err = policyServingFromConfig(po.Config); err != nil || fmt.Sprint(sv.AllowClients) != "[198.51.100.0/24]" || fmt.Sprint(sv.MetricsAllowClients) != fmt.Sprint(want[1:]) {
+		t.Errorf("after --allow-client: %v, metrics %v, %v", sv.AllowClients, sv.MetricsAllowClients, err)
 	}
 	bad := policyFlags{metricsAllowClients: []string{"10.0.0.1/8"}}
 	if err := bad.apply(&po, func(n string) bool { return n == "metrics-allow-client" }); err == nil || !strings.Contains(err.Error(), "--metrics-allow-client") {
@@ -58,14 +59,14 @@ func TestDaemonsRefuseExposedListen(t *testing.T) {
 		t.Errorf("milter on %s without allowed clients: %v; want a refusal naming milter.allow_clients", wide, err)
 	}
 	po := defaultPolicyOptions()
-	po.Listen, po.Logger = wide, quiet
+	po.Config.Policy.Listen, po.Assemble.Logger = wide, quiet
 	load := func() (policyOptions, error) { return po, nil }
 	if err := runPolicyd(context.Background(), po, load, nil); err == nil || !strings.Contains(err.Error(), "policy.allow_clients") {
 		t.Errorf("policyd on %s without allowed clients: %v; want a refusal naming policy.allow_clients", wide, err)
 	}
-	po.Listen = fmt.Sprintf("inet:127.0.0.1:%d", port)
-	po.Metrics = fmt.Sprintf("0.0.0.0:%d", testlib.FreePort(t))
+	po.Config.Policy.Listen = fmt.Sprintf("inet:127.0.0.1:%d", port)
+	po.Config.Policy.Metrics = fmt.Sprintf("0.0.0.0:%d", testlib.FreePort(t))
 	if err := runPolicyd(context.Background(), po, load, nil); err == nil || !strings.Contains(err.Error(), "policy.metrics_allow_clients") {
-		t.Errorf("policyd metrics on %s without allowed clients: %v; want a refusal naming policy.metrics_allow_clients", po.Metrics, err)
+		t.Errorf("policyd metrics on %s without allowed clients: %v; want a refusal naming policy.metrics_allow_clients", po.Config.Policy.Metrics, err)
 	}
 }

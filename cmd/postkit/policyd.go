@@ -4,18 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -23,53 +20,18 @@ import (
 
 	"github.com/postkit/postkit/internal/config"
 	"github.com/postkit/postkit/internal/daemon"
-	"github.com/postkit/postkit/internal/dnsclient"
 	"github.com/postkit/postkit/internal/seal"
 	"github.com/postkit/postkit/policyd"
-	"github.com/postkit/postkit/policyd/spfcheck"
-	"github.com/postkit/postkit/policyd/state"
-	"github.com/postkit/postkit/sqlmaps"
+	"github.com/postkit/postkit/policyd/assemble"
+	"github.com/postkit/postkit/policyd/ratelimit"
 )
 
-// policyOptions is the typed configuration of `postkit policyd`: filled from
-// postkit.yaml by policyOptionsFromConfig, then by the flags given
-// explicitly. buildPolicyChain turns it into checks.
+// policyOptions is what `postkit policyd` runs: postkit.yaml (without -c,
+// the built-in defaults) with the flags given applied, and what the checks
+// take beyond it. policyd/assemble builds the checks from it.
 type policyOptions struct {
-	Listen     string
-	Socket     daemon.SocketOpts
-	Checks     []string      // in order: blacklist, spf, dnsbl, greylist, ratelimit
-	TimeBudget time.Duration // one request, all checks
-	Metrics    string        // host:port of the Prometheus endpoint; "" none
-	DNSServers []string      // host:port; empty: /etc/resolv.conf
-	DNSTimeout time.Duration
-	Trusted    []netip.Prefix // trusted_networks: never SPF-checked, DNSBL-queried or greylisted
-	Hostname   string
-
-	// AllowClients and MetricsAllowClients are the networks the inet
-	// listeners serve; required for addresses other hosts can reach.
-	AllowClients        []netip.Prefix
-	MetricsAllowClients []netip.Prefix
-
-	SPF spfcheck.Config // Trusted, Hostname, Logger and Timeout are set by the builder
-	// BlacklistOwner "postfix" leaves the SQL blacklists to Postfix's
-	// check_*_access maps: the daemon then skips its blacklist check.
-	BlacklistOwner string
-	Blacklist      policyd.BlacklistConfig
-	Database       string // SQL store with the blacklists
-	DNSBLSites     []string
-	DNSBL          policyd.DNSBLConfig // Sites are parsed from DNSBLSites
-	Greylist       policyd.GreylistConfig
-	RateLimits     []string // ParseRateLimit syntax
-	StatePath      string   // greylisting and rate-limit state (SQLite)
-	// OwnDomains refuses outsiders using our domains (Domains and those of
-	// Database) as envelope sender unless SPF passes (spfcheck.Config.OwnDomain).
-	OwnDomains bool
-	Domains    []string
-	// SealKey is the key file (internal/seal) that marks the Received-SPF
-	// fields for the milter; "" marks nothing.
-	SealKey string
-
-	Logger *slog.Logger
+	Config   *config.Config
+	Assemble assemble.Options
 }
 
 // defaultPolicyOptions is what the daemon runs without -c: the SPF check,
@@ -80,40 +42,41 @@ func defaultPolicyOptions() policyOptions {
 	c.Policy.Blacklist.Owner = "policy"
 	h, _ := os.Hostname()
 	c.Hostname = h
-	o, err := policyOptionsFromConfig(c)
-	if err != nil {
-		panic("policyd: built-in defaults do not convert: " + err.Error())
-	}
 	// Without postkit.yaml the socket keeps the daemon's own owner and
 	// group, so that it runs unprivileged, with the same mode as with it;
 	// --socket-* set them.
-	o.Socket.Owner, o.Socket.Group = "", ""
+	c.Policy.SocketOwner, c.Policy.SocketGroup = "", ""
 	// Nor does it know our domains, the database or where the milter
 	// reads the seal key.
-	o.OwnDomains, o.SealKey = false, ""
-	return o
+	c.Policy.SPF.OwnDomains = "off"
+	return policyOptions{Config: c, Assemble: assemble.Options{NoSeal: true}}
 }
 
-// policyOptionsFromConfig maps postkit.yaml (validated by config.Load) onto
-// the daemon's options.
-func policyOptionsFromConfig(c *config.Config) (policyOptions, error) {
+// policyServing is how the daemon serves: what a reload cannot change.
+type policyServing struct {
+	Listen     string
+	Socket     daemon.SocketOpts
+	TimeBudget time.Duration // one request, all checks
+	Metrics    string        // host:port of the Prometheus endpoint; "" none
+	// AllowClients and MetricsAllowClients are the networks the inet
+	// listeners serve; required for addresses other hosts can reach.
+	AllowClients        []netip.Prefix
+	MetricsAllowClients []netip.Prefix
+}
+
+func (a policyServing) equal(b policyServing) bool {
+	return a.Listen == b.Listen && a.Socket == b.Socket && a.TimeBudget == b.TimeBudget && a.Metrics == b.Metrics &&
+		slices.Equal(a.AllowClients, b.AllowClients) && slices.Equal(a.MetricsAllowClients, b.MetricsAllowClients)
+}
+
+// policyServingFromConfig reads the listen settings of the policy section.
+func policyServingFromConfig(c *config.Config) (policyServing, error) {
 	p := c.Policy
-	o := policyOptions{
-		Listen:         p.Listen,
-		Socket:         daemon.SocketOpts{Owner: p.SocketOwner, Group: p.SocketGroup},
-		Checks:         append([]string{}, p.Checks...),
-		TimeBudget:     p.TimeBudget.D(),
-		Metrics:        p.Metrics,
-		DNSServers:     append([]string{}, c.DNS.Servers...),
-		DNSTimeout:     c.DNS.Timeout.D(),
-		Hostname:       c.Hostname,
-		BlacklistOwner: p.Blacklist.Owner,
-		Database:       c.Database.Path,
-		DNSBLSites:     append([]string{}, p.DNSBL.Sites...),
-		StatePath:      filepath.Join(c.Paths.PostkitRun, "policyd.sqlite"),
-		OwnDomains:     p.SPF.OwnDomains == "enforce",
-		Domains:        append([]string{}, c.Domains...),
-		SealKey:        filepath.Join(c.Paths.PostkitRun, sealKeyFile),
+	o := policyServing{
+		Listen:     p.Listen,
+		Socket:     daemon.SocketOpts{Owner: p.SocketOwner, Group: p.SocketGroup},
+		TimeBudget: p.TimeBudget.D(),
+		Metrics:    p.Metrics,
 	}
 	if p.Listen == "" {
 		return o, errors.New("policyd: policy.listen is empty in postkit.yaml: set unix:/path or inet:127.0.0.1:PORT")
@@ -126,59 +89,11 @@ func policyOptionsFromConfig(c *config.Config) (policyOptions, error) {
 		o.Socket.Mode = m
 	}
 	var err error
-	if o.Trusted, err = policyPrefixes("trusted_networks", c.TrustedNetworks); err != nil {
-		return o, err
-	}
 	if o.AllowClients, err = policyPrefixes("policy.allow_clients", p.AllowClients); err != nil {
 		return o, err
 	}
 	if o.MetricsAllowClients, err = policyPrefixes("policy.metrics_allow_clients", p.MetricsAllowClients); err != nil {
 		return o, err
-	}
-	spfAllow, err := policyPrefixes("policy.spf.allow_ips", p.SPF.AllowIPs)
-	if err != nil {
-		return o, err
-	}
-	o.SPF = spfcheck.Config{
-		Mode:               spfcheck.Mode(p.SPF.Mode),
-		TempErrorDefer:     p.SPF.TempError == "defer",
-		PermErrorReject:    p.SPF.PermError == "reject",
-		IgnoreHeloFail:     !p.SPF.HeloReject,
-		AllowIPs:           spfAllow,
-		AllowSenderDomains: append([]string{}, p.SPF.AllowDomains...),
-	}
-	o.Blacklist = policyd.BlacklistConfig{
-		RecipientDelimiter: c.RecipientDelim,
-		// parent_domains: a row for example.org also matches
-		// sub.example.org, which is Postfix's default
-		// (parent_domain_matches_subdomains); without it only ".example.org"
-		// rows match sub-domains.
-		SubdomainsNeedDot: !p.Blacklist.ParentDomains,
-	}
-	o.DNSBL = policyd.DNSBLConfig{Threshold: p.DNSBL.Threshold, CheckPrivate: p.DNSBL.CheckPrivate}
-	greyAllow, err := policyPrefixes("policy.greylist.allow_ips", p.Greylist.AllowIPs)
-	if err != nil {
-		return o, err
-	}
-	o.Greylist = policyd.GreylistConfig{
-		Delay:        p.Greylist.Delay.D(),
-		RetryWindow:  p.Greylist.RetryWindow.D(),
-		MaxAge:       p.Greylist.MaxAge.D(),
-		AllowClients: greyAllow,
-		// YAML 0 means never; the check's 0 means its default (5).
-		AutoAllowClients: p.Greylist.AutoAllow,
-	}
-	if o.Greylist.AutoAllowClients == 0 {
-		o.Greylist.AutoAllowClients = -1
-	}
-	for _, l := range p.RateLimit.Limits {
-		count := l.Count
-		if count == "" {
-			count = "messages"
-		}
-		o.RateLimits = append(o.RateLimits, policyd.RateLimit{
-			Key: policyd.RateKey(l.Key), Counter: policyd.RateCounter(count), Max: int64(l.Max), Window: l.Window.D(),
-		}.String())
 	}
 	return o, nil
 }
@@ -197,191 +112,7 @@ func policyPrefixes(key string, cidrs []config.CIDR) ([]netip.Prefix, error) {
 
 // sealKeyFile is the seal key's name under paths.postkit_run: the policy
 // daemon creates it, the milter reads it.
-const sealKeyFile = "seal.key"
-
-// policyChain is one built set of checks with the resources they hold.
-type policyChain struct {
-	checks  []policyd.Check
-	closers []io.Closer
-}
-
-// Close releases the chain's databases.
-func (pc *policyChain) Close() error {
-	var errs []error
-	for _, c := range pc.closers {
-		errs = append(errs, c.Close())
-	}
-	return errors.Join(errs...)
-}
-
-// buildPolicyChain builds the checks of o in o.Checks order. One resolver
-// serves SPF and the DNSBL (and the greylisting's DNSWL allow list); one
-// state database serves greylisting and rate limits. On error nothing stays
-// open.
-func buildPolicyChain(o policyOptions) (_ *policyChain, err error) {
-	log := o.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	pc := &policyChain{}
-	defer func() {
-		if err != nil {
-			pc.Close()
-		}
-	}()
-	seen := map[string]bool{}
-	for _, name := range o.Checks {
-		if seen[name] {
-			return nil, fmt.Errorf("policyd: check %q listed twice; list each once", name)
-		}
-		seen[name] = true
-	}
-	var res *dnsclient.Resolver
-	resolver := func() (*dnsclient.Resolver, error) {
-		if res != nil {
-			return res, nil
-		}
-		r, err := dnsclient.New(dnsclient.Config{Servers: o.DNSServers, Timeout: o.DNSTimeout})
-		if err != nil {
-			return nil, err
-		}
-		res = r
-		return res, nil
-	}
-	var st *state.DB
-	stateDB := func() (*state.DB, error) {
-		if st != nil {
-			return st, nil
-		}
-		if err := os.MkdirAll(filepath.Dir(o.StatePath), 0o750); err != nil {
-			return nil, fmt.Errorf("policyd: state directory: %w; set paths.postkit_run or --state", err)
-		}
-		db, err := state.Open(o.StatePath)
-		if err != nil {
-			return nil, err
-		}
-		st = db
-		pc.closers = append(pc.closers, st)
-		return st, nil
-	}
-	// The DNSBL is built first when listed, so that greylisting can use its
-	// allow-list scores whatever the order.
-	var dnsbl *policyd.DNSBL
-	if seen["dnsbl"] {
-		r, err := resolver()
-		if err != nil {
-			return nil, err
-		}
-		cfg := o.DNSBL
-		if cfg.Sites, err = policyd.ParseDNSBLSites(strings.Join(o.DNSBLSites, " ")); err != nil {
-			return nil, err
-		}
-		cfg.SkipClients = append(append([]netip.Prefix{}, cfg.SkipClients...), o.Trusted...)
-		if cfg.Timeout <= 0 || cfg.Timeout > o.TimeBudget {
-			cfg.Timeout = min(5*time.Second, o.TimeBudget)
-		}
-		cfg.Logger = log
-		if dnsbl, err = policyd.NewDNSBL(cfg, r); err != nil {
-			return nil, err
-		}
-	}
-	for _, name := range o.Checks {
-		var chk policyd.Check
-		switch name {
-		case "blacklist":
-			if o.BlacklistOwner == "postfix" {
-				log.Info("policyd: blacklist check skipped: policy.blacklist.owner is postfix (Postfix's check_*_access maps apply the SQL blacklists)")
-				continue
-			}
-			store, err := sqlmaps.OpenReadOnly(o.Database)
-			if err != nil {
-				return nil, err
-			}
-			pc.closers = append(pc.closers, store)
-			cfg := o.Blacklist
-			cfg.Logger = log
-			if chk, err = policyd.NewBlacklist(cfg, store); err != nil {
-				return nil, err
-			}
-		case "spf":
-			r, err := resolver()
-			if err != nil {
-				return nil, err
-			}
-			cfg := o.SPF
-			cfg.Trusted = append([]netip.Prefix{}, o.Trusted...)
-			cfg.Hostname = o.Hostname
-			cfg.Logger = log
-			// The SPF budget leaves room for the checks after it.
-			cfg.Timeout = min(8*time.Second, o.TimeBudget*4/5)
-			if o.OwnDomains {
-				set := sqlmaps.NewDomainSet(o.Database, o.Domains)
-				pc.closers = append(pc.closers, set)
-				cfg.OwnDomain = set.Contains
-			}
-			if o.SealKey != "" {
-				key, err := seal.LoadOrCreate(o.SealKey)
-				if err != nil {
-					return nil, fmt.Errorf("policyd: %w", err)
-				}
-				cfg.Seal = func(r *policyd.Request, line string) string {
-					port, _ := strconv.Atoi(r.Get("client_port"))
-					return key.Seal(seal.Tx{Addr: r.ClientAddr(), Port: port, Helo: r.Helo(), Sender: r.Sender()}, line)
-				}
-			}
-			if chk, err = spfcheck.New(cfg, r); err != nil {
-				return nil, err
-			}
-		case "dnsbl":
-			chk = dnsbl
-		case "greylist":
-			db, err := stateDB()
-			if err != nil {
-				return nil, err
-			}
-			cfg := o.Greylist
-			cfg.AllowClients = append(append([]netip.Prefix{}, cfg.AllowClients...), o.Trusted...)
-			cfg.Hostname = o.Hostname
-			cfg.Logger = log
-			if dnsbl != nil {
-				cfg.Allowlist = dnsbl
-			}
-			if chk, err = policyd.NewGreylist(cfg, db); err != nil {
-				return nil, err
-			}
-		case "ratelimit":
-			db, err := stateDB()
-			if err != nil {
-				return nil, err
-			}
-			cfg := policyd.RateLimitConfig{
-				// The generated main.cf asks the daemon at RCPT only about
-				// inbound mail (permit_sasl_authenticated and
-				// permit_mynetworks come first) and at END-OF-MESSAGE about
-				// every message: both counters count there, so that
-				// authenticated users, who are what limits are mostly
-				// about, are counted at all.
-				MessageStage:   "END-OF-MESSAGE",
-				RecipientStage: "END-OF-MESSAGE",
-				Logger:         log,
-			}
-			for _, s := range o.RateLimits {
-				l, err := policyd.ParseRateLimit(s)
-				if err != nil {
-					return nil, err
-				}
-				cfg.Limits = append(cfg.Limits, l)
-			}
-			if chk, err = policyd.NewRateLimit(cfg, db); err != nil {
-				return nil, err
-			}
-		default:
-			return nil, fmt.Errorf("policyd: unknown check %q: want blacklist, spf, dnsbl, greylist or ratelimit", name)
-		}
-		pc.checks = append(pc.checks, chk)
-	}
-	return pc, nil
-}
+const sealKeyFile = seal.KeyFile
 
 // policyFlags are the flag values; each overrides the YAML only when given.
 type policyFlags struct {
@@ -395,110 +126,131 @@ type policyFlags struct {
 	dnsblThreshold                                int
 }
 
-// apply overrides o with the flags changed on the command line.
+// apply overrides o with the flags changed on the command line: each sets
+// the postkit.yaml key it stands for.
 func (f *policyFlags) apply(o *policyOptions, changed func(string) bool) error {
+	c := o.Config
 	if changed("listen") {
-		o.Listen = f.listen
+		c.Policy.Listen = f.listen
 	}
 	for _, l := range []struct {
 		flag string
 		vals []string
-		dst  *[]netip.Prefix
-	}{{"allow-client", f.allowClients, &o.AllowClients}, {"metrics-allow-client", f.metricsAllowClients, &o.MetricsAllowClients}} {
+		dst  *[]config.CIDR
+	}{{"allow-client", f.allowClients, &c.Policy.AllowClients}, {"metrics-allow-client", f.metricsAllowClients, &c.Policy.MetricsAllowClients}} {
 		if !changed(l.flag) {
 			continue
 		}
-		*l.dst = []netip.Prefix{}
+		*l.dst = []config.CIDR{}
 		for _, s := range l.vals {
-			p, err := config.ParseCIDR(s)
-			if err != nil {
+			if _, err := config.ParseCIDR(s); err != nil {
 				return fmt.Errorf("policyd: --%s %q: want a CIDR such as 192.0.2.25/32 or an address", l.flag, s)
 			}
-			*l.dst = append(*l.dst, p)
+			*l.dst = append(*l.dst, config.CIDR(s))
 		}
 	}
 	if changed("socket-owner") {
-		o.Socket.Owner = f.owner
+		c.Policy.SocketOwner = f.owner
 	}
 	if changed("socket-group") {
-		o.Socket.Group = f.group
+		c.Policy.SocketGroup = f.group
 	}
 	if changed("socket-mode") {
-		m, err := daemon.ParseMode(f.mode)
-		if err != nil {
+		if _, err := daemon.ParseMode(f.mode); err != nil {
 			return fmt.Errorf("policyd: --socket-mode: %w", err)
 		}
-		o.Socket.Mode = m
+		c.Policy.SocketMode = f.mode
 	}
 	if changed("checks") {
-		o.Checks = nil
-		for _, c := range f.checks {
-			for _, name := range strings.Split(c, ",") {
+		c.Policy.Checks = nil
+		for _, cs := range f.checks {
+			for _, name := range strings.Split(cs, ",") {
 				if name = strings.TrimSpace(name); name != "" {
-					o.Checks = append(o.Checks, name)
+					c.Policy.Checks = append(c.Policy.Checks, name)
 				}
 			}
 		}
 	}
 	if f.noSPF {
-		o.Checks = slices.DeleteFunc(o.Checks, func(s string) bool { return s == "spf" })
+		c.Policy.Checks = slices.DeleteFunc(slices.Clone(c.Policy.Checks), func(s string) bool { return s == "spf" })
 	}
 	if changed("dns") {
-		o.DNSServers = f.dnsServers
+		c.DNS.Servers = f.dnsServers
 	}
 	if changed("dns-timeout") {
-		o.DNSTimeout = f.dnsTimeout
+		c.DNS.Timeout = config.Duration(f.dnsTimeout)
 	}
 	if changed("time-budget") {
-		o.TimeBudget = f.timeBudget
+		c.Policy.TimeBudget = config.Duration(f.timeBudget)
 	}
 	if changed("metrics") {
-		o.Metrics = f.metrics
+		c.Policy.Metrics = f.metrics
 	}
 	if changed("hostname") {
-		o.Hostname = f.hostname
+		c.Hostname = f.hostname
 	}
 	if changed("trusted") {
-		o.Trusted = []netip.Prefix{}
+		c.TrustedNetworks = []config.CIDR{}
 		for _, s := range f.trusted {
-			p, err := config.ParseCIDR(s)
-			if err != nil {
+			if _, err := config.ParseCIDR(s); err != nil {
 				return fmt.Errorf("policyd: --trusted %q: want a CIDR such as 192.0.2.0/24 or an address", s)
 			}
-			o.Trusted = append(o.Trusted, p)
+			c.TrustedNetworks = append(c.TrustedNetworks, config.CIDR(s))
 		}
 	}
 	if changed("spf-mode") {
-		o.SPF.Mode = spfcheck.Mode(f.spfMode)
+		c.Policy.SPF.Mode = f.spfMode
 	}
 	if changed("spf-temperror-defer") {
-		o.SPF.TempErrorDefer = f.tempDefer
+		c.Policy.SPF.TempError = "accept"
+		if f.tempDefer {
+			c.Policy.SPF.TempError = "defer"
+		}
 	}
 	if changed("spf-permerror-reject") {
-		o.SPF.PermErrorReject = f.permReject
+		c.Policy.SPF.PermError = "accept"
+		if f.permReject {
+			c.Policy.SPF.PermError = "reject"
+		}
 	}
 	if changed("db") {
-		o.Database = f.db
+		c.Database.Path = f.db
 	}
 	if changed("state") {
-		o.StatePath = f.statePath
+		o.Assemble.StatePath = f.statePath
 	}
 	if changed("dnsbl-site") {
-		o.DNSBLSites = f.dnsblSites
+		c.Policy.DNSBL.Sites = f.dnsblSites
 	}
 	if changed("dnsbl-threshold") {
-		o.DNSBL.Threshold = f.dnsblThreshold
+		c.Policy.DNSBL.Threshold = f.dnsblThreshold
 	}
 	if changed("greylist-delay") {
-		o.Greylist.Delay = f.greylistDelay
+		c.Policy.Greylist.Delay = config.Duration(f.greylistDelay)
 	}
 	if changed("ratelimit") {
-		o.RateLimits = f.rateLimits
+		c.Policy.RateLimit.Limits = []config.Limit{}
+		for _, s := range f.rateLimits {
+			l, err := ratelimit.ParseLimit(s)
+			if err != nil {
+				return fmt.Errorf("policyd: --ratelimit: %w", err)
+			}
+			c.Policy.RateLimit.Limits = append(c.Policy.RateLimit.Limits, config.Limit{
+				Key: yamlRateKey[l.Key], Count: string(l.Counter), Max: int(l.Max), Window: config.Duration(l.Window),
+			})
+		}
 	}
-	if o.TimeBudget <= 0 {
-		return fmt.Errorf("policyd: time budget %v: want a positive duration such as 10s", o.TimeBudget)
+	if c.Policy.TimeBudget <= 0 {
+		return fmt.Errorf("policyd: time budget %v: want a positive duration such as 10s", c.Policy.TimeBudget.D())
 	}
 	return nil
+}
+
+// yamlRateKey spells a rate limit's key as policy.ratelimit.limits does.
+var yamlRateKey = map[ratelimit.Key]string{
+	ratelimit.BySASLUser: "sasl_user",
+	ratelimit.BySender:   "sender",
+	ratelimit.ByClient:   "client_ip",
 }
 
 func init() {
@@ -546,14 +298,12 @@ answered.`,
 					if !c.Policy.Enabled {
 						logger.Warn("policyd: policy.enabled is false in postkit.yaml: Postfix is not wired to this daemon (postkit generate)", "config", f.cfgPath)
 					}
-					if o, err = policyOptionsFromConfig(c); err != nil {
-						return o, err
-					}
+					o = policyOptions{Config: c}
 				}
 				if err := f.apply(&o, changed); err != nil {
 					return o, err
 				}
-				o.Logger = logger
+				o.Assemble.Logger = logger
 				return o, nil
 			}
 			o, err := load()
@@ -603,46 +353,50 @@ answered.`,
 }
 
 // runPolicyd serves o until ctx ends. On each value from hup it calls load
-// and swaps in the rebuilt checks; the old ones are closed once requests
-// that may still use them are done.
+// and swaps in the rebuilt checks; the old ones are closed once the last
+// request that uses them is answered.
 func runPolicyd(ctx context.Context, o policyOptions, load func() (policyOptions, error), hup <-chan os.Signal) error {
-	log := o.Logger
+	log := o.Assemble.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	addr, err := daemon.ParseAddr(o.Listen)
+	sv, err := policyServingFromConfig(o.Config)
 	if err != nil {
 		return err
 	}
-	chain, err := buildPolicyChain(o)
+	addr, err := daemon.ParseAddr(sv.Listen)
 	if err != nil {
 		return err
 	}
-	// Chains replaced by a reload, closed once the requests that may still
-	// run on them are answered (within the time budget), or at exit.
-	var (
-		retiredMu sync.Mutex
-		retired   = map[*policyChain]*time.Timer{}
-	)
+	chain, err := assemble.New(o.Config, o.Assemble)
+	if err != nil {
+		return err
+	}
+	// Every request takes the chain it runs on from chains; a reload swaps
+	// in the next one, and the old one is closed after its last request.
+	chains := daemon.NewHolder[policyd.Chain](chain)
 	defer func() {
-		retiredMu.Lock()
-		for pc, t := range retired {
-			if t.Stop() {
-				pc.Close()
+		// After Shutdown no request holds the chain, unless one overran
+		// the shutdown's deadline: it gives the chain back within its
+		// time budget.
+		select {
+		case err := <-chains.Close():
+			if err != nil {
+				log.Warn("policyd: closing the checks' databases", "err", err)
 			}
+		case <-time.After(sv.TimeBudget + 2*time.Second):
+			log.Warn("policyd: requests still running on the checks at exit; their databases are left to the exit")
 		}
-		retiredMu.Unlock()
-		chain.Close()
 	}()
 	metrics := policyd.NewMetrics()
 	srv := &policyd.Server{
-		Checks:         chain.checks,
-		CheckTimeout:   o.TimeBudget,
-		RequestTimeout: o.TimeBudget,
+		Chains:         chains,
+		CheckTimeout:   sv.TimeBudget,
+		RequestTimeout: sv.TimeBudget,
 		Observer:       metrics,
 		Logger:         log,
 	}
-	ln, err := daemon.ListenClients(addr, o.Socket, o.AllowClients, log)
+	ln, err := daemon.ListenClients(addr, sv.Socket, sv.AllowClients, log)
 	if errors.Is(err, daemon.ErrExposed) {
 		return fmt.Errorf("policyd: listen %s: %w (policy.allow_clients in postkit.yaml, --allow-client)", addr, err)
 	}
@@ -655,14 +409,14 @@ func runPolicyd(ctx context.Context, o policyOptions, load func() (policyOptions
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	var hs *http.Server
-	if o.Metrics != "" {
-		if hs, err = serveMetrics(o.Metrics, o.MetricsAllowClients, metrics, errc, log); err != nil {
+	if sv.Metrics != "" {
+		if hs, err = serveMetrics(sv.Metrics, sv.MetricsAllowClients, metrics, errc, log); err != nil {
 			srv.Shutdown(context.Background())
 			return err
 		}
 		log.Info("policyd: metrics", "addr", "http://"+hs.Addr+"/metrics")
 	}
-	log.Info("policyd: listening", "addr", addr.String(), "checks", strings.Join(checkNames(chain.checks), ","))
+	log.Info("policyd: listening", "addr", addr.String(), "checks", strings.Join(chain.Names(), ","))
 	var serveErr error
 loop:
 	for {
@@ -676,34 +430,32 @@ loop:
 			break loop
 		case <-hup:
 			no, err := load()
-			var next *policyChain
+			var nsv policyServing
+			var next *assemble.Chain
 			if err == nil {
-				next, err = buildPolicyChain(no)
+				nsv, err = policyServingFromConfig(no.Config)
+			}
+			if err == nil {
+				next, err = assemble.New(no.Config, no.Assemble)
 			}
 			if err != nil {
 				log.Error("policyd: reload failed; the running checks stay", "err", err)
 				continue
 			}
-			if no.Listen != o.Listen || no.Socket != o.Socket || no.Metrics != o.Metrics || no.TimeBudget != o.TimeBudget ||
-				!slices.Equal(no.AllowClients, o.AllowClients) || !slices.Equal(no.MetricsAllowClients, o.MetricsAllowClients) {
+			if !nsv.equal(sv) {
 				log.Warn("policyd: listen address, socket permissions, allowed clients, metrics address or time budget changed: restart the daemon to apply them")
 			}
-			srv.SetChecks(next.checks)
-			old := chain
-			chain = next
-			retiredMu.Lock()
-			retired[old] = time.AfterFunc(o.TimeBudget+2*time.Second, func() {
-				retiredMu.Lock()
-				delete(retired, old)
-				retiredMu.Unlock()
-				old.Close()
-			})
-			retiredMu.Unlock()
-			log.Info("policyd: reloaded", "checks", strings.Join(checkNames(next.checks), ","))
+			closed := chains.Swap(next)
+			go func() {
+				if err := <-closed; err != nil {
+					log.Warn("policyd: closing the previous checks' databases", "err", err)
+				}
+			}()
+			log.Info("policyd: reloaded", "checks", strings.Join(next.Names(), ","))
 		}
 	}
 	log.Info("policyd: shutting down; answering requests in progress")
-	sctx, cancel := context.WithTimeout(context.Background(), o.TimeBudget+5*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), sv.TimeBudget+5*time.Second)
 	defer cancel()
 	if hs != nil {
 		hs.Shutdown(sctx)
@@ -742,12 +494,4 @@ func serveMetrics(addr string, allow []netip.Prefix, m *policyd.Metrics, errc ch
 		}
 	}()
 	return hs, nil
-}
-
-func checkNames(cs []policyd.Check) []string {
-	out := make([]string, len(cs))
-	for i, c := range cs {
-		out[i] = c.Name()
-	}
-	return out
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/postkit/postkit/internal/config"
 	"github.com/postkit/postkit/internal/dnstest"
+	"github.com/postkit/postkit/policyd/assemble"
 	"github.com/postkit/postkit/sqlmaps"
 )
 
@@ -36,151 +37,70 @@ func policyParse(t *testing.T, y string) *config.Config {
 	return c
 }
 
-// The YAML's meanings differ from the checks' in places; the mapping
-// translates them.
-func TestPolicyOptionsFromConfig(t *testing.T) {
-	tests := []struct {
-		name  string
-		yaml  string
-		check func(t *testing.T, o policyOptions)
-	}{
-		{"defaults", "", func(t *testing.T, o policyOptions) {
-			if !reflect.DeepEqual(o.Checks, []string{"blacklist", "spf"}) || o.BlacklistOwner != "postfix" {
-				t.Errorf("checks %v owner %q, want [blacklist spf] and postfix", o.Checks, o.BlacklistOwner)
-			}
-			if o.Socket.Mode != 0o660 || o.Socket.Owner != "" || o.Socket.Group != "postfix" || o.TimeBudget != 10*time.Second {
-				t.Errorf("socket %+v budget %v", o.Socket, o.TimeBudget)
-			}
-			if o.SPF.IgnoreHeloFail || o.SPF.TempErrorDefer != true || o.SPF.PermErrorReject {
-				t.Errorf("spf %+v: want HELO fail refused, temperror deferred, permerror accepted", o.SPF)
-			}
-			if o.StatePath != "/var/lib/postkit/policyd.sqlite" || o.Database != "/etc/postfix/bdd/postfix.sqlite" {
-				t.Errorf("state %q database %q", o.StatePath, o.Database)
-			}
-			if o.Greylist.AutoAllowClients != 5 || o.Blacklist.SubdomainsNeedDot != true || o.Blacklist.RecipientDelimiter != "+" {
-				t.Errorf("greylist auto-allow %d, blacklist %+v", o.Greylist.AutoAllowClients, o.Blacklist)
-			}
-			if len(o.Trusted) != 1 || o.Trusted[0].String() != "127.0.0.1/32" {
-				t.Errorf("trusted %v, want trusted_networks", o.Trusted)
-			}
-		}},
-		{"auto_allow 0 means never", "policy:\n  greylist: {auto_allow: 0}\n", func(t *testing.T, o policyOptions) {
-			if o.Greylist.AutoAllowClients != -1 {
-				t.Errorf("AutoAllowClients = %d, want -1 (never)", o.Greylist.AutoAllowClients)
-			}
-		}},
-		{"parent_domains", "policy:\n  blacklist: {owner: policy, parent_domains: true}\n", func(t *testing.T, o policyOptions) {
-			if o.Blacklist.SubdomainsNeedDot || o.BlacklistOwner != "policy" {
-				t.Errorf("blacklist %+v owner %q, want parent domains matching", o.Blacklist, o.BlacklistOwner)
-			}
-		}},
-		{"spf knobs", "policy:\n  spf: {mode: header, helo_reject: false, temperror: accept, permerror: reject, allow_ips: [192.0.2.1], allow_domains: [example.net]}\n", func(t *testing.T, o policyOptions) {
-			s := o.SPF
-			if s.Mode != "header" || !s.IgnoreHeloFail || s.TempErrorDefer || !s.PermErrorReject ||
-				len(s.AllowIPs) != 1 || s.AllowIPs[0].String() != "192.0.2.1/32" || s.AllowSenderDomains[0] != "example.net" {
-				t.Errorf("spf %+v", s)
-			}
-		}},
-		{"rate limits", "policy:\n  ratelimit:\n    limits:\n      - {key: sasl_user, count: recipients, max: 500, window: 1h}\n      - {key: client_ip, max: 10, window: 90s}\n", func(t *testing.T, o policyOptions) {
-			want := []string{"sasl_user:recipients=500/1h", "client_ip:messages=10/90s"}
-			if !reflect.DeepEqual(o.RateLimits, want) {
-				t.Errorf("rate limits %q, want %q", o.RateLimits, want)
-			}
-		}},
-		{"dnsbl", "policy:\n  dnsbl: {sites: [bl.test=127.0.0.2*3, wl.test*-2], threshold: 3, check_private: true}\n", func(t *testing.T, o policyOptions) {
-			if !reflect.DeepEqual(o.DNSBLSites, []string{"bl.test=127.0.0.2*3", "wl.test*-2"}) || o.DNSBL.Threshold != 3 || !o.DNSBL.CheckPrivate {
-				t.Errorf("dnsbl %v %+v", o.DNSBLSites, o.DNSBL)
-			}
-		}},
-		{"paths", "paths: {postkit_run: /srv/pk}\ndatabase: {path: /srv/db.sqlite}\npolicy: {metrics: \"127.0.0.1:9187\", time_budget: 4s}\n", func(t *testing.T, o policyOptions) {
-			if o.StatePath != "/srv/pk/policyd.sqlite" || o.Database != "/srv/db.sqlite" || o.Metrics != "127.0.0.1:9187" || o.TimeBudget != 4*time.Second {
-				t.Errorf("state %q db %q metrics %q budget %v", o.StatePath, o.Database, o.Metrics, o.TimeBudget)
-			}
-		}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o, err := policyOptionsFromConfig(policyParse(t, policyYAMLBase+tt.yaml))
-			if err != nil {
-				t.Fatal(err)
-			}
-			tt.check(t, o)
-		})
-	}
-}
-
-// Flags given on the command line override the YAML; others do not.
-func TestPolicyFlagsOverride(t *testing.T) {
-	o, err := policyOptionsFromConfig(policyParse(t, policyYAMLBase+"policy: {checks: [blacklist, spf, greylist]}\n"))
+// The listen settings come from the policy section.
+func TestPolicyServingFromConfig(t *testing.T) {
+	sv, err := policyServingFromConfig(policyParse(t, policyYAMLBase))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := policyFlags{checks: []string{"spf,dnsbl", "ratelimit"}, noSPF: true, listen: "inet:127.0.0.1:1", mode: "0600", timeBudget: 3 * time.Second, dnsServers: []string{"192.0.2.53:53"}}
-	given := map[string]bool{"checks": true, "listen": true, "socket-mode": true, "time-budget": true}
-	if err := f.apply(&o, func(n string) bool { return given[n] }); err != nil {
-		t.Fatal(err)
+	if sv.Socket.Mode != 0o660 || sv.Socket.Owner != "" || sv.Socket.Group != "postfix" || sv.TimeBudget != 10*time.Second || sv.Metrics != "" {
+		t.Errorf("defaults: socket %+v budget %v metrics %q", sv.Socket, sv.TimeBudget, sv.Metrics)
 	}
-	if !reflect.DeepEqual(o.Checks, []string{"dnsbl", "ratelimit"}) {
-		t.Errorf("checks %v, want [dnsbl ratelimit] (--checks, then --no-spf)", o.Checks)
+	sv, err = policyServingFromConfig(policyParse(t, policyYAMLBase+"policy: {listen: \"inet:127.0.0.1:10040\", metrics: \"127.0.0.1:9187\", time_budget: 4s}\n"))
+	if err != nil || sv.Listen != "inet:127.0.0.1:10040" || sv.Metrics != "127.0.0.1:9187" || sv.TimeBudget != 4*time.Second {
+		t.Errorf("listen %q metrics %q budget %v, %v", sv.Listen, sv.Metrics, sv.TimeBudget, err)
 	}
-	if o.Listen != "inet:127.0.0.1:1" || o.Socket.Mode != 0o600 || o.TimeBudget != 3*time.Second {
-		t.Errorf("listen %q mode %o budget %v", o.Listen, o.Socket.Mode, o.TimeBudget)
-	}
-	if o.DNSServers != nil && len(o.DNSServers) != 0 {
-		t.Errorf("--dns not given but DNS servers = %v", o.DNSServers)
-	}
-	bad := policyFlags{mode: "999"}
-	if err := bad.apply(&o, func(n string) bool { return n == "socket-mode" }); err == nil || !strings.Contains(err.Error(), "octal") {
-		t.Errorf("bad --socket-mode: err = %v", err)
+	c := policyParse(t, policyYAMLBase)
+	c.Policy.Listen = ""
+	if _, err := policyServingFromConfig(c); err == nil || !strings.Contains(err.Error(), "policy.listen") {
+		t.Errorf("empty listen: err = %v", err)
 	}
 }
 
-func TestBuildPolicyChain(t *testing.T) {
-	dir := t.TempDir()
-	db := policyTestStore(t, dir)
-	tests := []struct {
-		name    string
-		mutate  func(o *policyOptions)
-		want    string // check names, or the error's text
-		wantErr bool
-	}{
-		{"order kept", func(o *policyOptions) {
-			o.Checks = []string{"ratelimit", "greylist", "dnsbl", "spf", "blacklist"}
-		}, "ratelimit,greylist,dnsbl,spf,blacklist", false},
-		{"postfix owns the blacklists", func(o *policyOptions) {
-			o.Checks = []string{"blacklist", "spf"}
-			o.BlacklistOwner = "postfix"
-		}, "spf", false},
-		{"bad dnsbl site", func(o *policyOptions) {
-			o.Checks = []string{"dnsbl"}
-			o.DNSBLSites = []string{"bl.test=999.0.0.1"}
-		}, "dnsbl", true},
-		{"missing database", func(o *policyOptions) {
-			o.Checks = []string{"blacklist"}
-			o.Database = filepath.Join(dir, "nope.sqlite")
-		}, "postkit db init", true},
-		{"unknown check", func(o *policyOptions) { o.Checks = []string{"virus"} }, "unknown check", true},
-		{"listed twice", func(o *policyOptions) { o.Checks = []string{"spf", "spf"} }, "twice", true},
+// Flags given on the command line override the YAML keys they stand for;
+// others do not.
+func TestPolicyFlagsOverride(t *testing.T) {
+	o := policyOptions{Config: policyParse(t, policyYAMLBase+"policy: {checks: [blacklist, spf, greylist]}\n")}
+	f := policyFlags{checks: []string{"spf,dnsbl", "ratelimit"}, noSPF: true, listen: "inet:127.0.0.1:1", mode: "0600", timeBudget: 3 * time.Second,
+		dnsServers: []string{"192.0.2.53:53"}, statePath: "/srv/state.sqlite", tempDefer: false, permReject: true,
+		rateLimits: []string{"sasl_username:recipients=500/1h", "client:messages=10/90s"}}
+	given := map[string]bool{"checks": true, "listen": true, "socket-mode": true, "time-budget": true, "state": true,
+		"spf-temperror-defer": true, "spf-permerror-reject": true, "ratelimit": true}
+	if err := f.apply(&o, func(n string) bool { return given[n] }); err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o := policyTestOptions(t, dir, db, "127.0.0.1:1")
-			tt.mutate(&o)
-			pc, err := buildPolicyChain(o)
-			if tt.wantErr {
-				if err == nil || !strings.Contains(err.Error(), tt.want) {
-					t.Fatalf("err = %v, want one containing %q", err, tt.want)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer pc.Close()
-			if got := strings.Join(checkNames(pc.checks), ","); got != tt.want {
-				t.Errorf("checks %s, want %s", got, tt.want)
-			}
-		})
+	c := o.Config
+	if !reflect.DeepEqual(c.Policy.Checks, []string{"dnsbl", "ratelimit"}) {
+		t.Errorf("checks %v, want [dnsbl ratelimit] (--checks, then --no-spf)", c.Policy.Checks)
+	}
+	if c.Policy.Listen != "inet:127.0.0.1:1" || c.Policy.SocketMode != "0600" || c.Policy.TimeBudget.D() != 3*time.Second {
+		t.Errorf("listen %q mode %s budget %v", c.Policy.Listen, c.Policy.SocketMode, c.Policy.TimeBudget.D())
+	}
+	if len(c.DNS.Servers) != 0 {
+		t.Errorf("--dns not given but DNS servers = %v", c.DNS.Servers)
+	}
+	if c.Policy.SPF.TempError != "accept" || c.Policy.SPF.PermError != "reject" || o.Assemble.StatePath != "/srv/state.sqlite" {
+		t.Errorf("temperror %q permerror %q state %q", c.Policy.SPF.TempError, c.Policy.SPF.PermError, o.Assemble.StatePath)
+	}
+	want := []config.Limit{
+		{Key: "sasl_user", Count: "recipients", Max: 500, Window: config.Duration(time.Hour)},
+		{Key: "client_ip", Count: "messages", Max: 10, Window: config.Duration(90 * time.Second)},
+	}
+	if !reflect.DeepEqual(c.Policy.RateLimit.Limits, want) {
+		t.Errorf("rate limits %+v, want %+v", c.Policy.RateLimit.Limits, want)
+	}
+	for _, bad := range []struct {
+		flag string
+		f    policyFlags
+		want string
+	}{
+		{"socket-mode", policyFlags{mode: "999"}, "octal"},
+		{"ratelimit", policyFlags{rateLimits: []string{"foo"}}, "--ratelimit"},
+		{"trusted", policyFlags{trusted: []string{"10.0.0.300"}}, "--trusted"},
+	} {
+		if err := bad.f.apply(&o, func(n string) bool { return n == bad.flag }); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("bad --%s: err = %v, want one naming %s", bad.flag, err, bad.want)
+		}
 	}
 }
 
@@ -205,7 +125,7 @@ func policyTestStore(t *testing.T, dir string) string {
 
 func policyTestOptions(t *testing.T, dir, db, dnsAddr string) policyOptions {
 	t.Helper()
-	o, err := policyOptionsFromConfig(policyParse(t, policyYAMLBase+fmt.Sprintf(`
+	c := policyParse(t, policyYAMLBase+fmt.Sprintf(`
 database: {path: %s}
 paths: {postkit_run: %s}
 dns: {servers: [%q], timeout: 500ms}
@@ -221,12 +141,8 @@ policy:
   ratelimit:
     limits:
       - {key: sasl_user, count: messages, max: 2, window: 1h}
-`, db, filepath.Join(dir, "run"), dnsAddr, filepath.Join(dir, "policy.sock"))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	return o
+`, db, filepath.Join(dir, "run"), dnsAddr, filepath.Join(dir, "policy.sock")))
+	return policyOptions{Config: c, Assemble: assemble.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 }
 
 // policyAsk sends one request over a fresh connection and returns the action.
@@ -272,12 +188,14 @@ func TestRunPolicyd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.Metrics = ln.Addr().String()
+	o.Config.Policy.Metrics = ln.Addr().String()
 	ln.Close()
-	sock := strings.TrimPrefix(o.Listen, "unix:")
+	sock := strings.TrimPrefix(o.Config.Policy.Listen, "unix:")
 
 	reloaded := o
-	reloaded.Checks = []string{"spf"}
+	rc := *o.Config
+	rc.Policy.Checks = []string{"spf"}
+	reloaded.Config = &rc
 	hup := make(chan os.Signal, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -341,7 +259,7 @@ func TestRunPolicyd(t *testing.T) {
 		t.Errorf("retry after the greylisting delay: action %q, want PREPEND Received-SPF: pass", got)
 	}
 
-	resp, err := http.Get("http://" + o.Metrics + "/metrics")
+	resp, err := http.Get("http://" + o.Config.Policy.Metrics + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,8 +291,8 @@ func TestRunPolicydBadReload(t *testing.T) {
 	dir := t.TempDir()
 	db := policyTestStore(t, dir)
 	o := policyTestOptions(t, dir, db, "127.0.0.1:1")
-	o.Checks = []string{"blacklist"}
-	sock := strings.TrimPrefix(o.Listen, "unix:")
+	o.Config.Policy.Checks = []string{"blacklist"}
+	sock := strings.TrimPrefix(o.Config.Policy.Listen, "unix:")
 	hup := make(chan os.Signal, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -406,13 +324,22 @@ func TestRunPolicydBadReload(t *testing.T) {
 // user and group, so that it runs unprivileged, with the mode it has with -c.
 func TestDefaultPolicyOptions(t *testing.T) {
 	o := defaultPolicyOptions()
-	if !reflect.DeepEqual(o.Checks, []string{"spf"}) {
-		t.Errorf("checks %v, want [spf]", o.Checks)
+	c := o.Config
+	if !reflect.DeepEqual(c.Policy.Checks, []string{"spf"}) {
+		t.Errorf("checks %v, want [spf]", c.Policy.Checks)
 	}
-	if o.Socket.Owner != "" || o.Socket.Group != "" || o.Socket.Mode != 0o660 {
-		t.Errorf("socket %+v, want no chown and mode 0660", o.Socket)
+	sv, err := policyServingFromConfig(c)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if o.Hostname == "" || o.TimeBudget <= 0 {
-		t.Errorf("hostname %q budget %v", o.Hostname, o.TimeBudget)
+	if sv.Socket.Owner != "" || sv.Socket.Group != "" || sv.Socket.Mode != 0o660 {
+		t.Errorf("socket %+v, want no chown and mode 0660", sv.Socket)
+	}
+	if c.Hostname == "" || sv.TimeBudget <= 0 {
+		t.Errorf("hostname %q budget %v", c.Hostname, sv.TimeBudget)
+	}
+	// Nothing known of our domains, and no seal key for a milter.
+	if c.Policy.SPF.OwnDomains != "off" || !o.Assemble.NoSeal {
+		t.Errorf("own_domains %q, no seal %v; want off, true", c.Policy.SPF.OwnDomains, o.Assemble.NoSeal)
 	}
 }

@@ -550,7 +550,7 @@ func checkHostPort(s string) string {
 }
 
 // The shape of a policy.dnsbl.sites entry; the policy daemon parses it
-// fully (policyd.ParseDNSBLSite) when it starts.
+// fully (dnsbl.ParseSite) when it starts.
 var dnsblRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+(=[0-9.\[\];]+)?(\*-?[0-9]+)?$`)
 
 func checkDNSBLSite(s string) string {

@@ -57,6 +57,7 @@ func TestOwnDomainSender(t *testing.T) {
 			c, _ := newTestCheck(t, Config{
 				Mode:               tt.mode,
 				OwnDomain:          ours,
+				Trusted:            []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 				AllowIPs:           []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")},
 				AllowHelos:         []string{"friendly.example"},
 				AllowSenderDomains: []string{"neutral.example"},

@@ -81,8 +81,8 @@ type Config struct {
 	// CheckAuthenticated also checks SASL-authenticated clients (skipped by
 	// default: they are our users, sending through us).
 	CheckAuthenticated bool
-	// Trusted networks are never checked. Default (nil): 127.0.0.0/8 and
-	// ::1, as both Debian SPF policy servers do. An empty non-nil slice
+	// Trusted networks are never checked (postkit.yaml's trusted_networks,
+	// loopback by default, as both Debian SPF policy servers do). Empty
 	// trusts nothing.
 	Trusted []netip.Prefix
 	// AllowIPs, AllowSenderDomains and AllowHelos skip the check for these
@@ -91,7 +91,9 @@ type Config struct {
 	AllowIPs           []netip.Prefix
 	AllowSenderDomains []string
 	AllowHelos         []string
-	// Timeout is the time budget of one request (both identities). Default 8s.
+	// Timeout is the time budget of one request (both identities), and of
+	// one CheckHost. Zero: no budget of its own, the caller's context
+	// alone bounds it.
 	Timeout time.Duration
 	// CacheSize bounds the per-(client, HELO, sender) decision cache that
 	// serves the RCPTs of one message, and the per-identity cache of
@@ -151,11 +153,8 @@ func New(cfg Config, res Resolver) (*Check, error) {
 		}
 		cfg.Hostname = h
 	}
-	if cfg.Trusted == nil {
-		cfg.Trusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 8 * time.Second
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("spfcheck: timeout %v: want a positive duration, or 0 for none", cfg.Timeout)
 	}
 	if cfg.CacheSize == 0 {
 		cfg.CacheSize = 4096
@@ -176,6 +175,14 @@ func New(cfg Config, res Resolver) (*Check, error) {
 
 // Name implements policyd.Check.
 func (c *Check) Name() string { return "spf" }
+
+// withTimeout bounds ctx by the configured Timeout, if any.
+func (c *Check) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.cfg.Timeout > 0 {
+		return context.WithTimeout(ctx, c.cfg.Timeout)
+	}
+	return context.WithCancel(ctx)
+}
 
 // Check implements policyd.Check: skips, then HELO, then MAIL FROM.
 func (c *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision, error) {
@@ -203,7 +210,7 @@ func (c *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision
 	if d, _, ok := c.cache.Get(key, c.cfg.Now()); ok {
 		return c.seal(r, d), nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	// The decision (result, explanation, header) is kept until the first
 	// DNS answer it used expires.
@@ -354,7 +361,7 @@ func (c *Check) CheckHost(ctx context.Context, ip netip.Addr, helo, sender strin
 	if local == "" {
 		sender = "postmaster@" + domain
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	return c.checkHost(ctx, "mailfrom", ip.Unmap(), strings.TrimSuffix(helo, "."), sender, domain)
 }

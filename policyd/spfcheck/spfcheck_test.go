@@ -149,7 +149,8 @@ func TestDecisions(t *testing.T) {
 			"Received-SPF: pass (mx.receiver.example: domain of postmaster@helopass.example designates 192.0.2.10 as permitted sender) client-ip=192.0.2.10; helo=helopass.example; receiver=mx.receiver.example; identity=helo;", "spf-helo=pass"},
 		{"sasl skipped", Config{}, request("198.51.100.7", "client.example", "a@plain.example", "sasl_username", "bob"), "", "", "spf=skip(authenticated)"},
 		{"sasl checked on request", Config{CheckAuthenticated: true}, request("198.51.100.7", "client.example", "a@plain.example", "sasl_username", "bob"), "550 5.7.23 ", "", "spf=fail"},
-		{"loopback trusted by default", Config{}, request("127.0.0.5", "client.example", "a@plain.example"), "", "", "spf=skip(trusted)"},
+		{"loopback trusted when listed", Config{Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}, request("127.0.0.5", "client.example", "a@plain.example"), "", "", "spf=skip(trusted)"},
+		{"nothing trusted unless listed", Config{}, request("127.0.0.5", "client.example", "a@plain.example"), "550 5.7.23 ", "", "spf=fail"},
 		{"trusted network", Config{Trusted: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}, request("198.51.100.7", "x.example", "a@plain.example"), "", "", "spf=skip(trusted)"},
 		{"allow ip", Config{AllowIPs: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}}, request("198.51.100.7", "x.example", "a@plain.example"), "", "", "spf=skip(allow-ip)"},
 		{"allow sender domain", Config{AllowSenderDomains: []string{"PLAIN.example"}}, request("198.51.100.7", "x.example", "a@plain.example"), "", "", "spf=skip(allow-sender)"},
@@ -226,6 +227,9 @@ func TestNewErrors(t *testing.T) {
 	}
 	if _, err := New(Config{}, nil); err == nil {
 		t.Error("nil resolver accepted")
+	}
+	if _, err := New(Config{Timeout: -time.Second}, res); err == nil {
+		t.Error("negative timeout accepted")
 	}
 }
 

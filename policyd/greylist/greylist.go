@@ -1,9 +1,9 @@
-package policyd
-
-// The greylisting check follows postgrey(8)'s model (Harris, "The Next Step
-// in the Spam Control War: Greylisting", 2003): a (client network, sender,
-// recipient) triplet is deferred until it retries after a delay; a client that
-// passed often enough is allowed without greylisting.
+// Package greylist is the greylisting policy check, after postgrey(8)'s
+// model (Harris, "The Next Step in the Spam Control War: Greylisting",
+// 2003): a (client network, sender, recipient) triplet is deferred until it
+// retries after a delay; a client that passed often enough is allowed
+// without greylisting.
+package greylist
 
 import (
 	"context"
@@ -18,11 +18,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postkit/postkit/policyd"
+	"github.com/postkit/postkit/policyd/access"
 	"github.com/postkit/postkit/policyd/state"
 )
 
-// GreylistStore keeps the greylisting state; *state.DB implements it.
-type GreylistStore interface {
+// Store keeps the greylisting state; *state.DB implements it.
+type Store interface {
 	Triplet(ctx context.Context, key string) (t state.Triplet, found bool, err error)
 	PutTriplet(ctx context.Context, key string, t state.Triplet) error
 	Client(ctx context.Context, key string) (c state.Client, found bool, err error)
@@ -30,36 +32,37 @@ type GreylistStore interface {
 	ExpireGreylist(ctx context.Context, unpassedBefore, idleBefore time.Time) (int64, error)
 }
 
-var _ GreylistStore = (*state.DB)(nil)
+var _ Store = (*state.DB)(nil)
 
-// ClientAllowlister tells whether a client is on an allow list kept
-// elsewhere; *DNSBL implements it with its DNSWL score.
-type ClientAllowlister interface {
-	AllowListed(ctx context.Context, r *Request) bool
+// Allowlist tells whether a client is on an allow list kept elsewhere;
+// the DNSBL check (*dnsbl.Check) implements it with its DNSWL score.
+type Allowlist interface {
+	AllowListed(ctx context.Context, r *policyd.Request) bool
 }
 
-// GreylistConfig configures the greylisting check. Zero values select the
-// defaults, which are postgrey's.
-type GreylistConfig struct {
+// Config configures the greylisting check. Delay, RetryWindow and MaxAge
+// are required (postkit.yaml's policy.greylist holds their defaults, which
+// are postgrey's); the other zero values select the defaults named.
+type Config struct {
 	// Delay is how long a new triplet is deferred (postgrey --delay).
-	// Default 300s.
+	// Required: 0 < Delay < RetryWindow.
 	Delay time.Duration
 	// RetryWindow is how long a triplet that never passed is remembered
-	// (postgrey --retry-window). Default 48h.
+	// (postgrey --retry-window). Required: RetryWindow <= MaxAge.
 	RetryWindow time.Duration
 	// MaxAge is how long a passed triplet, and an auto-allowed client, is
-	// kept after it was last seen (postgrey --max-age). Default 35 days.
+	// kept after it was last seen (postgrey --max-age). Required.
 	MaxAge time.Duration
 	// AutoAllowClients allows a client network without greylisting once it
 	// has passed this many times, counted at most once an hour (postgrey
-	// --auto-whitelist-clients). Default 5; negative disables.
+	// --auto-whitelist-clients). Zero never allows a client outright.
 	AutoAllowClients int
 	// IPv4Prefix and IPv6Prefix group clients into networks (postgrey
 	// --lookup-by-subnet, --ipv4cidr, --ipv6cidr): a retry from another
 	// address of the same pool passes. Defaults 24 and 64.
 	IPv4Prefix, IPv6Prefix int
 	// ExactSender keeps the sender as given; by default it is normalised as
-	// postgrey does (see GreylistSender) so that VERP, BATV and SRS senders,
+	// postgrey does (see SenderKey) so that VERP, BATV and SRS senders,
 	// which change at every retry, still pass.
 	ExactSender bool
 	// Action is the deferral sent to Postfix; "%s" is replaced by the
@@ -83,43 +86,36 @@ type GreylistConfig struct {
 	// "user@example.com").
 	AllowRecipients []string
 	// Allowlist, when set, exempts the clients it lists (e.g. DNSWL-listed
-	// clients through *DNSBL).
-	Allowlist ClientAllowlister
+	// clients through the DNSBL check).
+	Allowlist Allowlist
 	// CleanupInterval is how often expired rows are deleted. Default 1h.
 	CleanupInterval time.Duration
 	Logger          *slog.Logger
 	Now             func() time.Time
 }
 
-// Greylist is the greylisting check.
-type Greylist struct {
-	cfg   GreylistConfig
-	store GreylistStore
+// Check is the greylisting check.
+type Check struct {
+	cfg   Config
+	store Store
 	log   *slog.Logger
 
 	mu          sync.Mutex
 	lastCleanup time.Time
 }
 
-// NewGreylist returns the greylisting check over store.
-func NewGreylist(cfg GreylistConfig, store GreylistStore) (*Greylist, error) {
+var _ policyd.Check = (*Check)(nil)
+
+// New returns the greylisting check over store.
+func New(cfg Config, store Store) (*Check, error) {
 	if store == nil {
-		return nil, errors.New("policyd: greylist: no state store given; open the state database first")
+		return nil, errors.New("greylist: no state store given; open the state database first")
 	}
-	if cfg.Delay == 0 {
-		cfg.Delay = 300 * time.Second
+	if cfg.Delay <= 0 || cfg.RetryWindow <= cfg.Delay || cfg.MaxAge < cfg.RetryWindow {
+		return nil, fmt.Errorf("greylist: want 0 < delay (%v) < retry window (%v) <= max age (%v), e.g. 5m, 48h, 840h", cfg.Delay, cfg.RetryWindow, cfg.MaxAge)
 	}
-	if cfg.RetryWindow == 0 {
-		cfg.RetryWindow = 48 * time.Hour
-	}
-	if cfg.MaxAge == 0 {
-		cfg.MaxAge = 35 * 24 * time.Hour
-	}
-	if cfg.Delay < 0 || cfg.RetryWindow <= cfg.Delay || cfg.MaxAge < cfg.RetryWindow {
-		return nil, fmt.Errorf("policyd: greylist: want 0 < delay (%v) < retry window (%v) <= max age (%v)", cfg.Delay, cfg.RetryWindow, cfg.MaxAge)
-	}
-	if cfg.AutoAllowClients == 0 {
-		cfg.AutoAllowClients = 5
+	if cfg.AutoAllowClients < 0 {
+		return nil, fmt.Errorf("greylist: auto-allow after %d passes: want 0 (never) or more", cfg.AutoAllowClients)
 	}
 	if cfg.IPv4Prefix == 0 {
 		cfg.IPv4Prefix = 24
@@ -128,13 +124,13 @@ func NewGreylist(cfg GreylistConfig, store GreylistStore) (*Greylist, error) {
 		cfg.IPv6Prefix = 64
 	}
 	if cfg.IPv4Prefix < 8 || cfg.IPv4Prefix > 32 || cfg.IPv6Prefix < 16 || cfg.IPv6Prefix > 128 {
-		return nil, fmt.Errorf("policyd: greylist: prefixes /%d and /%d: want IPv4 /8-/32 and IPv6 /16-/128", cfg.IPv4Prefix, cfg.IPv6Prefix)
+		return nil, fmt.Errorf("greylist: prefixes /%d and /%d: want IPv4 /8-/32 and IPv6 /16-/128", cfg.IPv4Prefix, cfg.IPv6Prefix)
 	}
 	if cfg.Action == "" {
 		cfg.Action = "DEFER_IF_PERMIT 4.7.1 Greylisted, please try again in %s seconds"
 	}
-	if d, err := ParseAccessAction(strings.NewReplacer("%s", "300", "%r", "example.com").Replace(cfg.Action)); err != nil || !d.Final() {
-		return nil, fmt.Errorf("policyd: greylist: action %q: want a deferral such as DEFER_IF_PERMIT or 450 text", cfg.Action)
+	if d, err := access.ParseAction(strings.NewReplacer("%s", "300", "%r", "example.com").Replace(cfg.Action)); err != nil || !d.Final() {
+		return nil, fmt.Errorf("greylist: action %q: want a deferral such as DEFER_IF_PERMIT or 450 text", cfg.Action)
 	}
 	if cfg.Hostname == "" {
 		cfg.Hostname, _ = os.Hostname()
@@ -162,37 +158,37 @@ func NewGreylist(cfg GreylistConfig, store GreylistStore) (*Greylist, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Greylist{cfg: cfg, store: store, log: log.With("check", "greylist")}, nil
+	return &Check{cfg: cfg, store: store, log: log.With("check", "greylist")}, nil
 }
 
-// Name implements Check.
-func (g *Greylist) Name() string { return "greylist" }
+// Name implements policyd.Check.
+func (g *Check) Name() string { return "greylist" }
 
-// Check implements Check. Only RCPT-stage requests are greylisted; SASL
+// Check implements policyd.Check. Only RCPT-stage requests are greylisted; SASL
 // clients, allowed clients and recipients pass. A store fault is logged and
 // gives no opinion: greylisting fails open.
-func (g *Greylist) Check(ctx context.Context, r *Request) (Decision, error) {
+func (g *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision, error) {
 	if r.Stage() != "RCPT" || r.SASLUser() != "" {
-		return Decision{}, nil
+		return policyd.Decision{}, nil
 	}
 	ip := r.ClientAddr()
 	if !ip.IsValid() {
-		return Decision{}, nil
+		return policyd.Decision{}, nil
 	}
 	if g.allowed(ctx, r, ip) {
-		return Decision{Reason: "greylist=allowlisted"}, nil
+		return policyd.Decision{Reason: "greylist=allowlisted"}, nil
 	}
 	now := g.cfg.Now()
 	g.maybeCleanup(ctx, now)
 	d, err := g.decide(ctx, r, ip, now)
 	if err != nil {
 		g.log.Error("greylist state unavailable; letting the message through", "queue_id", r.Get("queue_id"), "err", err)
-		return Decision{Reason: "greylist=error"}, nil
+		return policyd.Decision{Reason: "greylist=error"}, nil
 	}
 	return d, nil
 }
 
-func (g *Greylist) allowed(ctx context.Context, r *Request, ip netip.Addr) bool {
+func (g *Check) allowed(ctx context.Context, r *policyd.Request, ip netip.Addr) bool {
 	for _, p := range g.cfg.AllowClients {
 		if p.Contains(ip) {
 			return true
@@ -206,7 +202,7 @@ func (g *Greylist) allowed(ctx context.Context, r *Request, ip netip.Addr) bool 
 		}
 	}
 	if len(g.cfg.AllowRecipients) > 0 && r.Recipient() != "" {
-		keys := AccessKeys(r.Recipient(), "+", true)
+		keys := access.Keys(r.Recipient(), "+", true)
 		for _, a := range g.cfg.AllowRecipients {
 			for _, k := range keys {
 				if a == k {
@@ -219,7 +215,7 @@ func (g *Greylist) allowed(ctx context.Context, r *Request, ip netip.Addr) bool 
 }
 
 // ClientNet returns the network a client address is greylisted under.
-func (g *Greylist) ClientNet(ip netip.Addr) netip.Prefix {
+func (g *Check) ClientNet(ip netip.Addr) netip.Prefix {
 	bits := g.cfg.IPv6Prefix
 	if ip.Is4() {
 		bits = g.cfg.IPv4Prefix
@@ -228,7 +224,7 @@ func (g *Greylist) ClientNet(ip netip.Addr) netip.Prefix {
 	return p
 }
 
-func (g *Greylist) decide(ctx context.Context, r *Request, ip netip.Addr, now time.Time) (Decision, error) {
+func (g *Check) decide(ctx context.Context, r *policyd.Request, ip netip.Addr, now time.Time) (policyd.Decision, error) {
 	client := g.ClientNet(ip).String()
 
 	// Auto-allowed client (postgrey --auto-whitelist-clients).
@@ -238,7 +234,7 @@ func (g *Greylist) decide(ctx context.Context, r *Request, ip netip.Addr, now ti
 		var err error
 		c, cfound, err = g.store.Client(ctx, client)
 		if err != nil {
-			return Decision{}, err
+			return policyd.Decision{}, err
 		}
 		if cfound && now.Sub(c.Last) > g.cfg.MaxAge {
 			c, cfound = state.Client{}, false
@@ -248,23 +244,23 @@ func (g *Greylist) decide(ctx context.Context, r *Request, ip netip.Addr, now ti
 				c.Count++
 				c.Last = now
 				if err := g.store.PutClient(ctx, client, c); err != nil {
-					return Decision{}, err
+					return policyd.Decision{}, err
 				}
 			}
-			return Decision{Reason: "greylist=autoallowed"}, nil
+			return policyd.Decision{Reason: "greylist=autoallowed"}, nil
 		}
 	}
 
 	sender := r.Sender()
 	if !g.cfg.ExactSender {
-		sender = GreylistSender(sender)
+		sender = SenderKey(sender)
 	} else if sender == "" {
 		sender = "<>"
 	}
 	key := client + " " + strings.ToLower(sender) + " " + strings.ToLower(r.Recipient())
 	t, found, err := g.store.Triplet(ctx, key)
 	if err != nil {
-		return Decision{}, err
+		return policyd.Decision{}, err
 	}
 	switch {
 	case !found:
@@ -284,14 +280,14 @@ func (g *Greylist) decide(ctx context.Context, r *Request, ip netip.Addr, now ti
 	if wait := g.cfg.Delay - now.Sub(t.First); wait > 0 {
 		t.Attempts++
 		if err := g.store.PutTriplet(ctx, key, t); err != nil {
-			return Decision{}, err
+			return policyd.Decision{}, err
 		}
 		secs := int((wait + time.Second - 1) / time.Second)
-		action := strings.NewReplacer("%s", strconv.Itoa(secs), "%r", Domain(r.Recipient()), "%%", "%").Replace(g.cfg.Action)
+		action := strings.NewReplacer("%s", strconv.Itoa(secs), "%r", policyd.Domain(r.Recipient()), "%%", "%").Replace(g.cfg.Action)
 		g.log.Info("greylisted", "queue_id", r.Get("queue_id"), "client", ip.String(), "sender", r.Sender(), "recipient", r.Recipient(), "retry_in", secs)
-		return Decision{Action: action, Reason: "greylist=defer"}, nil
+		return policyd.Decision{Action: action, Reason: "greylist=defer"}, nil
 	}
-	d := Decision{Reason: "greylist=pass"}
+	d := policyd.Decision{Reason: "greylist=pass"}
 	if t.Passed.IsZero() {
 		t.Passed = now
 		if g.cfg.Header {
@@ -302,18 +298,18 @@ func (g *Greylist) decide(ctx context.Context, r *Request, ip netip.Addr, now ti
 			"delayed", now.Sub(t.First).String(), "attempts", t.Attempts)
 	}
 	if err := g.store.PutTriplet(ctx, key, t); err != nil {
-		return Decision{}, err
+		return policyd.Decision{}, err
 	}
 	if g.cfg.AutoAllowClients > 0 && (!cfound || now.Sub(c.Last) >= time.Hour) {
 		if err := g.store.PutClient(ctx, client, state.Client{Count: c.Count + 1, Last: now}); err != nil {
-			return Decision{}, err
+			return policyd.Decision{}, err
 		}
 	}
 	return d, nil
 }
 
 // maybeCleanup deletes expired state at most once per CleanupInterval.
-func (g *Greylist) maybeCleanup(ctx context.Context, now time.Time) {
+func (g *Check) maybeCleanup(ctx context.Context, now time.Time) {
 	g.mu.Lock()
 	due := now.Sub(g.lastCleanup) >= g.cfg.CleanupInterval
 	if due {
@@ -332,7 +328,7 @@ func (g *Greylist) maybeCleanup(ctx context.Context, now time.Time) {
 
 // Expire deletes the triplets whose retry window or maximum age is over and
 // the auto-allowed clients not seen for the maximum age.
-func (g *Greylist) Expire(ctx context.Context) (int64, error) {
+func (g *Check) Expire(ctx context.Context) (int64, error) {
 	now := g.cfg.Now()
 	return g.store.ExpireGreylist(ctx, now.Add(-g.cfg.RetryWindow), now.Add(-g.cfg.MaxAge))
 }
@@ -347,12 +343,12 @@ var (
 	verpNumbers = regexp.MustCompile(`\b\d+\b`)
 )
 
-// GreylistSender normalises a sender the way postgrey does before it builds
+// SenderKey normalises a sender the way postgrey does before it builds
 // the triplet: lower-cased, the null sender as "<>", BATV tags and SRS hash
 // and timestamp removed, the "+extension" stripped, and every stand-alone
 // number in the localpart replaced by "#" (VERP bounce addresses carry a
 // message number that changes at each retry).
-func GreylistSender(s string) string {
+func SenderKey(s string) string {
 	s = strings.ToLower(strings.TrimSpace(s))
 	if s == "" || s == "<>" {
 		return "<>"

@@ -1,10 +1,10 @@
-package policyd
-
-// The DNSBL check scores a client over DNS block and allow lists (RFC 5782)
-// the way Postfix's postscreen does with postscreen_dnsbl_sites,
-// postscreen_dnsbl_threshold and postscreen_dnsbl_allowlist_threshold
-// (POSTSCREEN_README "Before-220 tests: DNS Blocklist"), but answers at the
-// policy stage as reject_rbl_client would.
+// Package dnsbl is the policy check that scores a client over DNS block and
+// allow lists (RFC 5782) the way Postfix's postscreen does with
+// postscreen_dnsbl_sites, postscreen_dnsbl_threshold and
+// postscreen_dnsbl_allowlist_threshold (POSTSCREEN_README "Before-220 tests:
+// DNS Blocklist"), but answers at the policy stage as reject_rbl_client
+// would.
+package dnsbl
 
 import (
 	"context"
@@ -21,31 +21,33 @@ import (
 
 	"github.com/postkit/postkit/internal/dnsclient"
 	"github.com/postkit/postkit/internal/ttlcache"
+	"github.com/postkit/postkit/policyd"
+	"github.com/postkit/postkit/policyd/access"
 )
 
-// DNSBLResolver looks up A records. *net.Resolver and *dnsclient.Resolver
+// Resolver looks up A records. *net.Resolver and *dnsclient.Resolver
 // satisfy it. A name that does not exist (NXDOMAIN or no A record) must fail
 // with a *net.DNSError whose IsNotFound is true: the client is not listed.
-type DNSBLResolver interface {
+type Resolver interface {
 	LookupIP(ctx context.Context, network, host string) ([]net.IP, error)
 }
 
-// DNSBLSite is one entry of postscreen_dnsbl_sites:
+// Site is one entry of postscreen_dnsbl_sites:
 // domain[=filter][*weight].
-type DNSBLSite struct {
+type Site struct {
 	// Domain is the list's zone, e.g. "zen.spamhaus.org".
 	Domain string
 	// Filter restricts the answers that count; nil counts any answer in
 	// 127.0.0.0/8. Parsed from "127.0.0.[2..11]" or "127.0.[0..255].[1;3]".
-	Filter *DNSBLFilter
+	Filter *Filter
 	// Weight is added to the score when the list answers (through Filter);
 	// negative for allow lists. Default 1.
 	Weight int
 }
 
-// DNSBLFilter matches an IPv4 answer octet by octet: each octet matches a
+// Filter matches an IPv4 answer octet by octet: each octet matches a
 // set of ranges, postscreen's "[2..11]" and "[1;3;5..7]" syntax.
-type DNSBLFilter struct {
+type Filter struct {
 	spec   string
 	octets [4][]octetRange
 }
@@ -53,10 +55,10 @@ type DNSBLFilter struct {
 type octetRange struct{ lo, hi uint8 }
 
 // String returns the filter as written.
-func (f *DNSBLFilter) String() string { return f.spec }
+func (f *Filter) String() string { return f.spec }
 
 // Match reports whether the answer a matches the filter.
-func (f *DNSBLFilter) Match(a netip.Addr) bool {
+func (f *Filter) Match(a netip.Addr) bool {
 	if f == nil {
 		return true
 	}
@@ -80,7 +82,7 @@ func (f *DNSBLFilter) Match(a netip.Addr) bool {
 }
 
 // String renders the site in postscreen_dnsbl_sites syntax.
-func (s DNSBLSite) String() string {
+func (s Site) String() string {
 	out := s.Domain
 	if s.Filter != nil {
 		out += "=" + s.Filter.spec
@@ -91,12 +93,12 @@ func (s DNSBLSite) String() string {
 	return out
 }
 
-// ParseDNSBLSites parses a postscreen_dnsbl_sites value: sites separated by
+// ParseSites parses a postscreen_dnsbl_sites value: sites separated by
 // commas and/or white space.
-func ParseDNSBLSites(s string) ([]DNSBLSite, error) {
-	var out []DNSBLSite
+func ParseSites(s string) ([]Site, error) {
+	var out []Site
 	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r' }) {
-		site, err := ParseDNSBLSite(f)
+		site, err := ParseSite(f)
 		if err != nil {
 			return nil, err
 		}
@@ -105,36 +107,36 @@ func ParseDNSBLSites(s string) ([]DNSBLSite, error) {
 	return out, nil
 }
 
-// ParseDNSBLSite parses one postscreen_dnsbl_sites entry, e.g.
+// ParseSite parses one postscreen_dnsbl_sites entry, e.g.
 // "zen.spamhaus.org=127.0.0.[2..11]*3" or "list.dnswl.org=127.0.[0..255].[1..3]*-2".
-func ParseDNSBLSite(s string) (DNSBLSite, error) {
+func ParseSite(s string) (Site, error) {
 	orig := s
-	site := DNSBLSite{Weight: 1}
+	site := Site{Weight: 1}
 	if i := strings.LastIndexByte(s, '*'); i >= 0 {
 		w, err := strconv.Atoi(s[i+1:])
 		if err != nil || w == 0 || w > 1000 || w < -1000 {
-			return DNSBLSite{}, fmt.Errorf("policyd: dnsbl site %q: weight %q: want a non-zero integer between -1000 and 1000, e.g. *3 or *-2", orig, s[i+1:])
+			return Site{}, fmt.Errorf("dnsbl: site %q: weight %q: want a non-zero integer between -1000 and 1000, e.g. *3 or *-2", orig, s[i+1:])
 		}
 		site.Weight, s = w, s[:i]
 	}
 	if i := strings.IndexByte(s, '='); i >= 0 {
-		f, err := parseDNSBLFilter(s[i+1:])
+		f, err := parseFilter(s[i+1:])
 		if err != nil {
-			return DNSBLSite{}, fmt.Errorf("policyd: dnsbl site %q: %w", orig, err)
+			return Site{}, fmt.Errorf("dnsbl: site %q: %w", orig, err)
 		}
 		site.Filter, s = f, s[:i]
 	}
 	d := strings.ToLower(strings.TrimSuffix(s, "."))
-	if err := checkDNSBLDomain(d); err != nil {
-		return DNSBLSite{}, fmt.Errorf("policyd: dnsbl site %q: %w", orig, err)
+	if err := checkDomain(d); err != nil {
+		return Site{}, fmt.Errorf("dnsbl: site %q: %w", orig, err)
 	}
 	site.Domain = d
 	return site, nil
 }
 
-// checkDNSBLDomain accepts host names (RFC 1035 §2.3.1, with "_" allowed)
+// checkDomain accepts host names (RFC 1035 §2.3.1, with "_" allowed)
 // short enough to take an IPv6 query prefix (64 bytes) under the 253-byte limit.
-func checkDNSBLDomain(d string) error {
+func checkDomain(d string) error {
 	if d == "" || len(d) > 253-64 {
 		return fmt.Errorf("domain %q: want a DNS name of 1 to 189 bytes, e.g. zen.spamhaus.org", d)
 	}
@@ -152,10 +154,10 @@ func checkDNSBLDomain(d string) error {
 	return nil
 }
 
-// parseDNSBLFilter parses "a.b.c.d" where each octet is a number or a
+// parseFilter parses "a.b.c.d" where each octet is a number or a
 // bracketed list of numbers and "lo..hi" ranges separated by ';'.
-func parseDNSBLFilter(s string) (*DNSBLFilter, error) {
-	f := &DNSBLFilter{spec: s}
+func parseFilter(s string) (*Filter, error) {
+	f := &Filter{spec: s}
 	parts := strings.Split(s, ".")
 	// Dots also separate "lo..hi": rejoin the pieces inside brackets.
 	var octets []string
@@ -194,7 +196,7 @@ func parseDNSBLFilter(s string) (*DNSBLFilter, error) {
 }
 
 func parseOctet(s string) (uint8, error) {
-	if s == "" || len(s) > 3 || !isAllDigits(s) {
+	if s == "" || len(s) > 3 || strings.Trim(s, "0123456789") != "" {
 		return 0, errors.New("not an octet")
 	}
 	n, err := strconv.Atoi(s)
@@ -204,13 +206,13 @@ func parseOctet(s string) (uint8, error) {
 	return uint8(n), nil
 }
 
-// DNSBLConfig configures the DNSBL check.
-type DNSBLConfig struct {
+// Config configures the DNSBL check.
+type Config struct {
 	// Sites are the lists to query, all in parallel, one query per distinct
 	// domain.
-	Sites []DNSBLSite
+	Sites []Site
 	// Threshold: a client whose summed weight reaches it is refused
-	// (postscreen_dnsbl_threshold). Default 1.
+	// (postscreen_dnsbl_threshold). Required: 1 or more.
 	Threshold int
 	// AllowThreshold: a client whose score is at or below it is allow-listed
 	// (postscreen_dnsbl_allowlist_threshold); greylisting skips it. Must be
@@ -220,7 +222,8 @@ type DNSBLConfig struct {
 	// [ip] blocked using <lists>". Default "554 5.7.1" (reject_rbl_client's
 	// code and enhanced status).
 	RejectCode string
-	// Timeout bounds all the queries of one client. Default 5s.
+	// Timeout bounds all the queries of one client. Zero: no bound of its
+	// own, the request's context alone bounds them.
 	Timeout time.Duration
 	// CacheSize bounds the cache of client scores, which spares the next
 	// recipients of a client (and the greylisting check) their queries.
@@ -242,49 +245,51 @@ type DNSBLConfig struct {
 	Now         func() time.Time
 }
 
-// DNSBLResult is one client's score.
-type DNSBLResult struct {
+// Result is one client's score.
+type Result struct {
 	Score   int
 	Listed  []string // domains that added a positive weight
 	Allowed []string // domains that added a negative weight
 	Errors  int      // queries that failed (counted as not listed)
 }
 
-// DNSBL is the DNS block/allow list check.
-type DNSBL struct {
-	cfg     DNSBLConfig
-	res     DNSBLResolver
+// Check is the DNS block/allow list check.
+type Check struct {
+	cfg     Config
+	res     Resolver
 	log     *slog.Logger
 	domains []string // distinct Sites domains, in first-seen order
 
-	cache *ttlcache.Cache[netip.Addr, DNSBLResult]
+	cache *ttlcache.Cache[netip.Addr, Result]
 }
 
-// NewDNSBL returns the DNSBL check querying through res.
-func NewDNSBL(cfg DNSBLConfig, res DNSBLResolver) (*DNSBL, error) {
+var _ policyd.Check = (*Check)(nil)
+
+// New returns the DNSBL check querying through res.
+func New(cfg Config, res Resolver) (*Check, error) {
 	if res == nil {
-		return nil, errors.New("policyd: dnsbl: no resolver given")
+		return nil, errors.New("dnsbl: no resolver given")
 	}
 	if len(cfg.Sites) == 0 {
-		return nil, errors.New("policyd: dnsbl: no sites; list at least one, e.g. zen.spamhaus.org=127.0.0.[2..11]*3")
+		return nil, errors.New("dnsbl: no sites; list at least one, e.g. zen.spamhaus.org=127.0.0.[2..11]*3")
 	}
-	if cfg.Threshold == 0 {
-		cfg.Threshold = 1
+	if cfg.Threshold < 1 {
+		return nil, fmt.Errorf("dnsbl: threshold %d: want 1 or more, e.g. 3", cfg.Threshold)
 	}
 	if cfg.AllowThreshold == 0 {
 		cfg.AllowThreshold = -1
 	}
 	if cfg.AllowThreshold > 0 {
-		return nil, fmt.Errorf("policyd: dnsbl: allow threshold %d must be negative", cfg.AllowThreshold)
+		return nil, fmt.Errorf("dnsbl: allow threshold %d must be negative", cfg.AllowThreshold)
 	}
 	if cfg.RejectCode == "" {
 		cfg.RejectCode = "554 5.7.1"
 	}
-	if c := cfg.RejectCode; len(c) < 3 || (c[0] != '4' && c[0] != '5') || !isAllDigits(c[:3]) {
-		return nil, fmt.Errorf("policyd: dnsbl: reject code %q: want a 4xx or 5xx code, e.g. 554 5.7.1", cfg.RejectCode)
+	if !access.IsRefusalCode(cfg.RejectCode) {
+		return nil, fmt.Errorf("dnsbl: reject code %q: want a 4xx or 5xx code, e.g. 554 5.7.1", cfg.RejectCode)
 	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 5 * time.Second
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("dnsbl: timeout %v: want a positive duration, or 0 for none", cfg.Timeout)
 	}
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 10000
@@ -296,7 +301,7 @@ func NewDNSBL(cfg DNSBLConfig, res DNSBLResolver) (*DNSBL, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	d := &DNSBL{cfg: cfg, res: res, log: log.With("check", "dnsbl"), cache: ttlcache.New[netip.Addr, DNSBLResult](cfg.CacheSize)}
+	d := &Check{cfg: cfg, res: res, log: log.With("check", "dnsbl"), cache: ttlcache.New[netip.Addr, Result](cfg.CacheSize)}
 	seen := map[string]bool{}
 	for _, s := range cfg.Sites {
 		if !seen[s.Domain] {
@@ -307,15 +312,15 @@ func NewDNSBL(cfg DNSBLConfig, res DNSBLResolver) (*DNSBL, error) {
 	return d, nil
 }
 
-// Name implements Check.
-func (d *DNSBL) Name() string { return "dnsbl" }
+// Name implements policyd.Check.
+func (d *Check) Name() string { return "dnsbl" }
 
-// Check implements Check: it refuses a client whose score reaches the
+// Check implements policyd.Check: it refuses a client whose score reaches the
 // threshold, naming the lists that listed it. DNS faults never refuse.
-func (d *DNSBL) Check(ctx context.Context, r *Request) (Decision, error) {
+func (d *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision, error) {
 	ip := r.ClientAddr()
 	if d.skip(r, ip) {
-		return Decision{}, nil
+		return policyd.Decision{}, nil
 	}
 	res := d.Lookup(ctx, ip)
 	switch {
@@ -323,16 +328,16 @@ func (d *DNSBL) Check(ctx context.Context, r *Request) (Decision, error) {
 		action := fmt.Sprintf("%s Service unavailable; client [%s] blocked using %s",
 			d.cfg.RejectCode, ip, strings.Join(res.Listed, ", "))
 		d.log.Info("client listed", "queue_id", r.Get("queue_id"), "client", ip.String(), "score", res.Score, "lists", res.Listed)
-		return Decision{Action: action, Reason: "dnsbl=listed"}, nil
+		return policyd.Decision{Action: action, Reason: "dnsbl=listed"}, nil
 	case res.Score <= d.cfg.AllowThreshold:
-		return Decision{Reason: "dnsbl=allowlisted"}, nil
+		return policyd.Decision{Reason: "dnsbl=allowlisted"}, nil
 	case res.Errors > 0:
-		return Decision{Reason: "dnsbl=error"}, nil
+		return policyd.Decision{Reason: "dnsbl=error"}, nil
 	}
-	return Decision{}, nil
+	return policyd.Decision{}, nil
 }
 
-func (d *DNSBL) skip(r *Request, ip netip.Addr) bool {
+func (d *Check) skip(r *policyd.Request, ip netip.Addr) bool {
 	if !ip.IsValid() {
 		return true
 	}
@@ -354,7 +359,7 @@ func (d *DNSBL) skip(r *Request, ip netip.Addr) bool {
 // allow threshold (e.g. it is on list.dnswl.org with a negative weight). It
 // uses the cached score when Check already ran for this client; clients Check
 // skips (authenticated, private, SkipClients) are not allow-listed.
-func (d *DNSBL) AllowListed(ctx context.Context, r *Request) bool {
+func (d *Check) AllowListed(ctx context.Context, r *policyd.Request) bool {
 	ip := r.ClientAddr()
 	if d.skip(r, ip) {
 		return false
@@ -363,7 +368,7 @@ func (d *DNSBL) AllowListed(ctx context.Context, r *Request) bool {
 }
 
 // Lookup scores ip over every site, from the cache when it is fresh.
-func (d *DNSBL) Lookup(ctx context.Context, ip netip.Addr) DNSBLResult {
+func (d *Check) Lookup(ctx context.Context, ip netip.Addr) Result {
 	ip = ip.Unmap()
 	now := d.cfg.Now()
 	if res, expires, ok := d.cache.Get(ip, now); ok {
@@ -381,9 +386,12 @@ func (d *DNSBL) Lookup(ctx context.Context, ip netip.Addr) DNSBLResult {
 }
 
 // query asks every list about ip in parallel and sums the weights.
-func (d *DNSBL) query(ctx context.Context, ip netip.Addr) DNSBLResult {
-	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
-	defer cancel()
+func (d *Check) query(ctx context.Context, ip netip.Addr) Result {
+	if d.cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.cfg.Timeout)
+		defer cancel()
+	}
 	rev := ReverseName(ip)
 	answers := make([][]netip.Addr, len(d.domains))
 	failed := make([]bool, len(d.domains))
@@ -397,7 +405,7 @@ func (d *DNSBL) query(ctx context.Context, ip netip.Addr) DNSBLResult {
 	}
 	wg.Wait()
 
-	var res DNSBLResult
+	var res Result
 	for i, dom := range d.domains {
 		if failed[i] {
 			res.Errors++
@@ -420,7 +428,7 @@ func (d *DNSBL) query(ctx context.Context, ip netip.Addr) DNSBLResult {
 	return res
 }
 
-func siteMatches(s DNSBLSite, answers []netip.Addr) bool {
+func siteMatches(s Site, answers []netip.Addr) bool {
 	for _, a := range answers {
 		if s.Filter.Match(a) {
 			return true
@@ -448,7 +456,7 @@ var loopback4 = netip.MustParsePrefix("127.0.0.0/8")
 // queryOne returns the usable answers for one list, or failed=true when the
 // list could not tell (DNS error, error answer): the client then counts as
 // not listed there.
-func (d *DNSBL) queryOne(ctx context.Context, ip netip.Addr, name, dom string) (answers []netip.Addr, failed bool) {
+func (d *Check) queryOne(ctx context.Context, ip netip.Addr, name, dom string) (answers []netip.Addr, failed bool) {
 	ips, err := d.res.LookupIP(ctx, "ip4", name)
 	if err != nil {
 		var de *net.DNSError

@@ -1,4 +1,4 @@
-package policyd_test
+package greylist_test
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/postkit/postkit/policyd"
+	"github.com/postkit/postkit/policyd/dnsbl"
+	"github.com/postkit/postkit/policyd/greylist"
 	"github.com/postkit/postkit/policyd/state"
 )
 
@@ -22,10 +24,10 @@ func (listedResolver) LookupIP(context.Context, string, string) ([]net.IP, error
 	return []net.IP{net.IPv4(127, 0, 10, 2)}, nil
 }
 
-// ExampleNewGreylist wires the checks the way the policy daemon does: one
-// state database, a DNSBL whose allow-list score exempts clients from
+// ExampleNew wires the checks the way the policy daemon does: one state
+// database, a DNSBL whose allow-list score exempts clients from
 // greylisting, and an injected clock.
-func ExampleNewGreylist() {
+func ExampleNew() {
 	dir, _ := os.MkdirTemp("", "postkit-example")
 	defer os.RemoveAll(dir)
 	db, err := state.Open(filepath.Join(dir, "policyd.sqlite"))
@@ -35,13 +37,15 @@ func ExampleNewGreylist() {
 	defer db.Close()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	sites, _ := policyd.ParseDNSBLSites("list.dnswl.org=127.0.[0..255].[1..3]*-2")
-	dnsbl, _ := policyd.NewDNSBL(policyd.DNSBLConfig{Sites: sites, Logger: quiet}, listedResolver{})
+	sites, _ := dnsbl.ParseSites("list.dnswl.org=127.0.[0..255].[1..3]*-2")
+	wl, _ := dnsbl.New(dnsbl.Config{Sites: sites, Threshold: 3, Logger: quiet}, listedResolver{})
 
 	now := time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	plain, _ := policyd.NewGreylist(policyd.GreylistConfig{Logger: quiet, Now: clock}, db)
-	withWL, _ := policyd.NewGreylist(policyd.GreylistConfig{Allowlist: dnsbl, Logger: quiet, Now: clock}, db)
+	cfg := greylist.Config{Delay: 5 * time.Minute, RetryWindow: 48 * time.Hour, MaxAge: 35 * 24 * time.Hour, Logger: quiet, Now: clock}
+	plain, _ := greylist.New(cfg, db)
+	cfg.Allowlist = wl
+	withWL, _ := greylist.New(cfg, db)
 
 	r := &policyd.Request{Attrs: map[string]string{
 		"protocol_state": "RCPT", "client_address": "192.0.2.1",

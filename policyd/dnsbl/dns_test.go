@@ -1,4 +1,4 @@
-package policyd
+package dnsbl
 
 import (
 	"context"
@@ -11,10 +11,10 @@ import (
 	"github.com/postkit/postkit/internal/dnstest"
 )
 
-// TestDNSBLOverDNS runs the check through postkit's resolver against the
+// TestOverDNS runs the check through postkit's resolver against the
 // loopback DNS server: the resolver's error values must read as "not listed"
 // for NXDOMAIN and no-data answers, and as faults for SERVFAIL and timeouts.
-func TestDNSBLOverDNS(t *testing.T) {
+func TestOverDNS(t *testing.T) {
 	srv, err := dnstest.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -41,8 +41,9 @@ func TestDNSBLOverDNS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := NewDNSBL(DNSBLConfig{
+	d, err := New(Config{
 		Sites:        mustSites(t, "zen.example=127.0.0.[2..11]*2 wl.example=127.0.[0..255].[2..3]*-3"),
+		Threshold:    1,
 		CheckPrivate: true,
 		Timeout:      2 * time.Second,
 		Logger:       quietLogger(),
@@ -52,17 +53,17 @@ func TestDNSBLOverDNS(t *testing.T) {
 	}
 	tests := []struct {
 		client string
-		want   DNSBLResult
+		want   Result
 	}{
-		{"127.0.0.2", DNSBLResult{Score: 2, Listed: []string{"zen.example"}}},
-		{"192.0.2.10", DNSBLResult{Score: -1, Listed: []string{"zen.example"}, Allowed: []string{"wl.example"}}},
-		{"192.0.2.11", DNSBLResult{}}, // 127.0.10.1 is outside wl.example's filter
-		{"192.0.2.12", DNSBLResult{}}, // no A record: not listed
-		{"192.0.2.13", DNSBLResult{Errors: 1}},
-		{"192.0.2.14", DNSBLResult{Errors: 1}},
-		{"192.0.2.15", DNSBLResult{Errors: 1}},
-		{"192.0.2.99", DNSBLResult{}},
-		{"2001:db8::1", DNSBLResult{Score: 2, Listed: []string{"zen.example"}}},
+		{"127.0.0.2", Result{Score: 2, Listed: []string{"zen.example"}}},
+		{"192.0.2.10", Result{Score: -1, Listed: []string{"zen.example"}, Allowed: []string{"wl.example"}}},
+		{"192.0.2.11", Result{}}, // 127.0.10.1 is outside wl.example's filter
+		{"192.0.2.12", Result{}}, // no A record: not listed
+		{"192.0.2.13", Result{Errors: 1}},
+		{"192.0.2.14", Result{Errors: 1}},
+		{"192.0.2.15", Result{Errors: 1}},
+		{"192.0.2.99", Result{}},
+		{"2001:db8::1", Result{Score: 2, Listed: []string{"zen.example"}}},
 	}
 	for _, tt := range tests {
 		got := d.Lookup(context.Background(), netip.MustParseAddr(tt.client))

@@ -1,8 +1,10 @@
-package policyd
+package dnsbl
 
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"reflect"
@@ -13,9 +15,12 @@ import (
 
 	"github.com/postkit/postkit/internal/dnsclient"
 	"github.com/postkit/postkit/internal/dnstest"
+	"github.com/postkit/postkit/policyd"
 )
 
-func TestParseDNSBLSite(t *testing.T) {
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestParseSite(t *testing.T) {
 	tests := []struct {
 		in      string
 		domain  string
@@ -47,37 +52,37 @@ func TestParseDNSBLSite(t *testing.T) {
 		{in: "=127.0.0.2", wantErr: true},
 	}
 	for _, tt := range tests {
-		s, err := ParseDNSBLSite(tt.in)
+		s, err := ParseSite(tt.in)
 		if (err != nil) != tt.wantErr {
-			t.Errorf("ParseDNSBLSite(%q) error = %v; want error %v", tt.in, err, tt.wantErr)
+			t.Errorf("ParseSite(%q) error = %v; want error %v", tt.in, err, tt.wantErr)
 			continue
 		}
 		if err != nil {
 			continue
 		}
 		if s.Domain != tt.domain || s.Weight != tt.weight {
-			t.Errorf("ParseDNSBLSite(%q) = %s weight %d; want %s weight %d", tt.in, s.Domain, s.Weight, tt.domain, tt.weight)
+			t.Errorf("ParseSite(%q) = %s weight %d; want %s weight %d", tt.in, s.Domain, s.Weight, tt.domain, tt.weight)
 		}
 		for _, a := range tt.match {
 			if !s.Filter.Match(netip.MustParseAddr(a)) {
-				t.Errorf("ParseDNSBLSite(%q) filter refuses %s", tt.in, a)
+				t.Errorf("ParseSite(%q) filter refuses %s", tt.in, a)
 			}
 		}
 		for _, a := range tt.nomatch {
 			if s.Filter.Match(netip.MustParseAddr(a)) {
-				t.Errorf("ParseDNSBLSite(%q) filter accepts %s", tt.in, a)
+				t.Errorf("ParseSite(%q) filter accepts %s", tt.in, a)
 			}
 		}
 		// The rendering parses back to the same site.
-		s2, err := ParseDNSBLSite(s.String())
+		s2, err := ParseSite(s.String())
 		if err != nil || s2.String() != s.String() {
-			t.Errorf("ParseDNSBLSite(%q).String() = %q does not round-trip: %v", tt.in, s.String(), err)
+			t.Errorf("ParseSite(%q).String() = %q does not round-trip: %v", tt.in, s.String(), err)
 		}
 	}
 }
 
-func TestParseDNSBLSites(t *testing.T) {
-	sites, err := ParseDNSBLSites("zen.spamhaus.org=127.0.0.[2..11]*3,\n  list.dnswl.org=127.0.[0..255].[1..3]*-2 bl.example")
+func TestParseSites(t *testing.T) {
+	sites, err := ParseSites("zen.spamhaus.org=127.0.0.[2..11]*3,\n  list.dnswl.org=127.0.[0..255].[1..3]*-2 bl.example")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,10 +92,10 @@ func TestParseDNSBLSites(t *testing.T) {
 	}
 	want := []string{"zen.spamhaus.org=127.0.0.[2..11]*3", "list.dnswl.org=127.0.[0..255].[1..3]*-2", "bl.example"}
 	if !reflect.DeepEqual(got, want) {
-		t.Errorf("ParseDNSBLSites = %q; want %q", got, want)
+		t.Errorf("ParseSites = %q; want %q", got, want)
 	}
-	if _, err := ParseDNSBLSites("ok.example, bad..example"); err == nil {
-		t.Error("ParseDNSBLSites with a bad entry = nil error")
+	if _, err := ParseSites("ok.example, bad..example"); err == nil {
+		t.Error("ParseSites with a bad entry = nil error")
 	}
 }
 
@@ -158,9 +163,9 @@ func (f *fakeDNS) count() int {
 	return len(f.queries)
 }
 
-func mustSites(t testing.TB, s string) []DNSBLSite {
+func mustSites(t testing.TB, s string) []Site {
 	t.Helper()
-	sites, err := ParseDNSBLSites(s)
+	sites, err := ParseSites(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +174,7 @@ func mustSites(t testing.TB, s string) []DNSBLSite {
 
 const testSites = "zen.spamhaus.org=127.0.0.[2..11]*3 b.barracudacentral.org=127.0.0.2*2 weak.example list.dnswl.org=127.0.[0..255].[1..3]*-2"
 
-func TestDNSBLCheck(t *testing.T) {
+func TestCheck(t *testing.T) {
 	dns := &fakeDNS{
 		answers: map[string][]string{
 			"2.0.0.127.zen.spamhaus.org":       {"127.0.0.2", "127.0.0.10"},
@@ -189,33 +194,33 @@ func TestDNSBLCheck(t *testing.T) {
 			"20.2.0.192.zen.spamhaus.org": &net.DNSError{Err: "server misbehaving", Name: "x", IsTemporary: true},
 		},
 	}
-	d, err := NewDNSBL(DNSBLConfig{Sites: mustSites(t, testSites), Logger: quietLogger(), CheckPrivate: true}, dns)
+	d, err := New(Config{Threshold: 1, Sites: mustSites(t, testSites), Logger: quietLogger(), CheckPrivate: true}, dns)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
 		client, sasl string
-		want         Decision
+		want         policyd.Decision
 		allowListed  bool
 	}{
-		{"127.0.0.2", "", Decision{Action: "554 5.7.1 Service unavailable; client [127.0.0.2] blocked using zen.spamhaus.org, b.barracudacentral.org", Reason: "dnsbl=listed"}, false},
-		{"192.0.2.10", "", Decision{Action: "554 5.7.1 Service unavailable; client [192.0.2.10] blocked using zen.spamhaus.org", Reason: "dnsbl=listed"}, false},
-		{"192.0.2.11", "", Decision{Action: "554 5.7.1 Service unavailable; client [192.0.2.11] blocked using weak.example", Reason: "dnsbl=listed"}, false},
-		{"192.0.2.12", "", Decision{Reason: "dnsbl=allowlisted"}, true},
-		{"192.0.2.13", "", Decision{Action: "554 5.7.1 Service unavailable; client [192.0.2.13] blocked using zen.spamhaus.org", Reason: "dnsbl=listed"}, false}, // 3-2 = 1
-		{"192.0.2.14", "", Decision{Reason: "dnsbl=error"}, false},
-		{"192.0.2.15", "", Decision{}, false},
-		{"192.0.2.16", "", Decision{}, false},
-		{"192.0.2.17", "", Decision{}, false},
-		{"192.0.2.20", "", Decision{Reason: "dnsbl=error"}, false},
-		{"192.0.2.99", "", Decision{}, false},
-		{"2001:db8::1", "", Decision{Action: "554 5.7.1 Service unavailable; client [2001:db8::1] blocked using zen.spamhaus.org", Reason: "dnsbl=listed"}, false},
-		{"127.0.0.2", "alice", Decision{}, false}, // authenticated: not checked
-		{"", "", Decision{}, false},
-		{"garbage", "", Decision{}, false},
+		{"127.0.0.2", "", policyd.Decision{Action: "554 5.7.1 Service unavailable; client [127.0.0.2] blocked using zen.spamhaus.org, b.barracudacentral.org", Reason: "dnsbl=listed"}, false},
+		{"192.0.2.10", "", policyd.Decision{Action: "554 5.7.1 Service unavailable; client [192.0.2.10] blocked using zen.spamhaus.org", Reason: "dnsbl=listed"}, false},
+		{"192.0.2.11", "", policyd.Decision{Action: "554 5.7.1 Service unavailable; client [192.0.2.11] blocked using weak.example", Reason: "dnsbl=listed"}, false},
+		{"192.0.2.12", "", policyd.Decision{Reason: "dnsbl=allowlisted"}, true},
+		{"192.0.2.13", "", policyd.Decision{Action: "554 5.7.1 Service unavailable; client [192.0.2.13] blocked using zen.spamhaus.org", Reason: "dnsbl=listed"}, false}, // 3-2 = 1
+		{"192.0.2.14", "", policyd.Decision{Reason: "dnsbl=error"}, false},
+		{"192.0.2.15", "", policyd.Decision{}, false},
+		{"192.0.2.16", "", policyd.Decision{}, false},
+		{"192.0.2.17", "", policyd.Decision{}, false},
+		{"192.0.2.20", "", policyd.Decision{Reason: "dnsbl=error"}, false},
+		{"192.0.2.99", "", policyd.Decision{}, false},
+		{"2001:db8::1", "", policyd.Decision{Action: "554 5.7.1 Service unavailable; client [2001:db8::1] blocked using zen.spamhaus.org", Reason: "dnsbl=listed"}, false},
+		{"127.0.0.2", "alice", policyd.Decision{}, false}, // authenticated: not checked
+		{"", "", policyd.Decision{}, false},
+		{"garbage", "", policyd.Decision{}, false},
 	}
 	for _, tt := range tests {
-		r := &Request{Attrs: map[string]string{"client_address": tt.client, "sasl_username": tt.sasl}}
+		r := &policyd.Request{Attrs: map[string]string{"client_address": tt.client, "sasl_username": tt.sasl}}
 		got, err := d.Check(context.Background(), r)
 		if err != nil {
 			t.Errorf("Check(%s) error %v", tt.client, err)
@@ -229,14 +234,15 @@ func TestDNSBLCheck(t *testing.T) {
 	}
 }
 
-func TestDNSBLSkipsPrivateAndListed(t *testing.T) {
+func TestSkipsPrivateAndListed(t *testing.T) {
 	dns := &fakeDNS{answers: map[string][]string{
 		"1.0.0.10.zen.spamhaus.org":     {"127.0.0.2"},
 		"1.0.0.127.zen.spamhaus.org":    {"127.0.0.2"},
 		"5.2.0.192.zen.spamhaus.org":    {"127.0.0.2"},
 		"5.100.51.198.zen.spamhaus.org": {"127.0.0.2"},
 	}}
-	d, err := NewDNSBL(DNSBLConfig{
+	d, err := New(Config{
+		Threshold:   1,
 		Sites:       mustSites(t, "zen.spamhaus.org"),
 		SkipClients: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
 		Logger:      quietLogger(),
@@ -245,7 +251,7 @@ func TestDNSBLSkipsPrivateAndListed(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []string{"10.0.0.1", "127.0.0.1", "192.0.2.5"} {
-		got, _ := d.Check(context.Background(), &Request{Attrs: map[string]string{"client_address": c}})
+		got, _ := d.Check(context.Background(), &policyd.Request{Attrs: map[string]string{"client_address": c}})
 		if got.Final() {
 			t.Errorf("Check(%s) = %+v; want skipped", c, got)
 		}
@@ -253,15 +259,15 @@ func TestDNSBLSkipsPrivateAndListed(t *testing.T) {
 	if n := dns.count(); n != 0 {
 		t.Errorf("skipped clients caused %d queries", n)
 	}
-	if got, _ := d.Check(context.Background(), &Request{Attrs: map[string]string{"client_address": "198.51.100.5"}}); !got.Final() {
+	if got, _ := d.Check(context.Background(), &policyd.Request{Attrs: map[string]string{"client_address": "198.51.100.5"}}); !got.Final() {
 		t.Errorf("Check(198.51.100.5) = %+v; want a refusal", got)
 	}
 }
 
-// TestDNSBLCache: a client's score is kept until the first DNS answer it
+// TestCache: a client's score is kept until the first DNS answer it
 // was built from expires (its TTL, or the negative TTL of a list that does
 // not list it), through postkit's resolver and the loopback DNS server.
-func TestDNSBLCache(t *testing.T) {
+func TestCache(t *testing.T) {
 	srv, err := dnstest.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -286,7 +292,7 @@ func TestDNSBLCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := NewDNSBL(DNSBLConfig{Sites: mustSites(t, "zen.example slow.example"), Logger: quietLogger(), Now: clock}, res)
+	d, err := New(Config{Threshold: 1, Sites: mustSites(t, "zen.example slow.example"), Logger: quietLogger(), Now: clock}, res)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,14 +324,14 @@ func TestDNSBLCache(t *testing.T) {
 	}
 }
 
-// TestDNSBLParallelTimeout checks that a slow list does not delay the answer
+// TestParallelTimeout checks that a slow list does not delay the answer
 // beyond the timeout, and that the lists that answered still count.
-func TestDNSBLParallelTimeout(t *testing.T) {
+func TestParallelTimeout(t *testing.T) {
 	dns := &fakeDNS{
 		answers: map[string][]string{"1.2.0.192.fast.example": {"127.0.0.2"}, "1.2.0.192.slow.example": {"127.0.0.2"}},
 		delay:   map[string]time.Duration{"1.2.0.192.slow.example": 10 * time.Second},
 	}
-	d, err := NewDNSBL(DNSBLConfig{Sites: mustSites(t, "fast.example slow.example"), Timeout: 100 * time.Millisecond, Logger: quietLogger()}, dns)
+	d, err := New(Config{Threshold: 1, Sites: mustSites(t, "fast.example slow.example"), Timeout: 100 * time.Millisecond, Logger: quietLogger()}, dns)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,26 +345,29 @@ func TestDNSBLParallelTimeout(t *testing.T) {
 	}
 }
 
-func TestNewDNSBLErrors(t *testing.T) {
+func TestNewErrors(t *testing.T) {
 	sites := mustSites(t, "zen.spamhaus.org")
 	tests := []struct {
 		name string
-		cfg  DNSBLConfig
-		res  DNSBLResolver
+		cfg  Config
+		res  Resolver
 	}{
-		{"no resolver", DNSBLConfig{Sites: sites}, nil},
-		{"no sites", DNSBLConfig{}, &fakeDNS{}},
-		{"positive allow threshold", DNSBLConfig{Sites: sites, AllowThreshold: 2}, &fakeDNS{}},
-		{"bad reject code", DNSBLConfig{Sites: sites, RejectCode: "250 ok"}, &fakeDNS{}},
+		{"no resolver", Config{Sites: sites, Threshold: 1}, nil},
+		{"no sites", Config{Threshold: 1}, &fakeDNS{}},
+		{"no threshold", Config{Sites: sites}, &fakeDNS{}},
+		{"negative threshold", Config{Sites: sites, Threshold: -1}, &fakeDNS{}},
+		{"positive allow threshold", Config{Sites: sites, Threshold: 1, AllowThreshold: 2}, &fakeDNS{}},
+		{"bad reject code", Config{Sites: sites, Threshold: 1, RejectCode: "250 ok"}, &fakeDNS{}},
+		{"negative timeout", Config{Sites: sites, Threshold: 1, Timeout: -time.Second}, &fakeDNS{}},
 	}
 	for _, tt := range tests {
-		if _, err := NewDNSBL(tt.cfg, tt.res); err == nil {
-			t.Errorf("NewDNSBL(%s) = nil error", tt.name)
+		if _, err := New(tt.cfg, tt.res); err == nil {
+			t.Errorf("New(%s) = nil error", tt.name)
 		}
 	}
 }
 
-func FuzzParseDNSBLSite(f *testing.F) {
+func FuzzParseSite(f *testing.F) {
 	for _, s := range []string{
 		"zen.spamhaus.org=127.0.0.[2..11]*3", "list.dnswl.org=127.0.[0..255].[1..3]*-2",
 		"a.example=127.0.0.[1;3;5..7]", "x*", "=", "a=[..].[;].[.].[", "a.b=1.2.3.4*-1000",
@@ -366,27 +375,27 @@ func FuzzParseDNSBLSite(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		site, err := ParseDNSBLSite(s)
+		site, err := ParseSite(s)
 		if err != nil {
 			return
 		}
 		if site.Domain == "" || site.Weight == 0 || strings.ContainsAny(site.Domain, " *=") {
-			t.Fatalf("ParseDNSBLSite(%q) = %+v", s, site)
+			t.Fatalf("ParseSite(%q) = %+v", s, site)
 		}
-		again, err := ParseDNSBLSite(site.String())
+		again, err := ParseSite(site.String())
 		if err != nil || again.String() != site.String() {
-			t.Fatalf("ParseDNSBLSite(%q).String() = %q does not round-trip (%v)", s, site.String(), err)
+			t.Fatalf("ParseSite(%q).String() = %q does not round-trip (%v)", s, site.String(), err)
 		}
 		site.Filter.Match(netip.MustParseAddr("127.0.0.2"))
 	})
 }
 
-// BenchmarkDNSBLCached measures a check answered from the score cache (the
+// BenchmarkCached measures a check answered from the score cache (the
 // second and later recipients of a message).
-func BenchmarkDNSBLCached(b *testing.B) {
+func BenchmarkCached(b *testing.B) {
 	dns := &fakeDNS{answers: map[string][]string{"1.2.0.192.zen.spamhaus.org": {"127.0.0.2"}}, expires: time.Now().Add(time.Hour)}
-	d, _ := NewDNSBL(DNSBLConfig{Sites: mustSites(b, testSites), Logger: quietLogger()}, dns)
-	r := &Request{Attrs: map[string]string{"client_address": "192.0.2.1"}}
+	d, _ := New(Config{Threshold: 1, Sites: mustSites(b, testSites), Logger: quietLogger()}, dns)
+	r := &policyd.Request{Attrs: map[string]string{"client_address": "192.0.2.1"}}
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
 		d.Check(ctx, r)

@@ -1,9 +1,8 @@
-package policyd
-
-// The rate-limit check counts messages and recipients per SASL user, sender
-// or client address over sliding windows, at the stages where Postfix's
-// policy requests carry them (SMTPD_POLICY_README: "recipient_count" is set
-// at END-OF-MESSAGE, one recipient per RCPT request).
+// Package ratelimit is the rate-limit policy check: it counts messages and
+// recipients per SASL user, sender or client address over sliding windows,
+// at the stages where Postfix's policy requests carry them
+// (SMTPD_POLICY_README: "recipient_count" is set at END-OF-MESSAGE, one
+// recipient per RCPT request).
 //
 // Sliding window scheme: each window of length W is cut into N buckets of
 // width w = ceil(W/N) (N = 12 by default: 5 s buckets for a minute, 5 min for
@@ -15,6 +14,7 @@ package policyd
 // (1/N of the window), with N+1 rows per key and limit, one SELECT and one
 // upsert per event — against the unbounded error of a fixed window and the
 // one-row-per-event cost of an exact sliding log.
+package ratelimit
 
 import (
 	"context"
@@ -28,86 +28,77 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postkit/postkit/policyd"
+	"github.com/postkit/postkit/policyd/access"
 	"github.com/postkit/postkit/policyd/state"
 )
 
-// RateStore keeps the rate-limit counters; *state.DB implements it.
-type RateStore interface {
+// Store keeps the rate-limit counters; *state.DB implements it.
+type Store interface {
 	RateBuckets(ctx context.Context, key string, since time.Time) ([]state.Bucket, error)
 	RateAdd(ctx context.Context, key string, start time.Time, n int64, expires time.Time) error
 	ExpireRates(ctx context.Context, now time.Time) (int64, error)
 }
 
-var _ RateStore = (*state.DB)(nil)
+var _ Store = (*state.DB)(nil)
 
-// RateKey is what a limit counts per.
-type RateKey string
+// Key is what a limit counts per.
+type Key string
 
 // The keys a limit can count per.
 const (
-	RateBySASLUser RateKey = "sasl_username"  // the authenticated SASL user
-	RateBySender   RateKey = "sender"         // the envelope sender (the null sender is not limited)
-	RateByClient   RateKey = "client_address" // the client IP address (IPv6: its /64)
+	BySASLUser Key = "sasl_username"  // the authenticated SASL user
+	BySender   Key = "sender"         // the envelope sender (the null sender is not limited)
+	ByClient   Key = "client_address" // the client IP address (IPv6: its /64)
 )
 
-// RateCounter is what a limit counts.
-type RateCounter string
+// Counter is what a limit counts.
+type Counter string
 
 // The counters.
 const (
-	RateMessages   RateCounter = "messages"
-	RateRecipients RateCounter = "recipients"
+	Messages   Counter = "messages"
+	Recipients Counter = "recipients"
 )
 
-// RateLimit is one limit: at most Max events of Counter per Key over any
+// Limit is one limit: at most Max events of Counter per Key over any
 // sliding Window.
-type RateLimit struct {
-	Key     RateKey
-	Counter RateCounter
+type Limit struct {
+	Key     Key
+	Counter Counter
 	Max     int64
 	Window  time.Duration
 }
 
-// String renders the limit in ParseRateLimit syntax.
-func (l RateLimit) String() string {
+// String renders the limit in ParseLimit syntax.
+func (l Limit) String() string {
 	return fmt.Sprintf("%s:%s=%d/%s", l.Key, l.Counter, l.Max, formatWindow(l.Window))
 }
 
-// ParseRateLimit parses "KEY:COUNTER=MAX/WINDOW", e.g.
+// ParseLimit parses "KEY:COUNTER=MAX/WINDOW", e.g.
 // "sasl_username:recipients=500/1h", "client_address:messages=100/10m" or
 // "sender:messages=1000/1d". KEY is sasl_username (or sasl_user, sasl), sender, or
 // client_address (or client_ip, client); COUNTER is messages or recipients; WINDOW is a
 // Go duration, a number of days ("1d") or minute, hour, day.
-func ParseRateLimit(s string) (RateLimit, error) {
-	bad := func(why string) (RateLimit, error) {
-		return RateLimit{}, fmt.Errorf("policyd: rate limit %q: %s; want e.g. sasl_username:recipients=500/1h", s, why)
+func ParseLimit(s string) (Limit, error) {
+	bad := func(why string) (Limit, error) {
+		return Limit{}, fmt.Errorf("ratelimit: limit %q: %s; want e.g. sasl_username:recipients=500/1h", s, why)
 	}
 	key, rest, ok := strings.Cut(strings.TrimSpace(s), ":")
 	if !ok {
 		return bad("no ':' after the key")
 	}
-	var l RateLimit
-	switch strings.ToLower(key) {
-	case "sasl_username", "sasl_user", "sasl":
-		l.Key = RateBySASLUser
-	case "sender":
-		l.Key = RateBySender
-	case "client_address", "client_ip", "client":
-		l.Key = RateByClient
-	default:
-		return bad("key must be sasl_username, sender or client_address")
+	var l Limit
+	var err error
+	if l.Key, err = ParseKey(key); err != nil {
+		return bad(err.Error())
 	}
 	counter, rest, ok := strings.Cut(rest, "=")
 	if !ok {
 		return bad("no '=' after the counter")
 	}
-	switch strings.ToLower(counter) {
-	case "messages":
-		l.Counter = RateMessages
-	case "recipients":
-		l.Counter = RateRecipients
-	default:
-		return bad("counter must be messages or recipients")
+	if l.Counter, err = ParseCounter(counter); err != nil {
+		return bad(err.Error())
 	}
 	max, window, ok := strings.Cut(rest, "/")
 	if !ok {
@@ -124,6 +115,60 @@ func ParseRateLimit(s string) (RateLimit, error) {
 	}
 	l.Window = w
 	return l, nil
+}
+
+// ParseKey returns the key s names, in any case: sasl_username (or
+// sasl_user, as postkit.yaml writes it, or sasl), sender, or client_address
+// (or client_ip, client).
+func ParseKey(s string) (Key, error) {
+	switch strings.ToLower(s) {
+	case "sasl_username", "sasl_user", "sasl":
+		return BySASLUser, nil
+	case "sender":
+		return BySender, nil
+	case "client_address", "client_ip", "client":
+		return ByClient, nil
+	}
+	return "", errors.New("key must be sasl_username, sender or client_address")
+}
+
+// ParseCounter returns the counter s names, in any case: messages or
+// recipients.
+func ParseCounter(s string) (Counter, error) {
+	switch strings.ToLower(s) {
+	case "messages":
+		return Messages, nil
+	case "recipients":
+		return Recipients, nil
+	}
+	return "", errors.New("counter must be messages or recipients")
+}
+
+// Validate reports what makes l unusable: a key or counter other than the
+// constants, a maximum below 1, or a window that is not whole seconds from
+// 1s to 366d (the buckets are whole seconds; state rows expire after a
+// year at most).
+func (l Limit) Validate() error {
+	bad := func(why string) error {
+		return fmt.Errorf("ratelimit: limit %s:%s=%d/%v: %s; want e.g. sasl_username:recipients=500/1h", l.Key, l.Counter, l.Max, l.Window, why)
+	}
+	switch l.Key {
+	case BySASLUser, BySender, ByClient:
+	default:
+		return bad(fmt.Sprintf("key %q must be %s, %s or %s", l.Key, BySASLUser, BySender, ByClient))
+	}
+	switch l.Counter {
+	case Messages, Recipients:
+	default:
+		return bad(fmt.Sprintf("counter %q must be %s or %s", l.Counter, Messages, Recipients))
+	}
+	if l.Max < 1 {
+		return bad("maximum must be a positive integer")
+	}
+	if err := checkWindow(l.Window); err != nil {
+		return bad(err.Error())
+	}
+	return nil
 }
 
 func parseWindow(s string) (time.Duration, error) {
@@ -152,10 +197,14 @@ func parseWindow(s string) (time.Duration, error) {
 		}
 		w = d
 	}
+	return w, checkWindow(w)
+}
+
+func checkWindow(w time.Duration) error {
 	if w < time.Second || w > 366*24*time.Hour || w%time.Second != 0 {
-		return 0, errors.New("window must be whole seconds between 1s and 366d")
+		return errors.New("window must be whole seconds between 1s and 366d")
 	}
-	return w, nil
+	return nil
 }
 
 // formatWindow renders a window in the largest whole unit.
@@ -187,11 +236,11 @@ func describeWindow(w time.Duration) string {
 	return w.String()
 }
 
-// RateLimitConfig configures the rate-limit check.
-type RateLimitConfig struct {
+// Config configures the rate-limit check.
+type Config struct {
 	// Limits are checked together: an event exceeding any of them is
 	// refused and counted in none.
-	Limits []RateLimit
+	Limits []Limit
 	// MessageStage is where messages are counted: "END-OF-MESSAGE" (the
 	// default; needs check_policy_service in smtpd_end_of_data_restrictions)
 	// or "RCPT" (a message counts at the first RCPT request of its
@@ -216,10 +265,10 @@ type RateLimitConfig struct {
 	Now             func() time.Time
 }
 
-// RateLimiter is the rate-limit check.
-type RateLimiter struct {
-	cfg   RateLimitConfig
-	store RateStore
+// Check is the rate-limit check.
+type Check struct {
+	cfg   Config
+	store Store
 	log   *slog.Logger
 
 	mu          sync.Mutex // serialises read-check-add so that concurrent requests cannot both take the last slot
@@ -227,25 +276,22 @@ type RateLimiter struct {
 	seen        map[string]time.Time // message instances already counted at RCPT
 }
 
-// NewRateLimit returns the rate-limit check over store.
-func NewRateLimit(cfg RateLimitConfig, store RateStore) (*RateLimiter, error) {
+var _ policyd.Check = (*Check)(nil)
+
+// New returns the rate-limit check over store.
+func New(cfg Config, store Store) (*Check, error) {
 	if store == nil {
-		return nil, errors.New("policyd: ratelimit: no state store given; open the state database first")
+		return nil, errors.New("ratelimit: no state store given; open the state database first")
 	}
 	if len(cfg.Limits) == 0 {
-		return nil, errors.New("policyd: ratelimit: no limits; give at least one, e.g. sasl_username:recipients=500/1h")
+		return nil, errors.New("ratelimit: no limits; give at least one, e.g. sasl_username:recipients=500/1h")
 	}
-	// Normalise through the parser: it validates, and maps key aliases
-	// (e.g. the YAML's "sasl_user") to the canonical keys.
-	limits := make([]RateLimit, len(cfg.Limits))
-	for i, l := range cfg.Limits {
-		n, err := ParseRateLimit(l.String())
-		if err != nil {
+	for _, l := range cfg.Limits {
+		if err := l.Validate(); err != nil {
 			return nil, err
 		}
-		limits[i] = n
 	}
-	cfg.Limits = limits
+	cfg.Limits = append([]Limit(nil), cfg.Limits...)
 	if cfg.MessageStage == "" {
 		cfg.MessageStage = "END-OF-MESSAGE"
 	}
@@ -254,14 +300,14 @@ func NewRateLimit(cfg RateLimitConfig, store RateStore) (*RateLimiter, error) {
 	}
 	for _, s := range []string{cfg.MessageStage, cfg.RecipientStage} {
 		if s != "RCPT" && s != "END-OF-MESSAGE" {
-			return nil, fmt.Errorf("policyd: ratelimit: stage %q: want RCPT or END-OF-MESSAGE", s)
+			return nil, fmt.Errorf("ratelimit: stage %q: want RCPT or END-OF-MESSAGE", s)
 		}
 	}
 	if cfg.Code == "" {
 		cfg.Code = "450 4.7.1"
 	}
-	if c := cfg.Code; len(c) < 3 || (c[0] != '4' && c[0] != '5') || !isAllDigits(c[:3]) {
-		return nil, fmt.Errorf("policyd: ratelimit: code %q: want a 4xx or 5xx code, e.g. 450 4.7.1", cfg.Code)
+	if !access.IsRefusalCode(cfg.Code) {
+		return nil, fmt.Errorf("ratelimit: code %q: want a 4xx or 5xx code, e.g. 450 4.7.1", cfg.Code)
 	}
 	if cfg.Buckets <= 0 {
 		cfg.Buckets = 12
@@ -286,21 +332,21 @@ func NewRateLimit(cfg RateLimitConfig, store RateStore) (*RateLimiter, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &RateLimiter{cfg: cfg, store: store, log: log.With("check", "ratelimit"), seen: map[string]time.Time{}}, nil
+	return &Check{cfg: cfg, store: store, log: log.With("check", "ratelimit"), seen: map[string]time.Time{}}, nil
 }
 
-// Name implements Check.
-func (rl *RateLimiter) Name() string { return "ratelimit" }
+// Name implements policyd.Check.
+func (rl *Check) Name() string { return "ratelimit" }
 
 // keyValue returns the value a request is counted under for k, "" if the
 // request has none.
-func keyValue(k RateKey, r *Request) string {
+func keyValue(k Key, r *policyd.Request) string {
 	switch k {
-	case RateBySASLUser:
+	case BySASLUser:
 		return strings.ToLower(r.SASLUser())
-	case RateBySender:
+	case BySender:
 		return strings.ToLower(r.Sender())
-	case RateByClient:
+	case ByClient:
 		ip := r.ClientAddr()
 		if !ip.IsValid() {
 			return ""
@@ -314,7 +360,7 @@ func keyValue(k RateKey, r *Request) string {
 	return ""
 }
 
-func (rl *RateLimiter) exempt(r *Request) bool {
+func (rl *Check) exempt(r *policyd.Request) bool {
 	ip := r.ClientAddr()
 	for _, p := range rl.cfg.ExemptClients {
 		if ip.IsValid() && p.Contains(ip) {
@@ -329,7 +375,7 @@ func (rl *RateLimiter) exempt(r *Request) bool {
 		}
 	}
 	if s := r.Sender(); s != "" && len(rl.cfg.ExemptSenders) > 0 {
-		for _, k := range AccessKeys(s, "+", true) {
+		for _, k := range access.Keys(s, "+", true) {
 			for _, e := range rl.cfg.ExemptSenders {
 				if k == e {
 					return true
@@ -341,7 +387,7 @@ func (rl *RateLimiter) exempt(r *Request) bool {
 }
 
 // events returns how many messages and recipients r adds at its stage.
-func (rl *RateLimiter) events(r *Request, now time.Time) (msgs, rcpts int64, markSeen string) {
+func (rl *Check) events(r *policyd.Request, now time.Time) (msgs, rcpts int64, markSeen string) {
 	switch r.Stage() {
 	case "RCPT":
 		if rl.cfg.RecipientStage == "RCPT" {
@@ -370,22 +416,22 @@ func (rl *RateLimiter) events(r *Request, now time.Time) (msgs, rcpts int64, mar
 	return msgs, rcpts, markSeen
 }
 
-// Check implements Check: it refuses the event (a recipient at RCPT, a
+// Check implements policyd.Check: it refuses the event (a recipient at RCPT, a
 // message at END-OF-MESSAGE, as configured) that would take any limit over
 // its maximum, and counts it otherwise. A store fault is logged and gives no
 // opinion: rate limiting fails open.
-func (rl *RateLimiter) Check(ctx context.Context, r *Request) (Decision, error) {
+func (rl *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision, error) {
 	now := rl.cfg.Now()
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	rl.maybeCleanup(ctx, now)
 	msgs, rcpts, markSeen := rl.events(r, now)
 	if msgs == 0 && rcpts == 0 || rl.exempt(r) {
-		return Decision{}, nil
+		return policyd.Decision{}, nil
 	}
 
 	type pending struct {
-		l     RateLimit
+		l     Limit
 		key   string
 		n     int64
 		value string
@@ -393,7 +439,7 @@ func (rl *RateLimiter) Check(ctx context.Context, r *Request) (Decision, error) 
 	var todo []pending
 	for _, l := range rl.cfg.Limits {
 		n := msgs
-		if l.Counter == RateRecipients {
+		if l.Counter == Recipients {
 			n = rcpts
 		}
 		v := keyValue(l.Key, r)
@@ -404,14 +450,14 @@ func (rl *RateLimiter) Check(ctx context.Context, r *Request) (Decision, error) 
 		used, err := rl.count(ctx, key, l.Window, now)
 		if err != nil {
 			rl.log.Error("rate counters unavailable; not limiting", "queue_id", r.Get("queue_id"), "err", err)
-			return Decision{Reason: "ratelimit=error"}, nil
+			return policyd.Decision{Reason: "ratelimit=error"}, nil
 		}
 		if used+float64(n) > float64(l.Max) {
 			action := fmt.Sprintf("%s Rate limit reached: %s %s may send %d %s per %s; please try again later",
 				rl.cfg.Code, keyNoun(l.Key), v, l.Max, l.Counter, describeWindow(l.Window))
 			rl.log.Info("rate limit reached", "queue_id", r.Get("queue_id"), "limit", l.String(),
 				"key", v, "used", math.Round(used*10)/10, "adding", n)
-			return Decision{Action: action, Reason: "ratelimit=exceeded"}, nil
+			return policyd.Decision{Action: action, Reason: "ratelimit=exceeded"}, nil
 		}
 		todo = append(todo, pending{l, key, n, v})
 	}
@@ -420,26 +466,26 @@ func (rl *RateLimiter) Check(ctx context.Context, r *Request) (Decision, error) 
 		start := now.Truncate(w)
 		if err := rl.store.RateAdd(ctx, p.key, start, p.n, start.Add(p.l.Window+w)); err != nil {
 			rl.log.Error("rate counters unavailable; not limiting", "queue_id", r.Get("queue_id"), "err", err)
-			return Decision{Reason: "ratelimit=error"}, nil
+			return policyd.Decision{Reason: "ratelimit=error"}, nil
 		}
 	}
 	if markSeen != "" {
 		rl.seen[markSeen] = now
 	}
-	return Decision{}, nil
+	return policyd.Decision{}, nil
 }
 
-func keyNoun(k RateKey) string {
+func keyNoun(k Key) string {
 	switch k {
-	case RateBySASLUser:
+	case BySASLUser:
 		return "user"
-	case RateBySender:
+	case BySender:
 		return "sender"
 	}
 	return "client"
 }
 
-func (rl *RateLimiter) bucketWidth(window time.Duration) time.Duration {
+func (rl *Check) bucketWidth(window time.Duration) time.Duration {
 	w := (window + time.Duration(rl.cfg.Buckets) - 1) / time.Duration(rl.cfg.Buckets)
 	w = (w + time.Second - 1).Truncate(time.Second)
 	if w < time.Second {
@@ -450,7 +496,7 @@ func (rl *RateLimiter) bucketWidth(window time.Duration) time.Duration {
 
 // count estimates the events of key over (now-window, now] (see the
 // package comment for the scheme).
-func (rl *RateLimiter) count(ctx context.Context, key string, window time.Duration, now time.Time) (float64, error) {
+func (rl *Check) count(ctx context.Context, key string, window time.Duration, now time.Time) (float64, error) {
 	w := rl.bucketWidth(window)
 	from := now.Add(-window)
 	// Buckets starting after from-w still overlap the window.
@@ -477,7 +523,7 @@ func (rl *RateLimiter) count(ctx context.Context, key string, window time.Durati
 
 // maybeCleanup deletes expired buckets and forgets old message instances at
 // most once per CleanupInterval. rl.mu is held.
-func (rl *RateLimiter) maybeCleanup(ctx context.Context, now time.Time) {
+func (rl *Check) maybeCleanup(ctx context.Context, now time.Time) {
 	if now.Sub(rl.lastCleanup) < rl.cfg.CleanupInterval {
 		return
 	}

@@ -1,8 +1,10 @@
-package policyd
+package greylist
 
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"strconv"
@@ -10,8 +12,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postkit/postkit/policyd"
 	"github.com/postkit/postkit/policyd/state"
 )
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// yamlTimes gives c the delay, retry window and maximum age postkit.yaml
+// sets by default (postgrey's).
+func yamlTimes(c Config) Config {
+	c.Delay, c.RetryWindow, c.MaxAge = 300*time.Second, 48*time.Hour, 35*24*time.Hour
+	return c
+}
 
 func openState(t *testing.T) (*state.DB, string) {
 	t.Helper()
@@ -30,17 +42,17 @@ type clock struct{ t time.Time }
 func (c *clock) now() time.Time          { return c.t }
 func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 func newClock() *clock                   { return &clock{t: time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC)} }
-func rcptReq(client, sender, rcpt string) *Request {
-	return &Request{Attrs: map[string]string{
+func rcptReq(client, sender, rcpt string) *policyd.Request {
+	return &policyd.Request{Attrs: map[string]string{
 		"request": "smtpd_access_policy", "protocol_state": "RCPT",
 		"client_address": client, "client_name": "unknown", "sender": sender, "recipient": rcpt,
 	}}
 }
 
-func TestGreylistScenario(t *testing.T) {
+func TestScenario(t *testing.T) {
 	db, _ := openState(t)
 	clk := newClock()
-	g, err := NewGreylist(GreylistConfig{Header: true, Hostname: "mx.example", AutoAllowClients: -1, Logger: quietLogger(), Now: clk.now}, db)
+	g, err := New(yamlTimes(Config{Header: true, Hostname: "mx.example", Logger: quietLogger(), Now: clk.now}), db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +64,7 @@ func TestGreylistScenario(t *testing.T) {
 	steps := []struct {
 		name    string
 		advance time.Duration
-		req     *Request
+		req     *policyd.Request
 		action  string // "" = no final action
 		reason  string
 		header  string // prefix of the expected prepend, "" for none
@@ -71,8 +83,8 @@ func TestGreylistScenario(t *testing.T) {
 		{"retry window: new triplet", 0, rcptReq(a, "late@example.org", r), "DEFER_IF_PERMIT 4.7.1 Greylisted, please try again in 300 seconds", "greylist=defer", ""},
 		{"retry window: came back too late", 49 * time.Hour, rcptReq(a, "late@example.org", r), "DEFER_IF_PERMIT 4.7.1 Greylisted, please try again in 300 seconds", "greylist=defer", ""},
 		{"max age: passed triplet idle 36 days", 36 * 24 * time.Hour, rcptReq(a, s, r), "DEFER_IF_PERMIT 4.7.1 Greylisted, please try again in 300 seconds", "greylist=defer", ""},
-		{"not RCPT", 0, &Request{Attrs: map[string]string{"protocol_state": "END-OF-MESSAGE", "client_address": "203.0.113.1", "sender": s}}, "", "", ""},
-		{"SASL", 0, &Request{Attrs: map[string]string{"protocol_state": "RCPT", "client_address": "203.0.113.1", "sender": s, "recipient": r, "sasl_username": "alice"}}, "", "", ""},
+		{"not RCPT", 0, &policyd.Request{Attrs: map[string]string{"protocol_state": "END-OF-MESSAGE", "client_address": "203.0.113.1", "sender": s}}, "", "", ""},
+		{"SASL", 0, &policyd.Request{Attrs: map[string]string{"protocol_state": "RCPT", "client_address": "203.0.113.1", "sender": s, "recipient": r, "sasl_username": "alice"}}, "", "", ""},
 		{"no client address", 0, rcptReq("", s, r), "", "", ""},
 	}
 	for _, st := range steps {
@@ -93,10 +105,10 @@ func TestGreylistScenario(t *testing.T) {
 	}
 }
 
-func TestGreylistAutoAllow(t *testing.T) {
+func TestAutoAllow(t *testing.T) {
 	db, _ := openState(t)
 	clk := newClock()
-	g, err := NewGreylist(GreylistConfig{AutoAllowClients: 3, Logger: quietLogger(), Now: clk.now}, db)
+	g, err := New(yamlTimes(Config{AutoAllowClients: 3, Logger: quietLogger(), Now: clk.now}), db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,30 +152,30 @@ func TestGreylistAutoAllow(t *testing.T) {
 
 type fakeAllow bool
 
-func (f fakeAllow) AllowListed(context.Context, *Request) bool { return bool(f) }
+func (f fakeAllow) AllowListed(context.Context, *policyd.Request) bool { return bool(f) }
 
-func TestGreylistAllowLists(t *testing.T) {
+func TestAllowLists(t *testing.T) {
 	db, _ := openState(t)
 	clk := newClock()
-	cfg := GreylistConfig{
+	cfg := yamlTimes(Config{
 		AllowClients:     []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8:ff::/48")},
 		AllowClientNames: []string{"Google.com", "mx.example.org."},
 		AllowRecipients:  []string{"postmaster@example.net", "open.example", ".sub.example"},
 		Logger:           quietLogger(),
 		Now:              clk.now,
-	}
-	g, err := NewGreylist(cfg, db)
+	})
+	g, err := New(cfg, db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	named := func(name string) *Request {
+	named := func(name string) *policyd.Request {
 		r := rcptReq("198.51.100.1", "s@example.org", "u@example.net")
 		r.Attrs["client_name"] = name
 		return r
 	}
 	tests := []struct {
 		name  string
-		req   *Request
+		req   *policyd.Request
 		allow bool
 	}{
 		{"client network", rcptReq("203.0.113.9", "s@example.org", "u@example.net"), true},
@@ -189,12 +201,12 @@ func TestGreylistAllowLists(t *testing.T) {
 	}
 	// The caller's slices are not modified.
 	if cfg.AllowClientNames[0] != "Google.com" {
-		t.Errorf("NewGreylist modified the config: %q", cfg.AllowClientNames)
+		t.Errorf("New modified the config: %q", cfg.AllowClientNames)
 	}
 
 	for _, listed := range []bool{true, false} {
 		cfg.Allowlist = fakeAllow(listed)
-		g, _ := NewGreylist(cfg, db)
+		g, _ := New(cfg, db)
 		d, _ := g.Check(context.Background(), rcptReq("192.0.2.1", "s@example.org", "dnswl@example.net"))
 		if d.Final() == listed {
 			t.Errorf("DNSWL-listed=%v: Check = %+v", listed, d)
@@ -219,8 +231,8 @@ func (failingStore) ExpireGreylist(context.Context, time.Time, time.Time) (int64
 	return 0, errDisk
 }
 
-func TestGreylistStoreErrorFailsOpen(t *testing.T) {
-	g, err := NewGreylist(GreylistConfig{Logger: quietLogger()}, failingStore{})
+func TestStoreErrorFailsOpen(t *testing.T) {
+	g, err := New(yamlTimes(Config{Logger: quietLogger()}), failingStore{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,11 +242,11 @@ func TestGreylistStoreErrorFailsOpen(t *testing.T) {
 	}
 }
 
-func TestGreylistSurvivesRestart(t *testing.T) {
+func TestSurvivesRestart(t *testing.T) {
 	db, path := openState(t)
 	clk := newClock()
-	cfg := GreylistConfig{Logger: quietLogger(), Now: clk.now}
-	g, _ := NewGreylist(cfg, db)
+	cfg := yamlTimes(Config{Logger: quietLogger(), Now: clk.now})
+	g, _ := New(cfg, db)
 	req := rcptReq("192.0.2.1", "s@example.org", "r@example.net")
 	if d, _ := g.Check(context.Background(), req); !d.Final() {
 		t.Fatalf("first attempt = %+v; want defer", d)
@@ -246,16 +258,16 @@ func TestGreylistSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db2.Close()
-	g2, _ := NewGreylist(cfg, db2)
+	g2, _ := New(cfg, db2)
 	if d, _ := g2.Check(context.Background(), req); d.Final() || d.Reason != "greylist=pass" {
 		t.Errorf("retry after restart = %+v; want pass", d)
 	}
 }
 
-func TestGreylistCleanup(t *testing.T) {
+func TestCleanup(t *testing.T) {
 	db, _ := openState(t)
 	clk := newClock()
-	g, _ := NewGreylist(GreylistConfig{Logger: quietLogger(), Now: clk.now}, db)
+	g, _ := New(yamlTimes(Config{Logger: quietLogger(), Now: clk.now}), db)
 	g.Check(context.Background(), rcptReq("192.0.2.1", "s@example.org", "gone@example.net"))
 	key := "192.0.2.0/24 s@example.org gone@example.net"
 	if _, found, _ := db.Triplet(context.Background(), key); !found {
@@ -269,7 +281,7 @@ func TestGreylistCleanup(t *testing.T) {
 	}
 }
 
-func TestGreylistSender(t *testing.T) {
+func TestSenderKey(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"", "<>"},
 		{"Alice@Example.ORG", "alice@example.org"},
@@ -282,43 +294,48 @@ func TestGreylistSender(t *testing.T) {
 		{"no-at-sign", "no-at-sign"},
 	}
 	for _, tt := range tests {
-		if got := GreylistSender(tt.in); got != tt.want {
-			t.Errorf("GreylistSender(%q) = %q; want %q", tt.in, got, tt.want)
+		if got := SenderKey(tt.in); got != tt.want {
+			t.Errorf("SenderKey(%q) = %q; want %q", tt.in, got, tt.want)
 		}
 	}
 }
 
-func TestNewGreylistErrors(t *testing.T) {
+func TestNewErrors(t *testing.T) {
 	db, _ := openState(t)
 	tests := []struct {
 		name string
-		cfg  GreylistConfig
+		cfg  Config
 	}{
-		{"retry window shorter than delay", GreylistConfig{Delay: time.Hour, RetryWindow: time.Minute}},
-		{"max age shorter than retry window", GreylistConfig{MaxAge: time.Hour}},
-		{"bad prefix", GreylistConfig{IPv4Prefix: 33}},
-		{"bad action", GreylistConfig{Action: "greylisted"}},
+		{"no delay", Config{RetryWindow: 48 * time.Hour, MaxAge: 840 * time.Hour}},
+		{"no retry window", Config{Delay: 5 * time.Minute, MaxAge: 840 * time.Hour}},
+		{"no max age", Config{Delay: 5 * time.Minute, RetryWindow: 48 * time.Hour}},
+		{"negative delay", Config{Delay: -time.Minute, RetryWindow: 48 * time.Hour, MaxAge: 840 * time.Hour}},
+		{"retry window shorter than delay", Config{Delay: time.Hour, RetryWindow: time.Minute, MaxAge: 840 * time.Hour}},
+		{"max age shorter than retry window", Config{Delay: 5 * time.Minute, RetryWindow: 48 * time.Hour, MaxAge: time.Hour}},
+		{"negative auto-allow", yamlTimes(Config{AutoAllowClients: -1})},
+		{"bad prefix", yamlTimes(Config{IPv4Prefix: 33})},
+		{"bad action", yamlTimes(Config{Action: "greylisted"})},
 	}
 	for _, tt := range tests {
-		if _, err := NewGreylist(tt.cfg, db); err == nil {
-			t.Errorf("NewGreylist(%s) = nil error", tt.name)
+		if _, err := New(tt.cfg, db); err == nil {
+			t.Errorf("New(%s) = nil error", tt.name)
 		}
 	}
-	if _, err := NewGreylist(GreylistConfig{}, nil); err == nil {
-		t.Error("NewGreylist(nil store) = nil error")
+	if _, err := New(yamlTimes(Config{}), nil); err == nil {
+		t.Error("New(nil store) = nil error")
 	}
 }
 
-// BenchmarkGreylistCheck measures one RCPT request against a real SQLite
+// BenchmarkCheck measures one RCPT request against a real SQLite
 // state file: a mix of new triplets (defer) and passing retries.
-func BenchmarkGreylistCheck(b *testing.B) {
+func BenchmarkCheck(b *testing.B) {
 	db, err := state.Open(filepath.Join(b.TempDir(), "bench.sqlite"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer db.Close()
 	clk := newClock()
-	g, _ := NewGreylist(GreylistConfig{AutoAllowClients: -1, Logger: quietLogger(), Now: clk.now}, db)
+	g, _ := New(yamlTimes(Config{Logger: quietLogger(), Now: clk.now}), db)
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -1,7 +1,10 @@
-package policyd
+package ratelimit
 
 import (
 	"context"
+	"errors"
+	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/netip"
@@ -10,23 +13,55 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postkit/postkit/policyd"
 	"github.com/postkit/postkit/policyd/state"
 )
 
-func TestParseRateLimit(t *testing.T) {
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+var errDisk = errors.New("disk I/O error")
+
+func openState(t *testing.T) (*state.DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "policyd.sqlite")
+	db, err := state.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, path
+}
+
+// clock is a settable time source.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time          { return c.t }
+func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
+func newClock() *clock                   { return &clock{t: time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC)} }
+
+func mustKey(t testing.TB, s string) Key {
+	t.Helper()
+	k, err := ParseKey(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestParseLimit(t *testing.T) {
 	tests := []struct {
 		in      string
-		want    RateLimit
+		want    Limit
 		wantErr bool
 	}{
-		{in: "sasl_username:recipients=500/1h", want: RateLimit{RateBySASLUser, RateRecipients, 500, time.Hour}},
-		{in: "sasl_user:messages=100/24h", want: RateLimit{RateBySASLUser, RateMessages, 100, 24 * time.Hour}},
-		{in: "client_ip:recipients=7/1m0s", want: RateLimit{RateByClient, RateRecipients, 7, time.Minute}},
-		{in: "sasl:messages=100/hour", want: RateLimit{RateBySASLUser, RateMessages, 100, time.Hour}},
-		{in: "client:messages=20/10m", want: RateLimit{RateByClient, RateMessages, 20, 10 * time.Minute}},
-		{in: "sender:messages=1000/1d", want: RateLimit{RateBySender, RateMessages, 1000, 24 * time.Hour}},
-		{in: "client_address:recipients=30/minute", want: RateLimit{RateByClient, RateRecipients, 30, time.Minute}},
-		{in: " SENDER:Recipients=5/90s", want: RateLimit{RateBySender, RateRecipients, 5, 90 * time.Second}},
+		{in: "sasl_username:recipients=500/1h", want: Limit{BySASLUser, Recipients, 500, time.Hour}},
+		{in: "sasl_user:messages=100/24h", want: Limit{BySASLUser, Messages, 100, 24 * time.Hour}},
+		{in: "client_ip:recipients=7/1m0s", want: Limit{ByClient, Recipients, 7, time.Minute}},
+		{in: "sasl:messages=100/hour", want: Limit{BySASLUser, Messages, 100, time.Hour}},
+		{in: "client:messages=20/10m", want: Limit{ByClient, Messages, 20, 10 * time.Minute}},
+		{in: "sender:messages=1000/1d", want: Limit{BySender, Messages, 1000, 24 * time.Hour}},
+		{in: "client_address:recipients=30/minute", want: Limit{ByClient, Recipients, 30, time.Minute}},
+		{in: " SENDER:Recipients=5/90s", want: Limit{BySender, Recipients, 5, 90 * time.Second}},
 		{in: "", wantErr: true},
 		{in: "helo:messages=1/1h", wantErr: true},
 		{in: "sender:bytes=1/1h", wantErr: true},
@@ -40,45 +75,45 @@ func TestParseRateLimit(t *testing.T) {
 		{in: "sender:messages=1/fortnight", wantErr: true},
 	}
 	for _, tt := range tests {
-		got, err := ParseRateLimit(tt.in)
+		got, err := ParseLimit(tt.in)
 		if (err != nil) != tt.wantErr {
-			t.Errorf("ParseRateLimit(%q) error = %v; want error %v", tt.in, err, tt.wantErr)
+			t.Errorf("ParseLimit(%q) error = %v; want error %v", tt.in, err, tt.wantErr)
 			continue
 		}
 		if got != tt.want {
-			t.Errorf("ParseRateLimit(%q) = %+v; want %+v", tt.in, got, tt.want)
+			t.Errorf("ParseLimit(%q) = %+v; want %+v", tt.in, got, tt.want)
 		}
 		if err == nil {
-			if again, err := ParseRateLimit(got.String()); err != nil || again != got {
-				t.Errorf("ParseRateLimit(%q).String() = %q does not round-trip", tt.in, got.String())
+			if again, err := ParseLimit(got.String()); err != nil || again != got {
+				t.Errorf("ParseLimit(%q).String() = %q does not round-trip", tt.in, got.String())
 			}
 		}
 	}
 }
 
-func FuzzParseRateLimit(f *testing.F) {
+func FuzzParseLimit(f *testing.F) {
 	for _, s := range []string{"sasl:recipients=500/1h", "client:messages=1/1d", "sender:messages=9/90s", "a:b=c/d", "::=/"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		l, err := ParseRateLimit(s)
+		l, err := ParseLimit(s)
 		if err != nil {
 			return
 		}
 		if l.Max < 1 || l.Window < time.Second {
-			t.Fatalf("ParseRateLimit(%q) = %+v", s, l)
+			t.Fatalf("ParseLimit(%q) = %+v", s, l)
 		}
-		if again, err := ParseRateLimit(l.String()); err != nil || again != l {
-			t.Fatalf("ParseRateLimit(%q) = %+v; String %q gives %+v, %v", s, l, l.String(), again, err)
+		if again, err := ParseLimit(l.String()); err != nil || again != l {
+			t.Fatalf("ParseLimit(%q) = %+v; String %q gives %+v, %v", s, l, l.String(), again, err)
 		}
 	})
 }
 
-func mustLimits(t testing.TB, specs ...string) []RateLimit {
+func mustLimits(t testing.TB, specs ...string) []Limit {
 	t.Helper()
-	var out []RateLimit
+	var out []Limit
 	for _, s := range specs {
-		l, err := ParseRateLimit(s)
+		l, err := ParseLimit(s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,17 +122,17 @@ func mustLimits(t testing.TB, specs ...string) []RateLimit {
 	return out
 }
 
-func submitReq(stage, sasl, sender, client string) *Request {
-	return &Request{Attrs: map[string]string{
+func submitReq(stage, sasl, sender, client string) *policyd.Request {
+	return &policyd.Request{Attrs: map[string]string{
 		"request": "smtpd_access_policy", "protocol_state": stage, "client_address": client,
 		"sasl_username": sasl, "sender": sender, "recipient": "r@example.net",
 	}}
 }
 
-func TestRateLimitSlidingWindow(t *testing.T) {
+func TestSlidingWindow(t *testing.T) {
 	db, _ := openState(t)
 	clk := newClock() // 10:00:00, aligned on the 5 s buckets of a 1 min window
-	rl, err := NewRateLimit(RateLimitConfig{Limits: mustLimits(t, "sasl:recipients=10/1m"), Logger: quietLogger(), Now: clk.now}, db)
+	rl, err := New(Config{Limits: mustLimits(t, "sasl:recipients=10/1m"), Logger: quietLogger(), Now: clk.now}, db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,13 +172,13 @@ func TestRateLimitSlidingWindow(t *testing.T) {
 	}
 }
 
-// TestRateLimitEstimateBound checks the documented error bound of the
+// TestEstimateBound checks the documented error bound of the
 // bucketed sliding window against an exact sliding log, over random traffic.
-func TestRateLimitEstimateBound(t *testing.T) {
+func TestEstimateBound(t *testing.T) {
 	db, _ := openState(t)
 	clk := newClock()
 	const window = time.Hour
-	rl, err := NewRateLimit(RateLimitConfig{Limits: mustLimits(t, "client:recipients=1000000/1h"), Logger: quietLogger(), Now: clk.now}, db)
+	rl, err := New(Config{Limits: mustLimits(t, "client:recipients=1000000/1h"), Logger: quietLogger(), Now: clk.now}, db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,17 +215,17 @@ func TestRateLimitEstimateBound(t *testing.T) {
 	}
 }
 
-func TestRateLimitStagesAndKeys(t *testing.T) {
+func TestStagesAndKeys(t *testing.T) {
 	tests := []struct {
 		name   string
-		cfg    RateLimitConfig
-		reqs   []*Request
+		cfg    Config
+		reqs   []*policyd.Request
 		accept []bool
 	}{
 		{
 			name: "messages at END-OF-MESSAGE",
-			cfg:  RateLimitConfig{Limits: mustLimits(t, "sasl:messages=2/1h")},
-			reqs: []*Request{
+			cfg:  Config{Limits: mustLimits(t, "sasl:messages=2/1h")},
+			reqs: []*policyd.Request{
 				submitReq("RCPT", "bob", "bob@example.org", "192.0.2.1"), // recipients are not counted by a message limit
 				submitReq("END-OF-MESSAGE", "bob", "bob@example.org", "192.0.2.1"),
 				submitReq("END-OF-MESSAGE", "BOB", "bob@example.org", "192.0.2.1"),
@@ -202,8 +237,8 @@ func TestRateLimitStagesAndKeys(t *testing.T) {
 		},
 		{
 			name: "recipients from recipient_count",
-			cfg:  RateLimitConfig{Limits: mustLimits(t, "client:recipients=5/1h"), RecipientStage: "END-OF-MESSAGE"},
-			reqs: []*Request{
+			cfg:  Config{Limits: mustLimits(t, "client:recipients=5/1h"), RecipientStage: "END-OF-MESSAGE"},
+			reqs: []*policyd.Request{
 				withAttr(submitReq("END-OF-MESSAGE", "", "a@example.org", "192.0.2.7"), "recipient_count", "3"),
 				withAttr(submitReq("END-OF-MESSAGE", "", "a@example.org", "192.0.2.7"), "recipient_count", "3"),
 				withAttr(submitReq("END-OF-MESSAGE", "", "a@example.org", "192.0.2.7"), "recipient_count", "2"),
@@ -213,8 +248,8 @@ func TestRateLimitStagesAndKeys(t *testing.T) {
 		},
 		{
 			name: "messages at RCPT, once per instance",
-			cfg:  RateLimitConfig{Limits: mustLimits(t, "sender:messages=2/1h"), MessageStage: "RCPT"},
-			reqs: []*Request{
+			cfg:  Config{Limits: mustLimits(t, "sender:messages=2/1h"), MessageStage: "RCPT"},
+			reqs: []*policyd.Request{
 				withAttr(submitReq("RCPT", "", "List@Example.org", "192.0.2.1"), "instance", "m1"),
 				withAttr(submitReq("RCPT", "", "list@example.org", "192.0.2.1"), "instance", "m1"),
 				withAttr(submitReq("RCPT", "", "list@example.org", "192.0.2.1"), "instance", "m1"),
@@ -227,8 +262,8 @@ func TestRateLimitStagesAndKeys(t *testing.T) {
 		},
 		{
 			name: "key aliases from the YAML model",
-			cfg:  RateLimitConfig{Limits: []RateLimit{{Key: "sasl_user", Counter: RateRecipients, Max: 1, Window: time.Hour}}},
-			reqs: []*Request{
+			cfg:  Config{Limits: []Limit{{Key: mustKey(t, "sasl_user"), Counter: Recipients, Max: 1, Window: time.Hour}}},
+			reqs: []*policyd.Request{
 				submitReq("RCPT", "gina", "g@example.org", "192.0.2.1"),
 				submitReq("RCPT", "gina", "g@example.org", "192.0.2.1"),
 			},
@@ -236,8 +271,8 @@ func TestRateLimitStagesAndKeys(t *testing.T) {
 		},
 		{
 			name: "IPv6 clients share their /64",
-			cfg:  RateLimitConfig{Limits: mustLimits(t, "client:recipients=2/1h")},
-			reqs: []*Request{
+			cfg:  Config{Limits: mustLimits(t, "client:recipients=2/1h")},
+			reqs: []*policyd.Request{
 				submitReq("RCPT", "", "a@example.org", "2001:db8:1:1::1"),
 				submitReq("RCPT", "", "a@example.org", "2001:db8:1:1::2"),
 				submitReq("RCPT", "", "a@example.org", "2001:db8:1:1::3"),
@@ -247,8 +282,8 @@ func TestRateLimitStagesAndKeys(t *testing.T) {
 		},
 		{
 			name: "a refused event counts in no limit",
-			cfg:  RateLimitConfig{Limits: mustLimits(t, "client:recipients=100/1h", "sasl:recipients=1/1h")},
-			reqs: []*Request{
+			cfg:  Config{Limits: mustLimits(t, "client:recipients=100/1h", "sasl:recipients=1/1h")},
+			reqs: []*policyd.Request{
 				submitReq("RCPT", "dave", "d@example.org", "192.0.2.50"),
 				submitReq("RCPT", "dave", "d@example.org", "192.0.2.50"),
 				submitReq("RCPT", "dave", "d@example.org", "192.0.2.50"),
@@ -258,13 +293,13 @@ func TestRateLimitStagesAndKeys(t *testing.T) {
 		},
 		{
 			name: "exemptions",
-			cfg: RateLimitConfig{
+			cfg: Config{
 				Limits:          mustLimits(t, "client:recipients=1/1h"),
 				ExemptClients:   []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
 				ExemptSASLUsers: []string{"Relay"},
 				ExemptSenders:   []string{"lists.example", "noreply@example.org"},
 			},
-			reqs: []*Request{
+			reqs: []*policyd.Request{
 				submitReq("RCPT", "", "x@example.org", "10.1.2.3"),
 				submitReq("RCPT", "", "x@example.org", "10.1.2.3"),
 				submitReq("RCPT", "relay", "x@example.org", "192.0.2.9"),
@@ -282,7 +317,7 @@ func TestRateLimitStagesAndKeys(t *testing.T) {
 			db, _ := openState(t)
 			clk := newClock()
 			tt.cfg.Logger, tt.cfg.Now = quietLogger(), clk.now
-			rl, err := NewRateLimit(tt.cfg, db)
+			rl, err := New(tt.cfg, db)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -303,16 +338,16 @@ func TestRateLimitStagesAndKeys(t *testing.T) {
 	}
 }
 
-func withAttr(r *Request, k, v string) *Request {
+func withAttr(r *policyd.Request, k, v string) *policyd.Request {
 	r.Attrs[k] = v
 	return r
 }
 
-func TestRateLimitSurvivesRestart(t *testing.T) {
+func TestSurvivesRestart(t *testing.T) {
 	db, path := openState(t)
 	clk := newClock()
-	cfg := RateLimitConfig{Limits: mustLimits(t, "sasl:messages=3/1d"), Logger: quietLogger(), Now: clk.now}
-	rl, _ := NewRateLimit(cfg, db)
+	cfg := Config{Limits: mustLimits(t, "sasl:messages=3/1d"), Logger: quietLogger(), Now: clk.now}
+	rl, _ := New(cfg, db)
 	req := submitReq("END-OF-MESSAGE", "frank", "f@example.org", "192.0.2.1")
 	for i := 0; i < 3; i++ {
 		if d, _ := rl.Check(context.Background(), req); d.Final() {
@@ -326,7 +361,7 @@ func TestRateLimitSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db2.Close()
-	rl2, _ := NewRateLimit(cfg, db2)
+	rl2, _ := New(cfg, db2)
 	d, _ := rl2.Check(context.Background(), req)
 	if !d.Final() || !strings.Contains(d.Action, "user frank may send 3 messages per day") {
 		t.Errorf("4th message after restart = %+v; want refused naming the limit", d)
@@ -348,8 +383,8 @@ func (brokenRates) RateAdd(context.Context, string, time.Time, int64, time.Time)
 }
 func (brokenRates) ExpireRates(context.Context, time.Time) (int64, error) { return 0, errDisk }
 
-func TestRateLimitStoreErrorFailsOpen(t *testing.T) {
-	rl, err := NewRateLimit(RateLimitConfig{Limits: mustLimits(t, "client:recipients=1/1h"), Logger: quietLogger()}, brokenRates{})
+func TestStoreErrorFailsOpen(t *testing.T) {
+	rl, err := New(Config{Limits: mustLimits(t, "client:recipients=1/1h"), Logger: quietLogger()}, brokenRates{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,19 +394,25 @@ func TestRateLimitStoreErrorFailsOpen(t *testing.T) {
 	}
 }
 
-func TestNewRateLimitErrors(t *testing.T) {
+func TestNewErrors(t *testing.T) {
 	db, _ := openState(t)
 	l := mustLimits(t, "client:recipients=1/1h")
-	tests := []RateLimitConfig{
+	tests := []Config{
 		{},
 		{Limits: l, MessageStage: "DATA"},
 		{Limits: l, Code: "250 ok"},
-		{Limits: []RateLimit{{Key: "helo", Counter: RateMessages, Max: 1, Window: time.Hour}}},
-		{Limits: []RateLimit{{Key: RateByClient, Counter: RateMessages, Max: 0, Window: time.Hour}}},
+		{Limits: []Limit{{Key: "helo", Counter: Messages, Max: 1, Window: time.Hour}}},
+		{Limits: []Limit{{Key: ByClient, Counter: Messages, Max: 0, Window: time.Hour}}},
+		// Aliases are for ParseKey; a Limit holds the constants.
+		{Limits: []Limit{{Key: "sasl_user", Counter: Messages, Max: 1, Window: time.Hour}}},
+		{Limits: []Limit{{Key: ByClient, Counter: "bytes", Max: 1, Window: time.Hour}}},
+		{Limits: []Limit{{Key: ByClient, Counter: Messages, Max: 1}}},
+		{Limits: []Limit{{Key: ByClient, Counter: Messages, Max: 1, Window: 1500 * time.Millisecond}}},
+		{Limits: []Limit{{Key: ByClient, Counter: Messages, Max: 1, Window: 400 * 24 * time.Hour}}},
 	}
 	for i, cfg := range tests {
-		if _, err := NewRateLimit(cfg, db); err == nil {
-			t.Errorf("NewRateLimit(case %d) = nil error", i)
+		if _, err := New(cfg, db); err == nil {
+			t.Errorf("New(case %d) = nil error", i)
 		}
 	}
 }
@@ -387,16 +428,16 @@ func TestDescribeWindow(t *testing.T) {
 	}
 }
 
-// BenchmarkRateLimitCheck measures one RCPT request under two limits
+// BenchmarkCheck measures one RCPT request under two limits
 // against a real SQLite state file.
-func BenchmarkRateLimitCheck(b *testing.B) {
+func BenchmarkCheck(b *testing.B) {
 	db, err := state.Open(filepath.Join(b.TempDir(), "bench.sqlite"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer db.Close()
 	clk := newClock()
-	rl, _ := NewRateLimit(RateLimitConfig{Limits: mustLimits(b, "sasl:recipients=1000000000/1h", "client:recipients=1000000000/1d"), Logger: quietLogger(), Now: clk.now}, db)
+	rl, _ := New(Config{Limits: mustLimits(b, "sasl:recipients=1000000000/1h", "client:recipients=1000000000/1d"), Logger: quietLogger(), Now: clk.now}, db)
 	ctx := context.Background()
 	req := submitReq("RCPT", "alice", "alice@example.org", "192.0.2.1")
 	b.ResetTimer()
@@ -405,5 +446,30 @@ func BenchmarkRateLimitCheck(b *testing.B) {
 		if d, _ := rl.Check(ctx, req); d.Final() {
 			b.Fatal(d)
 		}
+	}
+}
+
+// The YAML model and the flags spell keys differently; both name the same.
+func TestParseKeyAndCounter(t *testing.T) {
+	for in, want := range map[string]Key{
+		"sasl_username": BySASLUser, "sasl_user": BySASLUser, "SASL": BySASLUser,
+		"sender": BySender, "client_address": ByClient, "client_ip": ByClient, "Client": ByClient,
+	} {
+		if got, err := ParseKey(in); err != nil || got != want {
+			t.Errorf("ParseKey(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "helo", "sasl_"} {
+		if got, err := ParseKey(bad); err == nil {
+			t.Errorf("ParseKey(%q) = %q; want an error", bad, got)
+		}
+	}
+	for in, want := range map[string]Counter{"messages": Messages, "Recipients": Recipients} {
+		if got, err := ParseCounter(in); err != nil || got != want {
+			t.Errorf("ParseCounter(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if got, err := ParseCounter("bytes"); err == nil {
+		t.Errorf("ParseCounter(bytes) = %q; want an error", got)
 	}
 }
