@@ -82,6 +82,7 @@ func ExampleRun() {
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "greeter.sock")
 	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
 	done := make(chan error)
 	go func() {
 		done <- daemon.Run(ctx, daemon.Spec[chain]{
