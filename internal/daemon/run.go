@@ -267,7 +267,7 @@ type running[C io.Closer] struct {
 	unix     []string // socket paths to remove at exit
 
 	mu      sync.Mutex
-	closing []<-chan error // retired chains not yet closed
+	closing []chan struct{} // closed when a retired chain is closed and its error logged
 }
 
 // listen opens every listener of p, the extras' too; on error it closes
@@ -320,12 +320,14 @@ func (d *running[C]) closeListeners() {
 
 // retire notes a retired chain: its Close error, when it comes, is logged.
 func (d *running[C]) retire(done <-chan error) {
+	logged := make(chan struct{})
 	d.mu.Lock()
-	d.closing = append(d.closing, done)
+	d.closing = append(d.closing, logged)
 	d.mu.Unlock()
 	go func() {
+		defer close(logged)
 		if err := <-done; err != nil {
-			d.log.Warn(d.name+": closing the previous chain failed", "err", err)
+			d.log.Warn(d.name+": closing a chain failed", "err", err)
 		}
 	}()
 }

@@ -23,9 +23,10 @@ import (
 type toyChain struct {
 	name   string
 	closed atomic.Int32
+	err    error // what Close returns
 }
 
-func (c *toyChain) Close() error { c.closed.Add(1); return nil }
+func (c *toyChain) Close() error { c.closed.Add(1); return c.err }
 
 // toyServer takes the current chain for each connection, tells the client
 // its name, and gives it back when the client sends a line.
@@ -107,7 +108,9 @@ type toyDaemon struct {
 	fail   atomic.Bool
 	exited atomic.Bool
 	drain  time.Duration // of every plan
-	listen atomic.Value  // string: the listen address Load returns
+	// closeErr is what the chains' Close returns; set before start.
+	closeErr error
+	listen   atomic.Value // string: the listen address Load returns
 
 	mu     sync.Mutex
 	chains []*toyChain
@@ -115,7 +118,20 @@ type toyDaemon struct {
 
 func startToy(t *testing.T, signals bool, drain time.Duration) *toyDaemon {
 	t.Helper()
-	d := &toyDaemon{t: t, sock: filepath.Join(t.TempDir(), "run", "toy.sock"), logs: &testlib.Buffer{}, done: make(chan error, 1), drain: drain}
+	return startToyWith(t, func(d *toyDaemon) {
+		d.drain = drain
+		if !signals {
+			d.hup, d.stop = make(chan os.Signal, 1), make(chan os.Signal, 1)
+		}
+	})
+}
+
+// startToyWith starts a toy daemon set up by set (default: process signals,
+// 5 s drain) and waits until it listens.
+func startToyWith(t *testing.T, set func(*toyDaemon)) *toyDaemon {
+	t.Helper()
+	d := &toyDaemon{t: t, sock: filepath.Join(t.TempDir(), "run", "toy.sock"), logs: &testlib.Buffer{}, done: make(chan error, 1), drain: 5 * time.Second}
+	set(d)
 	d.listen.Store("unix:" + d.sock)
 	spec := Spec[*toyChain]{
 		Name:   "toy",
@@ -126,8 +142,7 @@ func startToy(t *testing.T, signals bool, drain time.Duration) *toyDaemon {
 			return d.srv, nil
 		},
 	}
-	if !signals {
-		d.hup, d.stop = make(chan os.Signal, 1), make(chan os.Signal, 1)
+	if d.hup != nil {
 		spec.Hangup, spec.Stop = d.hup, d.stop
 	}
 	go func() {
@@ -161,7 +176,7 @@ func (d *toyDaemon) load() (Plan[*toyChain], error) {
 		return Plan[*toyChain]{}, errors.New("postkit.yaml:3:5: policy.checks[0]: \"virus\" is not allowed")
 	}
 	d.mu.Lock()
-	c := &toyChain{name: fmt.Sprintf("chain%d", len(d.chains))}
+	c := &toyChain{name: fmt.Sprintf("chain%d", len(d.chains)), err: d.closeErr}
 	d.chains = append(d.chains, c)
 	d.mu.Unlock()
 	a, err := ParseAddr(d.listen.Load().(string))
@@ -487,5 +502,45 @@ func TestRunExtraAndContext(t *testing.T) {
 	}
 	if !extra.closing || c.closed.Load() != 1 {
 		t.Errorf("extra shut down %v, chain closed %d times; want true, 1", extra.closing, c.closed.Load())
+	}
+}
+
+// A second stop signal cuts the drain short.
+func TestRunSecondStopCuts(t *testing.T) {
+	d := startToy(t, false, time.Minute)
+	busy, _ := d.client()
+	defer busy.Close()
+	d.stop <- syscall.SIGTERM
+	testlib.Eventually(t, 5*time.Second, "shutdown starts", func() bool { return strings.Contains(d.logs.String(), "toy shutting down") })
+	d.stop <- syscall.SIGINT
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Fatalf("Run = %v; want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run still drains after a second signal")
+	}
+	if s := d.logs.String(); !strings.Contains(s, "toy: second stop signal: cutting work in flight") || d.chain(0).closed.Load() != 1 {
+		t.Errorf("log %q, chain closed %d times; want the cut logged and the chain closed", s, d.chain(0).closed.Load())
+	}
+}
+
+// A chain whose Close fails is logged, at reload and at exit.
+func TestRunLogsCloseErrors(t *testing.T) {
+	d := startToyWith(t, func(d *toyDaemon) {
+		d.closeErr = errors.New("database is locked")
+		d.hup, d.stop = make(chan os.Signal, 1), make(chan os.Signal, 1)
+	})
+	d.reload(false)
+	testlib.Eventually(t, 5*time.Second, "the retired chain's error is logged", func() bool {
+		return strings.Count(d.logs.String(), `msg="toy: closing a chain failed" err="database is locked"`) == 1
+	})
+	d.stop <- syscall.SIGTERM
+	if err := <-d.done; err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(d.logs.String(), `msg="toy: closing a chain failed" err="database is locked"`); n != 2 {
+		t.Errorf("%d close errors logged; want 2 (reload, exit):\n%s", n, d.logs.String())
 	}
 }
