@@ -109,7 +109,11 @@ func (c *Config) DaemonListeners(name string) ([]daemon.Listener, error) {
 		return nil, err
 	}
 	var out []daemon.Listener
-	for _, s := range addrs {
+	for i, s := range addrs {
+		if s == "" && i == 0 {
+			key := map[string]string{"milter": "milter.listen", "policyd": "policy.listen"}[name]
+			return nil, fmt.Errorf("config: %s is empty: set unix:/path or inet:127.0.0.1:PORT", key)
+		}
 		a, err := daemon.ParseAddr(s)
 		if err != nil {
 			return nil, err
