@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/postkit/postkit/e2e/harness"
+	"github.com/postkit/postkit/internal/testlib"
 )
 
 // Neither the milter protocol nor the policy protocol authenticates its
@@ -73,7 +74,7 @@ func TestDaemonSocketMode(t *testing.T) {
 // 127.0.0.1 is served. Without the list, the daemon does not start.
 func TestDaemonAllowClients(t *testing.T) {
 	s := harness.Need(t)
-	milterPort, policyPort, metricsPort := freePort(t), freePort(t), freePort(t)
+	milterPort, policyPort, metricsPort := testlib.FreePort(t), testlib.FreePort(t), testlib.FreePort(t)
 
 	t.Run("milter", func(t *testing.T) {
 		wide := fmt.Sprintf("inet:0.0.0.0:%d", milterPort)
@@ -157,15 +158,6 @@ func TestConfigCheckExposedListen(t *testing.T) {
 	if out, err := s.Postkit(ctx(t), "", "config", "check", "-c", file); err != nil {
 		t.Errorf("config check with both lists: %v\n%s", err, out)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	p, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 // exchange connects to 127.0.0.1:port from local, sends msg and returns

@@ -40,21 +40,8 @@ var ourKeys = []struct{ selector, algo, dkimAlgo string }{
 // POSTKIT_E2E=1) like harness.Need. extra sets more postkit.yaml keys.
 func milterStack(t *testing.T, outKey crypto.Signer, extra ...map[string]any) (*harness.Stack, *harness.Daemon) {
 	t.Helper()
-	if err := harness.Check(); err != nil {
-		if harness.RequiredByEnv() {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	if testing.Short() && !harness.RequiredByEnv() {
-		t.Skip("end-to-end tests skipped in -short mode")
-	}
 	testlib.NeedPython(t, "dkim", "nacl")
 	outTXT, err := dkimkey.Record(outKey.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := os.MkdirTemp("", "postkit-e2e-milter-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +51,6 @@ func milterStack(t *testing.T, outKey crypto.Signer, extra ...map[string]any) (*
 		keys = append(keys, map[string]any{"domain": harness.Domain, "selector": k.selector})
 	}
 	o := harness.Options{
-		Root:             root,
 		MessageSizeLimit: sizeLimit,
 		Set: map[string]any{
 			"milter.enabled":          true,
@@ -97,25 +83,7 @@ func milterStack(t *testing.T, outKey crypto.Signer, extra ...map[string]any) (*
 			o.Set[k] = v
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	s, err := harness.Start(ctx, o)
-	if err != nil {
-		os.RemoveAll(root)
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			time.Sleep(300 * time.Millisecond) // postlogd writes asynchronously
-			t.Logf("milter stack in %s:\n%s", s.Root, s.Tails(60))
-		}
-		if err := s.Stop(); err != nil {
-			t.Errorf("stopping the milter stack: %v", err)
-		}
-		if os.Getenv("POSTKIT_E2E_KEEP") != "1" {
-			os.RemoveAll(root)
-		}
-	})
+	s := harness.StartT(t, o)
 	return s, milter
 }
 

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -101,37 +100,7 @@ func ownDomainOptions(fwdTXT string) harness.Options {
 // skips like every scenario when there can be no stack.
 func startOwnDomainStack(t *testing.T, fwdTXT string) *harness.Stack {
 	t.Helper()
-	shared := harness.Need(t)
-	o := ownDomainOptions(fwdTXT)
-	o.Postkit = shared.PostkitBin
-	root, err := os.MkdirTemp("", "postkit-e2e-owndomain-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.Root = root
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	keep := os.Getenv("POSTKIT_E2E_KEEP") == "1"
-	s, err := harness.Start(ctx, o)
-	if err != nil {
-		if !keep {
-			os.RemoveAll(root)
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			time.Sleep(300 * time.Millisecond) // postlogd writes asynchronously
-			t.Logf("own-domain stack in %s\n%s", s.Root, s.Tails(60))
-		}
-		if err := s.Stop(); err != nil {
-			t.Errorf("stopping the own-domain stack: %v", err)
-		}
-		if !keep {
-			os.RemoveAll(root)
-		}
-	})
-	return s
+	return harness.StartT(t, ownDomainOptions(fwdTXT))
 }
 
 // ourSPF checks that d carries exactly one Received-SPF field, our policy

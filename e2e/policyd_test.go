@@ -13,6 +13,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/postkit/postkit/e2e/harness"
+	"github.com/postkit/postkit/internal/testlib"
 )
 
 // The policy scenarios run on a stack of their own: the package's shared
@@ -79,42 +80,8 @@ func policyOptions(metricsAddr string) harness.Options {
 // binary, or skips like every scenario when there can be no stack.
 func startPolicyStack(t *testing.T) (*harness.Stack, string) {
 	t.Helper()
-	shared := harness.Need(t)
-	port, err := harness.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics := harness.Addr(port)
-	o := policyOptions(metrics)
-	o.Postkit = shared.PostkitBin
-	root, err := os.MkdirTemp("", "postkit-e2e-policy-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.Root = root
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	keep := os.Getenv("POSTKIT_E2E_KEEP") == "1"
-	s, err := harness.Start(ctx, o)
-	if err != nil {
-		if !keep {
-			os.RemoveAll(root)
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			time.Sleep(300 * time.Millisecond) // postlogd writes asynchronously
-			t.Logf("policy stack in %s\n%s", s.Root, s.Tails(60))
-		}
-		if err := s.Stop(); err != nil {
-			t.Errorf("stopping the policy stack: %v", err)
-		}
-		if !keep {
-			os.RemoveAll(root)
-		}
-	})
-	return s, metrics
+	metrics := harness.Addr(testlib.FreePort(t))
+	return harness.StartT(t, policyOptions(metrics)), metrics
 }
 
 // rcptRefusal runs MAIL and RCPT from client and returns the RCPT refusal.

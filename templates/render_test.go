@@ -5,9 +5,11 @@ import (
 
 	"bytes"
 	"flag"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,10 +29,22 @@ func load(t *testing.T, path string) *config.Config {
 	return cfg
 }
 
-// TestGolden compares every rendered file of both example configs with the
-// files under testdata/golden/<example>/ (refresh with go test -update).
+// TestGolden compares every rendered file of each example config with the
+// files under testdata/golden/<example>/ (refresh with go test -update), and
+// fails on a golden file that no render produces any more (-update removes
+// it).
 func TestGolden(t *testing.T) {
-	for _, name := range []string{"minimal", "postkit", "full"} {
+	names := []string{"minimal", "postkit", "full"}
+	entries, err := os.ReadDir(filepath.Join("testdata", "golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !slices.Contains(names, e.Name()) {
+			t.Errorf("testdata/golden/%s belongs to no example config: remove it", e.Name())
+		}
+	}
+	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
 			src := "../examples/" + name + ".yaml"
 			if name == "full" {
@@ -41,6 +55,22 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			dir := filepath.Join("testdata", "golden", name)
+			rendered := map[string]bool{}
+			for _, f := range files {
+				rendered[filepath.Join(dir, f.Path)] = true
+			}
+			// A golden file no render produces is stale: a template
+			// removed or renamed. -update removes it.
+			filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+				if err != nil || d.IsDir() || rendered[p] {
+					return err
+				}
+				if *update {
+					return os.Remove(p)
+				}
+				t.Errorf("%s is produced by no template: remove it, or run go test ./templates -update", p)
+				return nil
+			})
 			for _, f := range files {
 				golden := filepath.Join(dir, f.Path)
 				if *update {

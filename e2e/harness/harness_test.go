@@ -6,8 +6,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -229,5 +231,51 @@ func TestCheckNamesWhatIsMissing(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "root") && !strings.Contains(err.Error(), "missing") {
 		t.Errorf("Check() = %v, want it to say what is missing", err)
+	}
+}
+
+// recorder is a testing.TB that records Skip and Fatal and stops the
+// calling goroutine as they do.
+type recorder struct {
+	testing.TB
+	skipped, failed bool
+	msg             string
+}
+
+func (r *recorder) Helper()       {}
+func (r *recorder) Skip(a ...any) { r.skipped, r.msg = true, fmt.Sprint(a...); runtime.Goexit() }
+func (r *recorder) Skipf(f string, a ...any) {
+	r.skipped, r.msg = true, fmt.Sprintf(f, a...)
+	runtime.Goexit()
+}
+func (r *recorder) Fatal(a ...any) { r.failed, r.msg = true, fmt.Sprint(a...); runtime.Goexit() }
+func (r *recorder) Fatalf(f string, a ...any) {
+	r.failed, r.msg = true, fmt.Sprintf(f, a...)
+	runtime.Goexit()
+}
+
+// StartT skips (fails under POSTKIT_E2E=1) when there can be no stack, and
+// fails the test when the stack does not start.
+func TestStartTSkipsOrFails(t *testing.T) {
+	r := &recorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		StartT(r, Options{Root: "relative/root"})
+	}()
+	<-done
+	switch {
+	case Check() != nil && !RequiredByEnv(), testing.Short() && !RequiredByEnv():
+		if !r.skipped {
+			t.Errorf("StartT without the means to run a stack: skipped=%v failed=%v (%s); want a skip", r.skipped, r.failed, r.msg)
+		}
+	case Check() != nil:
+		if !r.failed || !strings.Contains(r.msg, "POSTKIT_E2E=1") {
+			t.Errorf("StartT under POSTKIT_E2E=1 without the means to run a stack: failed=%v (%s); want a failure", r.failed, r.msg)
+		}
+	default:
+		if !r.failed || !strings.Contains(r.msg, `harness: root "relative/root" must be an absolute path`) {
+			t.Errorf("StartT with a relative root: failed=%v (%s); want Start's error", r.failed, r.msg)
+		}
 	}
 }

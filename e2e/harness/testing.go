@@ -1,15 +1,16 @@
 package harness
 
 import (
-	"github.com/postkit/postkit/internal/testlib"
-
 	"context"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
+	"regexp"
 	"testing"
 	"time"
+
+	"github.com/postkit/postkit/internal/testlib"
 )
 
 // RequiredByEnv reports whether the end-to-end suite must run: POSTKIT_E2E=1 turns
@@ -117,3 +118,67 @@ func NeedProgram(t testing.TB, names ...string) {
 	t.Helper()
 	testlib.NeedBinary(t, names...)
 }
+
+// StartT starts a stack of its own for t, for a test that needs one shaped
+// unlike its package's (other keys, zones or daemons), and stops it when t
+// ends:
+//
+//	s := harness.StartT(t, harness.Options{Set: map[string]any{"policy.checks": []string{"greylist"}}})
+//
+// It skips t, or fails it under POSTKIT_E2E=1, when there can be no stack,
+// as Need does. o.Root defaults to a new directory under $TMPDIR, removed at
+// the end unless POSTKIT_E2E_KEEP=1; o.Postkit to the binary of the
+// package's shared stack (Main), when there is one, else one is built. If
+// the stack does not start, or t fails, the logs' tails are printed.
+func StartT(t testing.TB, o Options) *Stack {
+	t.Helper()
+	if err := Check(); err != nil {
+		testlib.Skip(t, "%v", err)
+	}
+	if testing.Short() && !RequiredByEnv() {
+		t.Skip("harness: end-to-end tests skipped in -short mode")
+	}
+	if o.Postkit == "" && shared.stack != nil {
+		o.Postkit = shared.stack.PostkitBin
+	}
+	keep := os.Getenv("POSTKIT_E2E_KEEP") == "1"
+	if o.Root == "" {
+		name := unsafeChars.ReplaceAllString(t.Name(), "-")
+		if len(name) > 24 { // unix socket paths under it must stay short (108 bytes)
+			name = name[:24]
+		}
+		dir, err := os.MkdirTemp("", "postkit-e2e-"+name+"-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Root = dir
+		if !keep {
+			t.Cleanup(func() { os.RemoveAll(dir) })
+		}
+	}
+	if o.Log == nil && testing.Verbose() {
+		o.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	s, err := Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			time.Sleep(300 * time.Millisecond) // postlogd writes asynchronously
+			t.Logf("stack of %s in %s:\n%s", t.Name(), s.Root, s.Tails(60))
+		}
+		if err := s.Stop(); err != nil {
+			t.Errorf("stopping the stack of %s: %v", t.Name(), err)
+		}
+		if keep {
+			t.Logf("sandbox kept in %s (POSTKIT_E2E_KEEP=1)", s.Root)
+		}
+	})
+	return s
+}
+
+// unsafeChars are what a test name holds that a directory name should not.
+var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)

@@ -170,8 +170,8 @@ func startPolicyd(t *testing.T, bin, sock, dnsAddr string) *daemon {
 	t.Helper()
 	cmd := exec.Command(bin, "policyd", "--listen", "unix:"+sock, "--dns", dnsAddr, "--dns-timeout", "200ms",
 		"--spf-mode", "header", "--hostname", receiver, "--log-level", "warn")
-	var stderr strings.Builder
-	cmd.Stderr = &lockedWriter{w: &stderr}
+	stderr := &testlib.Buffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func startPolicyd(t *testing.T, bin, sock, dnsAddr string) *daemon {
 			<-d.done
 		}
 		if t.Failed() {
-			t.Logf("postkit policyd stderr:\n%s", cmd.Stderr.(*lockedWriter).String())
+			t.Logf("postkit policyd stderr:\n%s", stderr.String())
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
@@ -196,7 +196,7 @@ func startPolicyd(t *testing.T, bin, sock, dnsAddr string) *daemon {
 			return d
 		}
 		if !d.running() || time.Now().After(deadline) {
-			t.Fatalf("postkit policyd did not listen on %s:\n%s", sock, cmd.Stderr.(*lockedWriter).String())
+			t.Fatalf("postkit policyd did not listen on %s:\n%s", sock, stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -233,22 +233,4 @@ func (c *conn) ask(attrs map[string]string) (string, error) {
 		return "", fmt.Errorf("answer %q has no action", line)
 	}
 	return action, nil
-}
-
-// lockedWriter collects the daemon's stderr.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *strings.Builder
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.String()
 }

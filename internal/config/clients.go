@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"strconv"
 
@@ -14,13 +15,19 @@ import (
 func (c *Config) validateClients(f *File) []*Error {
 	var errs []*Error
 	// Each network is checked by its kind:"cidr" tag.
-	for _, d := range []struct {
+	type listen struct {
 		key, allowKey, addr, what string
 		allow                     []CIDR
-	}{
-		{"milter.listen", "milter.allow_clients", c.Milter.Listen, "the milter protocol has no authentication: any client could have mail signed for your domains", c.Milter.AllowClients},
+	}
+	milter := "the milter protocol has no authentication: any client could have mail signed for your domains"
+	ls := []listen{
+		{"milter.listen", "milter.allow_clients", c.Milter.Listen, milter, c.Milter.AllowClients},
 		{"policy.listen", "policy.allow_clients", c.Policy.Listen, "the policy protocol has no authentication", c.Policy.AllowClients},
-	} {
+	}
+	for i, a := range c.Milter.ExtraListen {
+		ls = append(ls, listen{fmt.Sprintf("milter.extra_listen[%d]", i), "milter.allow_clients", a, milter, c.Milter.AllowClients})
+	}
+	for _, d := range ls {
 		a, err := daemon.ParseAddr(d.addr)
 		if d.addr == "" || err != nil || !a.Exposed() || len(d.allow) > 0 {
 			continue // a bad address is reported by the kind:"addr" check

@@ -1,7 +1,11 @@
 // Package config is postkit's one YAML model (postkit.yaml): every generated
 // file and every daemon is configured from it. Load decodes strictly (unknown
 // keys and wrong types are errors with file:line:column), Validate checks
-// values, and Defaults holds every default in one place.
+// values, and Defaults holds every default in one place. The command line
+// changes keys, not daemon settings: --set and the daemons' flags
+// (Shorthands) are Overrides applied to the YAML before the decode, so they
+// are validated as the file is; LoadDaemon gives the daemons a built-in
+// document to start from when they run without a file.
 package config
 
 import "time"
@@ -103,12 +107,14 @@ type Postfix struct {
 type Milter struct {
 	Enabled       bool     `yaml:"enabled" doc:"Run the postkit milter and wire it into Postfix (smtpd_milters, non_smtpd_milters)."`
 	Listen        string   `yaml:"listen" doc:"Where the milter listens: unix:/path (under the queue directory when Postfix is chrooted; a missing directory is created mode 0750 with the socket's owner and group, an existing one must be writable by no one but root and the daemon's user) or inet:127.0.0.1:PORT." kind:"addr"`
+	ExtraListen   []string `yaml:"extra_listen" doc:"More addresses the milter serves its filters on, beside listen, e.g. an inet: address for another MTA. Postfix is wired to listen only. Each address follows the rules of listen, and allow_clients applies to it." kind:"addr"`
 	AllowClients  []CIDR   `yaml:"allow_clients" doc:"Networks of the MTAs that may connect to an inet: listen address, e.g. [192.0.2.25/32]; the milter closes and logs every other connection. Required when listen can be reached from other hosts (any address but loopback): the milter protocol has no authentication, and any client could have mail signed for your domains. Not used with unix: sockets, where socket_mode and socket_group decide; an inet: address on loopback is open to every local user." kind:"cidr"`
 	SocketOwner   string   `yaml:"socket_owner" doc:"Owner of the unix socket; empty keeps the daemon's user." kind:"user"`
 	SocketGroup   string   `yaml:"socket_group" doc:"Group of the unix socket." kind:"group"`
 	SocketMode    string   `yaml:"socket_mode" doc:"Octal mode of the unix socket." pattern:"^0?[0-7]{3}$" kind:"mode"`
 	DefaultAction string   `yaml:"default_action" doc:"What Postfix does when the milter cannot be reached (milter_default_action). tempfail keeps mail queued; accept lets it pass unsigned." enum:"tempfail,accept,reject" kind:"enum"`
 	OnError       string   `yaml:"on_error" doc:"What the milter answers when a filter fails on a message." enum:"tempfail,accept,reject" kind:"enum"`
+	Drain         Duration `yaml:"drain" doc:"How long the milter, told to stop (SIGTERM), lets the messages in flight finish; Postfix applies default_action to those still unfinished then."`
 	Originating   []string `yaml:"originating" doc:"Postfix service names ({daemon_name}, set with milter_macro_daemon_name) whose mail is outbound." kind:"name"`
 	OwnFrom       string   `yaml:"own_from" doc:"Inbound mail (not authenticated, not from trusted_networks or policy.spf.allow_ips) whose header From is in one of our domains (domains and the database): enforce refuses it (550 at end of data; 451 on DNS trouble) unless SPF passes for that domain from the client, or this milter verified a DKIM signature of that domain or a parent of it (dkim.verify): forwarders and mailing lists that keep the message intact keep our signature. off accepts it." enum:"enforce,off" kind:"enum"`
 	Scrub         Scrub    `yaml:"scrub" doc:"Privacy scrubbing of outbound headers."`
@@ -163,6 +169,7 @@ type Policy struct {
 	DNSBL       DNSBL     `yaml:"dnsbl" doc:"DNS block and allow lists, weighted like postscreen_dnsbl_sites."`
 	Greylist    Greylist  `yaml:"greylist" doc:"Greylisting (postgrey semantics)."`
 	RateLimit   RateLimit `yaml:"ratelimit" doc:"Rate limits on authenticated users, senders and clients."`
+	StateFile   string    `yaml:"state_file" doc:"SQLite file of the greylisting and rate-limit state. Default: paths.postkit_run/policyd.sqlite." kind:"path"`
 	Metrics     string    `yaml:"metrics" doc:"Optional host:port serving Prometheus metrics (a bare port listens on 127.0.0.1); empty disables." kind:"listen"`
 
 	// Neither the policy protocol nor the metrics endpoint authenticates:

@@ -67,7 +67,7 @@ func TestParseErrors(t *testing.T) {
 		{"greylist auto_allow", minimal + "policy:\n  checks: [greylist]\n  greylist:\n    auto_allow: -1\n", []string{"policy.greylist.auto_allow", "must not be negative"}},
 		{"ratelimit without limits", minimal + "policy:\n  checks: [ratelimit]\n", []string{"policy.ratelimit.limits", "needs at least one limit"}},
 		{"ratelimit zero max", minimal + "policy:\n  ratelimit:\n    limits:\n      - {key: sasl_user, max: 0, window: 1h}\n", []string{"policy.ratelimit.limits[0].max"}},
-		{"ratelimit short window", minimal + "policy:\n  ratelimit:\n    limits:\n      - {key: sasl_user, max: 5, window: 10ms}\n", []string{"policy.ratelimit.limits[0].window", "at least 1s"}},
+		{"ratelimit short window", minimal + "policy:\n  ratelimit:\n    limits:\n      - {key: sasl_user, max: 5, window: 10ms}\n", []string{"policy.ratelimit.limits[0].window", "must be whole seconds from 1s to 366 days (8784h), not 10ms"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -53,6 +53,7 @@ func Defaults() *Config {
 			SocketMode:    "0660",
 			DefaultAction: "tempfail",
 			OnError:       "tempfail",
+			Drain:         Duration(30 * time.Second),
 			Originating:   []string{"ORIGINATING"},
 			OwnFrom:       "enforce",
 			Scrub:         Scrub{Enabled: true},

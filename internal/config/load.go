@@ -58,16 +58,62 @@ func (es Errors) Error() string {
 // File is a loaded config with the position of every key, so that later checks
 // (Validate, the generator) can point at the line that caused a problem.
 type File struct {
-	Name string
-	pos  map[string]Pos
+	Name    string
+	pos     map[string]Pos
+	sources []string // Override.Source of each override applied
+	builtin bool     // no file: a daemon's built-in document (LoadDaemon)
 }
 
-// Pos returns where key (a dotted path) was written, or the zero Pos if it was not.
-func (f *File) Pos(key string) Pos { return f.pos[key] }
+// Pos returns where key (a dotted path) was written, or the zero Pos if it
+// was not written in the file (left at its default, or set by an override).
+func (f *File) Pos(key string) Pos {
+	if p := f.pos[key]; p.Line > 0 {
+		return p
+	}
+	return Pos{}
+}
 
-// Errorf builds an Error at key's position.
+// Builtin reports whether no postkit.yaml was read: the config is a
+// daemon's built-in document with the flags' overrides (LoadDaemon).
+func (f *File) Builtin() bool { return f.builtin }
+
+// where names what wrote a value at p: the file at a line, or an override.
+func (f *File) where(p Pos) (string, Pos) {
+	if p.Line < 0 && -p.Line <= len(f.sources) {
+		return f.sources[-p.Line-1], Pos{}
+	}
+	return f.Name, p
+}
+
+// posOrOverride is key's position; for a key never written, the position
+// of the closest section above it that an override created (an item added
+// by --set milter.dkim.keys[0].selector=s lacks its domain: the override
+// is at fault, not the file).
+func (f *File) posOrOverride(key string) Pos {
+	if p, ok := f.pos[key]; ok {
+		return p
+	}
+	for k := key; k != ""; {
+		i := strings.LastIndexAny(k, ".[")
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+		if p, ok := f.pos[k]; ok {
+			if p.Line < 0 {
+				return p
+			}
+			break
+		}
+	}
+	return Pos{}
+}
+
+// Errorf builds an Error at key's position: the file's line, or the
+// override that set it.
 func (f *File) Errorf(key, hint, format string, args ...any) *Error {
-	return &Error{File: f.Name, Pos: f.pos[key], Key: key, Msg: fmt.Sprintf(format, args...), Hint: hint}
+	name, pos := f.where(f.posOrOverride(key))
+	return &Error{File: name, Pos: pos, Key: key, Msg: fmt.Sprintf(format, args...), Hint: hint}
 }
 
 // MaxSize is the largest config file Load and Parse accept. A complete
@@ -76,9 +122,10 @@ func (f *File) Errorf(key, hint, format string, args ...any) *Error {
 // of 100 MB took 16 s and 685 MB of memory.
 const MaxSize = 1 << 20
 
-// Load reads, strictly decodes and validates a config file. A file over
-// MaxSize is refused without being read whole.
-func Load(path string) (*Config, *File, error) {
+// Load reads, strictly decodes and validates a config file, with the
+// overrides applied to it first (see Override). A file over MaxSize is
+// refused without being read whole.
+func Load(path string, overrides ...Override) (*Config, *File, error) {
 	fh, err := os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("config: %w", err)
@@ -93,7 +140,7 @@ func Load(path string) (*Config, *File, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(path, data)
+	return Parse(path, data, overrides...)
 }
 
 func tooLarge(name string, size int64) *Error {
@@ -105,14 +152,18 @@ func tooLarge(name string, size int64) *Error {
 		Hint: "is this the right file? A complete postkit.yaml is a few kilobytes: start from examples/postkit.yaml"}
 }
 
-// Parse decodes and validates config text; name is used in error messages.
-// Text over MaxSize is refused.
-func Parse(name string, data []byte) (*Config, *File, error) {
+// Parse decodes and validates config text, with the overrides applied to
+// it first; name is used in error messages. Text over MaxSize is refused.
+func Parse(name string, data []byte, overrides ...Override) (*Config, *File, error) {
 	if len(data) > MaxSize {
 		return nil, nil, tooLarge(name, int64(len(data)))
 	}
+	return parse(&File{Name: name, pos: map[string]Pos{}}, data, overrides)
+}
+
+func parse(f *File, data []byte, overrides []Override) (*Config, *File, error) {
+	name := f.Name
 	cfg := Defaults()
-	f := &File{Name: name, pos: map[string]Pos{}}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
@@ -123,15 +174,31 @@ func Parse(name string, data []byte) (*Config, *File, error) {
 	if len(doc.Content) == 0 {
 		return nil, nil, &Error{File: name, Msg: "file is empty", Hint: "start from examples/minimal.yaml"}
 	}
+	root := doc.Content[0]
+	if f.builtin {
+		mark(root, -1) // the document has no lines to point at
+	}
 	var errs Errors
+	for i, o := range overrides {
+		f.sources = append(f.sources, o.Source)
+		if e := f.apply(root, o, i); e != nil {
+			errs = append(errs, e)
+		}
+	}
 	d := decoder{file: f, errs: &errs}
-	d.decode(doc.Content[0], reflect.ValueOf(cfg).Elem(), "")
+	d.decode(root, reflect.ValueOf(cfg).Elem(), "")
 	if len(errs) > 0 {
 		return nil, nil, errs
 	}
 	cfg.normalize()
 	if err := cfg.Validate(f); err != nil {
 		return nil, nil, err
+	}
+	if f.builtin && cfg.Hostname == "" {
+		// As the daemons always did without postkit.yaml; not validated:
+		// a container's host name may be a single label.
+		h, _ := os.Hostname()
+		cfg.Hostname = strings.ToLower(strings.TrimSuffix(h, "."))
 	}
 	cfg.applyDerived()
 	return cfg, f, nil
@@ -166,7 +233,8 @@ type decoder struct {
 }
 
 func (d *decoder) fail(n *yaml.Node, key, hint, format string, args ...any) {
-	*d.errs = append(*d.errs, &Error{File: d.file.Name, Pos: Pos{n.Line, n.Column}, Key: key, Msg: fmt.Sprintf(format, args...), Hint: hint})
+	name, pos := d.file.where(Pos{n.Line, n.Column})
+	*d.errs = append(*d.errs, &Error{File: name, Pos: pos, Key: key, Msg: fmt.Sprintf(format, args...), Hint: hint})
 }
 
 var (

@@ -43,6 +43,9 @@ func (c *Config) applyDerived() {
 	if c.Milter.DKIM.AuthservID == "" {
 		c.Milter.DKIM.AuthservID = c.Hostname
 	}
+	if c.Policy.StateFile == "" {
+		c.Policy.StateFile = strings.TrimSuffix(c.Paths.PostkitRun, "/") + "/policyd.sqlite"
+	}
 }
 
 // ValidDomain reports whether s is a syntactically valid domain name with at
@@ -109,12 +112,19 @@ func (c *Config) Validate(f *File) error {
 	add := func(e *Error) { errs = append(errs, e) }
 	// Struct-tag driven checks: required and enum on every field, then every
 	// string (list items too) against its kind (kinds.go).
+	bad := map[string]bool{} // keys already refused: no second message about them
 	walk(reflect.ValueOf(c).Elem(), "", func(key string, fv reflect.Value, sf reflect.StructField) {
-		if sf.Tag.Get("required") == "true" && fv.IsZero() {
+		_, written := f.pos[key]
+		number := fv.Kind() == reflect.Int || fv.Kind() == reflect.Int64
+		switch {
+		case sf.Tag.Get("required") != "true" || !fv.IsZero():
+		case f.builtin && (key == "hostname" || key == "domains"):
+		case number && written: // a 0 written gets the value's own message
+		default:
 			add(f.Errorf(key, "see examples/postkit.yaml", "is required"))
+			bad[key] = true
 		}
 	})
-	bad := map[string]bool{} // keys already refused: no second message about them
 	eachString(reflect.ValueOf(c).Elem(), "", func(key, s string, sf reflect.StructField) {
 		if e := checkString(f, key, s, sf); e != nil {
 			add(e)
@@ -165,10 +175,15 @@ func (c *Config) Validate(f *File) error {
 			add(f.Errorf(fmt.Sprintf("milter.scrub.rules[%d].with", i), "one line of text, or use action delete", "action replace needs a one-line 'with' value"))
 		}
 	}
-	if c.Policy.Enabled && c.Policy.TimeBudget.D() <= 0 {
+	// The daemons' settings are checked whether or not the daemon is
+	// enabled: they also run from flags alone (LoadDaemon).
+	if c.Policy.TimeBudget.D() <= 0 {
 		add(f.Errorf("policy.time_budget", "e.g. 10s", "must be positive"))
 	}
-	for _, e := range c.validatePolicyChecks(f) {
+	if c.Milter.Drain.D() <= 0 {
+		add(f.Errorf("milter.drain", "e.g. 30s", "must be positive"))
+	}
+	for _, e := range c.validatePolicyChecks(f, bad) {
 		add(e)
 	}
 	for _, e := range c.validateClients(f) {
@@ -369,9 +384,13 @@ func unionSize(rs []addrRange) *big.Int {
 	return total
 }
 
+// maxWindow is the longest rate-limit window the policy daemon keeps counts
+// for.
+const maxWindow = 366 * 24 * time.Hour
+
 // validatePolicyChecks checks that every check listed in policy.checks has
 // what it needs, so that the policy daemon does not discover it at start.
-func (c *Config) validatePolicyChecks(f *File) []*Error {
+func (c *Config) validatePolicyChecks(f *File, bad map[string]bool) []*Error {
 	var errs []*Error
 	p := c.Policy
 	on := map[string]bool{}
@@ -381,34 +400,40 @@ func (c *Config) validatePolicyChecks(f *File) []*Error {
 		}
 		on[name] = true
 	}
-	if on["dnsbl"] {
-		if len(p.DNSBL.Sites) == 0 {
-			errs = append(errs, f.Errorf("policy.dnsbl.sites", "e.g. [zen.spamhaus.org=127.0.0.[2..11]*3], or remove dnsbl from policy.checks", "the dnsbl check needs at least one site"))
-		}
-		if p.DNSBL.Threshold < 1 {
-			errs = append(errs, f.Errorf("policy.dnsbl.threshold", "e.g. 3", "must be at least 1"))
-		}
+	// What a check needs is asked only when it is listed; every value
+	// written is checked whether or not its check is listed, so that a
+	// mistake shows at once and not on the day the check is turned on.
+	if on["dnsbl"] && len(p.DNSBL.Sites) == 0 {
+		errs = append(errs, f.Errorf("policy.dnsbl.sites", "e.g. [zen.spamhaus.org=127.0.0.[2..11]*3], or remove dnsbl from policy.checks", "the dnsbl check needs at least one site"))
 	}
-	if on["greylist"] {
-		g := p.Greylist
-		if g.Delay.D() <= 0 || g.RetryWindow.D() <= g.Delay.D() || g.MaxAge.D() < g.RetryWindow.D() {
-			errs = append(errs, f.Errorf("policy.greylist", "e.g. delay 5m, retry_window 48h, max_age 35d (840h)",
-				"want 0 < delay (%v) < retry_window (%v) <= max_age (%v)", g.Delay.D(), g.RetryWindow.D(), g.MaxAge.D()))
+	if p.DNSBL.Threshold < 1 {
+		errs = append(errs, f.Errorf("policy.dnsbl.threshold", "e.g. 3", "must be at least 1"))
+	}
+	g := p.Greylist
+	if g.Delay.D() <= 0 || g.RetryWindow.D() <= g.Delay.D() || g.MaxAge.D() < g.RetryWindow.D() {
+		key := "policy.greylist"
+		for _, k := range []string{"delay", "retry_window", "max_age"} { // the one written, if one was
+			if f.pos[key+"."+k] != (Pos{}) {
+				key += "." + k
+				break
+			}
 		}
-		if g.AutoAllow < 0 {
-			errs = append(errs, f.Errorf("policy.greylist.auto_allow", "0 never allows a client outright", "must not be negative"))
-		}
+		errs = append(errs, f.Errorf(key, "e.g. delay 5m, retry_window 48h, max_age 35d (840h)",
+			"want 0 < delay (%v) < retry_window (%v) <= max_age (%v)", g.Delay.D(), g.RetryWindow.D(), g.MaxAge.D()))
+	}
+	if g.AutoAllow < 0 {
+		errs = append(errs, f.Errorf("policy.greylist.auto_allow", "0 never allows a client outright", "must not be negative"))
 	}
 	if on["ratelimit"] && len(p.RateLimit.Limits) == 0 {
 		errs = append(errs, f.Errorf("policy.ratelimit.limits", "e.g. [{key: sasl_user, count: recipients, max: 500, window: 1h}], or remove ratelimit from policy.checks", "the ratelimit check needs at least one limit"))
 	}
 	for i, l := range p.RateLimit.Limits {
 		k := fmt.Sprintf("policy.ratelimit.limits[%d]", i)
-		if l.Max < 1 {
+		if l.Max < 1 && !bad[k+".max"] {
 			errs = append(errs, f.Errorf(k+".max", "e.g. 500", "must be at least 1"))
 		}
-		if l.Window.D() < time.Second {
-			errs = append(errs, f.Errorf(k+".window", "e.g. 1m, 1h or 24h", "must be at least 1s"))
+		if w := l.Window.D(); !bad[k+".window"] && w < time.Second || w > maxWindow || w%time.Second != 0 {
+			errs = append(errs, f.Errorf(k+".window", "e.g. 1m, 1h or 24h", "must be whole seconds from 1s to 366 days (8784h), not %v", w))
 		}
 	}
 	return errs

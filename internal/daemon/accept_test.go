@@ -2,11 +2,11 @@ package daemon
 
 import (
 	"errors"
-	"io"
-	"log/slog"
 	"net"
 	"syscall"
 	"testing"
+
+	"github.com/postkit/postkit/internal/testlib"
 )
 
 // fakeListener returns the queued errors, then a connection.
@@ -27,7 +27,7 @@ func (l *fakeListener) Close() error   { return nil }
 func (l *fakeListener) Addr() net.Addr { return &net.UnixAddr{Name: "fake", Net: "unix"} }
 
 func TestAccept(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := testlib.Discard()
 	open := func() bool { return false }
 	// Descriptor shortage is retried, then the connection comes through.
 	ln := &fakeListener{errs: []error{syscall.EMFILE, syscall.ENFILE}}

@@ -1,15 +1,12 @@
 package daemon
 
 import (
-	"bytes"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -81,8 +78,8 @@ func TestListenClients(t *testing.T) {
 	}
 	lo.Close()
 
-	var logs syncBuffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
+	var logs testlib.Buffer
+	log := logs.Logger()
 	ln, err := ListenClients(wide, SocketOpts{}, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, log)
 	if err != nil {
 		t.Fatal(err)
@@ -132,20 +129,3 @@ func TestListenClients(t *testing.T) {
 func isReset(err error) bool { return err != nil && strings.Contains(err.Error(), "reset") }
 
 func itoa(n int) string { return strconv.Itoa(n) }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}

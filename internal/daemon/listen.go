@@ -1,7 +1,9 @@
-// Package daemon holds what postkit's long-running servers share: Postfix-syntax
-// listen addresses (unix:/path, inet:host:port), socket ownership, the
-// directories sockets may live in, the clients an inet listener serves, and
-// the accept loop.
+// Package daemon runs postkit's long-running servers, the milter and the
+// policy daemon, the same way (Run): Postfix-syntax listen addresses
+// (unix:/path, inet:host:port), socket ownership, the directories sockets
+// may live in, the clients an inet listener serves, the accept loop, the
+// chain a server runs and its replacement on SIGHUP (Holder), shutdown on
+// SIGTERM, and the log set-up (NewLogger).
 package daemon
 
 import (

@@ -1,6 +1,8 @@
 // Package testlib holds what postkit's tests share: whether the tests that
 // need real Debian programs must run, and the helpers that skip or fail
-// accordingly, free loopback ports and temporary directories.
+// accordingly, free loopback ports, temporary directories, a discard
+// logger, a buffer daemons may log into while the test reads it, and a wait
+// for a condition with a bound.
 //
 // The rule is the same everywhere: `go test -short` skips every test that
 // needs a program from outside the module (Postfix, Dovecot, doveadm,
@@ -11,12 +13,16 @@
 package testlib
 
 import (
+	"bytes"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // Required reports whether POSTKIT_E2E=1 asks for every test to run: a
@@ -134,4 +140,57 @@ func PublicTempDir(t testing.TB) string {
 		}
 	}
 	return dir
+}
+
+// Discard returns a logger that writes nothing, for code under test that
+// must be given one.
+func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// Buffer is a bytes.Buffer that goroutines of the code under test may write
+// (a log, a server's output) while the test reads it.
+type Buffer struct {
+	mu     sync.Mutex
+	b      bytes.Buffer
+	writes int
+}
+
+// Write implements io.Writer.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.writes++
+	return b.b.Write(p)
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// Writes returns how many Write calls there were.
+func (b *Buffer) Writes() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.writes
+}
+
+// Logger returns a text logger writing into b, at debug level, so that a
+// test can look for the lines the code under test logs.
+func (b *Buffer) Logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// Eventually polls cond every 5 ms until it holds, and fails t (naming
+// what) when it still does not after timeout.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

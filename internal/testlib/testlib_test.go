@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // recorder is a testing.TB that records Skip and Fatal instead of acting on
@@ -79,4 +82,47 @@ func TestPublicTempDir(t *testing.T) {
 	if st.Mode().Perm() != 0o755 {
 		t.Errorf("PublicTempDir mode = %v; want 0755", st.Mode().Perm())
 	}
+}
+
+// Goroutines write the buffer while the test reads it; every write is kept.
+func TestBuffer(t *testing.T) {
+	var b Buffer
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				fmt.Fprintf(&b, "%d\n", i)
+				_ = b.String()
+			}
+		}()
+	}
+	wg.Wait()
+	if n := strings.Count(b.String(), "\n"); n != 800 || b.Writes() != 800 {
+		t.Errorf("%d lines in %d writes; want 800, 800", n, b.Writes())
+	}
+}
+
+func TestEventually(t *testing.T) {
+	n := 0
+	r := call(t, func(tb testing.TB) { Eventually(tb, time.Second, "n reaches 3", func() bool { n++; return n == 3 }) })
+	if r.failed || n != 3 {
+		t.Errorf("Eventually on a condition that becomes true: failed=%v after %d polls", r.failed, n)
+	}
+	start := time.Now()
+	r = call(t, func(tb testing.TB) { Eventually(tb, 50*time.Millisecond, "never", func() bool { return false }) })
+	if !r.failed || r.msg != "after 50ms: never" || time.Since(start) < 50*time.Millisecond {
+		t.Errorf("Eventually on a false condition: failed=%v %q after %v; want a failure after 50ms", r.failed, r.msg, time.Since(start))
+	}
+}
+
+func ExampleBuffer() {
+	var b Buffer
+	log := b.Logger()
+	log.Info("reloaded", "checks", "spf,greylist")
+	line := b.String()
+	fmt.Println(strings.Contains(line, `level=INFO msg=reloaded checks=spf,greylist`))
+	Discard().Error("not written anywhere")
+	// Output: true
 }
