@@ -2,20 +2,13 @@ package main
 
 import (
 	"context"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-milter"
 
-	"github.com/postkit/postkit/internal/config"
-	"github.com/postkit/postkit/milter/assemble"
-	"github.com/postkit/postkit/milter/milterd"
 	"github.com/postkit/postkit/milter/miltertest"
 	"github.com/postkit/postkit/sqlmaps"
 	"github.com/postkit/postkit/sqlmaps/pwhash"
@@ -46,51 +39,7 @@ func TestMilterSenderCheck(t *testing.T) {
 	}
 	writeCfg("reject")
 
-	var logBuf syncBuffer
-	logger := slog.New(slog.NewTextHandler(&logBuf, nil))
-	c, _, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv, err := milterServingFromConfig(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reloads := make(chan error, 4)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- runMilter(runCtx, sv, 0, logger, func() (ch *milterd.Chain, err error) {
-			c, _, err := config.Load(cfgPath)
-			if err == nil {
-				ch, err = assemble.New(c, assemble.Options{Logger: logger})
-			}
-			select {
-			case reloads <- err:
-			default:
-			}
-			return ch, err
-		})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("runMilter: %v", err)
-		}
-	}()
-	if err := waitReload(reloads); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; ; i++ {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
-		}
-		if i > 100 {
-			t.Fatalf("the daemon does not listen on %s:\n%s", sock, logBuf.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	d := startDaemon(t, "milter", "-c", cfgPath)
 	srv := &miltertest.Server{Network: "unix", Address: sock}
 	type outcome struct {
 		action milter.ActionCode
@@ -133,8 +82,8 @@ func TestMilterSenderCheck(t *testing.T) {
 		if got.action != milter.ActReplyCode || got.smtp != 451 || !strings.HasPrefix(got.text, "4.3.0 ") {
 			t.Errorf("%+v; want 451 4.3.0 while the database is missing", got)
 		}
-		if !strings.Contains(logBuf.String(), "dkimsign: deferred: cannot check the From address") {
-			t.Errorf("the fault is not logged:\n%s", logBuf.String())
+		if !strings.Contains(d.log.String(), "dkimsign: deferred: cannot check the From address") {
+			t.Errorf("the fault is not logged:\n%s", d.log.String())
 		}
 	})
 
@@ -230,15 +179,14 @@ func TestMilterSenderCheck(t *testing.T) {
 	})
 	t.Run("unowned_from unsigned after SIGHUP", func(t *testing.T) {
 		writeCfg("unsigned")
-		syscall.Kill(os.Getpid(), syscall.SIGHUP)
-		if err := waitReload(reloads); err != nil {
+		if err := d.reload(t); err != nil {
 			t.Fatalf("reload: %v", err)
 		}
 		if got := send(t, "demo@example.test", "bob@example.test"); got != (outcome{action: milter.ActAccept}) {
 			t.Errorf("%+v; want accepted without a signature", got)
 		}
-		if !strings.Contains(logBuf.String(), `msg="dkimsign: not signed: From not owned by the login" qid=Q1 login=demo@example.test from=bob@example.test`) {
-			t.Errorf("the log does not say why:\n%s", logBuf.String())
+		if !strings.Contains(d.log.String(), `msg="dkimsign: not signed: From not owned by the login" qid=Q1 login=demo@example.test from=bob@example.test`) {
+			t.Errorf("the log does not say why:\n%s", d.log.String())
 		}
 	})
 	t.Run("unreadable database: deferred, never passed unsigned", func(t *testing.T) {

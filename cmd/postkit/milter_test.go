@@ -5,25 +5,18 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/postkit/postkit/internal/config"
 	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/internal/dnstest"
-	"github.com/postkit/postkit/milter/assemble"
 	"github.com/postkit/postkit/milter/dkimsign"
-	"github.com/postkit/postkit/milter/milterd"
 	"github.com/postkit/postkit/milter/miltertest"
 	"github.com/postkit/postkit/sqlmaps"
 )
@@ -64,69 +57,6 @@ func loadYAML(t *testing.T, y string) *config.Config {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// Flags given explicitly set the postkit.yaml keys they stand for; the
-// others leave the file alone. Without -c they apply to the defaults of a
-// daemon without a file.
-func TestMilterFlags(t *testing.T) {
-	c := loadYAML(t, milterYAMLBase+"database: {path: /y.sqlite}\nmilter:\n  listen: unix:/y.sock\n  on_error: tempfail\n  dkim:\n    authserv_id: y\n    keys: [{domain: example.test, selector: ed1}]\n")
-	sv, err := milterServingFromConfig(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := milterFlags{listen: []string{"inet:127.0.0.1:1", "unix:/f.sock"}, onError: "accept", verify: false, authserv: "f", db: "/f.sqlite",
-		unownedFrom: "unsigned", dkimKeys: []string{"Other.Test:s2:/k/s2.private"}}
-	only := func(names ...string) func(string) bool {
-		return func(n string) bool { return slices.Contains(names, n) }
-	}
-	if err := f.apply(c, &sv, only("on-error", "verify", "unowned-from", "dkim-key")); err != nil {
-		t.Fatal(err)
-	}
-	d := c.Milter.DKIM
-	if sv.Listen[0] != "unix:/y.sock" || c.Milter.OnError != "accept" || d.Verify || d.AuthservID != "y" || c.Database.Path != "/y.sqlite" || d.UnownedFrom != "unsigned" {
-		t.Errorf("got listen %v, %+v, database %s", sv.Listen, c.Milter, c.Database.Path)
-	}
-	if len(d.Keys) != 2 || d.Keys[1] != (config.DKIMKey{Domain: "other.test", Selector: "s2", KeyFile: "/k/s2.private"}) {
-		t.Errorf("keys %+v; want the YAML's and --dkim-key's", d.Keys)
-	}
-	if err := f.apply(c, &sv, only("db", "listen")); err != nil {
-		t.Fatal(err)
-	}
-	if c.Database.Path != "/f.sqlite" || !slices.Equal(sv.Listen, f.listen) {
-		t.Errorf("--db, --listen not applied: %s, %v", c.Database.Path, sv.Listen)
-	}
-	for flag, bad := range map[string]milterFlags{
-		"dkim-key":     {dkimKeys: []string{"example.test:s1"}},
-		"allow-client": {allowClients: []string{"10.0.0.1/8"}},
-		"socket-mode":  {socketMode: "999"},
-	} {
-		if err := bad.apply(c, &sv, only(flag)); err == nil || (flag != "socket-mode" && !strings.Contains(err.Error(), "--"+flag)) {
-			t.Errorf("bad --%s: error %v", flag, err)
-		}
-	}
-
-	// Without -c: the flags alone. No database, no verification, no From
-	// check of our domains, no seal key: only what the flags say.
-	c = defaultMilterConfig()
-	sv, err = milterServingFromConfig(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.apply(c, &sv, only()); err != nil {
-		t.Fatal(err)
-	}
-	ch, err := assemble.New(c, assemble.Options{Logger: slog.New(slog.DiscardHandler), NoSeal: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
-	if got := strings.Join(assemble.Names(ch), ","); got != "scrub,forged" {
-		t.Errorf("chain without -c or flags: %s; want scrub,forged", got)
-	}
-	if sv.Socket.Group != "" || sv.Socket.Mode != 0o660 || len(sv.Listen) != 1 {
-		t.Errorf("serving without -c: %+v", sv)
-	}
 }
 
 // signedBy returns the s= of each DKIM-Signature that go-msgauth verifies
@@ -208,50 +138,8 @@ milter:
 		}
 	}
 	writeCfg("[{domain: example.test, selector: ed1}]")
-	c, _, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv, err := milterServingFromConfig(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logBuf syncBuffer
-	log := slog.New(slog.NewTextHandler(&logBuf, nil))
-	reloads := make(chan error, 4)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- runMilter(ctx, sv, 0, log, func() (ch *milterd.Chain, err error) {
-			c, _, err := config.Load(cfgPath)
-			if err == nil {
-				ch, err = assemble.New(c, assemble.Options{Logger: log})
-			}
-			select {
-			case reloads <- err:
-			default:
-			}
-			return ch, err
-		})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("runMilter: %v", err)
-		}
-	}()
-	<-reloads // the initial load
+	d := startDaemon(t, "milter", "-c", cfgPath)
 	srv := &miltertest.Server{Network: "unix", Address: sock}
-	for i := 0; ; i++ {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
-		}
-		if i > 100 {
-			t.Fatalf("the daemon does not listen on %s:\n%s", sock, logBuf.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 
 	outbound := func(t *testing.T) []byte {
 		t.Helper()
@@ -343,51 +231,30 @@ milter:
 		}
 	})
 	t.Run("SIGHUP reloads YAML and keys", func(t *testing.T) {
+		// The chain read the database (our domains) for the messages
+		// above; the one a reload replaces closes it.
+		if n := openFiles(t, dbPath); n != 1 {
+			t.Errorf("%d descriptors on the database before the reload; want 1", n)
+		}
 		writeCfg("[{domain: example.test, selector: ed1}, {domain: example.test, selector: ed2}]")
-		syscall.Kill(os.Getpid(), syscall.SIGHUP)
-		if err := waitReload(reloads); err != nil {
+		if err := d.reload(t); err != nil {
 			t.Fatalf("reload: %v", err)
+		}
+		if n := openFiles(t, dbPath); n != 0 {
+			t.Errorf("%d descriptors on the database after the reload; want 0: the old chain's handle is closed, the new chain opens its own on first use", n)
 		}
 		if got := verifiedSelectors(t, outbound(t), txts); len(got) != 2 {
 			t.Errorf("%d valid signatures after adding ed2, want 2", len(got))
 		}
 		writeCfg("[{domain: example.test, selector: missing}]")
-		syscall.Kill(os.Getpid(), syscall.SIGHUP)
-		if err := waitReload(reloads); err == nil {
-			t.Fatal("reload with a missing key file succeeded")
+		if err := d.reload(t); err == nil || !strings.Contains(err.Error(), "missing") {
+			t.Fatalf("reload with a missing key file: %v; want a failure naming the key", err)
 		}
 		if got := verifiedSelectors(t, outbound(t), txts); len(got) != 2 {
 			t.Errorf("%d valid signatures after a failed reload, want the old 2", len(got))
 		}
-		if !strings.Contains(logBuf.String(), "running configuration stays") {
-			t.Errorf("failed reload not logged:\n%s", logBuf.String())
+		if !strings.Contains(d.log.String(), "the running chain stays") {
+			t.Errorf("failed reload not logged:\n%s", d.log.String())
 		}
 	})
-}
-
-// syncBuffer is a bytes.Buffer safe for the daemon's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func waitReload(ch chan error) error {
-	select {
-	case err := <-ch:
-		return err
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("no reload within 10s")
-	}
 }

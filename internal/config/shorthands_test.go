@@ -85,7 +85,7 @@ func TestShorthands(t *testing.T) {
 		{"dkim-key adds to the file's keys", "milter", minimal + "milter:\n  dkim:\n    keys: [{domain: exemple.fr, selector: a}]\n",
 			[][]string{{"dkim-key", "exemple.org:mail:/k/mail.private", "Exemple.net:ed:/k/ed.private"}},
 			func(c *Config) any { return c.Milter.DKIM.Keys }, []DKIMKey{{Domain: "exemple.fr", Selector: "a"},
-				{Domain: "exemple.org", Selector: "mail", KeyFile: "/k/mail.private"}, {Domain: "Exemple.net", Selector: "ed", KeyFile: "/k/ed.private"}}},
+				{Domain: "exemple.org", Selector: "mail", KeyFile: "/k/mail.private"}, {Domain: "exemple.net", Selector: "ed", KeyFile: "/k/ed.private"}}},
 		{"trusted replaces the file's list", "milter", minimal + "trusted_networks: [10.0.0.0/8]\n", [][]string{{"trusted", "192.0.2.0/24", "::1"}},
 			func(c *Config) any { return c.TrustedNetworks }, []CIDR{"192.0.2.0/24", "::1"}},
 		{"no-scrub", "milter", "", [][]string{{"no-scrub", "true"}}, func(c *Config) any { return c.Milter.Scrub.Enabled }, false},

@@ -33,6 +33,10 @@ func (c *Config) applyDerived() {
 	if c.Postmaster == "" && len(c.Domains) > 0 {
 		c.Postmaster = "postmaster@" + c.Domains[0]
 	}
+	for i := range c.Milter.DKIM.Keys {
+		k := &c.Milter.DKIM.Keys[i]
+		k.Domain = strings.ToLower(strings.TrimSuffix(k.Domain, "."))
+	}
 	for i := range c.SenderLogins {
 		g := &c.SenderLogins[i]
 		g.Sender = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(g.Sender), "."))

@@ -31,18 +31,12 @@ import (
 type Options struct {
 	// Logger receives the checks' lines. Default slog.Default().
 	Logger *slog.Logger
-	// StatePath is the greylisting and rate-limit state (SQLite). Default:
-	// StateFile under paths.postkit_run.
-	StatePath string
 	// NoSeal leaves the Received-SPF fields unmarked, for a daemon run
 	// without postkit.yaml, whose milter reads no key. By default they are
 	// sealed (internal/seal) with the key seal.KeyFile under
 	// paths.postkit_run, created if missing.
 	NoSeal bool
 }
-
-// StateFile is the state database's name under paths.postkit_run.
-const StateFile = "policyd.sqlite"
 
 // Constructor builds one check from what b offers: the configuration, the
 // logger, the parts the checks share. It validates its part of the
@@ -200,12 +194,9 @@ func (b *Builder) State() (*state.DB, error) {
 	if b.st != nil {
 		return b.st, nil
 	}
-	path := b.opts.StatePath
-	if path == "" {
-		path = filepath.Join(b.Config.Paths.PostkitRun, StateFile)
-	}
+	path := b.Config.Policy.StateFile
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return nil, fmt.Errorf("policyd: state directory: %w; set paths.postkit_run (or the daemon's --state) to a directory it may write", err)
+		return nil, fmt.Errorf("policyd: state directory: %w; set policy.state_file (--state) to a file in a directory the daemon may write", err)
 	}
 	db, err := state.Open(path)
 	if err != nil {
