@@ -6,11 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"os/user"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -213,44 +209,9 @@ Safe to run again.`,
 			if o.cfg != nil {
 				domains = append(domains, o.cfg.Domains...)
 			}
-			domains = append(domains, args...)
-			for _, d := range domains {
-				if _, err := sqlmaps.CheckDomain(d); err != nil {
-					return err
-				}
-			}
-			created, err := dbCreateFile(path)
+			res, warn, err := sqlmaps.Init(ctx, path, sqlmaps.InitOptions{Group: group, Domains: append(domains, args...)})
 			if err != nil {
 				return err
-			}
-			s, err := sqlmaps.Open(path)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			if err := s.Migrate(ctx); err != nil {
-				return err
-			}
-			var warn string
-			if group != "" && os.Geteuid() == 0 {
-				gid, err := dbLookupGroup(group)
-				if err != nil {
-					warn = err.Error()
-				} else if err := sqlmaps.SetAccess(path, gid, created.dir); err != nil {
-					return err
-				}
-			}
-			res := []sqlmaps.Result{{Object: "database", Key: path, Change: sqlmaps.Unchanged}}
-			if created.file {
-				res[0].Change = sqlmaps.Created
-			}
-			res[0].Detail = fmt.Sprintf("schema version %d", sqlmaps.SchemaVersion)
-			for _, d := range domains {
-				r, err := s.AddDomain(ctx, d, false)
-				if err != nil {
-					return err
-				}
-				res = append(res, r)
 			}
 			if warn != "" {
 				fmt.Fprintln(cmd.ErrOrStderr(), "postkit: warning:", warn)
@@ -262,43 +223,6 @@ Safe to run again.`,
 	return cmd
 }
 
-type dbCreated struct{ file, dir bool }
-
-// dbCreateFile makes the directory (0750) and an empty file (0640) when
-// missing, so the database is never world-readable, not even briefly.
-func dbCreateFile(path string) (dbCreated, error) {
-	var c dbCreated
-	dir := filepath.Dir(path)
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return c, fmt.Errorf("db: %w", err)
-		}
-		c.dir = true
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
-	switch {
-	case err == nil:
-		c.file = true
-		return c, f.Close()
-	case errors.Is(err, fs.ErrExist):
-		return c, nil
-	default:
-		return c, fmt.Errorf("db: %w", err)
-	}
-}
-
-func dbLookupGroup(name string) (int, error) {
-	if n, err := strconv.Atoi(name); err == nil {
-		return n, nil
-	}
-	g, err := user.LookupGroup(name)
-	if err != nil {
-		return 0, fmt.Errorf("group %s not found (%v): the database keeps its group; install Postfix first or pass --group", name, err)
-	}
-	return strconv.Atoi(g.Gid)
-}
-
-// dbToggle adds the enable, disable and delete subcommands of kind k.
 func dbToggle(o *dbOptions, parent *cobra.Command, k sqlmaps.Kind, arg string) {
 	for _, on := range []bool{true, false} {
 		verb := map[bool]string{true: "enable", false: "disable"}[on]

@@ -2,21 +2,14 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
-	"path"
 
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/postkit/postkit/internal/apply"
 	"github.com/postkit/postkit/internal/config"
-	"github.com/postkit/postkit/internal/preflight"
-	"github.com/postkit/postkit/templates"
+	"github.com/postkit/postkit/internal/generate"
 )
 
 func init() {
@@ -59,44 +52,16 @@ back (the message names them and where their old versions are).`,
 			if err := cfg.OpenRelay(file); err != nil && !openRelay {
 				return err
 			}
-			files, err := templates.Render(cfg)
-			if err != nil {
-				return err
-			}
-			note := func(format string, args ...any) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "postkit: note: "+format+"\n", args...)
-			}
-			set := preflight.Set{
-				Root:          root,
-				PostfixConfig: cfg.Paths.PostfixConfig,
-				MaillogFile:   cfg.Paths.PostfixLog != "",
-				DovecotConfig: path.Join(cfg.Paths.DovecotConfig, "dovecot.conf"),
-			}
-			af := make([]apply.File, len(files))
-			var svbins []string
-			for i, f := range files {
-				af[i] = apply.File{Path: f.Path, Data: f.Data, Mode: fs.FileMode(f.Mode), Owner: f.Owner, Group: f.Group}
-				set.Files = append(set.Files, f.Path)
-				if strings.HasSuffix(f.Path, ".sieve") {
-					set.Sieve = append(set.Sieve, f.Path)
-					svbins = append(svbins, strings.TrimSuffix(f.Path, ".sieve")+".svbin")
-				}
-			}
-			changes, err := apply.Apply(af, apply.Options{
+			changes, err := generate.Run(cfg, generate.Options{
 				Root:  root,
 				Check: check,
-				Chown: os.Geteuid() == 0,
-				Verify: func(stage string) error {
-					set.Stage = stage
-					return preflight.Check(set, note)
+				Note: func(format string, args ...any) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "postkit: note: "+format+"\n", args...)
 				},
-				Finish: func(changes []apply.Change) error {
-					return compileSieve(root, set.DovecotConfig, changes, note)
-				},
-				Extra: svbins,
 			})
 			if err != nil {
-				return generateError(err, root, cfgPath)
+				code, err := generate.Explain(err, root, cfgPath)
+				return &exitError{code: code, err: err}
 			}
 			out := cmd.OutOrStdout()
 			if diff {
@@ -128,42 +93,6 @@ back (the message names them and where their old versions are).`,
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&openRelay, "i-know-this-is-an-open-relay", false, "generate even if trusted_networks makes an open relay")
 	rootCmd.AddCommand(cmd)
-}
-
-// generateError gives a failed Apply its exit status and says what to do.
-func generateError(err error, root, cfgPath string) error {
-	switch {
-	case errors.Is(err, apply.ErrRefused):
-		var pe *preflight.Error
-		if errors.As(err, &pe) {
-			err = pe
-		}
-		return &exitError{code: 3, err: fmt.Errorf("generate: %w\nnothing under %s was changed: fix what the message names (a value of %s, a file it refers to, or the program itself) and run generate again", err, root, cfgPath)}
-	case errors.Is(err, apply.ErrRestored):
-		return &exitError{code: 4, err: fmt.Errorf("generate: %w; nothing under %s is left changed: fix the cause and run generate again", err, root)}
-	case errors.Is(err, apply.ErrInconsistent):
-		return &exitError{code: 5, err: fmt.Errorf("generate: %w: move the old versions back by hand (or run generate again once the cause is fixed)", err)}
-	}
-	return err
-}
-
-// compileSieve compiles the global Sieve scripts at their live path when
-// they changed or have no binary yet (see preflight.CompileSieve); the
-// staged copies were already compiled by preflight.Check.
-func compileSieve(root, dovecotConf string, changes []apply.Change, note preflight.Note) error {
-	for _, c := range changes {
-		if !strings.HasSuffix(c.Path, ".sieve") {
-			continue
-		}
-		svbin := filepath.Join(root, strings.TrimSuffix(c.Path, ".sieve")+".svbin")
-		if _, err := os.Stat(svbin); c.Action == apply.Unchanged && err == nil {
-			continue
-		}
-		if err := preflight.CompileSieve(root, dovecotConf, c.Path, note); err != nil {
-			return fmt.Errorf("compiling the installed %s: %w", c.Path, err)
-		}
-	}
-	return nil
 }
 
 // exitError carries an exit code through cobra.

@@ -1,0 +1,127 @@
+// Package generate puts the files of the mail stack in place from
+// postkit.yaml, all or nothing: render them (templates), have Postfix and
+// Dovecot read the staged set (internal/preflight), swap the changed files in
+// (internal/apply), compile the Sieve script where it is installed. `postkit
+// generate` is a thin command over Run.
+package generate
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/postkit/postkit/internal/apply"
+	"github.com/postkit/postkit/internal/config"
+	"github.com/postkit/postkit/internal/preflight"
+	"github.com/postkit/postkit/templates"
+)
+
+// Options control Run.
+type Options struct {
+	Root  string // prefix of every live path; "/" for the live system
+	Check bool   // check the staged files and report what would change; write nothing
+	// Note receives what could not be checked (a validator that is not
+	// installed); nil drops it.
+	Note preflight.Note
+}
+
+// Run renders cfg and puts it under o.Root:
+//
+//  1. every file is rendered into a staging directory, and Postfix and
+//     Dovecot read that staged set: postconf -n and -M, doveconf -n, and
+//     sievec on the Sieve script (always, changed or not); a program that is
+//     not installed is skipped with a note;
+//  2. the changed files are written next to the live ones and swapped in,
+//     with their modes and owners; unchanged files are not touched;
+//  3. the Sieve script is compiled in place when it changed.
+//
+// If any step fails, nothing under o.Root is left changed; the error is
+// one of apply's (ErrRefused, ErrRestored, ErrInconsistent), which ExitCode
+// maps to the command's exit status.
+func Run(cfg *config.Config, o Options) ([]apply.Change, error) {
+	note := o.Note
+	if note == nil {
+		note = func(string, ...any) {}
+	}
+	files, err := templates.Render(cfg)
+	if err != nil {
+		return nil, err
+	}
+	set := preflight.Set{
+		Root:          o.Root,
+		PostfixConfig: cfg.Paths.PostfixConfig,
+		MaillogFile:   cfg.Paths.PostfixLog != "",
+		DovecotConfig: path.Join(cfg.Paths.DovecotConfig, "dovecot.conf"),
+	}
+	af := make([]apply.File, len(files))
+	var svbins []string
+	for i, f := range files {
+		af[i] = apply.File{Path: f.Path, Data: f.Data, Mode: fs.FileMode(f.Mode), Owner: f.Owner, Group: f.Group}
+		set.Files = append(set.Files, f.Path)
+		if strings.HasSuffix(f.Path, ".sieve") {
+			set.Sieve = append(set.Sieve, f.Path)
+			svbins = append(svbins, strings.TrimSuffix(f.Path, ".sieve")+".svbin")
+		}
+	}
+	return apply.Apply(af, apply.Options{
+		Root:  o.Root,
+		Check: o.Check,
+		Chown: os.Geteuid() == 0,
+		Verify: func(stage string) error {
+			set.Stage = stage
+			return preflight.Check(set, note)
+		},
+		Finish: func(changes []apply.Change) error {
+			return compileSieve(o.Root, set.DovecotConfig, changes, note)
+		},
+		Extra: svbins,
+	})
+}
+
+// compileSieve compiles the global Sieve scripts at their live path when
+// they changed or have no binary yet (see preflight.CompileSieve); the
+// staged copies were already compiled by preflight.Check.
+func compileSieve(root, dovecotConf string, changes []apply.Change, note preflight.Note) error {
+	for _, c := range changes {
+		if !strings.HasSuffix(c.Path, ".sieve") {
+			continue
+		}
+		svbin := filepath.Join(root, strings.TrimSuffix(c.Path, ".sieve")+".svbin")
+		if _, err := os.Stat(svbin); c.Action == apply.Unchanged && err == nil {
+			continue
+		}
+		if err := preflight.CompileSieve(root, dovecotConf, c.Path, note); err != nil {
+			return fmt.Errorf("compiling the installed %s: %w", c.Path, err)
+		}
+	}
+	return nil
+}
+
+// Exit statuses of a failed Run.
+const (
+	ExitRefused      = 3 // Postfix or Dovecot refused the staged files: nothing written
+	ExitRestored     = 4 // writing failed and every file was put back
+	ExitInconsistent = 5 // writing failed and some files could not be put back
+)
+
+// Explain returns the exit status of Run's error and a message that says
+// what to do; cfgPath names postkit.yaml in it. Other errors give 1.
+func Explain(err error, root, cfgPath string) (int, error) {
+	switch {
+	case errors.Is(err, apply.ErrRefused):
+		var pe *preflight.Error
+		if errors.As(err, &pe) {
+			err = pe
+		}
+		return ExitRefused, fmt.Errorf("generate: %w\nnothing under %s was changed: fix what the message names (a value of %s, a file it refers to, or the program itself) and run generate again", err, root, cfgPath)
+	case errors.Is(err, apply.ErrRestored):
+		return ExitRestored, fmt.Errorf("generate: %w; nothing under %s is left changed: fix the cause and run generate again", err, root)
+	case errors.Is(err, apply.ErrInconsistent):
+		return ExitInconsistent, fmt.Errorf("generate: %w: move the old versions back by hand (or run generate again once the cause is fixed)", err)
+	}
+	return 1, err
+}
