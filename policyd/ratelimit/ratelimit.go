@@ -70,51 +70,10 @@ type Limit struct {
 	Window  time.Duration
 }
 
-// String renders the limit in ParseLimit syntax.
+// String renders the limit as the daemon's --ratelimit flag writes it,
+// for the logs.
 func (l Limit) String() string {
 	return fmt.Sprintf("%s:%s=%d/%s", l.Key, l.Counter, l.Max, formatWindow(l.Window))
-}
-
-// ParseLimit parses "KEY:COUNTER=MAX/WINDOW", e.g.
-// "sasl_username:recipients=500/1h", "client_address:messages=100/10m" or
-// "sender:messages=1000/1d". KEY is sasl_username (or sasl_user, sasl), sender, or
-// client_address (or client_ip, client); COUNTER is messages or recipients; WINDOW is a
-// Go duration, a number of days ("1d") or minute, hour, day.
-func ParseLimit(s string) (Limit, error) {
-	bad := func(why string) (Limit, error) {
-		return Limit{}, fmt.Errorf("ratelimit: limit %q: %s; want e.g. sasl_username:recipients=500/1h", s, why)
-	}
-	key, rest, ok := strings.Cut(strings.TrimSpace(s), ":")
-	if !ok {
-		return bad("no ':' after the key")
-	}
-	var l Limit
-	var err error
-	if l.Key, err = ParseKey(key); err != nil {
-		return bad(err.Error())
-	}
-	counter, rest, ok := strings.Cut(rest, "=")
-	if !ok {
-		return bad("no '=' after the counter")
-	}
-	if l.Counter, err = ParseCounter(counter); err != nil {
-		return bad(err.Error())
-	}
-	max, window, ok := strings.Cut(rest, "/")
-	if !ok {
-		return bad("no '/' before the window")
-	}
-	n, err := strconv.ParseInt(max, 10, 64)
-	if err != nil || n < 1 {
-		return bad("maximum must be a positive integer")
-	}
-	l.Max = n
-	w, err := parseWindow(window)
-	if err != nil {
-		return bad(err.Error())
-	}
-	l.Window = w
-	return l, nil
 }
 
 // ParseKey returns the key s names, in any case: sasl_username (or
@@ -169,35 +128,6 @@ func (l Limit) Validate() error {
 		return bad(err.Error())
 	}
 	return nil
-}
-
-func parseWindow(s string) (time.Duration, error) {
-	var w time.Duration
-	switch s {
-	case "second", "s":
-		w = time.Second
-	case "minute", "min", "m":
-		w = time.Minute
-	case "hour", "h":
-		w = time.Hour
-	case "day", "d":
-		w = 24 * time.Hour
-	default:
-		if days, ok := strings.CutSuffix(s, "d"); ok {
-			n, err := strconv.Atoi(days)
-			if err != nil || n < 1 || n > 366 {
-				return 0, errors.New("window in days must be 1d to 366d")
-			}
-			w = time.Duration(n) * 24 * time.Hour
-			break
-		}
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return 0, errors.New("window must be a duration like 30s, 10m, 1h or 1d")
-		}
-		w = d
-	}
-	return w, checkWindow(w)
 }
 
 func checkWindow(w time.Duration) error {
