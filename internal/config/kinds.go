@@ -138,32 +138,16 @@ func checkString(f *File, key, s string, sf reflect.StructField) *Error {
 // eachString calls fn for every string of v (a struct), list items
 // included, with its dotted key and the field that holds it.
 func eachString(v reflect.Value, key string, fn func(key, s string, sf reflect.StructField)) {
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		sf := t.Field(i)
-		name := yamlName(sf)
-		if name == "" {
-			continue
-		}
-		k := join(key, name)
-		fv := v.Field(i)
+	walk(v, key, func(k string, fv reflect.Value, sf reflect.StructField) {
 		switch {
 		case fv.Kind() == reflect.String:
 			fn(k, fv.String(), sf)
-		case fv.Kind() == reflect.Struct:
-			eachString(fv, k, fn)
-		case fv.Kind() == reflect.Slice:
+		case fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.String:
 			for j := 0; j < fv.Len(); j++ {
-				ek := fmt.Sprintf("%s[%d]", k, j)
-				switch e := fv.Index(j); e.Kind() {
-				case reflect.String:
-					fn(ek, e.String(), sf)
-				case reflect.Struct:
-					eachString(e, ek, fn)
-				}
+				fn(fmt.Sprintf("%s[%d]", k, j), fv.Index(j).String(), sf)
 			}
 		}
-	}
+	})
 }
 
 // pathRE is the characters a path may hold: none of them means anything to
