@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/postkit/postkit/internal/config"
+	"github.com/postkit/postkit/milter/assemble"
 	"github.com/postkit/postkit/sqlmaps"
 )
 
@@ -74,16 +75,11 @@ Case folding follows smtputf8 in postkit.yaml (ASCII only unless it is true), or
 	return cmd
 }
 
-// senderRules are the settings of c the sender-login map depends on:
-// sender_logins and recipient_delimiter. A nil c means the defaults, for
-// --db alone.
+// senderRules are the settings of c the sender-login map depends on, as
+// the milter reads them; a nil c means the defaults, for --db alone.
 func senderRules(c *config.Config) sqlmaps.SenderRules {
 	if c == nil {
 		c = config.Defaults()
 	}
-	r := sqlmaps.SenderRules{Delimiter: c.RecipientDelim}
-	for _, g := range c.SenderLogins {
-		r.Grants = append(r.Grants, sqlmaps.SenderGrant{Sender: g.Sender, Logins: append([]string(nil), g.Logins...)})
-	}
-	return r
+	return assemble.SenderRules(c)
 }
