@@ -44,6 +44,8 @@ func Defaults() *Config {
 			DovecotBase:   "/run/dovecot",
 			DovecotState:  "/var/lib/dovecot",
 			PostkitRun:    "/var/lib/postkit",
+			Postkit:       "/usr/local/bin/postkit",
+			PostkitConfig: "/etc/postkit/postkit.yaml",
 		},
 		Postfix: Postfix{Chroot: true, MailOwner: "postfix", SetgidGroup: "postdrop", DNSChecks: true},
 		Milter: Milter{
@@ -63,6 +65,24 @@ func Defaults() *Config {
 				Canonicalization: "relaxed/simple",
 				UnownedFrom:      "reject",
 				KeyDir:           "/etc/dkimkeys",
+			},
+			Spam: Spam{
+				Enabled:       true,
+				RequiredScore: 5.0,
+				Report:        "spam",
+				MaxScanBytes:  500000, // SpamAssassin's rawbody_part_scan_size
+				TimeBudget:    Duration(10 * time.Second),
+				DNSBudget:     Duration(4 * time.Second),
+				OnError:       "accept",
+				Bayes: Bayes{
+					Enabled:       true,
+					Autolearn:     true,
+					AutolearnSpam: 12.0, // SpamAssassin's defaults
+					AutolearnHam:  0.1,
+					MinTrained:    200,
+					Expiry:        Duration(90 * 24 * time.Hour),
+				},
+				Learn: Learn{IMAPSieve: true, User: "postkit"},
 			},
 		},
 		Policy: Policy{

@@ -82,6 +82,8 @@ var kinds = map[string]kind{
 		hint: "one of + - _ . ="},
 	"hostport": {check: checkHostPort,
 		hint: "write host:port, e.g. 127.0.0.1:53 or [::1]:53"},
+	"addrglob": {check: checkAddrGlob,
+		hint: "an address with * and ? as wildcards, e.g. *@exemple.fr or newsletter@*.exemple.fr"},
 	"dnsbl": {check: checkDNSBLSite,
 		hint: "e.g. zen.spamhaus.org=127.0.0.[2..11]*3 or list.dnswl.org=127.0.[0..255].[1..3]*-2"},
 }
@@ -540,6 +542,20 @@ var dnsblRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+(=[0-9.\[\];]+)?(\*-?[0-9]+)?$
 func checkDNSBLSite(s string) string {
 	if !dnsblRE.MatchString(s) {
 		return fmt.Sprintf("%q is not a DNS list site", s)
+	}
+	return ""
+}
+
+// An address pattern of whitelist_from and friends: an address whose
+// local part and domain may hold * and ? wildcards.
+var addrGlobRE = regexp.MustCompile(`^[A-Za-z0-9._+=*?-]+@[A-Za-z0-9.*?-]+$`)
+
+func checkAddrGlob(s string) string {
+	if !addrGlobRE.MatchString(s) {
+		if !strings.Contains(s, "@") {
+			return fmt.Sprintf("%q has no @: write *@%s for every address of a domain", s, s)
+		}
+		return fmt.Sprintf("%q is not an address pattern", s)
 	}
 	return ""
 }

@@ -81,6 +81,7 @@ var goodValue = map[string]string{
 	"delimiter": "+",
 	"hostport":  "127.0.0.1:53",
 	"dnsbl":     "bl.example.org=127.0.0.2*3",
+	"addrglob":  "*@example.org",
 }
 
 func good(sf reflect.StructField) string {
