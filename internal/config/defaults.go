@@ -67,13 +67,14 @@ func Defaults() *Config {
 				KeyDir:           "/etc/dkimkeys",
 			},
 			Spam: Spam{
-				Enabled:       true,
-				RequiredScore: 5.0,
-				Report:        "spam",
-				MaxScanBytes:  500000, // SpamAssassin's rawbody_part_scan_size
-				TimeBudget:    Duration(10 * time.Second),
-				DNSBudget:     Duration(4 * time.Second),
-				OnError:       "accept",
+				Enabled:          true,
+				RequiredScore:    5.0,
+				DomainAllowLists: true,
+				Report:           "spam",
+				MaxScanBytes:     500000, // SpamAssassin's rawbody_part_scan_size
+				TimeBudget:       Duration(10 * time.Second),
+				DNSBudget:        Duration(4 * time.Second),
+				OnError:          "accept",
 				Bayes: Bayes{
 					Enabled:       true,
 					Autolearn:     true,
