@@ -14,8 +14,8 @@
 // configured), bounds the work (the body is scanned up to MaxScanBytes and
 // never held beyond that; scoring gets TimeBudget), turns every fault into a
 // delivered message with tests=POSTKIT_TIMEOUT or POSTKIT_ERROR (or a
-// temporary refusal, when configured so) and calls the engine's Learner when
-// autolearn says so.
+// temporary refusal, when configured so). Autolearn is the engine's: it
+// learns while it scores, within the same budget.
 //
 // The engine reads the facts of this pass from the header it is given: the
 // Authentication-Results field the DKIM verifier of the chain adds at end of
@@ -51,12 +51,6 @@ const (
 	// DefaultMaxConcurrent bounds the messages scored at once; the others
 	// wait, within their time budget.
 	DefaultMaxConcurrent = 32
-)
-
-// Test names this filter writes when the engine gave no verdict.
-const (
-	TestTimeout = "POSTKIT_TIMEOUT" // no verdict within the time budget
-	TestError   = "POSTKIT_ERROR"   // the engine failed (an error or a panic)
 )
 
 // OnError is what happens to a message the engine could not score.
@@ -105,12 +99,8 @@ func ParseReport(s string) (Report, error) {
 
 // Config configures the filter.
 type Config struct {
-	// Scorer scores a message. Required.
+	// Scorer scores a message (the engine, spam.Engine). Required.
 	Scorer spam.Scorer
-	// Fields builds the X-Spam-* fields for a result, in the order they are
-	// added, with X-Spam-Report when report is set (the engine's header
-	// functions). Required.
-	Fields func(r spam.Result, report bool) []filter.Header
 	// Required is the engine's required score, written in the status of a
 	// message the engine could not score.
 	Required float64
@@ -122,53 +112,38 @@ type Config struct {
 	RewriteSubject string
 	// Report selects the messages that get X-Spam-Report.
 	Report Report
+	// Host names this server in X-Spam-Checker-Version.
+	Host string
 	// CheckAuthenticated scores mail from authenticated clients too.
 	CheckAuthenticated bool
 	// MaxScanBytes is how much of the body is scanned (and so held in
 	// memory); the rest passes unread. Default DefaultMaxScanBytes.
 	MaxScanBytes int
-	// TimeBudget bounds scoring one message, from end of data. Default
-	// DefaultTimeBudget.
+	// TimeBudget bounds scoring one message, from end of data: the message
+	// goes on by then, with or without a verdict. Default
+	// DefaultTimeBudget. Give the engine a budget of its own a little
+	// shorter, so that it returns what it found (spam.ErrTimeout) first.
 	TimeBudget time.Duration
 	// MaxConcurrent bounds the messages scored at once. Default
 	// DefaultMaxConcurrent.
 	MaxConcurrent int
-	// OnError is what happens to a message without a verdict.
+	// OnError is what happens to a message without a full verdict.
 	OnError OnError
-	// Learner and Autolearn: when Autolearn says so for a result, the
-	// message (as scanned) is learned in the background, one at a time;
-	// what does not fit the queue is not learned. Nil: no autolearn.
-	Learner   spam.Learner
-	Autolearn func(r spam.Result) (learn, isSpam bool)
-	Logger    *slog.Logger
+	Logger  *slog.Logger
 }
 
 // Filter is the "spam" filter of the milter chain. It is safe for
-// concurrent use; Close stops its autolearn worker.
+// concurrent use.
 type Filter struct {
 	cfg   Config
 	slots chan struct{} // scoring slots (MaxConcurrent)
 	log   *slog.Logger
-
-	learnMu     sync.RWMutex // guards sending on learnQ against Close
-	learnQ      chan learnJob
-	learnClosed bool
-	learnDone   chan struct{}
 }
-
-type learnJob struct {
-	raw    []byte
-	isSpam bool
-	qid    string
-}
-
-// learnQueue is how many messages may wait to be learned.
-const learnQueue = 16
 
 // New checks cfg and returns the filter.
 func New(cfg Config) (*Filter, error) {
-	if cfg.Scorer == nil || cfg.Fields == nil {
-		return nil, errors.New("spamcheck: no scorer or no header builder configured")
+	if cfg.Scorer == nil {
+		return nil, errors.New("spamcheck: no scorer configured")
 	}
 	if cfg.MaxScanBytes <= 0 {
 		cfg.MaxScanBytes = DefaultMaxScanBytes
@@ -188,11 +163,6 @@ func New(cfg Config) (*Filter, error) {
 	f := &Filter{cfg: cfg, slots: make(chan struct{}, cfg.MaxConcurrent), log: cfg.Logger}
 	if f.log == nil {
 		f.log = slog.Default()
-	}
-	if cfg.Learner != nil && cfg.Autolearn != nil {
-		f.learnQ = make(chan learnJob, learnQueue)
-		f.learnDone = make(chan struct{})
-		go f.learner()
 	}
 	return f, nil
 }
@@ -291,7 +261,7 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 	putBuf(b.buf)
 	b.buf = nil
 
-	res, fault := f.score(in)
+	res, fault, partial := f.score(in)
 	elapsed := time.Since(start)
 	if fault != "" {
 		if f.cfg.OnError == Tempfail {
@@ -300,15 +270,13 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 			c.Refuse(filter.Tempfail, "451", "4.7.1", "Cannot check this message for spam now; try again later")
 			return nil
 		}
-		f.log.Warn("spam: no verdict; delivering it marked", "qid", m.QueueID, "why", fault, "elapsed", elapsed.Round(time.Millisecond))
+		f.log.Warn("spam: no full verdict; delivering it marked", "qid", m.QueueID, "why", fault, "partial", partial,
+			"elapsed", elapsed.Round(time.Millisecond))
 	}
 	isSpam := res.Spam()
-	if fault == "" && f.learnQ != nil {
-		if learn, asSpam := f.cfg.Autolearn(res); learn {
-			f.queueLearn(learnJob{raw: in.Raw, isSpam: asSpam, qid: m.QueueID})
-		}
-	}
-	if f.cfg.RejectScore > 0 && res.Score >= f.cfg.RejectScore {
+	// A partial verdict marks, never refuses: what was not looked at
+	// might have spoken for the message.
+	if fault == "" && f.cfg.RejectScore > 0 && res.Score >= f.cfg.RejectScore {
 		f.log.Info("spam: refused", "qid", m.QueueID, "score", fmt.Sprintf("%.1f", res.Score), "reject", f.cfg.RejectScore,
 			"tests", testNames(res), "client", in.Client, "from", m.MailFrom, "elapsed", elapsed.Round(time.Millisecond))
 		// RFC 3463 section 3.8: X.7.1, delivery not authorized.
@@ -316,16 +284,25 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 		return nil
 	}
 	report := f.cfg.Report == ReportAll || (f.cfg.Report == ReportSpam && isSpam)
-	for _, h := range f.cfg.Fields(res, report) {
-		c.AddHeader(h.Name, h.Value)
+	for _, fl := range spam.Fields(res, spam.HeaderOptions{Report: report, Host: f.cfg.Host}) {
+		// The engine folds with a bare LF, the filter contract with CRLF.
+		c.AddHeader(fl.Name, crlf(fl.Value))
 	}
 	if isSpam && f.cfg.RewriteSubject != "" {
 		rewriteSubject(m, c, f.cfg.RewriteSubject)
 	}
 	f.log.Info("spam: scored", "qid", m.QueueID, "spam", isSpam, "score", fmt.Sprintf("%.1f", res.Score),
-		"required", res.Required, "tests", testNames(res), "autolearn", res.Autolearn,
+		"required", res.Required, "tests", testNames(res), "bayes", fmt.Sprintf("%.3f", res.Bayes), "autolearn", res.Autolearn,
 		"truncated", in.Truncated, "elapsed", elapsed.Round(time.Millisecond))
 	return nil
+}
+
+// crlf turns bare LF line breaks into CRLF.
+func crlf(s string) string {
+	if !strings.Contains(s, "\n") {
+		return s
+	}
+	return strings.ReplaceAll(strings.ReplaceAll(s, "\r\n", "\n"), "\n", "\r\n")
 }
 
 // raw is the message as the engine reads it: the header as it stands now
@@ -347,15 +324,28 @@ func (b *body) raw(m *filter.Message) []byte {
 	return append(out, b.buf.Bytes()...)
 }
 
-// score runs the engine within the time budget. A fault (timeout, error,
-// panic) returns a result naming it as its only test and the reason.
-func (f *Filter) score(in spam.Input) (spam.Result, string) {
-	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.TimeBudget)
+// rcptsKey carries a message's recipients in the context Score gets.
+type rcptsKey struct{}
+
+// Recipients returns the envelope recipients of the message being scored
+// with ctx: the engine's callbacks (its per-domain allow list) read them.
+func Recipients(ctx context.Context) []string {
+	r, _ := ctx.Value(rcptsKey{}).([]string)
+	return r
+}
+
+// score runs the engine within the time budget. On a fault it returns the
+// result to write and why: the engine's partial result when it stopped at
+// its own budget (partial), else a result naming the fault as its only
+// test (POSTKIT_TIMEOUT when the budget ran out, POSTKIT_ERROR when the
+// engine failed or panicked).
+func (f *Filter) score(in spam.Input) (res spam.Result, fault string, partial bool) {
+	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), rcptsKey{}, in.Rcpts), f.cfg.TimeBudget)
 	defer cancel()
 	select {
 	case f.slots <- struct{}{}:
 	case <-ctx.Done():
-		return f.faultResult(TestTimeout), "no scoring slot free within the time budget"
+		return f.faultResult(spam.HitTimeout), "no scoring slot free within the time budget", false
 	}
 	type outcome struct {
 		res spam.Result
@@ -376,15 +366,26 @@ func (f *Filter) score(in spam.Input) (spam.Result, string) {
 	select {
 	case o := <-done:
 		switch {
-		case o.err != nil && ctx.Err() != nil:
-			return f.faultResult(TestTimeout), "time budget spent: " + o.err.Error()
-		case o.err != nil:
-			return f.faultResult(TestError), o.err.Error()
+		case o.err == nil:
+			return o.res, "", false
+		case errors.Is(o.err, spam.ErrTimeout) && hasHit(o.res, spam.HitTimeout):
+			return o.res, o.err.Error(), true
+		case ctx.Err() != nil:
+			return f.faultResult(spam.HitTimeout), "time budget spent: " + o.err.Error(), false
 		}
-		return o.res, ""
+		return f.faultResult(spam.HitError), o.err.Error(), false
 	case <-ctx.Done():
-		return f.faultResult(TestTimeout), fmt.Sprintf("no verdict within the time budget (%v)", f.cfg.TimeBudget)
+		return f.faultResult(spam.HitTimeout), fmt.Sprintf("no verdict within the time budget (%v)", f.cfg.TimeBudget), false
 	}
+}
+
+func hasHit(r spam.Result, name string) bool {
+	for _, h := range r.Hits {
+		if h.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // faultResult is the verdict written when the engine gave none: not spam,
@@ -399,10 +400,9 @@ func rewriteSubject(m *filter.Message, c *filter.Changes, prefix string) {
 	for _, h := range m.Headers {
 		if strings.EqualFold(h.Name, "Subject") {
 			v := strings.TrimLeft(h.Value, " \t")
-			if strings.HasPrefix(v, prefix) {
-				return // already marked (a message scored twice)
+			if nv := spam.RewriteSubject(v, prefix); nv != v {
+				c.ChangeHeader("Subject", 1, nv)
 			}
-			c.ChangeHeader("Subject", 1, prefix+" "+v)
 			return
 		}
 	}
@@ -415,61 +415,6 @@ func testNames(r spam.Result) string {
 		names[i] = h.Name
 	}
 	return strings.Join(names, ",")
-}
-
-// queueLearn hands a message to the autolearn worker, or drops it when the
-// queue is full: autolearn is an optimisation, never a reason to wait.
-func (f *Filter) queueLearn(j learnJob) {
-	f.learnMu.RLock()
-	defer f.learnMu.RUnlock()
-	if f.learnClosed {
-		return // the chain is retiring
-	}
-	select {
-	case f.learnQ <- j:
-	default:
-		f.log.Debug("spam: autolearn queue full; not learned", "qid", j.qid)
-	}
-}
-
-// learner learns the queued messages, one at a time.
-func (f *Filter) learner() {
-	defer close(f.learnDone)
-	for j := range f.learnQ {
-		ctx, cancel := context.WithTimeout(context.Background(), f.cfg.TimeBudget)
-		changed, err := f.learnOne(ctx, j)
-		cancel()
-		if err != nil {
-			f.log.Warn("spam: autolearn failed", "qid", j.qid, "spam", j.isSpam, "err", err)
-			continue
-		}
-		f.log.Debug("spam: autolearned", "qid", j.qid, "spam", j.isSpam, "changed", changed)
-	}
-}
-
-func (f *Filter) learnOne(ctx context.Context, j learnJob) (changed bool, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("learner panic: %v", r)
-		}
-	}()
-	return f.cfg.Learner.Learn(ctx, j.raw, j.isSpam)
-}
-
-// Close stops the autolearn worker once the queued messages are learned.
-func (f *Filter) Close() error {
-	if f.learnQ == nil {
-		return nil
-	}
-	f.learnMu.Lock()
-	already := f.learnClosed
-	if !already {
-		f.learnClosed = true
-		close(f.learnQ)
-	}
-	f.learnMu.Unlock()
-	<-f.learnDone
-	return nil
 }
 
 // Body buffers are reused: one per message in flight, at most MaxScanBytes.

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postkit/postkit/internal/testlib"
 	"github.com/postkit/postkit/milter/filter"
 	"github.com/postkit/postkit/milter/forged"
 	"github.com/postkit/postkit/milter/milterd"
@@ -45,31 +44,18 @@ func (s *scorer) inputs() []spam.Input {
 	return append([]spam.Input(nil), s.got...)
 }
 
-// fields is a stand-in for the engine's header functions: enough to see
-// what the filter passed.
-func fields(r spam.Result, report bool) []filter.Header {
-	var names []string
-	for _, h := range r.Hits {
-		names = append(names, h.Name)
-	}
-	yes := "No"
-	var out []filter.Header
-	if r.Spam() {
-		yes = "Yes"
-		out = append(out, filter.Header{Name: "X-Spam-Flag", Value: "YES"})
-	}
-	out = append(out, filter.Header{Name: "X-Spam-Status", Value: fmt.Sprintf("%s, score=%.1f required=%.1f tests=%s autolearn=%s", yes, r.Score, r.Required, strings.Join(names, ","), r.Autolearn)})
-	if report {
-		out = append(out, filter.Header{Name: "X-Spam-Report", Value: "report"})
-	}
-	return out
+// status is X-Spam-Status as the engine writes it, unfolded.
+func status(yes string, score float64, tests, autolearn string) string {
+	return fmt.Sprintf("%s, score=%.1f required=5.0 tests=%s autolearn=%s version=%s", yes, score, tests, autolearn, strings.ReplaceAll(spam.Version, " ", "-"))
+}
+
+// unfold undoes the folding of a header value.
+func unfold(v string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(v, "\r\n\t", " "), "\r\n ", " ")
 }
 
 func newFilter(t *testing.T, cfg spamcheck.Config) *spamcheck.Filter {
 	t.Helper()
-	if cfg.Fields == nil {
-		cfg.Fields = fields
-	}
 	if cfg.Required == 0 {
 		cfg.Required = 5
 	}
@@ -78,7 +64,6 @@ func newFilter(t *testing.T, cfg spamcheck.Config) *spamcheck.Filter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.Close() })
 	return f
 }
 
@@ -97,7 +82,7 @@ func value(m *filter.Message, name string) []string {
 	var out []string
 	for _, h := range m.Headers {
 		if strings.EqualFold(h.Name, name) {
-			out = append(out, h.Value)
+			out = append(out, unfold(h.Value))
 		}
 	}
 	return out
@@ -117,17 +102,17 @@ func TestScoresInbound(t *testing.T) {
 		wantSubject string
 		wantReport  bool
 	}{
-		{name: "ham", score: 1.5, wantStatus: "No, score=1.5 required=5.0 tests=FAKE autolearn=no", wantSubject: "hello there"},
-		{name: "spam", score: 7, wantStatus: "Yes, score=7.0 required=5.0 tests=FAKE autolearn=no", wantFlag: true, wantSubject: "hello there"},
+		{name: "ham", score: 1.5, wantStatus: status("No", 1.5, "FAKE", "no"), wantSubject: "hello there"},
+		{name: "spam", score: 7, wantStatus: status("Yes", 7, "FAKE", "no"), wantFlag: true, wantSubject: "hello there"},
 		{name: "spam rewritten", score: 7, rewrite: "*****SPAM*****", report: spamcheck.ReportSpam, wantFlag: true,
-			wantStatus: "Yes, score=7.0 required=5.0 tests=FAKE autolearn=no", wantSubject: "*****SPAM***** hello there", wantReport: true},
+			wantStatus: status("Yes", 7, "FAKE", "no"), wantSubject: "*****SPAM***** hello there", wantReport: true},
 		{name: "ham not rewritten", score: 2, rewrite: "*****SPAM*****", report: spamcheck.ReportSpam,
-			wantStatus: "No, score=2.0 required=5.0 tests=FAKE autolearn=no", wantSubject: "hello there"},
-		{name: "report on all", score: 2, report: spamcheck.ReportAll, wantStatus: "No, score=2.0 required=5.0 tests=FAKE autolearn=no", wantSubject: "hello there", wantReport: true},
+			wantStatus: status("No", 2, "FAKE", "no"), wantSubject: "hello there"},
+		{name: "report on all", score: 2, report: spamcheck.ReportAll, wantStatus: status("No", 2, "FAKE", "no"), wantSubject: "hello there", wantReport: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sc := &scorer{score: tc.score}
-			f := newFilter(t, spamcheck.Config{Scorer: sc, RewriteSubject: tc.rewrite, Report: tc.report})
+			f := newFilter(t, spamcheck.Config{Scorer: sc, RewriteSubject: tc.rewrite, Report: tc.report, Host: "mx.example.test"})
 			m := inbound(inboundHeader)
 			body := "Hello,\r\nthis is the body.\r\n"
 			miltertest.Run(t, m, body, 7, endInserter{}, f)
@@ -142,6 +127,14 @@ func TestScoresInbound(t *testing.T) {
 			}
 			if got := value(m, "Subject"); len(got) != 1 || got[0] != tc.wantSubject {
 				t.Errorf("Subject %q, want %q", got, tc.wantSubject)
+			}
+			if got := value(m, "X-Spam-Checker-Version"); len(got) != 1 || got[0] != spam.Version+" on mx.example.test" {
+				t.Errorf("X-Spam-Checker-Version %q", got)
+			}
+			for _, h := range m.Headers {
+				if strings.Contains(strings.ReplaceAll(h.Value, "\r\n", ""), "\n") {
+					t.Errorf("%s: a bare LF in %q (the filter contract folds with CRLF)", h.Name, h.Value)
+				}
 			}
 			ins := sc.inputs()
 			if len(ins) != 1 {
@@ -235,7 +228,9 @@ func TestForgedAndSpamTogether(t *testing.T) {
 	want := "Received: from a by b; Mon, 1 Jan 2024 00:00:00 +0000\r\n" +
 		"X-Spammy: kept\r\n" +
 		inboundHeader +
-		"X-Spam-Status: No, score=1.0 required=5.0 tests=FAKE autolearn=no\r\n" +
+		"X-Spam-Checker-Version: " + spam.Version + "\r\n" +
+		"X-Spam-Level: *\r\n" +
+		"X-Spam-Status: " + strings.ReplaceAll(spam.Status(spam.Result{Score: 1, Required: 5, Hits: []spam.Hit{{Name: "FAKE"}}, Autolearn: "no"}), "\n", "\r\n") + "\r\n" +
 		"\r\nbody\r\n"
 	for _, tc := range []struct {
 		name    string
@@ -305,19 +300,24 @@ func TestFaults(t *testing.T) {
 		{name: "ignores its context", fn: func(ctx context.Context, in spam.Input) (spam.Result, error) {
 			<-release
 			return spam.Result{Score: 100, Required: 5}, nil
-		}, status: "No, score=0.0 required=5.0 tests=POSTKIT_TIMEOUT autolearn=no"},
+		}, status: status("No", 0, "POSTKIT_TIMEOUT", "no")},
 		{name: "stops with its context", fn: func(ctx context.Context, in spam.Input) (spam.Result, error) {
 			<-ctx.Done()
 			return spam.Result{}, ctx.Err()
-		}, status: "No, score=0.0 required=5.0 tests=POSTKIT_TIMEOUT autolearn=no"},
+		}, status: status("No", 0, "POSTKIT_TIMEOUT", "no")},
+		{name: "returns what it found at its own budget", fn: func(ctx context.Context, in spam.Input) (spam.Result, error) {
+			// Above the reject score: a partial verdict marks, never refuses.
+			return spam.Result{Score: 20, Required: 5, Autolearn: "no", Hits: []spam.Hit{{Name: "BIG", Score: 20}, {Name: spam.HitTimeout}}},
+				fmt.Errorf("%w after 1s", spam.ErrTimeout)
+		}, status: status("Yes", 20, "BIG,POSTKIT_TIMEOUT", "no")},
 		{name: "fails", fn: func(ctx context.Context, in spam.Input) (spam.Result, error) {
 			return spam.Result{}, errors.New("rules store unreadable")
-		}, status: "No, score=0.0 required=5.0 tests=POSTKIT_ERROR autolearn=no"},
+		}, status: status("No", 0, "POSTKIT_ERROR", "no")},
 		{name: "panics", fn: func(ctx context.Context, in spam.Input) (spam.Result, error) {
 			var m map[string]int
 			m["boom"]++
 			return spam.Result{}, nil
-		}, status: "No, score=0.0 required=5.0 tests=POSTKIT_ERROR autolearn=no"},
+		}, status: status("No", 0, "POSTKIT_ERROR", "no")},
 		{name: "fails, tempfail", onError: spamcheck.Tempfail, verdict: filter.Tempfail, fn: func(ctx context.Context, in spam.Input) (spam.Result, error) {
 			return spam.Result{}, errors.New("rules store unreadable")
 		}},
@@ -327,7 +327,7 @@ func TestFaults(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFilter(t, spamcheck.Config{Scorer: &scorer{fn: tc.fn}, TimeBudget: budget, OnError: tc.onError})
+			f := newFilter(t, spamcheck.Config{Scorer: &scorer{fn: tc.fn}, TimeBudget: budget, OnError: tc.onError, RejectScore: 15})
 			m := inbound(inboundHeader)
 			t0 := time.Now()
 			c := miltertest.Run(t, m, "body\r\n", 0, f)
@@ -399,67 +399,14 @@ func TestReject(t *testing.T) {
 	}
 }
 
-type learner struct {
-	mu   sync.Mutex
-	got  []bool
-	raws [][]byte
-}
-
-func (l *learner) Learn(ctx context.Context, raw []byte, isSpam bool) (bool, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.got = append(l.got, isSpam)
-	l.raws = append(l.raws, raw)
-	return true, nil
-}
-func (l *learner) Forget(context.Context, []byte) (bool, error) { return false, nil }
-
-func (l *learner) learned() []bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]bool(nil), l.got...)
-}
-
-// Autolearn hands what it picks to the Learner, in the background; Close
-// waits for the queue.
-func TestAutolearn(t *testing.T) {
-	l := &learner{}
-	sc := &scorer{}
-	f, err := spamcheck.New(spamcheck.Config{Scorer: sc, Fields: fields, Required: 5, Learner: l, RejectScore: 20,
-		Autolearn: func(r spam.Result) (bool, bool) {
-			switch {
-			case r.Score >= 12:
-				return true, true
-			case r.Score <= 0.1:
-				return true, false
-			}
-			return false, false
-		}, Logger: testlib.Discard()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range []float64{0, 3, 13, 25} {
-		sc.score = s
-		miltertest.Run(t, inbound(inboundHeader), "body\r\n", 0, f)
-	}
-	f.Close()
-	got := l.learned()
-	if len(got) != 3 || got[0] || !got[1] || !got[2] {
-		t.Errorf("learned %v, want [ham spam spam] (the refused message too)", got)
-	}
-	if len(l.raws) > 0 && !bytes.HasSuffix(l.raws[0], []byte("\r\n\r\nbody\r\n")) {
-		t.Errorf("learned %q, want the message", l.raws[0])
-	}
-}
-
 func TestNew(t *testing.T) {
 	for _, tc := range []struct {
 		cfg  spamcheck.Config
 		want string
 	}{
-		{spamcheck.Config{Fields: fields}, "no scorer"},
-		{spamcheck.Config{Scorer: &scorer{}, Fields: fields, Required: 5, RejectScore: 5}, "must be above"},
-		{spamcheck.Config{Scorer: &scorer{}, Fields: fields, Required: 5, RewriteSubject: "a\r\nBcc: x"}, "one line"},
+		{spamcheck.Config{}, "no scorer"},
+		{spamcheck.Config{Scorer: &scorer{}, Required: 5, RejectScore: 5}, "must be above"},
+		{spamcheck.Config{Scorer: &scorer{}, Required: 5, RewriteSubject: "a\r\nBcc: x"}, "one line"},
 	} {
 		if _, err := spamcheck.New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New(%+v) = %v, want %q", tc.cfg, err, tc.want)
