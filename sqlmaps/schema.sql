@@ -48,16 +48,15 @@ CREATE TABLE IF NOT EXISTS postfix_utilisateurs (
 );
 
 -- Version 2: per-domain spam allow lists (milter.spam.domain_allow_lists),
--- shaped like the reference's blacklists (courriel, active) with the domain
--- whose recipients the row speaks for. Mail to an address of domaine from a
--- sender matching courriel (an address, or a pattern with * and ?, as
--- whitelist_from) is not marked as spam.
+-- in the reference's style (domaine, active): mail to the users of domaine
+-- whose From domain is domaine_expediteur (or a sub-domain of it), and that
+-- domain is authenticated by SPF or DKIM, is not marked as spam.
 CREATE TABLE IF NOT EXISTS postkit_liste_blanche_spam (
        id INTEGER PRIMARY KEY AUTOINCREMENT,
        domaine TEXT NOT NULL,
-       courriel TEXT NOT NULL,
+       domaine_expediteur TEXT NOT NULL,
        active INTEGER,
-       UNIQUE (domaine, courriel)
+       UNIQUE (domaine, domaine_expediteur)
 );
 
 -- One row per applied schema version; the highest is the current one.

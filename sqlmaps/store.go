@@ -199,7 +199,7 @@ var expected = map[string][]string{
 	"postfix_liste_noire_destinataires": {"id", "courriel", "action", "active"},
 	"postfix_liste_noire_expediteurs":   {"id", "courriel", "code_retour", "message", "active"},
 	"postfix_utilisateurs":              {"id", "utilisateur", "mot_de_passe", "nom_complet", "rep_perso", "uid", "gid", "privilege", "prefixe", "active"},
-	"postkit_liste_blanche_spam":        {"id", "domaine", "courriel", "active"},
+	"postkit_liste_blanche_spam":        {"id", "domaine", "domaine_expediteur", "active"},
 	"postkit_schema_version":            {"version", "applied_at"},
 }
 

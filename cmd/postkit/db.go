@@ -414,17 +414,17 @@ func dbBlacklistCmd(o *dbOptions) *cobra.Command {
 }
 
 func dbSpamAllowCmd(o *dbOptions) *cobra.Command {
-	cmd := &cobra.Command{Use: "spam-allow", Short: "Per-domain spam allow lists (postkit_liste_blanche_spam): DOMAIN PATTERN"}
+	cmd := &cobra.Command{Use: "spam-allow", Short: "Per-domain spam allow lists (postkit_liste_blanche_spam): DOMAIN SENDER-DOMAIN"}
 	add := &cobra.Command{
-		Use:   "add DOMAIN PATTERN",
-		Short: "Never mark as spam mail to DOMAIN's users from senders matching PATTERN (an address with * and ?, e.g. *@partner.fr)",
+		Use:   "add DOMAIN SENDER-DOMAIN",
+		Short: "Never mark as spam mail to DOMAIN's users whose From is in SENDER-DOMAIN (or a sub-domain) and passes SPF or DKIM",
 		Args:  cobra.ExactArgs(2),
 		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
 			return s.AddSpamAllow(ctx, args[0], args[1])
 		}),
 	}
 	del := &cobra.Command{
-		Use:   "delete DOMAIN PATTERN",
+		Use:   "delete DOMAIN SENDER-DOMAIN",
 		Short: "Remove a spam allow list entry",
 		Args:  cobra.ExactArgs(2),
 		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
@@ -438,9 +438,9 @@ func dbSpamAllowCmd(o *dbOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return o.table(w, nonNil(as), "DOMAIN\tSENDER PATTERN\tACTIVE", func(p func(...any)) {
+			return o.table(w, nonNil(as), "DOMAIN\tSENDER DOMAIN\tACTIVE", func(p func(...any)) {
 				for _, a := range as {
-					p(a.Domain, a.Pattern, a.Active)
+					p(a.Domain, a.Sender, a.Active)
 				}
 			})
 		}),
