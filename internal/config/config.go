@@ -126,22 +126,32 @@ type Milter struct {
 
 // Spam configures the milter's spam filter and its engine.
 type Spam struct {
-	Enabled            bool     `yaml:"enabled" doc:"Score inbound mail (clients that neither authenticated nor are in trusted_networks) and add SpamAssassin's fields: X-Spam-Flag: YES on spam (the generated Sieve rule files it into sieve.spam_folder), X-Spam-Status, X-Spam-Level, X-Spam-Checker-Version. X-Spam-* fields that come with a message are removed first."`
-	RequiredScore      float64  `yaml:"required_score" doc:"Score from which a message is spam (SpamAssassin's required_score)."`
-	RejectScore        float64  `yaml:"reject_score" doc:"Score from which a message is refused at end of data with 550 5.7.1 (spamass-milter -r), above required_score; 0 refuses none."`
-	RulesDir           string   `yaml:"rules_dir" doc:"Directory whose *.rules files are read after the rules shipped in postkit, to add rules and change scores (see 'postkit spam check'); empty for none." kind:"path"`
-	WhitelistFrom      []string `yaml:"whitelist_from" doc:"Senders whose mail is never spam, with * and ? as wildcards (SpamAssassin's whitelist_from), e.g. *@exemple.fr. The From address can be forged: list only senders whose mail you could not lose." kind:"addrglob"`
-	BlacklistFrom      []string `yaml:"blacklist_from" doc:"Senders whose mail is always spam, with * and ? as wildcards (SpamAssassin's blacklist_from)." kind:"addrglob"`
-	DomainAllowLists   bool     `yaml:"domain_allow_lists" doc:"Read per-domain allow lists from the database (table postkit_liste_blanche_spam, 'postkit db spam-allow add DOMAIN PATTERN'): mail from a sender matching a domain's pattern is never spam for that domain's users; a message for several domains only when each allows it. Asked for every scored message."`
-	CheckAuthenticated bool     `yaml:"check_authenticated" doc:"Score mail from authenticated users too (submission); mail from trusted_networks is never scored."`
-	RewriteSubject     string   `yaml:"rewrite_subject" doc:"Text put in front of the Subject of spam (SpamAssassin's rewrite_header Subject; the reference installation uses *****SPAM*****). Empty leaves the Subject alone, which keeps DKIM signatures that cover it valid." kind:"text"`
-	Report             string   `yaml:"report" doc:"Which messages get an X-Spam-Report field listing each test that hit: none, spam, or all (the reference installation's add_header all Report)." enum:"none,spam,all" kind:"enum"`
-	MaxScanBytes       int64    `yaml:"max_scan_bytes" doc:"How much of a message's body is scanned, and at most held in memory; the rest passes unread (SpamAssassin scans 500000 bytes of each part)."`
-	TimeBudget         Duration `yaml:"time_budget" doc:"Longest the scoring of one message may take, from end of data; a message without a verdict by then is handled as on_error says. Keep it well below Postfix's milter_content_timeout (300s)."`
-	DNSBudget          Duration `yaml:"dns_budget" doc:"Longest the DNS list lookups of one message may take (dnsbl, uribl, through the dns resolver); lists that have not answered by then count as not listing the message."`
-	OnError            string   `yaml:"on_error" doc:"A message the engine could not score in time_budget, or at all: accept delivers it with X-Spam-Status: No, tests=POSTKIT_TIMEOUT (or POSTKIT_ERROR), as spamass-milter passes mail when spamd fails; tempfail refuses it with 451 4.7.1 so that the client retries." enum:"accept,tempfail" kind:"enum"`
-	Bayes              Bayes    `yaml:"bayes" doc:"The Bayes classifier: its store, autolearn and training thresholds."`
-	Learn              Learn    `yaml:"learn" doc:"Learning from what users do: a message moved into sieve.spam_folder over IMAP is learned as spam, one moved out of it (but to Trash) as ham (Dovecot's IMAPSieve, as generated)."`
+	Enabled            bool          `yaml:"enabled" doc:"Score inbound mail (clients that neither authenticated nor are in trusted_networks) and add SpamAssassin's fields: X-Spam-Flag: YES on spam (the generated Sieve rule files it into sieve.spam_folder), X-Spam-Status, X-Spam-Level, X-Spam-Checker-Version. X-Spam-* fields that come with a message are removed first."`
+	RequiredScore      float64       `yaml:"required_score" doc:"Score from which a message is spam (SpamAssassin's required_score)."`
+	RejectScore        float64       `yaml:"reject_score" doc:"Score from which a message is refused at end of data with 550 5.7.1 (spamass-milter -r), above required_score; 0 refuses none."`
+	RulesDir           string        `yaml:"rules_dir" doc:"Directory whose *.rules files are read after the rules shipped in postkit, to add rules and change scores (see 'postkit spam check'); empty for none." kind:"path"`
+	WhitelistFrom      []string      `yaml:"whitelist_from" doc:"Senders whose mail is never spam, with * and ? as wildcards (SpamAssassin's whitelist_from), e.g. *@exemple.fr. The From address can be forged: list only senders whose mail you could not lose." kind:"addrglob"`
+	BlacklistFrom      []string      `yaml:"blacklist_from" doc:"Senders whose mail is always spam, with * and ? as wildcards (SpamAssassin's blacklist_from)." kind:"addrglob"`
+	DomainAllowLists   bool          `yaml:"domain_allow_lists" doc:"Read per-domain allow lists from the database (table postkit_liste_blanche_spam, 'postkit db spam-allow add DOMAIN SENDER-DOMAIN'): mail whose From domain is listed by the recipients' domain (a message for several domains: by each of them), and which SPF or a DKIM signature of that domain authenticates (a forged From gains nothing), is never spam. Asked for such messages only."`
+	CheckAuthenticated bool          `yaml:"check_authenticated" doc:"Score mail from authenticated users too (submission); mail from trusted_networks is never scored."`
+	RewriteSubject     string        `yaml:"rewrite_subject" doc:"Text put in front of the Subject of spam (SpamAssassin's rewrite_header Subject; the reference installation uses *****SPAM*****). Empty leaves the Subject alone, which keeps DKIM signatures that cover it valid." kind:"text"`
+	Report             string        `yaml:"report" doc:"Which messages get an X-Spam-Report field listing each test that hit: none, spam, or all (the reference installation's add_header all Report)." enum:"none,spam,all" kind:"enum"`
+	MaxScanBytes       int64         `yaml:"max_scan_bytes" doc:"How much of a message's body is scanned, and at most held in memory; the rest passes unread (SpamAssassin scans 500000 bytes of each part)."`
+	TimeBudget         Duration      `yaml:"time_budget" doc:"Longest the scoring of one message may take, from end of data; a message without a verdict by then is handled as on_error says. Keep it well below Postfix's milter_content_timeout (300s)."`
+	DNSBudget          Duration      `yaml:"dns_budget" doc:"Longest the DNS list lookups of one message may take (dnsbl, uribl, through the dns resolver); lists that have not answered by then count as not listing the message."`
+	DNSBL              []SpamDNSList `yaml:"dnsbl" doc:"DNS block lists of client addresses (RFC 5782), each a test of its own with a score, looked up through the dns resolver within dns_budget. None by default, as the reference installation (skip_rbl_checks 1): public lists see every client that writes to you." example:"{name: RCVD_IN_ZEN, zone: \"zen.spamhaus.org=127.0.0.[2..11]\", score: 3.0, description: Client listed in Spamhaus ZEN}"`
+	URIBL              []SpamDNSList `yaml:"uribl" doc:"DNS block lists of domains, looked up for the hosts of the links in a message (RFC 5782 section 2.2), each a test with a score. None by default." example:"{name: URIBL_DBL, zone: \"dbl.spamhaus.org=127.0.1.[2..99]\", score: 2.5, description: Link to a domain listed in Spamhaus DBL}"`
+	OnError            string        `yaml:"on_error" doc:"A message the engine could not score in time_budget, or at all: accept delivers it with X-Spam-Status: No, tests=POSTKIT_TIMEOUT (or POSTKIT_ERROR), as spamass-milter passes mail when spamd fails; tempfail refuses it with 451 4.7.1 so that the client retries." enum:"accept,tempfail" kind:"enum"`
+	Bayes              Bayes         `yaml:"bayes" doc:"The Bayes classifier: its store, autolearn and training thresholds."`
+	Learn              Learn         `yaml:"learn" doc:"Learning from what users do: a message moved into sieve.spam_folder over IMAP is learned as spam, one moved out of it (but to Trash) as ham (Dovecot's IMAPSieve, as generated)."`
+}
+
+// SpamDNSList is one DNS list of the spam filter.
+type SpamDNSList struct {
+	Name        string  `yaml:"name" doc:"The test's name in X-Spam-Status, e.g. RCVD_IN_ZEN." required:"true" kind:"testname"`
+	Zone        string  `yaml:"zone" doc:"The list's zone, with an optional filter of the answers that count in postscreen_dnsbl_sites syntax (zen.spamhaus.org=127.0.0.[2..11]); without one, any answer in 127.0.0.0/8 counts." required:"true" kind:"dnszone"`
+	Score       float64 `yaml:"score" doc:"Points added when the list answers; 0 turns the list off, as a rule's score 0 does."`
+	Description string  `yaml:"description" doc:"One line for X-Spam-Report." kind:"text"`
 }
 
 // Bayes configures the Bayes classifier.
