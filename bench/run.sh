@@ -14,3 +14,6 @@ bench/milter/run.sh
 echo
 echo "== policy server: postkit policyd vs postfix-policyd-spf-python =="
 bench/policyd/run.sh
+echo
+echo "== spam filters: postkit spam vs spamass-milter + spamd vs rspamd =="
+bench/spam/throughput/run.sh
