@@ -284,11 +284,15 @@ func showcase(ctx context.Context, out io.Writer, s *harness.Stack, user, passwo
 			cancel()
 			if err == nil {
 				fmt.Fprintf(out, "== A GTUBE test message, filed into Spam (%s); its spam fields ==\n", sm.Path)
+				in := false // within an X-Spam-* field, continuation lines included
 				for _, line := range strings.Split(strings.ReplaceAll(string(sm.Data), "\r\n", "\n"), "\n") {
 					if line == "" {
 						break
 					}
-					if strings.HasPrefix(line, "X-Spam-") || (strings.HasPrefix(line, "\t") && strings.Contains(line, "=")) {
+					if cont := strings.HasPrefix(line, "\t") || strings.HasPrefix(line, " "); !cont {
+						in = strings.HasPrefix(line, "X-Spam-") || strings.HasPrefix(line, "Subject:")
+					}
+					if in {
 						fmt.Fprintln(out, line)
 					}
 				}
