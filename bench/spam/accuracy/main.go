@@ -118,7 +118,7 @@ func main() {
 		results = append(results, sa)
 	}
 	fmt.Println()
-	fmt.Println("| tool | precision | recall | F1 | FP % of ham | FP % of hard ham | FN | FP (ham/hard) | train s | test ms/msg |")
+	fmt.Println("| tool | precision | recall | F1 | FP % of ham | FP % of hard ham | FN | FP (ham/hard) | train s | CPU ms/msg scored |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range results {
 		r.print(msgs)
@@ -197,9 +197,13 @@ func (r result) print(msgs []msg) {
 	prec := float64(tp) / float64(tp+fp)
 	rec := float64(tp) / float64(tp+fn)
 	f1 := 2 * prec * rec / (prec + rec)
-	fmt.Printf("| %s | %.3f | %.3f | %.3f | %.2f | %.1f | %d | %d (%d/%d) | %.0f | %.1f |\n",
+	cpu := "—"
+	if r.perMsgMS > 0 {
+		cpu = fmt.Sprintf("%.1f", r.perMsgMS)
+	}
+	fmt.Printf("| %s | %.3f | %.3f | %.3f | %.2f | %.1f | %d | %d (%d/%d) | %.0f | %s |\n",
 		r.tool, prec, rec, f1, 100*float64(fpHam)/float64(hamN), 100*float64(fpHard)/float64(hardN),
-		fn, fp, fp-fpHard, fpHard, r.train.Seconds(), r.perMsgMS)
+		fn, fp, fp-fpHard, fpHard, r.train.Seconds(), cpu)
 }
 
 func (r result) misses(msgs []msg) {
@@ -357,12 +361,20 @@ func runSA(msgs []msg, work string, jobs int) (result, error) {
 		return result{}, fmt.Errorf("sa-learn --sync: %v: %s", err, out)
 	}
 	trained := time.Since(start)
+	// spamd refuses to run as root: its children run as Debian's
+	// debian-spamd user, which must read the Bayes database.
+	if err := os.Chmod(work, 0o755); err != nil {
+		return result{}, err
+	}
+	if out, err := exec.Command("chown", "-R", saUser+":", home).CombinedOutput(); err != nil {
+		return result{}, fmt.Errorf("chown %s: %v: %s (is the spamd package installed?)", home, err, out)
+	}
 
 	port := freePort()
 	pidFile := filepath.Join(home, "spamd.pid")
 	spamd := exec.Command("spamd", "--local", "--siteconfigpath", cfDir, "--listen", "127.0.0.1:"+strconv.Itoa(port),
 		"--max-children", strconv.Itoa(jobs), "--min-children", strconv.Itoa(jobs), "--pidfile", pidFile,
-		"--syslog", filepath.Join(home, "spamd.log"), "--nouser-config", "--username", "root", "--helper-home-dir", home)
+		"--syslog", filepath.Join(home, "spamd.log"), "--nouser-config", "--username", saUser, "--groupname", saUser, "--helper-home-dir", home)
 	spamd.Stdout, spamd.Stderr = os.Stderr, os.Stderr
 	if err := spamd.Start(); err != nil {
 		return result{}, err
@@ -438,9 +450,15 @@ func runSA(msgs []msg, work string, jobs int) (result, error) {
 	if firstErr != nil {
 		return result{}, firstErr
 	}
-	r.perMsgMS = float64((childrenCPU(spamd.Process.Pid) - startCPU).Microseconds()) / 1000 / float64(len(test))
+	// spamd's CPU is not reported: its preforked children come and go,
+	// and /proc keeps no account of the ones that exited. The throughput
+	// benchmark measures it from outside.
+	_ = startCPU
 	return r, nil
 }
+
+// saUser is the user the Debian package runs spamd as.
+const saUser = "debian-spamd"
 
 func saVersion() string {
 	out, err := exec.Command("spamassassin", "--version").Output()
