@@ -17,13 +17,16 @@ import (
 	"github.com/postkit/postkit/spam/mailbox"
 )
 
-func init() {
+func init() { rootCmd.AddCommand(newSpamCommand()) }
+
+// newSpamCommand returns a fresh `postkit spam` command tree.
+func newSpamCommand() *cobra.Command {
 	spamCmd := &cobra.Command{
 		Use:   "spam",
 		Short: "Spam scoring: check a message, learn spam and ham, Bayes statistics",
 	}
 	spamCmd.AddCommand(spamCheckCmd(), spamLearnCmd(), spamStatsCmd())
-	rootCmd.AddCommand(spamCmd)
+	return spamCmd
 }
 
 // spamOptions are the engine settings the spam commands take as flags.

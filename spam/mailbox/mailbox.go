@@ -128,7 +128,9 @@ func readMbox(path string, br *bufio.Reader, fn Func) error {
 		}
 		raw := bytes.Clone(cur.Bytes())
 		// The blank line before the next "From " belongs to the mbox.
-		raw = bytes.TrimSuffix(raw, []byte("\n"))
+		if bytes.HasSuffix(raw, []byte("\n\n")) {
+			raw = raw[:len(raw)-1]
+		}
 		return fn(name, raw, nil)
 	}
 	for {
