@@ -629,3 +629,41 @@ func (e *Engine) dnsHits(ctx context.Context, in Input, msg *content.Message) []
 	}
 	return hits
 }
+
+// Clue is a Bayes token that weighed on a message, for reports.
+type Clue struct {
+	Token     string
+	Prob      float64
+	Spam, Ham int64
+}
+
+// BayesClues returns the classifier's verdict on raw and its strongest n
+// clues (all when n <= 0), as `postkit spam check --clues` prints them.
+func (e *Engine) BayesClues(ctx context.Context, raw []byte, n int) (float64, []Clue, error) {
+	if e.bayes == nil {
+		return -1, nil, errors.New("spam: no Bayes store configured; give its path (--bayes, milter.spam.bayes_path)")
+	}
+	msg := content.Parse(ctx, raw, e.cfg.Limits)
+	words := bayes.Words(msg)
+	byTok := make(map[bayes.Token]string, len(words))
+	toks := make([]bayes.Token, 0, len(words))
+	for _, w := range words {
+		t := bayes.Hash(w)
+		if _, ok := byTok[t]; !ok {
+			byTok[t] = w
+			toks = append(toks, t)
+		}
+	}
+	v, err := e.bayes.Classify(ctx, toks)
+	if err != nil {
+		return -1, nil, err
+	}
+	var out []Clue
+	for _, c := range v.Clues {
+		if n > 0 && len(out) >= n {
+			break
+		}
+		out = append(out, Clue{Token: byTok[c.Token], Prob: c.Prob, Spam: c.Count.Spam, Ham: c.Count.Ham})
+	}
+	return v.Prob, out, nil
+}

@@ -100,17 +100,21 @@ func fold(s string, start int) string {
 	var b strings.Builder
 	col := start
 	for len(s) > 0 {
-		// the next piece: up to and including a comma, or up to a space
-		i := strings.IndexAny(s, ", ")
-		var piece string
-		switch {
-		case i < 0:
-			piece, s = s, ""
-		case s[i] == ',':
-			piece, s = s[:i+1], s[i+1:]
-		default:
-			piece, s = s[:i], s[i:]
+		// The next piece: leading spaces, then a word up to and including
+		// a comma, or up to the next space.
+		j := 0
+		for j < len(s) && s[j] == ' ' {
+			j++
 		}
+		end := len(s)
+		if k := strings.IndexAny(s[j:], ", "); k >= 0 {
+			end = j + k
+			if s[end] == ',' {
+				end++
+			}
+		}
+		piece := s[:end]
+		s = s[end:]
 		if col+len(piece) > width && col > 8 {
 			b.WriteString("\n\t")
 			col = 8
@@ -183,13 +187,13 @@ func Describe(r Result) string {
 		verdict = "SPAM"
 	}
 	fmt.Fprintf(&b, "Content analysis details:   (%s points, %s required: %s)\n\n", formatScore(r.Score), formatScore(r.Required), verdict)
-	b.WriteString(" pts rule name              description\n")
-	b.WriteString("---- ---------------------- --------------------------------------------------\n")
+	b.WriteString("   pts rule name              description\n")
+	b.WriteString("------ ---------------------- --------------------------------------------------\n")
 	for _, h := range r.Hits {
-		fmt.Fprintf(&b, "%4s %-22s %s\n", formatScore(h.Score), h.Name, oneLine(h.Description, 50))
+		fmt.Fprintf(&b, "%6s %-22s %s\n", formatScore(h.Score), h.Name, oneLine(h.Description, 50))
 	}
 	if len(r.Hits) == 0 {
-		b.WriteString("     (no test hit)\n")
+		b.WriteString("       (no test hit)\n")
 	}
 	b.WriteByte('\n')
 	if r.Bayes >= 0 {
@@ -203,4 +207,73 @@ func Describe(r Result) string {
 	}
 	fmt.Fprintf(&b, "Autolearn: %s\n", r.Autolearn)
 	return b.String()
+}
+
+// isSpamField reports the X-Spam-* fields, which only this server may
+// write.
+func isSpamField(name string) bool {
+	return len(name) >= 7 && strings.EqualFold(name[:7], "X-Spam-")
+}
+
+// Annotate returns raw with the X-Spam-* fields it arrived with removed,
+// fields added at the end of the header, and, when subjectTag is not
+// empty, the Subject rewritten with RewriteSubject (added when missing).
+// Line endings follow the message's (CRLF when its first line ends so).
+// `postkit spam check` prints what it returns; the milter filter makes the
+// same changes through the milter protocol.
+func Annotate(raw []byte, fields []Field, subjectTag string) []byte {
+	nl := "\n"
+	if i := strings.IndexByte(string(raw[:min(len(raw), 4096)]), '\n'); i > 0 && raw[i-1] == '\r' {
+		nl = "\r\n"
+	}
+	s := string(raw)
+	head, body := s, ""
+	if i := strings.Index(s, nl+nl); i >= 0 {
+		head, body = s[:i+len(nl)], s[i+len(nl):]
+	} else if strings.HasPrefix(s, nl) {
+		head, body = "", s
+	} else if !strings.HasSuffix(head, nl) && head != "" {
+		head += nl
+		body = nl
+	} else {
+		body = nl
+	}
+	var out strings.Builder
+	out.Grow(len(raw) + 512)
+	// Group the header's lines into fields (a field and its continuation
+	// lines).
+	var blocks []string
+	for _, l := range strings.SplitAfter(head, nl) {
+		if l == "" {
+			continue
+		}
+		if (l[0] == ' ' || l[0] == '\t') && len(blocks) > 0 {
+			blocks[len(blocks)-1] += l
+			continue
+		}
+		blocks = append(blocks, l)
+	}
+	sawSubject := false
+	for _, b := range blocks {
+		name, value, _ := strings.Cut(b, ":")
+		name = strings.TrimSpace(name)
+		if isSpamField(name) {
+			continue
+		}
+		if subjectTag != "" && strings.EqualFold(name, "Subject") && !sawSubject {
+			sawSubject = true
+			v := strings.Join(strings.Fields(value), " ")
+			out.WriteString(name + ": " + RewriteSubject(v, subjectTag) + nl)
+			continue
+		}
+		out.WriteString(b)
+	}
+	if subjectTag != "" && !sawSubject {
+		out.WriteString("Subject: " + RewriteSubject("", subjectTag) + nl)
+	}
+	for _, f := range fields {
+		out.WriteString(f.Name + ": " + strings.ReplaceAll(f.Value, "\n", nl) + nl)
+	}
+	out.WriteString(body)
+	return []byte(out.String())
 }

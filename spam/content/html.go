@@ -53,7 +53,9 @@ func (w *walker) renderHTML(s string) string {
 				continue
 			}
 			m.HTML.Tags++
-			tok(tag)
+			if notableTag[tag] {
+				tok(tag)
+			}
 			switch tag {
 			case "script", "style", "head", "title", "noscript":
 				if tt == html.StartTagToken {
@@ -79,7 +81,7 @@ func (w *walker) renderHTML(s string) string {
 							m.addURI(u)
 						}
 					}
-				case "color", "bgcolor", "size", "face", "width", "height", "border", "align", "style", "class", "id", "alt", "target", "name", "type":
+				case "color", "bgcolor", "size", "face", "style":
 					tok(tag + ":" + key)
 					if key == "style" {
 						if sv := strings.ToLower(string(v)); strings.Contains(sv, "display:none") || strings.Contains(sv, "visibility:hidden") || strings.Contains(sv, "font-size:0") || strings.Contains(sv, "font-size: 0") {
@@ -99,6 +101,15 @@ func (w *walker) renderHTML(s string) string {
 	out := b.String()
 	m.HTML.TextBytes += len(out)
 	return out
+}
+
+// notableTag are the tags whose presence is a feature; the common ones
+// (html, body, p, a, font, table…) travel together and would only repeat
+// one piece of evidence, "this is HTML", many times over.
+var notableTag = map[string]bool{
+	"img": true, "form": true, "input": true, "script": true, "iframe": true, "object": true,
+	"embed": true, "map": true, "area": true, "style": true, "center": true, "blink": true,
+	"marquee": true, "basefont": true, "base": true, "frame": true, "frameset": true, "meta": true,
 }
 
 var blockTag = map[string]bool{
