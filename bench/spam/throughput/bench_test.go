@@ -756,9 +756,15 @@ func record(r row) {
 		r.section, r.name, r.n, r.rate, ms(r.cpuMsg), float64(r.rss)/(1<<20), float64(r.pss)/(1<<20), r.refused)
 }
 
+// note records a line for the summary, once.
 func note(s string) {
 	resultsMu.Lock()
 	defer resultsMu.Unlock()
+	for _, n := range notes {
+		if n == s {
+			return
+		}
+	}
 	notes = append(notes, s)
 	fmt.Println(s)
 }
