@@ -142,6 +142,30 @@ var funcs = map[string]struct {
 			return letters >= 100 && float64(caps)/float64(letters) >= v
 		}, nil
 	}},
+	"reply_to_recipient": {"reply_to_recipient(): Reply-To names one of the To or Cc addresses, not the sender (a discussion list's post)", func(a []string) (func(*Context) bool, error) {
+		if len(a) != 0 {
+			return nil, errors.New("reply_to_recipient takes no arguments")
+		}
+		return func(c *Context) bool {
+			from := map[string]bool{}
+			for _, f := range c.Msg.Addresses("From") {
+				from[strings.ToLower(f.Addr)] = true
+			}
+			rcpt := map[string]bool{}
+			for _, field := range []string{"To", "Cc"} {
+				for _, r := range c.Msg.Addresses(field) {
+					rcpt[strings.ToLower(r.Addr)] = true
+				}
+			}
+			for _, r := range c.Msg.Addresses("Reply-To") {
+				a := strings.ToLower(r.Addr)
+				if a != "" && rcpt[a] && !from[a] {
+					return true
+				}
+			}
+			return false
+		}, nil
+	}},
 	"attachment": {"attachment(REGEXP): an attached file's name matches (case-insensitive)", func(a []string) (func(*Context) bool, error) {
 		if len(a) != 1 || a[0] == "" {
 			return nil, errors.New("attachment takes one regexp")

@@ -375,7 +375,13 @@ func runSA(msgs []msg, work string, jobs int) (result, error) {
 	spamd := exec.Command("spamd", "--local", "--siteconfigpath", cfDir, "--listen", "127.0.0.1:"+strconv.Itoa(port),
 		"--max-children", strconv.Itoa(jobs), "--min-children", strconv.Itoa(jobs), "--pidfile", pidFile,
 		"--syslog", filepath.Join(home, "spamd.log"), "--nouser-config", "--username", saUser, "--groupname", saUser, "--helper-home-dir", home)
-	spamd.Stdout, spamd.Stderr = os.Stderr, os.Stderr
+	// spamd logs each message on stderr as well: keep it out of the report.
+	spamdOut, err := os.Create(filepath.Join(home, "spamd.out"))
+	if err != nil {
+		return result{}, err
+	}
+	defer spamdOut.Close()
+	spamd.Stdout, spamd.Stderr = spamdOut, spamdOut
 	if err := spamd.Start(); err != nil {
 		return result{}, err
 	}
@@ -395,7 +401,7 @@ func runSA(msgs []msg, work string, jobs int) (result, error) {
 			break
 		}
 		if time.Now().After(deadline) {
-			return result{}, fmt.Errorf("spamd did not answer on port %d within 60s", port)
+			return result{}, fmt.Errorf("spamd did not answer on port %d within 60s; see %s", port, spamdOut.Name())
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
