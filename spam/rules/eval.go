@@ -24,9 +24,24 @@ type Context struct {
 	// eval fact(NAME) reads: e.g. "from_allowlisted", "spf_pass".
 	Facts map[string]bool
 
-	body    string
-	bodyOK  bool
-	headers map[string]string
+	body      string
+	bodyOK    bool
+	bodyFold  string
+	rawFold   string
+	rawFoldOK bool
+	headers   map[string]string
+}
+
+func (c *Context) foldedBody() string {
+	c.bodyText()
+	return c.bodyFold
+}
+
+func (c *Context) foldedRaw() string {
+	if !c.rawFoldOK {
+		c.rawFold, c.rawFoldOK = foldText(c.Msg.RawText), true
+	}
+	return c.rawFold
 }
 
 // Hit is a rule that matched.
@@ -280,6 +295,7 @@ func (c *Context) bodyText() string {
 		b.WriteRune(r)
 	}
 	c.body = b.String()
+	c.bodyFold = foldText(c.body)
 	return c.body
 }
 
@@ -328,9 +344,10 @@ func (r *Rule) test(c *Context) bool {
 		}
 		return r.re.MatchString(c.headerValue(r.field, r.mod)) != r.negate
 	case Body:
-		return r.re.MatchString(c.bodyText())
+		text := c.bodyText()
+		return mayMatch(r.lits, c.bodyFold) && r.re.MatchString(text)
 	case RawBody:
-		return r.re.MatchString(c.Msg.RawText)
+		return mayMatch(r.lits, c.foldedRaw()) && r.re.MatchString(c.Msg.RawText)
 	case Full:
 		return r.re.Match(c.Raw)
 	case URI:
