@@ -15,5 +15,8 @@ echo
 echo "== policy server: postkit policyd vs postfix-policyd-spf-python =="
 bench/policyd/run.sh
 echo
-echo "== spam filters: postkit spam vs spamass-milter + spamd vs rspamd =="
+echo "== spam: postkit spam vs SpamAssassin 4, accuracy on the SpamAssassin public corpus =="
+bench/spam/run.sh
+echo
+echo "== spam filters: postkit spam vs spamass-milter + spamd vs rspamd, throughput =="
 bench/spam/throughput/run.sh

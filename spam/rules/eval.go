@@ -24,9 +24,24 @@ type Context struct {
 	// eval fact(NAME) reads: e.g. "from_allowlisted", "spf_pass".
 	Facts map[string]bool
 
-	body    string
-	bodyOK  bool
-	headers map[string]string
+	body      string
+	bodyOK    bool
+	bodyFold  string
+	rawFold   string
+	rawFoldOK bool
+	headers   map[string]string
+}
+
+func (c *Context) foldedBody() string {
+	c.bodyText()
+	return c.bodyFold
+}
+
+func (c *Context) foldedRaw() string {
+	if !c.rawFoldOK {
+		c.rawFold, c.rawFoldOK = foldText(c.Msg.RawText), true
+	}
+	return c.rawFold
 }
 
 // Hit is a rule that matched.
@@ -140,6 +155,30 @@ var funcs = map[string]struct {
 				}
 			}
 			return letters >= 100 && float64(caps)/float64(letters) >= v
+		}, nil
+	}},
+	"reply_to_recipient": {"reply_to_recipient(): Reply-To names one of the To or Cc addresses, not the sender (a discussion list's post)", func(a []string) (func(*Context) bool, error) {
+		if len(a) != 0 {
+			return nil, errors.New("reply_to_recipient takes no arguments")
+		}
+		return func(c *Context) bool {
+			from := map[string]bool{}
+			for _, f := range c.Msg.Addresses("From") {
+				from[strings.ToLower(f.Addr)] = true
+			}
+			rcpt := map[string]bool{}
+			for _, field := range []string{"To", "Cc"} {
+				for _, r := range c.Msg.Addresses(field) {
+					rcpt[strings.ToLower(r.Addr)] = true
+				}
+			}
+			for _, r := range c.Msg.Addresses("Reply-To") {
+				a := strings.ToLower(r.Addr)
+				if a != "" && rcpt[a] && !from[a] {
+					return true
+				}
+			}
+			return false
 		}, nil
 	}},
 	"attachment": {"attachment(REGEXP): an attached file's name matches (case-insensitive)", func(a []string) (func(*Context) bool, error) {
@@ -256,6 +295,7 @@ func (c *Context) bodyText() string {
 		b.WriteRune(r)
 	}
 	c.body = b.String()
+	c.bodyFold = foldText(c.body)
 	return c.body
 }
 
@@ -304,9 +344,10 @@ func (r *Rule) test(c *Context) bool {
 		}
 		return r.re.MatchString(c.headerValue(r.field, r.mod)) != r.negate
 	case Body:
-		return r.re.MatchString(c.bodyText())
+		text := c.bodyText()
+		return mayMatch(r.lits, c.bodyFold) && r.re.MatchString(text)
 	case RawBody:
-		return r.re.MatchString(c.Msg.RawText)
+		return mayMatch(r.lits, c.foldedRaw()) && r.re.MatchString(c.Msg.RawText)
 	case Full:
 		return r.re.Match(c.Raw)
 	case URI:

@@ -129,6 +129,8 @@ type Rule struct {
 
 	meta *node
 	eval *evalCall
+	// lits: every match contains one of these (prefilter.go)
+	lits []string
 }
 
 // Score returns the rule's score: its set score, else 1, or 0 for "__"
@@ -282,6 +284,9 @@ func (s *Set) parseLine(pos Pos, text string) error {
 		err = parseHeaderTest(r, arg)
 	case Body, RawBody, Full, URI:
 		r.re, err = parseRegexp(arg)
+		if err == nil && (r.Kind == Body || r.Kind == RawBody) {
+			r.lits = requiredLiterals(r.re)
+		}
 	case Meta:
 		r.meta, err = parseMeta(arg)
 	case Eval:

@@ -254,3 +254,18 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestReplyToRecipient(t *testing.T) {
+	s := compile(t, "eval LIST reply_to_recipient()\n")
+	for raw, want := range map[string]bool{
+		"From: a@x.example\nTo: list@lists.example\nReply-To: list@lists.example\n\n":                         true,
+		"From: a@x.example\nTo: b@y.example\nCc: List <list@lists.example>\nReply-To: list@lists.example\n\n": true,
+		"From: a@x.example\nTo: b@y.example\nReply-To: a@x.example\n\n":                                       false,
+		"From: list@lists.example\nTo: list@lists.example\nReply-To: list@lists.example\n\n":                  false,
+		"From: a@x.example\nTo: b@y.example\n\n":                                                              false,
+	} {
+		if _, got := eval(t, s, raw, -1, nil)["LIST"]; got != want {
+			t.Errorf("%q: hit %v; want %v", raw, got, want)
+		}
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,6 +38,7 @@ import (
 )
 
 var (
+	profile string
 	params  bayes.Params
 	explain string
 )
@@ -60,11 +62,12 @@ func main() {
 	flag.StringVar(&explain, "explain", "", "print the Bayes clues of these test messages (comma-separated folder/base names)")
 	cvDump := flag.String("cvdump", "", "score the train part by 5-fold cross-validation (Bayes trained on the other folds) into this file, for tuning scores without the test part, and exit")
 	ruleStats := flag.Bool("rulestats", false, "print each rule's hits on the train part (no Bayes) and exit")
-	flag.IntVar(&bayes.ReceivedKept, "rcvd", bayes.ReceivedKept, "Received fields tokenized (tuning)")
 	flag.Float64Var(&params.Strength, "bayes-s", 0, "Bayes strength s (0: default)")
 	flag.Float64Var(&params.MinStrength, "bayes-min", 0, "Bayes minimum clue strength (0: default)")
 	flag.IntVar(&params.MaxClues, "bayes-clues", 0, "Bayes clues combined (0: default)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of postkit's scoring to this file")
 	flag.Parse()
+	profile = *cpuProfile
 	if *corpus == "" {
 		fmt.Fprintln(os.Stderr, "accuracy: -corpus DIR is required")
 		os.Exit(2)
@@ -247,7 +250,14 @@ func runPostkit(msgs []msg, work, dump string) (result, error) {
 		}
 		defer d.Close()
 	}
-	start = time.Now()
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return result{}, err
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	cpu0 := cpuTime()
 	for _, m := range test {
 		res, err := e.Score(ctx, spam.Input{Raw: m.raw})
@@ -375,7 +385,13 @@ func runSA(msgs []msg, work string, jobs int) (result, error) {
 	spamd := exec.Command("spamd", "--local", "--siteconfigpath", cfDir, "--listen", "127.0.0.1:"+strconv.Itoa(port),
 		"--max-children", strconv.Itoa(jobs), "--min-children", strconv.Itoa(jobs), "--pidfile", pidFile,
 		"--syslog", filepath.Join(home, "spamd.log"), "--nouser-config", "--username", saUser, "--groupname", saUser, "--helper-home-dir", home)
-	spamd.Stdout, spamd.Stderr = os.Stderr, os.Stderr
+	// spamd logs each message on stderr as well: keep it out of the report.
+	spamdOut, err := os.Create(filepath.Join(home, "spamd.out"))
+	if err != nil {
+		return result{}, err
+	}
+	defer spamdOut.Close()
+	spamd.Stdout, spamd.Stderr = spamdOut, spamdOut
 	if err := spamd.Start(); err != nil {
 		return result{}, err
 	}
@@ -395,7 +411,7 @@ func runSA(msgs []msg, work string, jobs int) (result, error) {
 			break
 		}
 		if time.Now().After(deadline) {
-			return result{}, fmt.Errorf("spamd did not answer on port %d within 60s", port)
+			return result{}, fmt.Errorf("spamd did not answer on port %d within 60s; see %s", port, spamdOut.Name())
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
