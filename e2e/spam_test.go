@@ -190,27 +190,34 @@ func TestSpam(t *testing.T) {
 		if err := sendOutside(t, s, stranger, bob, harness.Message(stranger, bob, tok)); err != nil {
 			t.Fatalf("send: %v", err)
 		}
-		if _, err := s.WaitMail(ctx(t), bob, "", tok); err != nil {
+		m, err := s.WaitMail(ctx(t), bob, "", tok)
+		if err != nil {
 			t.Fatal(err)
+		}
+		// The milter may have learned it as ham already (autolearn): a
+		// message learned again the other way is moved, not counted twice.
+		auto := 0
+		if strings.Contains(unfolded(m.Header("X-Spam-Status")), "autolearn=ham") {
+			auto = 1
 		}
 		spam0, ham0 := learned(t, s)
 		uid := imapSearch(t, s, bob, "INBOX", tok)
 		imapCommand(t, s, bob, "INBOX", "UID MOVE "+uid+" Spam")
-		waitLearned(t, s, spam0+1, ham0)
+		waitLearned(t, s, spam0+1, ham0-auto)
 		if n := len(s.FindMail(bob, "Spam", tok)); n != 1 {
 			t.Errorf("the moved message is in Spam %d times, want once", n)
 		}
 		// And out again: ham.
 		uid = imapSearch(t, s, bob, "Spam", tok)
 		imapCommand(t, s, bob, "Spam", "UID MOVE "+uid+" INBOX")
-		waitLearned(t, s, spam0, ham0+1)
+		waitLearned(t, s, spam0, ham0-auto+1)
 		// Into Trash from Spam is not a verdict.
 		imapCommand(t, s, bob, "INBOX", "UID MOVE "+imapSearch(t, s, bob, "INBOX", tok)+" Spam")
-		waitLearned(t, s, spam0+1, ham0)
+		waitLearned(t, s, spam0+1, ham0-auto)
 		imapCommand(t, s, bob, "Spam", "UID MOVE "+imapSearch(t, s, bob, "Spam", tok)+" Trash")
 		time.Sleep(time.Second)
-		if sp, h := learned(t, s); sp != spam0+1 || h != ham0 {
-			t.Errorf("after a move from Spam to Trash: %d spam, %d ham learned; want %d, %d", sp, h, spam0+1, ham0)
+		if sp, h := learned(t, s); sp != spam0+1 || h != ham0-auto {
+			t.Errorf("after a move from Spam to Trash: %d spam, %d ham learned; want %d, %d", sp, h, spam0+1, ham0-auto)
 		}
 	})
 
