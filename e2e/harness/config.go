@@ -54,9 +54,8 @@ func (s *Stack) baseConfig() map[string]any {
 			"dovecot_log":    p.DovecotLog,
 			"postkit_run":    p.PostkitRun,
 			// What the services generated for Dovecot run: this sandbox's
-			// binary and file.
-			"postkit":        s.PostkitBin,
-			"postkit_config": p.Config,
+			// binary.
+			"postkit": s.PostkitBin,
 		},
 		"postfix": map[string]any{
 			"chroot":              false,

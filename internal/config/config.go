@@ -90,7 +90,6 @@ type Paths struct {
 	DovecotLog    string `yaml:"dovecot_log" doc:"Dovecot log_path; empty logs to syslog." kind:"path"`
 	PostkitRun    string `yaml:"postkit_run" doc:"Directory for postkit's state files (greylisting, rate limits, the spam filter's Bayes store)." kind:"path"`
 	Postkit       string `yaml:"postkit" doc:"The postkit binary, as the services generated for Dovecot run it (learning from the spam folder, milter.spam.learn)." kind:"path"`
-	PostkitConfig string `yaml:"postkit_config" doc:"This file, as the services generated for Dovecot pass it to postkit: keep it where the daemons' units read it." kind:"path"`
 }
 
 // Postfix holds the remaining Postfix knobs.
@@ -162,7 +161,7 @@ type Bayes struct {
 	AutolearnSpam float64  `yaml:"autolearn_spam" doc:"Score (the Bayes tests left out) from which a message is learned as spam (SpamAssassin's bayes_auto_learn_threshold_spam)."`
 	AutolearnHam  float64  `yaml:"autolearn_ham" doc:"Score up to which a message is learned as ham (SpamAssassin's bayes_auto_learn_threshold_nonspam)."`
 	MinTrained    int      `yaml:"min_trained" doc:"How many spam and how many ham messages the classifier must have learned before it votes (SpamAssassin's bayes_min_spam_num and bayes_min_ham_num)."`
-	Expiry        Duration `yaml:"expiry" doc:"Tokens not seen in a message for this long are forgotten, so that the store follows what mail looks like now."`
+	Expiry        Duration `yaml:"expiry" doc:"Tokens no learning touched for this long are forgotten (checked at most once a day, after a learning), so that the store follows what mail looks like now; 0 keeps them forever. 'postkit spam learn' run by hand or by Dovecot uses the engine's default, 180 days."`
 }
 
 // Learn configures learning from users' moves.

@@ -45,7 +45,6 @@ func Defaults() *Config {
 			DovecotState:  "/var/lib/dovecot",
 			PostkitRun:    "/var/lib/postkit",
 			Postkit:       "/usr/local/bin/postkit",
-			PostkitConfig: "/etc/postkit/postkit.yaml",
 		},
 		Postfix: Postfix{Chroot: true, MailOwner: "postfix", SetgidGroup: "postdrop", DNSChecks: true},
 		Milter: Milter{
@@ -81,7 +80,7 @@ func Defaults() *Config {
 					AutolearnSpam: 12.0, // SpamAssassin's defaults
 					AutolearnHam:  0.1,
 					MinTrained:    200,
-					Expiry:        Duration(90 * 24 * time.Hour),
+					Expiry:        Duration(180 * 24 * time.Hour), // the engine's default
 				},
 				Learn: Learn{IMAPSieve: true, User: "postkit"},
 			},

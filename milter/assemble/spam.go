@@ -19,9 +19,10 @@ import (
 )
 
 // SpamConfig maps milter.spam (with database.path, dns and the
-// authserv-id) onto the spam engine's Config: the milter's spam filter and
-// `postkit spam check|learn|stats -c` build their engine from it, so that
-// both read the same rules, Bayes store and lists. It creates the Bayes
+// authserv-id) onto the spam engine's Config: the milter's spam filter,
+// and any command that reads postkit.yaml (`postkit spam` given the file),
+// build their engine from it, so that they read the same rules, Bayes store
+// and lists. It creates the Bayes
 // store's directory when missing (mode 0750). res answers the DNS
 // lists; nil makes one from dns.servers when lists are configured. The
 // Closer releases what the mapping opened (the allow lists' database, the

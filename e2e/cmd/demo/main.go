@@ -344,9 +344,10 @@ func showcase(ctx context.Context, out io.Writer, s *harness.Stack, user, passwo
   # Spam: GTUBE lands in Spam; moving a message into Spam over IMAP teaches the Bayes store:
   swaks --server 127.0.0.1 --port %[1]d --local-interface 127.0.0.2 --from you@%[2]s --to %[3]s --body '%[13]s'
   curl -k --url 'imaps://127.0.0.1:%[7]d/INBOX' --user '%[3]s:%[5]s' -X 'MOVE 1 Spam'
-  %[10]s spam stats -c %[11]s
+  %[10]s spam stats --bayes %[14]s
 `, s.Ports.SMTP, harness.OutsideDomain, user, s.Ports.Submission, password, s.Ports.IMAP, s.Ports.IMAPS,
-		s.Paths.Cert, filepath.Join(s.Root, "outside"), s.PostkitBin, s.Paths.Config, harness.Domain, gtube)
+		s.Paths.Cert, filepath.Join(s.Root, "outside"), s.PostkitBin, s.Paths.Config, harness.Domain, gtube,
+		filepath.Join(s.Paths.PostkitRun, "bayes.sqlite"))
 }
 
 // gtube is the GTUBE test string (split: this file is not spam).
