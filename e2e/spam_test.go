@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -335,10 +336,11 @@ func procMem(t *testing.T, pid int) (cur, peak int64) {
 	return cur, peak
 }
 
-// learned reads `postkit spam stats -c`: messages learned as spam and ham.
+// learned reads `postkit spam stats` on the milter's Bayes store
+// (milter.spam.bayes.path): messages learned as spam and ham.
 func learned(t *testing.T, s *harness.Stack) (spamN, hamN int) {
 	t.Helper()
-	out, err := s.Postkit(ctx(t), "", "spam", "stats", "-c", s.Paths.Config)
+	out, err := s.Postkit(ctx(t), "", "spam", "stats", "--bayes", filepath.Join(s.Paths.PostkitRun, "bayes.sqlite"))
 	if err != nil {
 		if strings.Contains(err.Error(), "learn something first") {
 			return 0, 0 // no store yet
