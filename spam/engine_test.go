@@ -350,3 +350,40 @@ func TestRulesDirErrors(t *testing.T) {
 		t.Errorf("New = %v; want the file and line of the error", err)
 	}
 }
+
+// Scoring, autolearn and learning run concurrently on one engine and one
+// SQLite store (the milter's sessions and `postkit spam learn`).
+func TestConcurrent(t *testing.T) {
+	e := newTestEngine(t, Config{BayesPath: t.TempDir() + "/bayes.sqlite", Autolearn: true, MinSpam: 1, MinHam: 1})
+	ctx := context.Background()
+	gtube, plain := readTestdata(t, "gtube.eml"), readTestdata(t, "plain.eml")
+	errs := make(chan error, 16)
+	for i := 0; i < 8; i++ {
+		go func() {
+			for j := 0; j < 20; j++ {
+				raw := plain
+				if j%2 == 0 {
+					raw = gtube
+				}
+				if _, err := e.Score(ctx, Input{Raw: raw}); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := e.Learn(ctx, []byte(fmt.Sprintf("Message-ID: <%d.%d@x>\r\nSubject: s\r\n\r\nword%d\r\n", i, j, j)), j%3 == 0); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for i := 0; i < 8; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := e.Stats(ctx)
+	if err != nil || st.Spam+st.Ham != 160+2 {
+		t.Errorf("stats %+v, %v; want 160 learned plus 2 autolearned", st, err)
+	}
+}

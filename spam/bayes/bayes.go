@@ -39,23 +39,15 @@ type Record struct {
 	At     time.Time
 }
 
-// Update is one atomic change to a store: take back a previous learning
-// (Unlearn), add a new one (Learn), or both.
-type Update struct {
-	Unlearn *Record
-	Learn   *Record
-	Now     time.Time
-}
-
 // Stats are a store's totals.
 type Stats struct {
-	Spam, Ham    int64 // messages learned
-	Tokens       int64 // distinct tokens
-	Records      int64 // learned-message records
-	OldestAtime  time.Time
+	Spam, Ham    int64     // messages learned
+	Tokens       int64     // distinct tokens
+	Records      int64     // learned-message records
+	OldestAtime  time.Time // tokens' access times (the last learning that held them)
 	NewestAtime  time.Time
-	LastExpire   time.Time
-	ExpiredTotal int64
+	LastExpire   time.Time // the cutoff of the last expiry: older tokens were removed
+	ExpiredTotal int64     // tokens removed by expiry, in all
 }
 
 // Store keeps token counts and learned-message records. Implementations are
@@ -68,10 +60,15 @@ type Store interface {
 	Counts(ctx context.Context, toks []Token) (map[Token]Count, error)
 	// Record returns the record of the learned message id.
 	Record(ctx context.Context, id string) (Record, bool, error)
-	// Apply makes the update atomically: token counts, totals and the
-	// record (written for Learn, deleted for an Unlearn without Learn).
-	// Tokens touched by Learn get Now as their access time.
-	Apply(ctx context.Context, u Update) error
+	// Learn adds r's tokens to the counts of its class and records it, in
+	// one transaction: nothing changes when r.ID is already learned the same
+	// way, and a message learned the other way is taken back first (by the
+	// tokens its record holds), so that concurrent learners never count a
+	// message twice. Tokens touched get now as their access time.
+	Learn(ctx context.Context, r Record, now time.Time) (changed bool, err error)
+	// Forget takes back the learning of message id and deletes its record,
+	// in one transaction; changed is false when it was not learned.
+	Forget(ctx context.Context, id string) (changed bool, err error)
 	// Expire removes the tokens whose access time is before t and returns
 	// how many it removed.
 	Expire(ctx context.Context, t time.Time) (int64, error)
@@ -268,32 +265,11 @@ func (c *Classifier) Learn(ctx context.Context, id string, toks []Token, spam bo
 	if id == "" {
 		return false, ErrNoID
 	}
-	old, found, err := c.Store.Record(ctx, id)
-	if err != nil {
-		return false, err
-	}
-	if found && old.Spam == spam {
-		return false, nil
-	}
 	now := c.now()
-	u := Update{Learn: &Record{ID: id, Spam: spam, Tokens: toks, At: now}, Now: now}
-	if found {
-		u.Unlearn = &old
-	}
-	if err := c.Store.Apply(ctx, u); err != nil {
-		return false, err
-	}
-	return true, nil
+	return c.Store.Learn(ctx, Record{ID: id, Spam: spam, Tokens: toks, At: now}, now)
 }
 
 // Forget takes back the learning of message id, if any.
 func (c *Classifier) Forget(ctx context.Context, id string) (bool, error) {
-	old, found, err := c.Store.Record(ctx, id)
-	if err != nil || !found {
-		return false, err
-	}
-	if err := c.Store.Apply(ctx, Update{Unlearn: &old, Now: c.now()}); err != nil {
-		return false, err
-	}
-	return true, nil
+	return c.Store.Forget(ctx, id)
 }

@@ -50,54 +50,73 @@ func (s *MemStore) Record(_ context.Context, id string) (Record, bool, error) {
 	return r, ok, nil
 }
 
-// Apply implements Store.
-func (s *MemStore) Apply(_ context.Context, u Update) error {
+// Learn implements Store.
+func (s *MemStore) Learn(_ context.Context, r Record, now time.Time) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r := u.Unlearn; r != nil {
-		for _, t := range r.Tokens {
-			c, ok := s.counts[t]
-			if !ok {
-				continue
-			}
-			if r.Spam && c.Spam > 0 {
-				c.Spam--
-			} else if !r.Spam && c.Ham > 0 {
-				c.Ham--
-			}
-			if c.Spam == 0 && c.Ham == 0 {
-				delete(s.counts, t)
-				delete(s.atime, t)
-			} else {
-				s.counts[t] = c
-			}
+	if old, ok := s.records[r.ID]; ok {
+		if old.Spam == r.Spam {
+			return false, nil
 		}
-		if r.Spam && s.spam > 0 {
-			s.spam--
-		} else if !r.Spam && s.ham > 0 {
-			s.ham--
-		}
-		delete(s.records, r.ID)
+		s.unlearn(old)
 	}
-	if r := u.Learn; r != nil {
-		for _, t := range r.Tokens {
-			c := s.counts[t]
-			if r.Spam {
-				c.Spam++
-			} else {
-				c.Ham++
-			}
-			s.counts[t] = c
-			s.atime[t] = u.Now
-		}
+	for _, t := range r.Tokens {
+		c := s.counts[t]
 		if r.Spam {
-			s.spam++
+			c.Spam++
 		} else {
-			s.ham++
+			c.Ham++
 		}
-		s.records[r.ID] = *r
+		s.counts[t] = c
+		s.atime[t] = now
 	}
-	return nil
+	if r.Spam {
+		s.spam++
+	} else {
+		s.ham++
+	}
+	r.Tokens = append([]Token(nil), r.Tokens...)
+	s.records[r.ID] = r
+	return true, nil
+}
+
+// Forget implements Store.
+func (s *MemStore) Forget(_ context.Context, id string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.records[id]
+	if !ok {
+		return false, nil
+	}
+	s.unlearn(old)
+	return true, nil
+}
+
+// unlearn takes back r's counts and deletes its record; s.mu is held.
+func (s *MemStore) unlearn(r Record) {
+	for _, t := range r.Tokens {
+		c, ok := s.counts[t]
+		if !ok {
+			continue
+		}
+		if r.Spam && c.Spam > 0 {
+			c.Spam--
+		} else if !r.Spam && c.Ham > 0 {
+			c.Ham--
+		}
+		if c.Spam == 0 && c.Ham == 0 {
+			delete(s.counts, t)
+			delete(s.atime, t)
+		} else {
+			s.counts[t] = c
+		}
+	}
+	if r.Spam && s.spam > 0 {
+		s.spam--
+	} else if !r.Spam && s.ham > 0 {
+		s.ham--
+	}
+	delete(s.records, r.ID)
 }
 
 // Expire implements Store.

@@ -154,9 +154,17 @@ func (d *DB) Counts(ctx context.Context, toks []bayes.Token) (map[bayes.Token]ba
 
 // Record implements bayes.Store.
 func (d *DB) Record(ctx context.Context, id string) (bayes.Record, bool, error) {
+	return readRecord(ctx, d.db, id)
+}
+
+type queryer interface {
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+func readRecord(ctx context.Context, q queryer, id string) (bayes.Record, bool, error) {
 	var isSpam, at int64
 	var blob []byte
-	err := d.db.QueryRowContext(ctx, `SELECT is_spam, tokens, at FROM bayes_learned WHERE id = ?`, id).Scan(&isSpam, &blob, &at)
+	err := q.QueryRowContext(ctx, `SELECT is_spam, tokens, at FROM bayes_learned WHERE id = ?`, id).Scan(&isSpam, &blob, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return bayes.Record{}, false, nil
 	}
@@ -178,71 +186,108 @@ func encodeTokens(toks []bayes.Token) []byte {
 	return b
 }
 
-// Apply implements bayes.Store: one transaction (BEGIN IMMEDIATE).
-func (d *DB) Apply(ctx context.Context, u bayes.Update) error {
+func class(spam bool) string {
+	if spam {
+		return "spam"
+	}
+	return "ham"
+}
+
+// Learn implements bayes.Store: one transaction (BEGIN IMMEDIATE, so the
+// record is read under the write lock).
+func (d *DB) Learn(ctx context.Context, r bayes.Record, now time.Time) (bool, error) {
 	tx, err := d.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("bayesdb: begin: %w", err)
+		return false, fmt.Errorf("bayesdb: begin: %w", err)
 	}
 	defer tx.Rollback()
-	now := u.Now.Unix()
-	if r := u.Unlearn; r != nil {
-		col := "ham"
-		if r.Spam {
-			col = "spam"
-		}
-		dec, err := tx.PrepareContext(ctx, `UPDATE bayes_tokens SET `+col+` = `+col+` - 1 WHERE token = ? AND `+col+` > 0`)
-		if err != nil {
-			return fmt.Errorf("bayesdb: unlearn: %w", err)
-		}
-		for _, t := range r.Tokens {
-			if _, err := dec.ExecContext(ctx, int64(t)); err != nil {
-				dec.Close()
-				return fmt.Errorf("bayesdb: unlearn: %w", err)
-			}
-		}
-		dec.Close()
-		if _, err := tx.ExecContext(ctx, `DELETE FROM bayes_tokens WHERE spam = 0 AND ham = 0`); err != nil {
-			return fmt.Errorf("bayesdb: unlearn: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE bayes_vars SET value = value - 1 WHERE name = ? AND value > 0`, col); err != nil {
-			return fmt.Errorf("bayesdb: unlearn: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM bayes_learned WHERE id = ?`, r.ID); err != nil {
-			return fmt.Errorf("bayesdb: unlearn: %w", err)
+	old, found, err := readRecord(ctx, tx, r.ID)
+	if err != nil {
+		return false, err
+	}
+	if found && old.Spam == r.Spam {
+		return false, nil
+	}
+	if found {
+		if err := unlearn(ctx, tx, old); err != nil {
+			return false, err
 		}
 	}
-	if r := u.Learn; r != nil {
-		col := "ham"
-		if r.Spam {
-			col = "spam"
+	col := class(r.Spam)
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO bayes_tokens (token, `+col+`, atime) VALUES (?, 1, ?)
+		ON CONFLICT(token) DO UPDATE SET `+col+` = `+col+` + 1, atime = excluded.atime`)
+	if err != nil {
+		return false, fmt.Errorf("bayesdb: learn: %w", err)
+	}
+	defer ins.Close()
+	for _, t := range r.Tokens {
+		if _, err := ins.ExecContext(ctx, int64(t), now.Unix()); err != nil {
+			return false, fmt.Errorf("bayesdb: learn: %w", err)
 		}
-		ins, err := tx.PrepareContext(ctx, `INSERT INTO bayes_tokens (token, `+col+`, atime) VALUES (?, 1, ?)
-			ON CONFLICT(token) DO UPDATE SET `+col+` = `+col+` + 1, atime = excluded.atime`)
-		if err != nil {
-			return fmt.Errorf("bayesdb: learn: %w", err)
-		}
-		for _, t := range r.Tokens {
-			if _, err := ins.ExecContext(ctx, int64(t), now); err != nil {
-				ins.Close()
-				return fmt.Errorf("bayesdb: learn: %w", err)
-			}
-		}
-		ins.Close()
-		if _, err := tx.ExecContext(ctx, `UPDATE bayes_vars SET value = value + 1 WHERE name = ?`, col); err != nil {
-			return fmt.Errorf("bayesdb: learn: %w", err)
-		}
-		spam := 0
-		if r.Spam {
-			spam = 1
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO bayes_learned (id, is_spam, tokens, at) VALUES (?, ?, ?, ?)`,
-			r.ID, spam, encodeTokens(r.Tokens), r.At.Unix()); err != nil {
-			return fmt.Errorf("bayesdb: learn: %w", err)
-		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE bayes_vars SET value = value + 1 WHERE name = ?`, col); err != nil {
+		return false, fmt.Errorf("bayesdb: learn: %w", err)
+	}
+	isSpam := 0
+	if r.Spam {
+		isSpam = 1
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO bayes_learned (id, is_spam, tokens, at) VALUES (?, ?, ?, ?)`,
+		r.ID, isSpam, encodeTokens(r.Tokens), r.At.Unix()); err != nil {
+		return false, fmt.Errorf("bayesdb: learn: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("bayesdb: commit: %w", err)
+		return false, fmt.Errorf("bayesdb: commit: %w", err)
+	}
+	return true, nil
+}
+
+// Forget implements bayes.Store.
+func (d *DB) Forget(ctx context.Context, id string) (bool, error) {
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("bayesdb: begin: %w", err)
+	}
+	defer tx.Rollback()
+	old, found, err := readRecord(ctx, tx, id)
+	if err != nil || !found {
+		return false, err
+	}
+	if err := unlearn(ctx, tx, old); err != nil {
+		return false, err
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("bayesdb: commit: %w", err)
+	}
+	return true, nil
+}
+
+// unlearn takes back r's counts and deletes its record, inside tx.
+func unlearn(ctx context.Context, tx *sql.Tx, r bayes.Record) error {
+	col := class(r.Spam)
+	dec, err := tx.PrepareContext(ctx, `UPDATE bayes_tokens SET `+col+` = `+col+` - 1 WHERE token = ? AND `+col+` > 0`)
+	if err != nil {
+		return fmt.Errorf("bayesdb: unlearn: %w", err)
+	}
+	defer dec.Close()
+	del, err := tx.PrepareContext(ctx, `DELETE FROM bayes_tokens WHERE token = ? AND spam = 0 AND ham = 0`)
+	if err != nil {
+		return fmt.Errorf("bayesdb: unlearn: %w", err)
+	}
+	defer del.Close()
+	for _, t := range r.Tokens {
+		if _, err := dec.ExecContext(ctx, int64(t)); err != nil {
+			return fmt.Errorf("bayesdb: unlearn: %w", err)
+		}
+		if _, err := del.ExecContext(ctx, int64(t)); err != nil {
+			return fmt.Errorf("bayesdb: unlearn: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE bayes_vars SET value = value - 1 WHERE name = ? AND value > 0`, col); err != nil {
+		return fmt.Errorf("bayesdb: unlearn: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM bayes_learned WHERE id = ?`, r.ID); err != nil {
+		return fmt.Errorf("bayesdb: unlearn: %w", err)
 	}
 	return nil
 }

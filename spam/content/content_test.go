@@ -106,6 +106,7 @@ func TestBounds(t *testing.T) {
 	longLine := "Subject: long\r\n\r\n" + strings.Repeat("A", 10<<20) + "\r\n"
 	bigHeader := "Subject: big\r\n" + strings.Repeat("X-Filler: "+strings.Repeat("y", 70)+"\r\n", 20000) + "\r\nbody\r\n"
 	headerLine := "Subject: " + strings.Repeat("z", 10<<20) + "\r\n\r\nbody\r\n"
+	multiLine := "Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\nContent-Type: text/plain\r\n\r\n" + strings.Repeat("B", 10<<20) + "\r\n--q\r\nContent-Transfer-Encoding: base64\r\n\r\n" + strings.Repeat("QUJD", 2<<20) + "\r\n--q--\r\n"
 	for _, tt := range []struct {
 		name, raw string
 		fault     string
@@ -115,6 +116,7 @@ func TestBounds(t *testing.T) {
 		{"10 MB body line", longLine, ""},
 		{"huge header", bigHeader, FaultHeader},
 		{"10 MB header line", headerLine, FaultHeader},
+		{"10 MB line in a part, 8 MB of base64", multiLine, ""},
 	} {
 		start := time.Now()
 		m := Parse(context.Background(), []byte(tt.raw), Limits{})
