@@ -14,3 +14,9 @@ bench/milter/run.sh
 echo
 echo "== policy server: postkit policyd vs postfix-policyd-spf-python =="
 bench/policyd/run.sh
+echo
+echo "== spam: postkit spam vs SpamAssassin 4, accuracy on the SpamAssassin public corpus =="
+bench/spam/run.sh
+echo
+echo "== spam filters: postkit spam vs spamass-milter + spamd vs rspamd, throughput =="
+bench/spam/throughput/run.sh

@@ -24,16 +24,13 @@ import (
 type DomainSet struct {
 	listed map[string]bool
 	path   string
-
-	mu    sync.Mutex
-	store *Store
-	ino   uint64
+	live   liveStore
 }
 
 // NewDomainSet returns the set of the listed domains plus those of the
 // database at path ("" for none).
 func NewDomainSet(path string, listed []string) *DomainSet {
-	d := &DomainSet{listed: map[string]bool{}, path: path}
+	d := &DomainSet{listed: map[string]bool{}, path: path, live: liveStore{path: path}}
 	for _, n := range listed {
 		d.listed[normDomain(n)] = true
 	}
@@ -53,7 +50,7 @@ func (d *DomainSet) Contains(ctx context.Context, domain string) (bool, error) {
 	if d.path == "" {
 		return false, nil
 	}
-	st, err := d.open()
+	st, err := d.live.open()
 	if err != nil {
 		return false, err
 	}
@@ -68,39 +65,53 @@ func (d *DomainSet) Contains(ctx context.Context, domain string) (bool, error) {
 	return true, nil
 }
 
+// Close closes the database if it was opened.
+func (d *DomainSet) Close() error { return d.live.Close() }
+
+// liveStore is a database opened read-only on first use and again when
+// its file is replaced (a restored backup), for daemons that ask it on
+// every message and start before `postkit db init` may have run.
+type liveStore struct {
+	path string
+
+	mu    sync.Mutex
+	store *Store
+	ino   uint64
+}
+
 // open returns the store, (re)opening it when the file is new or replaced.
-func (d *DomainSet) open() (*Store, error) {
+func (l *liveStore) open() (*Store, error) {
 	var ino uint64
-	if fi, err := os.Stat(d.path); err == nil {
+	if fi, err := os.Stat(l.path); err == nil {
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 			ino = uint64(st.Ino)
 		}
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.store != nil && ino == d.ino {
-		return d.store, nil
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.store != nil && ino == l.ino {
+		return l.store, nil
 	}
-	st, err := OpenReadOnly(d.path)
+	st, err := OpenReadOnly(l.path)
 	if err != nil {
 		return nil, err
 	}
-	if d.store != nil {
-		d.store.Close()
+	if l.store != nil {
+		l.store.Close()
 	}
-	d.store, d.ino = st, ino
+	l.store, l.ino = st, ino
 	return st, nil
 }
 
 // Close closes the database if it was opened.
-func (d *DomainSet) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.store == nil {
+func (l *liveStore) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.store == nil {
 		return nil
 	}
-	err := d.store.Close()
-	d.store = nil
+	err := l.store.Close()
+	l.store = nil
 	return err
 }
 

@@ -1,4 +1,4 @@
--- postkit SQL store, schema version 1.
+-- postkit SQL store, schema version 2.
 -- The six postfix_* tables are the reference installation's, with the same
 -- table and column names and types, so an existing database is adopted as it
 -- is. Every statement is idempotent: Migrate runs this file on every open.
@@ -45,6 +45,18 @@ CREATE TABLE IF NOT EXISTS postfix_utilisateurs (
        privilege TEXT NOT NULL,
        prefixe TEXT,
        active INTEGER
+);
+
+-- Version 2: per-domain spam allow lists (milter.spam.domain_allow_lists),
+-- in the reference's style (domaine, active): mail to the users of domaine
+-- whose From domain is domaine_expediteur (or a sub-domain of it), and that
+-- domain is authenticated by SPF or DKIM, is not marked as spam.
+CREATE TABLE IF NOT EXISTS postkit_liste_blanche_spam (
+       id INTEGER PRIMARY KEY AUTOINCREMENT,
+       domaine TEXT NOT NULL,
+       domaine_expediteur TEXT NOT NULL,
+       active INTEGER,
+       UNIQUE (domaine, domaine_expediteur)
 );
 
 -- One row per applied schema version; the highest is the current one.

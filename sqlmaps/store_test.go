@@ -34,7 +34,7 @@ func dump(t *testing.T, s *Store) string {
 	t.Helper()
 	var b strings.Builder
 	for _, table := range []string{"postfix_alias", "postfix_alias_virtuels", "postfix_domaines",
-		"postfix_liste_noire_destinataires", "postfix_liste_noire_expediteurs", "postfix_utilisateurs", "postkit_schema_version"} {
+		"postfix_liste_noire_destinataires", "postfix_liste_noire_expediteurs", "postfix_utilisateurs", "postkit_liste_blanche_spam", "postkit_schema_version"} {
 		rows, err := s.db.Query("SELECT * FROM " + table + " ORDER BY 1")
 		if err != nil && strings.Contains(err.Error(), "no such table") {
 			continue

@@ -75,6 +75,12 @@ func oddValue(kind string, n int) string {
 		return fmt.Sprintf("[::1]:%d", 5300+n)
 	case "dnsbl":
 		return fmt.Sprintf("bl-%d.odd.example=127.0.[0..255].[1;3]*-2", n)
+	case "testname":
+		return fmt.Sprintf("ODD_TEST_%d", n)
+	case "dnszone":
+		return fmt.Sprintf("bl-%d.odd.example=127.0.[0..255].[1;3]", n)
+	case "addrglob":
+		return fmt.Sprintf("o_d+d=y-*?%d@*.xn--bcher-kva.example", n)
 	}
 	return ""
 }

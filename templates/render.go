@@ -244,6 +244,11 @@ func Render(cfg *config.Config) ([]File, error) {
 	if cfg.Sieve.Enabled {
 		items = append(items, item{"sieve/spam.sieve.tmpl", path.Join(cfg.Sieve.Dir, "before", "spam.sieve"), 0o644, ""})
 	}
+	if cfg.LearnFromMoves() {
+		items = append(items,
+			item{"sieve/learn-spam.sieve.tmpl", path.Join(cfg.Sieve.Dir, "imapsieve", "learn-spam.sieve"), 0o644, ""},
+			item{"sieve/learn-ham.sieve.tmpl", path.Join(cfg.Sieve.Dir, "imapsieve", "learn-ham.sieve"), 0o644, ""})
+	}
 	for _, it := range items {
 		if err := out(it.tmpl, it.dst, it.mode, it.group); err != nil {
 			return nil, err

@@ -157,12 +157,12 @@ func TestRenderContents(t *testing.T) {
 			t.Errorf("sqlite-sender-login.cf lacks %q:\n%s", want, sl)
 		}
 	}
-	if len(files) != 20 {
+	if len(files) != 23 {
 		var names []string
 		for _, f := range files {
 			names = append(names, f.Path)
 		}
-		t.Errorf("Render gave %d files; want 20 (3 Postfix, 7 maps, dovecot.conf, 7 conf.d, dovecot-sql, spam.sieve):\n%s", len(files), strings.Join(names, "\n"))
+		t.Errorf("Render gave %d files; want 23 (3 Postfix, 7 maps, dovecot.conf, 8 conf.d, dovecot-sql, spam.sieve, learn-spam.sieve, learn-ham.sieve):\n%s", len(files), strings.Join(names, "\n"))
 	}
 }
 
@@ -314,9 +314,26 @@ func TestDoveconf(t *testing.T) {
 	if err != nil || bytes.Contains(out, []byte("Warning")) || bytes.Contains(out, []byte("Error")) {
 		t.Errorf("doveconf -n: %v\n%s", err, out)
 	}
-	for _, want := range []string{"sieve_before = " + dir + "/sieve/before/spam.sieve", "port = 30993"} {
+	for _, want := range []string{"sieve_before = " + dir + "/sieve/before/spam.sieve", "port = 30993",
+		// Learning from moves (milter.spam.learn), as Dovecot reads it.
+		"mail_plugins = \" imap_sieve\"",
+		"sieve_plugins = sieve_imapsieve sieve_extprograms",
+		"imapsieve_mailbox1_before = file:" + dir + "/sieve/imapsieve/learn-spam.sieve",
+		"imapsieve_mailbox2_from = Spam",
+		"executable = script /usr/local/bin/postkit spam learn --bayes /var/lib/postkit/bayes.sqlite --spam",
+		"executable = script /usr/local/bin/postkit spam learn --bayes /var/lib/postkit/bayes.sqlite --ham",
+		"unix_listener postkit-learn-ham {",
+	} {
 		if !bytes.Contains(out, []byte(want)) {
-			t.Errorf("doveconf -n lacks %q", want)
+			t.Errorf("doveconf -n lacks %q:\n%s", want, out)
+		}
+	}
+	// The scripts compile with the plugins and extensions the
+	// configuration loads (the pipe extension is global only).
+	sievec := need(t, "sievec")
+	for _, s := range []string{"imapsieve/learn-spam.sieve", "imapsieve/learn-ham.sieve", "before/spam.sieve"} {
+		if out, err := exec.Command(sievec, "-c", filepath.Join(dir, "etc/dovecot/dovecot.conf"), filepath.Join(dir, "sieve", s), filepath.Join(t.TempDir(), "x.svbin")).CombinedOutput(); err != nil || len(out) > 0 {
+			t.Errorf("sievec %s: %v\n%s", s, err, out)
 		}
 	}
 }

@@ -32,6 +32,7 @@ import (
 
 	"github.com/emersion/go-milter"
 	"github.com/postkit/postkit/bench/buildlabel"
+	"github.com/postkit/postkit/bench/procstat"
 	"github.com/postkit/postkit/internal/daemon"
 	"github.com/postkit/postkit/milter/filter"
 	"github.com/postkit/postkit/milter/milterd"
@@ -201,39 +202,22 @@ type proc struct {
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
-// cpu returns utime+stime of the process in clock ticks (proc(5)).
+// cpu returns utime+stime of the process (proc(5)).
 func cpu(t testing.TB, pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	c, err := procstat.CPU(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100 // CLK_TCK is 100 on Linux
+	return c
 }
 
 // rss returns VmRSS and VmHWM in bytes.
 func rss(t testing.TB, pid int) (cur, peak int64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	cur, peak, err := procstat.Mem(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			cur = n << 10
-		case "VmHWM:":
-			peak = n << 10
-		}
-	}
-	return
+	return cur, peak
 }
 
 // genKey makes a key with openssl, as an administrator would for OpenDKIM:
@@ -990,8 +974,8 @@ func TestFullPath(t *testing.T) {
 }
 
 // postfixCPU returns the CPU time (user+system) used so far by a Postfix
-// instance: its master, the children master reaped (cutime, cstime: every
-// smtpd, cleanup, smtp… that exited) and the children still running.
+// instance: its master, the children master reaped (every smtpd, cleanup,
+// smtp… that exited) and the children still running.
 func postfixCPU(t testing.TB, pf *miltertest.Postfix) time.Duration {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(pf.Dir, "queue", "pid", "master.pid"))
@@ -1002,37 +986,11 @@ func postfixCPU(t testing.TB, pf *miltertest.Postfix) time.Duration {
 	if err != nil {
 		t.Fatalf("master.pid: %v", err)
 	}
-	stat := func(pid int) []string {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return nil // exited meanwhile: master's cutime has it
-		}
-		s := string(b)
-		return strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	c, err := procstat.TreeCPU(master)
+	if err != nil {
+		t.Fatalf("postfix master %d: %v", master, err)
 	}
-	ticks := func(f []string, idx ...int) (n int64) {
-		for _, i := range idx {
-			v, _ := strconv.ParseInt(f[i], 10, 64)
-			n += v
-		}
-		return n
-	}
-	f := stat(master)
-	if f == nil {
-		t.Fatalf("postfix master %d is gone", master)
-	}
-	total := ticks(f, 11, 12, 13, 14) // utime stime cutime cstime (proc(5))
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == master {
-			continue
-		}
-		if f := stat(pid); f != nil && f[1] == strconv.Itoa(master) {
-			total += ticks(f, 11, 12)
-		}
-	}
-	return time.Duration(total) * time.Second / 100 // CLK_TCK is 100 on Linux
+	return c
 }
 
 // TestLargeMessage: a 30 MB message through postkit must not grow its peak

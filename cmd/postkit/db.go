@@ -184,7 +184,7 @@ never from the command line.`,
 	pf.StringVarP(&o.cfgPath, "config", "c", "", "postkit.yaml to read (default "+dbDefaultConfig+" when --db is not given)")
 	pf.BoolVar(&o.asJSON, "json", false, "print results as JSON")
 
-	db.AddCommand(dbInitCmd(o), dbDomainCmd(o), dbUserCmd(o), dbAliasCmd(o, sqlmaps.Aliases), dbAliasCmd(o, sqlmaps.VirtualAliases), dbBlacklistCmd(o))
+	db.AddCommand(dbInitCmd(o), dbDomainCmd(o), dbUserCmd(o), dbAliasCmd(o, sqlmaps.Aliases), dbAliasCmd(o, sqlmaps.VirtualAliases), dbBlacklistCmd(o), dbSpamAllowCmd(o))
 	return db
 }
 
@@ -410,5 +410,41 @@ func dbBlacklistCmd(o *dbOptions) *cobra.Command {
 	dbToggle(o, recipient, sqlmaps.RecipientBlacklist, "KEY")
 
 	cmd.AddCommand(sender, recipient)
+	return cmd
+}
+
+func dbSpamAllowCmd(o *dbOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "spam-allow", Short: "Per-domain spam allow lists (postkit_liste_blanche_spam): DOMAIN SENDER-DOMAIN"}
+	add := &cobra.Command{
+		Use:   "add DOMAIN SENDER-DOMAIN",
+		Short: "Never mark as spam mail to DOMAIN's users whose From is in SENDER-DOMAIN (or a sub-domain) and passes SPF or DKIM",
+		Args:  cobra.ExactArgs(2),
+		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
+			return s.AddSpamAllow(ctx, args[0], args[1])
+		}),
+	}
+	del := &cobra.Command{
+		Use:   "delete DOMAIN SENDER-DOMAIN",
+		Short: "Remove a spam allow list entry",
+		Args:  cobra.ExactArgs(2),
+		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
+			return s.DeleteSpamAllow(ctx, args[0], args[1])
+		}),
+	}
+	list := &cobra.Command{
+		Use: "list", Short: "List the spam allow lists", Args: cobra.NoArgs,
+		RunE: o.read(func(ctx context.Context, s *sqlmaps.Store, w io.Writer) error {
+			as, err := s.ListSpamAllow(ctx)
+			if err != nil {
+				return err
+			}
+			return o.table(w, nonNil(as), "DOMAIN\tSENDER DOMAIN\tACTIVE", func(p func(...any)) {
+				for _, a := range as {
+					p(a.Domain, a.Sender, a.Active)
+				}
+			})
+		}),
+	}
+	cmd.AddCommand(add, del, list)
 	return cmd
 }

@@ -82,6 +82,12 @@ func TestDBCommands(t *testing.T) {
 		{"", []string{"db", "--db", db, "user", "disable", "test@exemple.fr", "--json"}, `"detail":"disabled"`, ""},
 		{"", []string{"db", "--db", db, "user", "enable", "test@exemple.fr"}, "enabled", ""},
 		{"", []string{"db", "--db", db, "user", "list"}, "test@exemple.fr  Test Dupont  3000:3000  administrateur  yes", ""},
+		{"", []string{"db", "--db", db, "spam-allow", "add", "exemple.fr", "Partner.fr"}, "spam allow list entry exemple.fr partner.fr: created", ""},
+		{"", []string{"db", "--db", db, "spam-allow", "add", "exemple.fr", "*@partner.fr", "--json"}, `"changed":false`, ""},
+		{"", []string{"db", "--db", db, "spam-allow", "add", "exemple.fr", "boss@partner.fr"}, "", "holds sender domains"},
+		{"", []string{"db", "--db", db, "spam-allow", "list"}, "exemple.fr  partner.fr     yes", ""},
+		{"", []string{"db", "--db", db, "spam-allow", "delete", "exemple.fr", "partner.fr"}, "deleted", ""},
+		{"", []string{"db", "--db", db, "spam-allow", "delete", "exemple.fr", "partner.fr"}, "", "no spam allow list entry exemple.fr partner.fr"},
 	}
 	for _, tt := range tests {
 		r := run(t, tt.stdin, tt.args...)

@@ -18,13 +18,16 @@ func init() { rootCmd.AddCommand(newMilterCommand(nil)) }
 func newMilterCommand(hup <-chan os.Signal) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "milter",
-		Short: "Run the milter daemon (header scrubbing, DKIM signing and verification) for Postfix",
+		Short: "Run the milter daemon (header scrubbing, DKIM signing and verification, spam scoring) for Postfix",
 		Long: `Run the milter daemon for Postfix's smtpd_milters / non_smtpd_milters
 (milter_protocol = 6). One chain runs on every listener: scrub (outbound), DKIM
 signing (outbound), DKIM verification (inbound, adds Authentication-Results),
 forged (every message: removes X-Spam-*, Received-SPF fields our policy daemon
 did not seal, Authentication-Results with our authserv-id), ownfrom (inbound:
-refuses our domains in From unless SPF or our DKIM signature vouches; needs -c).
+refuses our domains in From unless SPF or our DKIM signature vouches; needs -c),
+spam (inbound: scores the message with the rules and the Bayes store of
+milter.spam and adds SpamAssassin's X-Spam-* fields; refuses from
+reject_score on; --spam without -c).
 Mail is outbound when the client authenticated, connects from a trusted
 network, or arrives on a service whose milter_macro_daemon_name is listed as
 originating. Authenticated mail is signed only when its From address is one

@@ -53,13 +53,19 @@ func (s *Stack) baseConfig() map[string]any {
 			"postfix_log":    p.PostfixLog,
 			"dovecot_log":    p.DovecotLog,
 			"postkit_run":    p.PostkitRun,
+			// What the services generated for Dovecot run: this sandbox's
+			// binary.
+			"postkit": s.PostkitBin,
 		},
 		"postfix": map[string]any{
 			"chroot":              false,
 			"relayhost":           "[127.0.0.1]:" + portOf(s.Sink.Addr()),
 			"disable_dns_lookups": true,
 		},
-		"milter": map[string]any{"enabled": false},
+		// The sandbox's daemons run as root: so does Dovecot's service
+		// that learns from moves into and out of the spam folder, which
+		// writes the milter's Bayes store.
+		"milter": map[string]any{"enabled": false, "spam": map[string]any{"learn": map[string]any{"user": "root"}}},
 		"policy": map[string]any{"enabled": false},
 		"sieve":  map[string]any{"enabled": true, "dir": p.SieveDir, "spam_folder": "Spam"},
 		"dns":    map[string]any{"servers": []any{s.DNS.Addr()}, "timeout": "2s"},

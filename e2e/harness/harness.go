@@ -235,13 +235,13 @@ func (s *Stack) start(ctx context.Context) error {
 		return err
 	}
 	s.log.Info("outside world sink", "addr", s.Sink.Addr())
-	if err := s.writeConfig(); err != nil {
-		return err
-	}
 	if s.PostkitBin = s.Opts.Postkit; s.PostkitBin == "" {
 		if s.PostkitBin, err = BuildPostkit(ctx, s.Paths.Bin); err != nil {
 			return err
 		}
+	}
+	if err := s.writeConfig(); err != nil { // names the binary (paths.postkit)
+		return err
 	}
 	if err := s.saveState(); err != nil {
 		return err

@@ -29,7 +29,7 @@ type Config struct {
 	Listeners        Listeners     `yaml:"listeners" doc:"Network services. Each is host:port or a bare port; an empty string disables the service."`
 	Paths            Paths         `yaml:"paths" doc:"Where the stack lives. Defaults are Debian's; change them only to run a sandboxed stack."`
 	Postfix          Postfix       `yaml:"postfix" doc:"Postfix settings that have no better home."`
-	Milter           Milter        `yaml:"milter" doc:"The postkit milter daemon (header scrubbing, DKIM signing and verification)."`
+	Milter           Milter        `yaml:"milter" doc:"The postkit milter daemon (header scrubbing, DKIM signing and verification, spam scoring)."`
 	Policy           Policy        `yaml:"policy" doc:"The postkit policy daemon (SPF, blacklists, DNSBL, greylisting, rate limits)."`
 	Sieve            Sieve         `yaml:"sieve" doc:"Server-side filtering with Dovecot's Sieve plugin."`
 	DNS              DNS           `yaml:"dns" doc:"The resolver postkit's daemons use for SPF, DNSBL and DKIM lookups."`
@@ -88,7 +88,8 @@ type Paths struct {
 	DovecotState  string `yaml:"dovecot_state" doc:"Dovecot state_dir." kind:"path"`
 	PostfixLog    string `yaml:"postfix_log" doc:"Postfix maillog_file; empty logs to syslog." kind:"path"`
 	DovecotLog    string `yaml:"dovecot_log" doc:"Dovecot log_path; empty logs to syslog." kind:"path"`
-	PostkitRun    string `yaml:"postkit_run" doc:"Directory for postkit's state files (greylisting, rate limits)." kind:"path"`
+	PostkitRun    string `yaml:"postkit_run" doc:"Directory for postkit's state files (greylisting, rate limits, the spam filter's Bayes store)." kind:"path"`
+	Postkit       string `yaml:"postkit" doc:"The postkit binary, as the services generated for Dovecot run it (learning from the spam folder, milter.spam.learn)." kind:"path"`
 }
 
 // Postfix holds the remaining Postfix knobs.
@@ -119,6 +120,54 @@ type Milter struct {
 	OwnFrom       string   `yaml:"own_from" doc:"Inbound mail (not authenticated, not from trusted_networks or policy.spf.allow_ips) whose header From is in one of our domains (domains and the database): enforce refuses it (550 at end of data; 451 on DNS trouble) unless SPF passes for that domain from the client, or this milter verified a DKIM signature of that domain or a parent of it (dkim.verify): forwarders and mailing lists that keep the message intact keep our signature. off accepts it." enum:"enforce,off" kind:"enum"`
 	Scrub         Scrub    `yaml:"scrub" doc:"Privacy scrubbing of outbound headers."`
 	DKIM          DKIM     `yaml:"dkim" doc:"DKIM signing (outbound) and verification (inbound)."`
+	Spam          Spam     `yaml:"spam" doc:"Spam scoring of inbound mail, with SpamAssassin's X-Spam-* header fields and a Bayes classifier that learns from what users file as spam."`
+}
+
+// Spam configures the milter's spam filter and its engine.
+type Spam struct {
+	Enabled            bool          `yaml:"enabled" doc:"Score inbound mail (clients that neither authenticated nor are in trusted_networks) and add SpamAssassin's fields: X-Spam-Flag: YES on spam (the generated Sieve rule files it into sieve.spam_folder), X-Spam-Status, X-Spam-Level, X-Spam-Checker-Version. X-Spam-* fields that come with a message are removed first."`
+	RequiredScore      float64       `yaml:"required_score" doc:"Score from which a message is spam (SpamAssassin's required_score)."`
+	RejectScore        float64       `yaml:"reject_score" doc:"Score from which a message is refused at end of data with 550 5.7.1 (spamass-milter -r), above required_score; 0 refuses none."`
+	RulesDir           string        `yaml:"rules_dir" doc:"Directory whose *.rules files are read after the rules shipped in postkit, to add rules and change scores (see 'postkit spam check'); empty for none." kind:"path"`
+	WhitelistFrom      []string      `yaml:"whitelist_from" doc:"Senders whose mail is never spam, with * and ? as wildcards (SpamAssassin's whitelist_from), e.g. *@exemple.fr. The From address can be forged: list only senders whose mail you could not lose." kind:"addrglob"`
+	BlacklistFrom      []string      `yaml:"blacklist_from" doc:"Senders whose mail is always spam, with * and ? as wildcards (SpamAssassin's blacklist_from)." kind:"addrglob"`
+	DomainAllowLists   bool          `yaml:"domain_allow_lists" doc:"Read per-domain allow lists from the database (table postkit_liste_blanche_spam, 'postkit db spam-allow add DOMAIN SENDER-DOMAIN'): mail whose From domain is listed by the recipients' domain (a message for several domains: by each of them), and which SPF or a DKIM signature of that domain authenticates (a forged From gains nothing), is never spam. Asked for such messages only."`
+	CheckAuthenticated bool          `yaml:"check_authenticated" doc:"Score mail from authenticated users too (submission); mail from trusted_networks is never scored."`
+	RewriteSubject     string        `yaml:"rewrite_subject" doc:"Text put in front of the Subject of spam (SpamAssassin's rewrite_header Subject; the reference installation uses *****SPAM*****). Empty leaves the Subject alone, which keeps DKIM signatures that cover it valid." kind:"text"`
+	Report             string        `yaml:"report" doc:"Which messages get an X-Spam-Report field listing each test that hit: none, spam, or all (the reference installation's add_header all Report)." enum:"none,spam,all" kind:"enum"`
+	MaxScanBytes       int64         `yaml:"max_scan_bytes" doc:"How much of a message's body is scanned, and at most held in memory; the rest passes unread (SpamAssassin scans 500000 bytes of each part)."`
+	TimeBudget         Duration      `yaml:"time_budget" doc:"Longest the scoring of one message may take, from end of data; a message without a verdict by then is handled as on_error says. Keep it well below Postfix's milter_content_timeout (300s)."`
+	DNSBudget          Duration      `yaml:"dns_budget" doc:"Longest the DNS list lookups of one message may take (dnsbl, uribl, through the dns resolver); lists that have not answered by then count as not listing the message."`
+	DNSBL              []SpamDNSList `yaml:"dnsbl" doc:"DNS block lists of client addresses (RFC 5782), each a test of its own with a score, looked up through the dns resolver within dns_budget. None by default, as the reference installation (skip_rbl_checks 1): public lists see every client that writes to you." example:"{name: RCVD_IN_ZEN, zone: \"zen.spamhaus.org=127.0.0.[2..11]\", score: 3.0, description: Client listed in Spamhaus ZEN}"`
+	URIBL              []SpamDNSList `yaml:"uribl" doc:"DNS block lists of domains, looked up for the hosts of the links in a message (RFC 5782 section 2.2), each a test with a score. None by default." example:"{name: URIBL_DBL, zone: \"dbl.spamhaus.org=127.0.1.[2..99]\", score: 2.5, description: Link to a domain listed in Spamhaus DBL}"`
+	OnError            string        `yaml:"on_error" doc:"A message the engine could not score in time_budget, or at all: accept delivers it with X-Spam-Status: No, tests=POSTKIT_TIMEOUT (or POSTKIT_ERROR), as spamass-milter passes mail when spamd fails; tempfail refuses it with 451 4.7.1 so that the client retries." enum:"accept,tempfail" kind:"enum"`
+	Bayes              Bayes         `yaml:"bayes" doc:"The Bayes classifier: its store, autolearn and training thresholds."`
+	Learn              Learn         `yaml:"learn" doc:"Learning from what users do: a message moved into sieve.spam_folder over IMAP is learned as spam, one moved out of it (but to Trash) as ham (Dovecot's IMAPSieve, as generated)."`
+}
+
+// SpamDNSList is one DNS list of the spam filter.
+type SpamDNSList struct {
+	Name        string  `yaml:"name" doc:"The test's name in X-Spam-Status, e.g. RCVD_IN_ZEN." required:"true" kind:"testname"`
+	Zone        string  `yaml:"zone" doc:"The list's zone, with an optional filter of the answers that count in postscreen_dnsbl_sites syntax (zen.spamhaus.org=127.0.0.[2..11]); without one, any answer in 127.0.0.0/8 counts." required:"true" kind:"dnszone"`
+	Score       float64 `yaml:"score" doc:"Points added when the list answers; 0 turns the list off, as a rule's score 0 does."`
+	Description string  `yaml:"description" doc:"One line for X-Spam-Report." kind:"text"`
+}
+
+// Bayes configures the Bayes classifier.
+type Bayes struct {
+	Enabled       bool     `yaml:"enabled" doc:"Use the Bayes classifier (BAYES_* tests) once it has learned min_trained spam and min_trained ham."`
+	Path          string   `yaml:"path" doc:"SQLite file of the token store, written by the milter (autolearn) and by 'postkit spam learn'. Default: paths.postkit_run/bayes.sqlite." kind:"path"`
+	Autolearn     bool     `yaml:"autolearn" doc:"Learn mail that scores clearly: as spam from autolearn_spam points (without the Bayes tests), as ham up to autolearn_ham."`
+	AutolearnSpam float64  `yaml:"autolearn_spam" doc:"Score (the Bayes tests left out) from which a message is learned as spam (SpamAssassin's bayes_auto_learn_threshold_spam)."`
+	AutolearnHam  float64  `yaml:"autolearn_ham" doc:"Score up to which a message is learned as ham (SpamAssassin's bayes_auto_learn_threshold_nonspam)."`
+	MinTrained    int      `yaml:"min_trained" doc:"How many spam and how many ham messages the classifier must have learned before it votes (SpamAssassin's bayes_min_spam_num and bayes_min_ham_num)."`
+	Expiry        Duration `yaml:"expiry" doc:"Tokens no learning touched for this long are forgotten (checked at most once a day, after a learning), so that the store follows what mail looks like now; 0 keeps them forever. 'postkit spam learn' run by hand or by Dovecot uses the engine's default, 180 days."`
+}
+
+// Learn configures learning from users' moves.
+type Learn struct {
+	IMAPSieve bool   `yaml:"imapsieve" doc:"Generate Dovecot's IMAPSieve rules (Pigeonhole's imapsieve and extprograms plugins) that run 'postkit spam learn' when a user moves a message into or out of the spam folder. Needs milter.enabled, milter.spam.enabled, bayes.enabled and sieve.enabled."`
+	User      string `yaml:"user" doc:"Account Dovecot runs 'postkit spam learn' as: it must be able to write bayes.path, so it is the account the milter runs as (postkit in examples/systemd). It must exist before Dovecot starts; generate checks it when writing the live system." kind:"user"`
 }
 
 // Scrub is the header scrubbing filter.

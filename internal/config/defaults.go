@@ -44,6 +44,7 @@ func Defaults() *Config {
 			DovecotBase:   "/run/dovecot",
 			DovecotState:  "/var/lib/dovecot",
 			PostkitRun:    "/var/lib/postkit",
+			Postkit:       "/usr/local/bin/postkit",
 		},
 		Postfix: Postfix{Chroot: true, MailOwner: "postfix", SetgidGroup: "postdrop", DNSChecks: true},
 		Milter: Milter{
@@ -63,6 +64,25 @@ func Defaults() *Config {
 				Canonicalization: "relaxed/simple",
 				UnownedFrom:      "reject",
 				KeyDir:           "/etc/dkimkeys",
+			},
+			Spam: Spam{
+				Enabled:          true,
+				RequiredScore:    5.0,
+				DomainAllowLists: true,
+				Report:           "spam",
+				MaxScanBytes:     500000, // SpamAssassin's rawbody_part_scan_size
+				TimeBudget:       Duration(10 * time.Second),
+				DNSBudget:        Duration(4 * time.Second),
+				OnError:          "accept",
+				Bayes: Bayes{
+					Enabled:       true,
+					Autolearn:     true,
+					AutolearnSpam: 12.0, // SpamAssassin's defaults
+					AutolearnHam:  0.1,
+					MinTrained:    200,
+					Expiry:        Duration(180 * 24 * time.Hour), // the engine's default
+				},
+				Learn: Learn{IMAPSieve: true, User: "postkit"},
 			},
 		},
 		Policy: Policy{

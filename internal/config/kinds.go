@@ -82,6 +82,12 @@ var kinds = map[string]kind{
 		hint: "one of + - _ . ="},
 	"hostport": {check: checkHostPort,
 		hint: "write host:port, e.g. 127.0.0.1:53 or [::1]:53"},
+	"testname": {check: checkTestName,
+		hint: "capital letters, digits and _, e.g. RCVD_IN_ZEN"},
+	"dnszone": {check: checkDNSZone,
+		hint: "a zone with an optional answer filter, e.g. zen.spamhaus.org=127.0.0.[2..11]"},
+	"addrglob": {check: checkAddrGlob,
+		hint: "an address with * and ? as wildcards, e.g. *@exemple.fr or newsletter@*.exemple.fr"},
 	"dnsbl": {check: checkDNSBLSite,
 		hint: "e.g. zen.spamhaus.org=127.0.0.[2..11]*3 or list.dnswl.org=127.0.[0..255].[1..3]*-2"},
 }
@@ -540,6 +546,45 @@ var dnsblRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+(=[0-9.\[\];]+)?(\*-?[0-9]+)?$
 func checkDNSBLSite(s string) string {
 	if !dnsblRE.MatchString(s) {
 		return fmt.Sprintf("%q is not a DNS list site", s)
+	}
+	return ""
+}
+
+// An address pattern of whitelist_from and friends: an address whose
+// local part and domain may hold * and ? wildcards.
+var addrGlobRE = regexp.MustCompile(`^[A-Za-z0-9._+=*?-]+@[A-Za-z0-9.*?-]+$`)
+
+func checkAddrGlob(s string) string {
+	if !addrGlobRE.MatchString(s) {
+		if !strings.Contains(s, "@") {
+			return fmt.Sprintf("%q has no @: write *@%s for every address of a domain", s, s)
+		}
+		return fmt.Sprintf("%q is not an address pattern", s)
+	}
+	return ""
+}
+
+var testNameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
+
+// checkTestName checks a spam test's name as X-Spam-Status lists it.
+func checkTestName(s string) string {
+	if !testNameRE.MatchString(s) {
+		return fmt.Sprintf("%q is not a test name", s)
+	}
+	return ""
+}
+
+// The shape of a spam DNS list: a policy.dnsbl.sites entry without the
+// weight (a score of its own says that); the engine parses it fully
+// (dnsbl.ParseSite) when the milter starts.
+var dnsZoneRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+(=[0-9.\[\];]+)?$`)
+
+func checkDNSZone(s string) string {
+	if strings.Contains(s, "*") {
+		return fmt.Sprintf("%q has a weight: give the list a score instead", s)
+	}
+	if !dnsZoneRE.MatchString(s) {
+		return fmt.Sprintf("%q is not a DNS list zone", s)
 	}
 	return ""
 }

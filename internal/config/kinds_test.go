@@ -81,6 +81,9 @@ var goodValue = map[string]string{
 	"delimiter": "+",
 	"hostport":  "127.0.0.1:53",
 	"dnsbl":     "bl.example.org=127.0.0.2*3",
+	"addrglob":  "*@example.org",
+	"testname":  "RCVD_IN_TEST",
+	"dnszone":   "bl.example.org=127.0.0.2",
 }
 
 func good(sf reflect.StructField) string {

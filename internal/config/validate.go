@@ -47,6 +47,9 @@ func (c *Config) applyDerived() {
 	if c.Milter.DKIM.AuthservID == "" {
 		c.Milter.DKIM.AuthservID = c.Hostname
 	}
+	if c.Milter.Spam.Bayes.Path == "" {
+		c.Milter.Spam.Bayes.Path = strings.TrimSuffix(c.Paths.PostkitRun, "/") + "/bayes.sqlite"
+	}
 	if c.Policy.StateFile == "" {
 		c.Policy.StateFile = strings.TrimSuffix(c.Paths.PostkitRun, "/") + "/policyd.sqlite"
 	}
@@ -186,6 +189,9 @@ func (c *Config) Validate(f *File) error {
 	}
 	if c.Milter.Drain.D() <= 0 {
 		add(f.Errorf("milter.drain", "e.g. 30s", "must be positive"))
+	}
+	for _, e := range c.validateSpam(f, bad) {
+		add(e)
 	}
 	for _, e := range c.validatePolicyChecks(f, bad) {
 		add(e)
@@ -441,4 +447,56 @@ func (c *Config) validatePolicyChecks(f *File, bad map[string]bool) []*Error {
 		}
 	}
 	return errs
+}
+
+// validateSpam checks the spam filter's settings, whether or not it is
+// enabled (a mistake shows at once, not on the day it is turned on).
+func (c *Config) validateSpam(f *File, bad map[string]bool) []*Error {
+	var errs []*Error
+	s := c.Milter.Spam
+	if s.RequiredScore <= 0 {
+		errs = append(errs, f.Errorf("milter.spam.required_score", "SpamAssassin's default is 5.0", "must be above 0, not %.1f", s.RequiredScore))
+	}
+	if s.RejectScore != 0 && s.RejectScore <= s.RequiredScore {
+		errs = append(errs, f.Errorf("milter.spam.reject_score", fmt.Sprintf("e.g. %.1f, well above required_score, or 0 to refuse none", s.RequiredScore*3),
+			"%.1f is not above required_score (%.1f): spam would be refused before it is marked", s.RejectScore, s.RequiredScore))
+	}
+	if s.MaxScanBytes < 1024 || s.MaxScanBytes > 64<<20 {
+		errs = append(errs, f.Errorf("milter.spam.max_scan_bytes", "SpamAssassin scans 500000 bytes", "%d bytes: want from 1024 to %d (64 MiB)", s.MaxScanBytes, 64<<20))
+	}
+	if s.TimeBudget.D() <= 0 {
+		errs = append(errs, f.Errorf("milter.spam.time_budget", "e.g. 10s", "must be positive"))
+	} else if s.TimeBudget.D() >= 300*time.Second {
+		errs = append(errs, f.Errorf("milter.spam.time_budget", "e.g. 10s", "%v reaches Postfix's milter_content_timeout (300s): Postfix would give up on the milter first", s.TimeBudget.D()))
+	}
+	if s.DNSBudget.D() <= 0 || (s.TimeBudget.D() > 0 && s.DNSBudget.D() > s.TimeBudget.D()) {
+		errs = append(errs, f.Errorf("milter.spam.dns_budget", "e.g. 4s, within time_budget", "want 0 < dns_budget (%v) <= time_budget (%v)", s.DNSBudget.D(), s.TimeBudget.D()))
+	}
+	b := s.Bayes
+	if b.AutolearnHam >= b.AutolearnSpam {
+		errs = append(errs, f.Errorf("milter.spam.bayes.autolearn_ham", "SpamAssassin uses 0.1 and 12.0",
+			"autolearn_ham (%.1f) must be below autolearn_spam (%.1f)", b.AutolearnHam, b.AutolearnSpam))
+	}
+	if b.AutolearnSpam < s.RequiredScore {
+		errs = append(errs, f.Errorf("milter.spam.bayes.autolearn_spam", "SpamAssassin uses 12.0",
+			"%.1f is below required_score (%.1f): mail that is not spam would be learned as spam", b.AutolearnSpam, s.RequiredScore))
+	}
+	if b.MinTrained < 1 {
+		errs = append(errs, f.Errorf("milter.spam.bayes.min_trained", "SpamAssassin uses 200", "must be at least 1"))
+	}
+	if b.Expiry.D() < 0 || (b.Expiry.D() > 0 && b.Expiry.D() < 24*time.Hour) {
+		errs = append(errs, f.Errorf("milter.spam.bayes.expiry", "e.g. 2160h (90 days), or 0 to keep tokens forever", "%v: want 0 or at least 24h", b.Expiry.D()))
+	}
+	if c.LearnFromMoves() && s.Learn.User == "" && !bad["milter.spam.learn.user"] {
+		errs = append(errs, f.Errorf("milter.spam.learn.user", "the account the milter runs as, e.g. postkit, or set learn.imapsieve: false", "is required for learning from moves (learn.imapsieve)"))
+	}
+	return errs
+}
+
+// LearnFromMoves reports whether the generated Dovecot learns from users'
+// moves into and out of the spam folder: the milter scores spam with
+// Bayes, Sieve runs, and learn.imapsieve asks for it.
+func (c *Config) LearnFromMoves() bool {
+	s := c.Milter.Spam
+	return c.Milter.Enabled && s.Enabled && s.Bayes.Enabled && s.Learn.IMAPSieve && c.Sieve.Enabled
 }

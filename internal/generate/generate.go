@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
 	"path"
 	"path/filepath"
 	"strings"
@@ -51,6 +52,9 @@ func Run(cfg *config.Config, o Options) ([]apply.Change, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := accounts(cfg, o.Root); err != nil {
+		return nil, err
+	}
 	set := preflight.Set{
 		Root:          o.Root,
 		PostfixConfig: cfg.Paths.PostfixConfig,
@@ -80,6 +84,22 @@ func Run(cfg *config.Config, o Options) ([]apply.Change, error) {
 		},
 		Extra: svbins,
 	})
+}
+
+// accounts refuses a configuration that names a service account missing
+// from the live system: doveconf accepts `service { user = NAME }` for any
+// NAME, but Dovecot then refuses to start at all. Files written under
+// another root are for another host, which is not checked.
+func accounts(cfg *config.Config, root string) error {
+	if filepath.Clean(root) != "/" || !cfg.LearnFromMoves() {
+		return nil
+	}
+	u := cfg.Milter.Spam.Learn.User
+	if _, err := user.Lookup(u); err != nil {
+		return fmt.Errorf("generate: milter.spam.learn.user: account %q does not exist here (%v), and Dovecot would not start with a service running as it: create it (useradd --system --no-create-home %s; it must be able to write %s), name the account the milter runs as, or set milter.spam.learn.imapsieve: false",
+			u, err, u, cfg.Milter.Spam.Bayes.Path)
+	}
+	return nil
 }
 
 // compileSieve compiles the global Sieve scripts at their live path when

@@ -26,6 +26,7 @@ import (
 	"github.com/postkit/postkit/milter/dkimverify"
 	"github.com/postkit/postkit/milter/filter"
 	"github.com/postkit/postkit/milter/milterd"
+	"github.com/postkit/postkit/milter/spamcheck"
 	"github.com/postkit/postkit/sqlmaps"
 )
 
@@ -64,13 +65,15 @@ type Entry struct {
 type Table []Entry
 
 // Filters returns the daemon's chain, in order: scrub → dkimsign →
-// dkimverify → forged → ownfrom. Scrubbing runs before signing so that the
-// signature covers the final header; scrub and dkimsign act on outbound
-// mail only and dkimverify on inbound mail only, so one chain serves both.
-// forged removes at end of headers, before any filter signs at end of
-// message, and after dkimverify took the header as received; ownfrom
-// reads dkimverify's result at end of message. The table is a fresh copy:
-// a caller may add to it.
+// dkimverify → forged → ownfrom → spam. Scrubbing runs before signing so
+// that the signature covers the final header; scrub and dkimsign act on
+// outbound mail only and dkimverify on inbound mail only, so one chain
+// serves both. forged removes at end of headers, before any filter signs
+// at end of message, and after dkimverify took the header as received;
+// ownfrom reads dkimverify's result at end of message; spam reads it too,
+// with our policy daemon's Received-SPF (forged has removed every other),
+// and comes last so that mail ownfrom refuses is not scored. The table is
+// a fresh copy: a caller may add to it.
 func Filters() Table {
 	return Table{
 		{Name: "scrub", New: newScrub},
@@ -83,6 +86,10 @@ func Filters() Table {
 		// One SPF evaluation (RFC 7208 section 4.6.4: at most 10 DNS
 		// lookups) per domain of ours in From, as the policy daemon's.
 		{Name: "ownfrom", Budget: 8 * time.Second, New: newOwnFrom},
+		// The whole scoring of one message, DNS lists included; the
+		// message goes on by then (milter.spam.time_budget, which
+		// defaults to it, sets it).
+		{Name: "spam", Budget: spamcheck.DefaultTimeBudget, New: newSpam},
 	}
 }
 

@@ -46,8 +46,13 @@ func writeKey(t *testing.T, dir, domain, selector string) {
 	}
 }
 
+// loadYAML loads y, with postkit's state (the spam filter's Bayes store)
+// in a directory of the test's unless y says where.
 func loadYAML(t *testing.T, y string) *config.Config {
 	t.Helper()
+	if !strings.Contains(y, "\npaths:") {
+		y += "paths: {postkit_run: " + t.TempDir() + "}\n"
+	}
 	p := filepath.Join(t.TempDir(), "postkit.yaml")
 	if err := os.WriteFile(p, []byte(y), 0o644); err != nil {
 		t.Fatal(err)
@@ -70,15 +75,17 @@ func TestNew(t *testing.T) {
 		wantChain string
 		wantErr   string
 	}{
-		{"defaults with a key", "", "    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimsign,dkimverify,forged,ownfrom", ""},
-		{"no key: not signed", "", "", "scrub,dkimverify,forged,ownfrom", ""},
-		{"scrub off", "  scrub: {enabled: false}\n", "    keys: [{domain: example.test, selector: ed1}]\n", "dkimsign,dkimverify,forged,ownfrom", ""},
-		{"sign off", "", "    sign: false\n    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimverify,forged,ownfrom", ""},
-		{"verify off", "", "    verify: false\n", "scrub,forged,ownfrom", ""},
-		{"explicit key file", "", "    keys: [{domain: Example.Test, selector: ed1, key_file: KEYDIR/example.test/ed1.private}]\n", "scrub,dkimsign,dkimverify,forged,ownfrom", ""},
+		{"defaults with a key", "", "    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimsign,dkimverify,forged,ownfrom,spam", ""},
+		{"no key: not signed", "", "", "scrub,dkimverify,forged,ownfrom,spam", ""},
+		{"scrub off", "  scrub: {enabled: false}\n", "    keys: [{domain: example.test, selector: ed1}]\n", "dkimsign,dkimverify,forged,ownfrom,spam", ""},
+		{"sign off", "", "    sign: false\n    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimverify,forged,ownfrom,spam", ""},
+		{"verify off", "", "    verify: false\n", "scrub,forged,ownfrom,spam", ""},
+		{"explicit key file", "", "    keys: [{domain: Example.Test, selector: ed1, key_file: KEYDIR/example.test/ed1.private}]\n", "scrub,dkimsign,dkimverify,forged,ownfrom,spam", ""},
 		{"missing key file under key_dir", "", "    keys: [{domain: example.test, selector: nope}]\n", "", "KEYDIR/example.test/nope.private"},
-		{"custom scrub rules", "  scrub:\n    rules: [{header: X-Secret, action: replace, with: hidden}]\n", "    verify: false\n", "scrub,forged,ownfrom", ""},
-		{"own_from off", "  own_from: off\n", "", "scrub,dkimverify,forged", ""},
+		{"custom scrub rules", "  scrub:\n    rules: [{header: X-Secret, action: replace, with: hidden}]\n", "    verify: false\n", "scrub,forged,ownfrom,spam", ""},
+		{"own_from off", "  own_from: off\n", "", "scrub,dkimverify,forged,spam", ""},
+		{"spam off", "  spam: {enabled: false}\n", "", "scrub,dkimverify,forged,ownfrom", ""},
+		{"bad spam rules dir", "  spam: {rules_dir: /nonexistent/spam.d}\n", "", "", "/nonexistent/spam.d"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -151,7 +158,7 @@ func TestTableAddsFilter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(assemble.Names(ch), ","); got != "scrub,dkimsign,dkimverify,forged,ownfrom,nothing" {
+	if got := strings.Join(assemble.Names(ch), ","); got != "scrub,dkimsign,dkimverify,forged,ownfrom,spam,nothing" {
 		t.Errorf("chain %s; want the built-in filters, then nothing", got)
 	}
 	h := daemon.NewHolder(ch)

@@ -271,6 +271,36 @@ func showcase(ctx context.Context, out io.Writer, s *harness.Stack, user, passwo
 	}
 	fmt.Fprintf(out, "\n== Delivered by Dovecot LMTP to %s ==\n%s\n", m.Path, strings.ReplaceAll(string(m.Data), "\r\n", "\n"))
 
+	// Spam: the GTUBE test string scores 1000 with the shipped rules; the
+	// generated Sieve rule files X-Spam-Flag: YES into Spam.
+	tok = harness.Token()
+	spamMsg := append(harness.Message(from, user, tok), []byte(gtube+"\r\n")...)
+	if c, err := s.SMTP(harness.OutsideIP); err == nil {
+		err = harness.Send(c, from, []string{user}, spamMsg)
+		c.Close()
+		if err == nil {
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			sm, err := s.WaitMail(wctx, user, "Spam", tok)
+			cancel()
+			if err == nil {
+				fmt.Fprintf(out, "== A GTUBE test message, filed into Spam (%s); its spam fields ==\n", sm.Path)
+				in := false // within an X-Spam-* field, continuation lines included
+				for _, line := range strings.Split(strings.ReplaceAll(string(sm.Data), "\r\n", "\n"), "\n") {
+					if line == "" {
+						break
+					}
+					if cont := strings.HasPrefix(line, "\t") || strings.HasPrefix(line, " "); !cont {
+						in = strings.HasPrefix(line, "X-Spam-") || strings.HasPrefix(line, "Subject:")
+					}
+					if in {
+						fmt.Fprintln(out, line)
+					}
+				}
+				fmt.Fprintln(out)
+			}
+		}
+	}
+
 	// The other way: the demo user submits (587, STARTTLS, AUTH) to the
 	// outside world; the milter signs on the way out.
 	tok = harness.Token()
@@ -311,9 +341,17 @@ func showcase(ctx context.Context, out io.Writer, s *harness.Stack, user, passwo
   # A mail client: IMAP 127.0.0.1:%[7]d (SSL/TLS) and SMTP 127.0.0.1:%[4]d (STARTTLS),
   # user %[3]s, normal password; accept the self-signed certificate %[8]s.
   # Add users:  printf 'secret\n' | %[10]s db -c %[11]s user add you@%[12]s --password-stdin
+  # Spam: GTUBE lands in Spam; moving a message into Spam over IMAP teaches the Bayes store:
+  swaks --server 127.0.0.1 --port %[1]d --local-interface 127.0.0.2 --from you@%[2]s --to %[3]s --body '%[13]s'
+  curl -k --url 'imaps://127.0.0.1:%[7]d/INBOX' --user '%[3]s:%[5]s' -X 'MOVE 1 Spam'
+  %[10]s spam stats --bayes %[14]s
 `, s.Ports.SMTP, harness.OutsideDomain, user, s.Ports.Submission, password, s.Ports.IMAP, s.Ports.IMAPS,
-		s.Paths.Cert, filepath.Join(s.Root, "outside"), s.PostkitBin, s.Paths.Config, harness.Domain)
+		s.Paths.Cert, filepath.Join(s.Root, "outside"), s.PostkitBin, s.Paths.Config, harness.Domain, gtube,
+		filepath.Join(s.Paths.PostkitRun, "bayes.sqlite"))
 }
+
+// gtube is the GTUBE test string (split: this file is not spam).
+var gtube = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-" + "ANTI-UBE-TEST-EMAIL*C.34X"
 
 // down stops the demo running in the sandbox: its process if it is alive
 // (it then stops the stack in order), otherwise the stack's processes.

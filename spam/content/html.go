@@ -1,0 +1,161 @@
+package content
+
+import (
+	"regexp"
+	"strings"
+
+	"golang.org/x/net/html"
+)
+
+// maxHTMLTokens bounds the feature tokens kept from HTML.
+const maxHTMLTokens = 300
+
+// renderHTML renders an HTML part to the text a reader sees (script, style
+// and head contents dropped, block elements on lines of their own), noting
+// links and tag features on the way.
+func (w *walker) renderHTML(s string) string {
+	m := w.m
+	m.HTML.Parts++
+	z := html.NewTokenizer(strings.NewReader(s))
+	var b strings.Builder
+	skip := 0 // inside script/style/title...
+	seenTok := map[string]bool{}
+	tok := func(t string) {
+		if len(m.HTML.Tokens) < maxHTMLTokens && !seenTok[t] {
+			seenTok[t] = true
+			m.HTML.Tokens = append(m.HTML.Tokens, t)
+		}
+	}
+	for b.Len() < m.lim.MaxText {
+		tt := z.Next()
+		switch tt {
+		case html.ErrorToken:
+			out := b.String()
+			m.HTML.TextBytes += len(out)
+			return out
+		case html.TextToken:
+			if skip == 0 {
+				b.Write(z.Text())
+			}
+		case html.StartTagToken, html.SelfClosingTagToken, html.EndTagToken:
+			name, hasAttr := z.TagName()
+			tag := string(name)
+			if tt == html.EndTagToken {
+				switch tag {
+				case "script", "style", "head", "title", "noscript":
+					if skip > 0 {
+						skip--
+					}
+				}
+				if blockTag[tag] {
+					b.WriteByte('\n')
+				}
+				continue
+			}
+			m.HTML.Tags++
+			if notableTag[tag] {
+				tok(tag)
+			}
+			switch tag {
+			case "script", "style", "head", "title", "noscript":
+				if tt == html.StartTagToken {
+					skip++
+				}
+			case "img":
+				m.HTML.Images++
+			case "br":
+				b.WriteByte('\n')
+			}
+			if blockTag[tag] {
+				b.WriteByte('\n')
+			}
+			for hasAttr {
+				var k, v []byte
+				k, v, hasAttr = z.TagAttr()
+				key := string(k)
+				switch key {
+				case "href", "src", "action", "background":
+					u := strings.TrimSpace(string(v))
+					if u != "" && !strings.HasPrefix(u, "#") && !strings.HasPrefix(strings.ToLower(u), "javascript:") {
+						if strings.Contains(u, ":") || strings.HasPrefix(u, "www.") {
+							m.addURI(u)
+						}
+					}
+				case "color", "bgcolor", "size", "face", "style":
+					tok(tag + ":" + key)
+					if key == "style" {
+						if sv := strings.ToLower(string(v)); strings.Contains(sv, "display:none") || strings.Contains(sv, "visibility:hidden") || strings.Contains(sv, "font-size:0") || strings.Contains(sv, "font-size: 0") {
+							tok("style:hidden")
+						}
+					}
+					if tag == "font" && key == "size" {
+						tok("font:size:" + strings.TrimSpace(string(v)))
+					}
+				}
+			}
+		case html.CommentToken:
+			tok("comment")
+		}
+	}
+	m.Truncated = true
+	out := b.String()
+	m.HTML.TextBytes += len(out)
+	return out
+}
+
+// notableTag are the tags whose presence is a feature; the common ones
+// (html, body, p, a, font, table…) travel together and would only repeat
+// one piece of evidence, "this is HTML", many times over.
+var notableTag = map[string]bool{
+	"img": true, "form": true, "input": true, "script": true, "iframe": true, "object": true,
+	"embed": true, "map": true, "area": true, "style": true, "center": true, "blink": true,
+	"marquee": true, "basefont": true, "base": true, "frame": true, "frameset": true, "meta": true,
+}
+
+var blockTag = map[string]bool{
+	"p": true, "div": true, "table": true, "tr": true, "td": true, "th": true, "li": true,
+	"ul": true, "ol": true, "h1": true, "h2": true, "h3": true, "h4": true, "h5": true,
+	"h6": true, "blockquote": true, "pre": true, "hr": true, "center": true, "form": true,
+}
+
+// uriRE finds links in plain text: a scheme and what follows, or a bare
+// www. host.
+var uriRE = regexp.MustCompile(`(?i)\b(?:https?://|ftp://|www\.)[^\s<>"'()\[\]{}]{2,}`)
+
+// findURIs returns the links in text, at most a few hundred.
+func findURIs(text string) []string {
+	locs := uriRE.FindAllString(text, 300)
+	for i, u := range locs {
+		locs[i] = strings.TrimRight(u, ".,;:!?*")
+	}
+	return locs
+}
+
+// Host returns the lower-case host of a URI (or of a bare "www.host/…"),
+// without port or user info; "" when it has none.
+func Host(u string) string {
+	s := u
+	if i := strings.Index(s, "://"); i >= 0 {
+		s = s[i+3:]
+	} else if i := strings.IndexByte(s, ':'); i >= 0 && !strings.HasPrefix(strings.ToLower(s), "www.") {
+		s = s[i+1:]
+		if strings.Contains(s, "@") && !strings.ContainsAny(s, "/") { // mailto:
+			return Domain(s)
+		}
+	}
+	if i := strings.IndexAny(s, "/?#\\"); i >= 0 {
+		s = s[:i]
+	}
+	if i := strings.LastIndexByte(s, '@'); i >= 0 {
+		s = s[i+1:]
+	}
+	if strings.HasPrefix(s, "[") {
+		if i := strings.IndexByte(s, ']'); i > 0 {
+			return strings.ToLower(s[1:i])
+		}
+	}
+	if i := strings.LastIndexByte(s, ':'); i >= 0 {
+		s = s[:i]
+	}
+	return strings.ToLower(strings.TrimSuffix(s, "."))
+}
