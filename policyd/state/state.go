@@ -12,11 +12,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
-	"strings"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3" // database/sql driver "sqlite3"
+	"github.com/postkit/postkit/internal/waldb"
 )
 
 // schema is applied on every Open; every statement is idempotent.
@@ -56,30 +54,11 @@ type DB struct {
 // WAL mode with a 5 s busy timeout and creates the schema. A new file is
 // created with mode 0600: it holds client addresses and sender addresses.
 func Open(path string) (*DB, error) {
-	if path == "" || strings.ContainsRune(path, '?') {
-		return nil, fmt.Errorf("state: database path %q: want a file path without '?', e.g. /var/lib/postkit/policyd.sqlite", path)
-	}
-	if path != ":memory:" {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("state: %w; create the directory or fix its permissions", err)
-		}
-		f.Close()
-	}
-	dsn := path + "?_journal_mode=WAL&_busy_timeout=5000&_synchronous=NORMAL&_txlock=immediate"
-	db, err := sql.Open("sqlite3", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("state: open %s: %w", path, err)
-	}
 	// One connection: SQLite serialises writers anyway, and a single
-	// connection never waits on its own lock (nor loses a :memory: database).
-	db.SetMaxOpenConns(1)
-	db.SetConnMaxIdleTime(0)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := db.ExecContext(ctx, schema); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("state: create schema in %s: %w; is it a postkit state database?", path, err)
+	// connection never waits on its own lock.
+	db, err := waldb.Open(path, "state", schema, 1)
+	if err != nil {
+		return nil, err
 	}
 	return &DB{db: db, path: path}, nil
 }

@@ -17,12 +17,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3" // database/sql driver "sqlite3"
-
+	"github.com/postkit/postkit/internal/waldb"
 	"github.com/postkit/postkit/spam/bayes"
 )
 
@@ -57,32 +55,9 @@ var _ bayes.Store = (*DB)(nil)
 
 // Open opens (creating if needed, mode 0600) the store at path.
 func Open(path string) (*DB, error) {
-	if path == "" || strings.ContainsRune(path, '?') {
-		return nil, fmt.Errorf("bayesdb: path %q: want a file path without '?', e.g. /var/lib/postkit/bayes.sqlite", path)
-	}
-	if path != ":memory:" {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("bayesdb: %w; create the directory or fix its permissions", err)
-		}
-		f.Close()
-	}
-	dsn := path + "?_journal_mode=WAL&_busy_timeout=5000&_synchronous=NORMAL&_txlock=immediate"
-	db, err := sql.Open("sqlite3", dsn)
+	db, err := waldb.Open(path, "bayesdb", schema, 4)
 	if err != nil {
-		return nil, fmt.Errorf("bayesdb: open %s: %w", path, err)
-	}
-	if path == ":memory:" {
-		db.SetMaxOpenConns(1)
-	} else {
-		db.SetMaxOpenConns(4)
-	}
-	db.SetConnMaxIdleTime(0)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := db.ExecContext(ctx, schema); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("bayesdb: create schema in %s: %w; is it a postkit Bayes database?", path, err)
+		return nil, err
 	}
 	return &DB{db: db, path: path}, nil
 }
