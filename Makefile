@@ -11,8 +11,12 @@ export GOFLAGS := $(GOFLAGS) -tags=openssl
 
 all: build
 
+# The release version stamped into the binary (postkit version, build_info metric).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/postkit/postkit/internal/version.Version=$(VERSION)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/postkit
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/postkit
 
 # Every test: unit tests and the end-to-end suite against real Postfix and Dovecot.
 # As root with POSTKIT_E2E=1 (CI), a missing Postfix/Dovecot fails instead of skipping.
