@@ -157,6 +157,16 @@ var funcs = map[string]struct {
 			return letters >= 100 && float64(caps)/float64(letters) >= v
 		}, nil
 	}},
+	"shouting": {"shouting(N): N or more words in a row of four or more capitals (A to Z) in the body text, as /\\b[A-Z]{4,}(?:\\s+[A-Z]{4,}){N-1}\\b/ finds them, without the regexp's cost", func(a []string) (func(*Context) bool, error) {
+		if len(a) != 1 {
+			return nil, errors.New("shouting takes one number")
+		}
+		n, err := strconv.Atoi(a[0])
+		if err != nil || n < 1 || n > 100 {
+			return nil, fmt.Errorf("shouting(%s): want a number of words from 1 to 100", a[0])
+		}
+		return func(c *Context) bool { return shouting(c.bodyText(), n) }, nil
+	}},
 	"reply_to_recipient": {"reply_to_recipient(): Reply-To names one of the To or Cc addresses, not the sender (a discussion list's post)", func(a []string) (func(*Context) bool, error) {
 		if len(a) != 0 {
 			return nil, errors.New("reply_to_recipient takes no arguments")
@@ -395,4 +405,47 @@ func (s *Set) Eval(ctx context.Context, c *Context) ([]Hit, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, err
+}
+
+func isUpperASCII(c byte) bool { return c >= 'A' && c <= 'Z' }
+
+// isWordASCII is \w as regexp reads \b: ASCII letters, digits, _.
+func isWordASCII(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
+}
+
+// isSpaceASCII is \s in regexp's Perl syntax.
+func isSpaceASCII(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r' }
+
+// shouting reports whether t holds n words in a row of four or more
+// capitals: \b[A-Z]{4,}(\s+[A-Z]{4,}){n-1}\b.
+func shouting(t string, n int) bool {
+	for i := 0; i < len(t); i++ {
+		if !isUpperASCII(t[i]) || i > 0 && isWordASCII(t[i-1]) {
+			continue
+		}
+		j, words := i, 0
+		for {
+			k := j
+			for k < len(t) && isUpperASCII(t[k]) {
+				k++
+			}
+			if k-j < 4 {
+				break
+			}
+			words++
+			if words >= n && (k == len(t) || !isWordASCII(t[k])) {
+				return true
+			}
+			m := k
+			for m < len(t) && isSpaceASCII(t[m]) {
+				m++
+			}
+			if m == k {
+				break
+			}
+			j = m
+		}
+	}
+	return false
 }

@@ -129,8 +129,8 @@ type Rule struct {
 
 	meta *node
 	eval *evalCall
-	// lits: every match contains one of these (prefilter.go)
-	lits []string
+	// lits: every match contains one string of each clause (prefilter.go)
+	lits [][]string
 }
 
 // Score returns the rule's score: its set score, else 1, or 0 for "__"

@@ -3,6 +3,7 @@ package rules
 import (
 	"regexp"
 	"regexp/syntax"
+	"sort"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -14,54 +15,81 @@ import (
 // than running the regexp engine over every message for every rule, which
 // dominated the CPU profile of scoring.
 
-// requiredLiterals returns lower-case strings such that every match of re
-// contains at least one of them (after foldText), or nil when there is no
-// such set.
-func requiredLiterals(re *regexp.Regexp) []string {
+// requiredLiterals returns the prefilter of re: clauses of lower-case
+// strings such that every match of re contains, for each clause, one of its
+// strings (after foldText); nil when there is no such clause.
+// `\bmake\s+(?:money|cash)` gives [[make] [money cash]]: both are looked
+// for, which rules out far more text than either alone.
+func requiredLiterals(re *regexp.Regexp) [][]string {
 	parsed, err := syntax.Parse(re.String(), syntax.Perl)
 	if err != nil {
 		return nil
 	}
-	lits, ok := required(parsed.Simplify())
-	if !ok {
-		return nil
-	}
-	for _, l := range lits {
-		if len(l) < 3 {
-			return nil // too short to be worth a scan of its own
+	var out [][]string
+	seen := map[string]bool{}
+	for _, cl := range clauses(parsed.Simplify()) {
+		key := strings.Join(cl, "\x00")
+		if !weakClause(cl) && !seen[key] {
+			seen[key] = true
+			out = append(out, cl)
 		}
 	}
-	return lits
+	// The longest strings first: the rarest, most often the clause
+	// that rules a text out.
+	sort.SliceStable(out, func(i, j int) bool { return minLen(out[i]) > minLen(out[j]) })
+	if len(out) > maxClauses {
+		out = out[:maxClauses]
+	}
+	return out
 }
 
-// maxLiterals bounds the alternatives a prefilter tries.
-const maxLiterals = 24
+// maxLiterals bounds the alternatives of a clause; maxClauses the clauses
+// of a prefilter.
+const (
+	maxLiterals = 24
+	maxClauses  = 4
+)
 
-func required(re *syntax.Regexp) ([]string, bool) {
+// weakClause: a clause with a string of fewer than three characters that
+// holds a letter or a space is found in almost any text (a lone "%", "$" or
+// "00" much less often).
+func weakClause(cl []string) bool {
+	for _, l := range cl {
+		if len(l) >= 3 {
+			continue
+		}
+		for i := 0; i < len(l); i++ {
+			if c := l[i]; c >= 'a' && c <= 'z' || c == ' ' || c >= utf8.RuneSelf {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// clauses returns clauses that every match of re satisfies (nil: none).
+func clauses(re *syntax.Regexp) [][]string {
 	switch re.Op {
 	case syntax.OpLiteral:
 		if len(re.Rune) == 0 {
-			return nil, false
+			return nil
 		}
-		return []string{foldText(string(re.Rune))}, true
-	case syntax.OpCapture:
-		return required(re.Sub[0])
-	case syntax.OpPlus:
-		return required(re.Sub[0])
+		return [][]string{{foldText(string(re.Rune))}}
+	case syntax.OpCapture, syntax.OpPlus:
+		return clauses(re.Sub[0])
 	case syntax.OpRepeat:
 		if re.Min >= 1 {
-			return required(re.Sub[0])
+			return clauses(re.Sub[0])
 		}
-		return nil, false
+		return nil
 	case syntax.OpConcat:
-		// Adjacent literals form one longer string; otherwise take the
-		// child whose shortest literal is longest.
-		var best []string
-		bestLen := 0
+		// Adjacent literals form one longer string; every child's
+		// clauses hold for the whole.
+		var out [][]string
 		var run strings.Builder
 		flush := func() {
-			if run.Len() > bestLen {
-				best, bestLen = []string{run.String()}, run.Len()
+			if run.Len() > 0 {
+				out = append(out, []string{run.String()})
 			}
 			run.Reset()
 		}
@@ -71,29 +99,42 @@ func required(re *syntax.Regexp) ([]string, bool) {
 				continue
 			}
 			flush()
-			if lits, ok := required(sub); ok {
-				if m := minLen(lits); m > bestLen {
-					best, bestLen = lits, m
-				}
-			}
+			out = append(out, clauses(sub)...)
 		}
 		flush()
-		return best, best != nil
+		return out
 	case syntax.OpAlternate:
+		// One clause: each alternative's best clause, together.
 		var out []string
 		for _, sub := range re.Sub {
-			lits, ok := required(sub)
-			if !ok {
-				return nil, false
+			best := bestClause(clauses(sub))
+			if best == nil {
+				return nil
 			}
-			out = append(out, lits...)
+			out = append(out, best...)
 			if len(out) > maxLiterals {
-				return nil, false
+				return nil
 			}
 		}
-		return out, len(out) > 0
+		return [][]string{out}
 	}
-	return nil, false
+	return nil
+}
+
+// bestClause is the clause most likely to rule a text out: not weak, with
+// the longest shortest string.
+func bestClause(cls [][]string) []string {
+	var best []string
+	bestLen := -1
+	for _, cl := range cls {
+		if weakClause(cl) {
+			continue
+		}
+		if m := minLen(cl); m > bestLen {
+			best, bestLen = cl, m
+		}
+	}
+	return best
 }
 
 func minLen(ls []string) int {
@@ -132,16 +173,20 @@ func foldText(s string) string {
 	}, s)
 }
 
-// mayMatch reports whether folded (foldText of the text) contains one of
-// the literals; true when the rule has none.
-func mayMatch(lits []string, folded string) bool {
-	if lits == nil {
-		return true
-	}
-	for _, l := range lits {
-		if strings.Contains(folded, l) {
-			return true
+// mayMatch reports whether folded (foldText of the text) satisfies every
+// clause of the prefilter pf (true when it has none).
+func mayMatch(pf [][]string, folded string) bool {
+	for _, cl := range pf {
+		found := false
+		for _, l := range cl {
+			if strings.Contains(folded, l) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
 		}
 	}
-	return false
+	return true
 }

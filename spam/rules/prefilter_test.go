@@ -8,16 +8,25 @@ import (
 
 func TestRequiredLiterals(t *testing.T) {
 	for re, want := range map[string]string{
-		`(?i)\bclick\s+here`:                  "click",
+		`(?i)\bclick\s+here`:                  "click & here",
 		`(?i)\b(?:act\s+now|order\s+today)\b`: "act|order",
 		`XJS\*C4JDBQADN1\.NSBN3`:              "xjs*c4jdbqadn1.nsbn3",
-		`(?i)free\s+(?:gift|trial)`:           "free",
+		`(?i)free\s+(?:gift|trial)`:           "free & gift|trial",
+		`(?i)\bmake\s+(?:money|cash|up\s+to)`: "make",
+		`(?i)\bmake\s+(?:money|cash)`:         "make & money|cash",
+		`\$\s?\d{4,}|\d+\s+million`:           "$|million",
+		`\b(?:save|up\s+to)\s+\d\d\s?%`:       "%",
+		`(?i)\b(?:xxx|18\s+years)`:            "xxx|years",
 		`(?i)(?:gift|x)`:                      "",
 		`\d+`:                                 "",
 		`(?i)a+bcd*`:                          "",
 		`(?i)(?:viagra){2,}`:                  "viagra",
 	} {
-		got := strings.Join(requiredLiterals(regexp.MustCompile(re)), "|")
+		var cls []string
+		for _, cl := range requiredLiterals(regexp.MustCompile(re)) {
+			cls = append(cls, strings.Join(cl, "|"))
+		}
+		got := strings.Join(cls, " & ")
 		if got != want {
 			t.Errorf("requiredLiterals(%s) = %q; want %q", re, got, want)
 		}
@@ -39,12 +48,36 @@ func FuzzPrefilter(f *testing.F) {
 	f.Add("CLICK HERE to ACT NOW, 100% FREE gift")
 	f.Add("\u212ailo and \u017fale: CLIC\u212a HERE")
 	f.Add("Dear Friend, transfer of the sum of US$10,000,000 to the next of kin")
+	f.Add("MAKE MONEY fast, earn up to $5,000, save 50% off, toll-free 1-888-555-1234")
+	f.Add("to be removed from this mailing list reply here; 18 years of age")
 	f.Fuzz(func(t *testing.T, text string) {
 		folded := foldText(text)
 		for _, r := range rs {
 			if r.re.MatchString(text) && !mayMatch(r.lits, folded) {
 				t.Fatalf("%s matches %q but its prefilter %q says no", r.Name, text, r.lits)
 			}
+		}
+	})
+}
+
+// FuzzShouting: shouting(n) finds what its regexp finds.
+func FuzzShouting(f *testing.F) {
+	res := map[int]*regexp.Regexp{}
+	for n := 1; n <= 4; n++ {
+		res[n] = regexp.MustCompile(`\b[A-Z]{4,}` + strings.Repeat(`\s+[A-Z]{4,}`, n-1) + `\b`)
+	}
+	f.Add("BUY NOW", 2)
+	f.Add("ACT NOW WHILE STOCKS LAST", 4)
+	f.Add("(FREE MONEY FOR EVERY BODY)", 4)
+	f.Add("xFREE MONEY FOR EVERYbody AND MORE", 3)
+	f.Add("FREE\tMONEY\n\nFOR EVERY_ ONE", 4)
+	f.Add("FREEÉ MONEY FOR EVERY", 4)
+	f.Fuzz(func(t *testing.T, text string, n int) {
+		if n < 1 || n > 4 {
+			return
+		}
+		if got, want := shouting(text, n), res[n].MatchString(text); got != want {
+			t.Fatalf("shouting(%q, %d) = %v; the regexp says %v", text, n, got, want)
 		}
 	})
 }
