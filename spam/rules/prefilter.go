@@ -3,6 +3,7 @@ package rules
 import (
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"sort"
 	"strings"
 	"unicode"
@@ -104,37 +105,75 @@ func clauses(re *syntax.Regexp) [][]string {
 		flush()
 		return out
 	case syntax.OpAlternate:
-		// One clause: each alternative's best clause, together.
-		var out []string
+		// A match matches one alternative, so it satisfies one clause of
+		// each: for every choice of a clause per alternative, the union
+		// of the choices is a clause of the whole. The two best clauses of
+		// each alternative, as long as the choices stay few; else each
+		// alternative's best alone.
+		var alts [][][]string
+		choices := 1
 		for _, sub := range re.Sub {
-			best := bestClause(clauses(sub))
-			if best == nil {
+			best := bestClauses(clauses(sub), 2)
+			if len(best) == 0 {
 				return nil
 			}
-			out = append(out, best...)
-			if len(out) > maxLiterals {
-				return nil
+			alts = append(alts, best)
+			choices *= len(best)
+		}
+		if choices > maxChoices {
+			for i := range alts {
+				alts[i] = alts[i][:1]
 			}
 		}
-		return [][]string{out}
+		out := [][]string{nil}
+		for _, a := range alts {
+			var next [][]string
+			for _, prefix := range out {
+				for _, cl := range a {
+					next = append(next, union(prefix, cl))
+				}
+			}
+			out = next
+		}
+		var kept [][]string
+		for _, cl := range out {
+			if len(cl) <= maxLiterals {
+				kept = append(kept, cl)
+			}
+		}
+		return kept
 	}
 	return nil
 }
 
-// bestClause is the clause most likely to rule a text out: not weak, with
-// the longest shortest string.
-func bestClause(cls [][]string) []string {
-	var best []string
-	bestLen := -1
-	for _, cl := range cls {
-		if weakClause(cl) {
-			continue
-		}
-		if m := minLen(cl); m > bestLen {
-			best, bestLen = cl, m
+// union returns the strings of a and b, each once.
+func union(a, b []string) []string {
+	out := append([]string(nil), a...)
+	for _, s := range b {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
 		}
 	}
-	return best
+	return out
+}
+
+// maxChoices bounds the clauses an alternation yields.
+const maxChoices = 8
+
+// bestClauses returns up to n clauses of cls most likely to rule a text
+// out: not weak, the longest shortest string first.
+func bestClauses(cls [][]string, n int) [][]string {
+	var out [][]string
+	for _, cl := range cls {
+		if !weakClause(cl) {
+			out = append(out, cl)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return minLen(out[i]) > minLen(out[j]) })
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
 }
 
 func minLen(ls []string) int {

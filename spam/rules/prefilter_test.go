@@ -8,19 +8,20 @@ import (
 
 func TestRequiredLiterals(t *testing.T) {
 	for re, want := range map[string]string{
-		`(?i)\bclick\s+here`:                  "click & here",
-		`(?i)\b(?:act\s+now|order\s+today)\b`: "act|order",
-		`XJS\*C4JDBQADN1\.NSBN3`:              "xjs*c4jdbqadn1.nsbn3",
-		`(?i)free\s+(?:gift|trial)`:           "free & gift|trial",
-		`(?i)\bmake\s+(?:money|cash|up\s+to)`: "make",
-		`(?i)\bmake\s+(?:money|cash)`:         "make & money|cash",
-		`\$\s?\d{4,}|\d+\s+million`:           "$|million",
-		`\b(?:save|up\s+to)\s+\d\d\s?%`:       "%",
-		`(?i)\b(?:xxx|18\s+years)`:            "xxx|years",
-		`(?i)(?:gift|x)`:                      "",
-		`\d+`:                                 "",
-		`(?i)a+bcd*`:                          "",
-		`(?i)(?:viagra){2,}`:                  "viagra",
+		`(?i)\bclick\s+here`:                              "click & here",
+		`(?i)\b(?:act\s+now|order\s+today)\b`:             "act|order & act|today & now|order & now|today",
+		`XJS\*C4JDBQADN1\.NSBN3`:                          "xjs*c4jdbqadn1.nsbn3",
+		`(?i)free\s+(?:gift|trial)`:                       "free & gift|trial",
+		`(?i)\bmake\s+(?:money|cash|up\s+to)`:             "make",
+		`(?i)\bmake\s+(?:money|cash)`:                     "make & money|cash",
+		`\$\s?\d{4,}|\d+\s+million`:                       "$|million",
+		`\b(?:save|up\s+to)\s+\d\d\s?%`:                   "%",
+		`(?i)\b(?:xxx|18\s+years)`:                        "xxx|years & xxx|18",
+		`(?i)\bmailing\s+list\b|\blist-?(?:serv|admin)\b`: "mailing|list & mailing|serv|admin & list & list|serv|admin",
+		`(?i)(?:gift|x)`:                                  "",
+		`\d+`:                                             "",
+		`(?i)a+bcd*`:                                      "",
+		`(?i)(?:viagra){2,}`:                              "viagra",
 	} {
 		var cls []string
 		for _, cl := range requiredLiterals(regexp.MustCompile(re)) {
