@@ -17,6 +17,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -68,7 +69,9 @@ func (d *DB) prepare() error {
 		if d.prepErr != nil {
 			return
 		}
-		d.counts, d.prepErr = d.db.PrepareContext(ctx, `SELECT token, spam, ham FROM bayes_tokens WHERE token IN (?`+strings.Repeat(",?", batch-1)+`)`)
+		// One row per batch, the counts as text ("token spam ham ..."):
+		// a row per token cost a cgo call per token.
+		d.counts, d.prepErr = d.db.PrepareContext(ctx, `SELECT group_concat(token || ' ' || spam || ' ' || ham, ' ') FROM bayes_tokens WHERE token IN (?`+strings.Repeat(",?", batch-1)+`)`)
 	})
 	return d.prepErr
 }
@@ -146,25 +149,42 @@ func (d *DB) Counts(ctx context.Context, toks []bayes.Token) (map[bayes.Token]ba
 		for len(args) < batch {
 			args = append(args, args[len(args)-1])
 		}
-		rows, err := d.counts.QueryContext(ctx, args...)
-		if err != nil {
+		var list sql.NullString
+		if err := d.counts.QueryRowContext(ctx, args...).Scan(&list); err != nil {
 			return nil, fmt.Errorf("bayesdb: read tokens: %w", err)
 		}
-		for rows.Next() {
-			var t, s, h int64
-			if err := rows.Scan(&t, &s, &h); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("bayesdb: read tokens: %w", err)
-			}
-			out[bayes.Token(t)] = bayes.Count{Spam: s, Ham: h}
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
+		if err := parseCounts(list.String, out); err != nil {
 			return nil, fmt.Errorf("bayesdb: read tokens: %w", err)
 		}
 	}
 	return out, nil
+}
+
+// parseCounts reads "token spam ham token spam ham ..." into out.
+func parseCounts(s string, out map[bayes.Token]bayes.Count) error {
+	var v [3]int64
+	for n := 0; len(s) > 0; n++ {
+		i := strings.IndexByte(s, ' ')
+		if i < 0 {
+			i = len(s)
+		}
+		x, err := strconv.ParseInt(s[:i], 10, 64)
+		if err != nil {
+			return err
+		}
+		v[n%3] = x
+		if n%3 == 2 {
+			out[bayes.Token(v[0])] = bayes.Count{Spam: v[1], Ham: v[2]}
+		}
+		if i == len(s) {
+			if n%3 != 2 {
+				return errors.New("token counts cut short")
+			}
+			break
+		}
+		s = s[i+1:]
+	}
+	return nil
 }
 
 // Record implements bayes.Store.
