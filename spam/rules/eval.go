@@ -30,6 +30,36 @@ type Context struct {
 	rawFold   string
 	rawFoldOK bool
 	headers   map[string]string
+	// Whether the folded body and raw text hold a prefilter string: rules
+	// share strings ("free", "click"), each is looked for once.
+	bodyLits, rawLits map[string]bool
+}
+
+// mayMatch is the package's mayMatch, remembering each string's answer in
+// *memo.
+func (c *Context) mayMatch(pf [][]string, folded string, memo *map[string]bool) bool {
+	if *memo == nil {
+		*memo = make(map[string]bool, 64)
+	}
+	m := *memo
+	for _, cl := range pf {
+		found := false
+		for _, l := range cl {
+			has, ok := m[l]
+			if !ok {
+				has = strings.Contains(folded, l)
+				m[l] = has
+			}
+			if has {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Context) foldedBody() string {
@@ -355,9 +385,9 @@ func (r *Rule) test(c *Context) bool {
 		return r.re.MatchString(c.headerValue(r.field, r.mod)) != r.negate
 	case Body:
 		text := c.bodyText()
-		return mayMatch(r.lits, c.bodyFold) && r.re.MatchString(text)
+		return c.mayMatch(r.lits, c.bodyFold, &c.bodyLits) && r.re.MatchString(text)
 	case RawBody:
-		return mayMatch(r.lits, c.foldedRaw()) && r.re.MatchString(c.Msg.RawText)
+		return c.mayMatch(r.lits, c.foldedRaw(), &c.rawLits) && r.re.MatchString(c.Msg.RawText)
 	case Full:
 		return r.re.Match(c.Raw)
 	case URI:

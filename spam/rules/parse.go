@@ -285,7 +285,7 @@ func (s *Set) parseLine(pos Pos, text string) error {
 	case Body, RawBody, Full, URI:
 		r.re, err = parseRegexp(arg)
 		if err == nil && (r.Kind == Body || r.Kind == RawBody) {
-			r.lits = requiredLiterals(r.re)
+			r.lits = requiredLiterals(r.re, r.Kind == Body)
 		}
 	case Meta:
 		r.meta, err = parseMeta(arg)

@@ -21,14 +21,19 @@ import (
 // strings (after foldText); nil when there is no such clause.
 // `\bmake\s+(?:money|cash)` gives [[make] [money cash]]: both are looked
 // for, which rules out far more text than either alone.
-func requiredLiterals(re *regexp.Regexp) [][]string {
+//
+// For body rules (spaced true) the text is the body text, whose every run of
+// white space is one space or one newline: a literal followed by \s+ in
+// the regexp is then looked for with that space or newline after it
+// ("lose " for /lose\s+weight/, which "losemer" does not satisfy).
+func requiredLiterals(re *regexp.Regexp, spaced bool) [][]string {
 	parsed, err := syntax.Parse(re.String(), syntax.Perl)
 	if err != nil {
 		return nil
 	}
 	var out [][]string
 	seen := map[string]bool{}
-	for _, cl := range clauses(parsed.Simplify()) {
+	for _, cl := range clauses(parsed.Simplify(), spaced) {
 		key := strings.Join(cl, "\x00")
 		if !weakClause(cl) && !seen[key] {
 			seen[key] = true
@@ -69,7 +74,7 @@ func weakClause(cl []string) bool {
 }
 
 // clauses returns clauses that every match of re satisfies (nil: none).
-func clauses(re *syntax.Regexp) [][]string {
+func clauses(re *syntax.Regexp, spaced bool) [][]string {
 	switch re.Op {
 	case syntax.OpLiteral:
 		if len(re.Rune) == 0 {
@@ -77,10 +82,10 @@ func clauses(re *syntax.Regexp) [][]string {
 		}
 		return [][]string{{foldText(string(re.Rune))}}
 	case syntax.OpCapture, syntax.OpPlus:
-		return clauses(re.Sub[0])
+		return clauses(re.Sub[0], spaced)
 	case syntax.OpRepeat:
 		if re.Min >= 1 {
-			return clauses(re.Sub[0])
+			return clauses(re.Sub[0], spaced)
 		}
 		return nil
 	case syntax.OpConcat:
@@ -88,9 +93,13 @@ func clauses(re *syntax.Regexp) [][]string {
 		// clauses hold for the whole.
 		var out [][]string
 		var run strings.Builder
-		flush := func() {
+		flush := func(next *syntax.Regexp) {
 			if run.Len() > 0 {
-				out = append(out, []string{run.String()})
+				if spaced && next != nil && spaceRun(next) {
+					out = append(out, []string{run.String() + " ", run.String() + "\n"})
+				} else {
+					out = append(out, []string{run.String()})
+				}
 			}
 			run.Reset()
 		}
@@ -99,10 +108,10 @@ func clauses(re *syntax.Regexp) [][]string {
 				run.WriteString(foldText(string(sub.Rune)))
 				continue
 			}
-			flush()
-			out = append(out, clauses(sub)...)
+			flush(sub)
+			out = append(out, clauses(sub, spaced)...)
 		}
-		flush()
+		flush(nil)
 		return out
 	case syntax.OpAlternate:
 		// A match matches one alternative, so it satisfies one clause of
@@ -113,7 +122,7 @@ func clauses(re *syntax.Regexp) [][]string {
 		var alts [][][]string
 		choices := 1
 		for _, sub := range re.Sub {
-			best := bestClauses(clauses(sub), 2)
+			best := bestClauses(clauses(sub, spaced), 2)
 			if len(best) == 0 {
 				return nil
 			}
@@ -144,6 +153,32 @@ func clauses(re *syntax.Regexp) [][]string {
 		return kept
 	}
 	return nil
+}
+
+// spaceRun reports whether re matches one or more white space characters
+// and nothing else (\s+, \s{1,3}, [ \t]+).
+func spaceRun(re *syntax.Regexp) bool {
+	switch re.Op {
+	case syntax.OpPlus:
+	case syntax.OpRepeat:
+		if re.Min < 1 {
+			return false
+		}
+	default:
+		return false
+	}
+	cc := re.Sub[0]
+	if cc.Op != syntax.OpCharClass || len(cc.Rune) == 0 {
+		return false
+	}
+	for i := 0; i+1 < len(cc.Rune); i += 2 {
+		for r := cc.Rune[i]; r <= cc.Rune[i+1]; r++ {
+			if !unicode.IsSpace(r) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // union returns the strings of a and b, each once.

@@ -4,7 +4,16 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/postkit/postkit/spam/content"
 )
+
+func TestRequiredLiteralsSpaced(t *testing.T) {
+	got := requiredLiterals(regexp.MustCompile(`(?i)\blose\s+(?:weight|\d+\s*pounds)`), true)
+	if len(got) != 2 || strings.Join(got[0], "|") != "weight|pounds" || strings.Join(got[1], "|") != "lose |lose\n" {
+		t.Errorf("spaced prefilter = %q; want [[weight pounds] [\"lose \" \"lose\\n\"]]", got)
+	}
+}
 
 func TestRequiredLiterals(t *testing.T) {
 	for re, want := range map[string]string{
@@ -24,7 +33,7 @@ func TestRequiredLiterals(t *testing.T) {
 		`(?i)(?:viagra){2,}`:                              "viagra",
 	} {
 		var cls []string
-		for _, cl := range requiredLiterals(regexp.MustCompile(re)) {
+		for _, cl := range requiredLiterals(regexp.MustCompile(re), false) {
 			cls = append(cls, strings.Join(cl, "|"))
 		}
 		got := strings.Join(cls, " & ")
@@ -51,11 +60,20 @@ func FuzzPrefilter(f *testing.F) {
 	f.Add("Dear Friend, transfer of the sum of US$10,000,000 to the next of kin")
 	f.Add("MAKE MONEY fast, earn up to $5,000, save 50% off, toll-free 1-888-555-1234")
 	f.Add("to be removed from this mailing list reply here; 18 years of age")
+	f.Add("lose\t\t 10 pounds\r\nmailing\u00a0list  click\n\nhere")
 	f.Fuzz(func(t *testing.T, text string) {
+		// Body rules see the body text (white space normalized), raw
+		// body rules the text as it is.
+		c := &Context{Msg: &content.Message{Text: text}}
+		body := c.bodyText()
 		folded := foldText(text)
 		for _, r := range rs {
-			if r.re.MatchString(text) && !mayMatch(r.lits, folded) {
-				t.Fatalf("%s matches %q but its prefilter %q says no", r.Name, text, r.lits)
+			in, fold := text, folded
+			if r.Kind == Body {
+				in, fold = body, c.bodyFold
+			}
+			if r.re.MatchString(in) && !mayMatch(r.lits, fold) {
+				t.Fatalf("%s matches %q but its prefilter %q says no", r.Name, in, r.lits)
 			}
 		}
 	})
