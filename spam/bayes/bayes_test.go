@@ -2,6 +2,7 @@ package bayes_test
 
 import (
 	"context"
+	"hash/fnv"
 	"math"
 	"testing"
 	"time"
@@ -179,4 +180,36 @@ func FuzzTokenize(f *testing.F) {
 			seen[tk] = true
 		}
 	})
+}
+
+// Tokenize hashes exactly the strings Words returns, as Hash does, and Hash
+// is FNV-1a (stores written before keep their meaning).
+func TestTokenizeIsHashedWords(t *testing.T) {
+	raw := "From: \"Jane Doe\" <jane@mail.example.co.uk>\r\nTo: a@b.example\r\nSubject: Cheap-pills FREE!!\r\n" +
+		"Received: from relay.example.net (relay.example.net [192.0.2.44]) by mx with ESMTP; Tue, 1 Dec 2026 10:00:00 +0100\r\n" +
+		"Content-Type: text/html; charset=utf-8\r\n\r\n<p>Grüße, CLICK here: http://shop.example/a/b?c=d jane@x.example</p>\r\n"
+	m := content.Parse(context.Background(), []byte(raw), content.Limits{})
+	var want []bayes.Token
+	seen := map[bayes.Token]bool{}
+	for _, w := range bayes.Words(m) {
+		h := fnv.New64a()
+		h.Write([]byte(w))
+		tok := bayes.Token(h.Sum64())
+		if bayes.Hash(w) != tok {
+			t.Fatalf("Hash(%q) = %x; FNV-1a gives %x", w, bayes.Hash(w), tok)
+		}
+		if !seen[tok] {
+			seen[tok] = true
+			want = append(want, tok)
+		}
+	}
+	got := bayes.Tokenize(m)
+	if len(got) != len(want) || len(got) < 20 {
+		t.Fatalf("Tokenize: %d tokens, Words: %d", len(got), len(want))
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("token %d: %x, want %x", i, got[i], want[i])
+		}
+	}
 }
