@@ -30,32 +30,32 @@ type Context struct {
 	rawFold   string
 	rawFoldOK bool
 	headers   map[string]string
-	// Whether the folded body and raw text hold a prefilter string: rules
-	// share strings ("free", "click"), each is looked for once.
-	bodyLits, rawLits map[string]bool
+	// Which prefilter strings the folded body and raw text hold, found in
+	// one pass over each (litMatcher), when a rule first asks.
+	lit               *litMatcher
+	bodyLits, rawLits []bool
 }
 
-// mayMatch is the package's mayMatch, remembering each string's answer in
-// *memo.
-func (c *Context) mayMatch(pf [][]string, folded string, memo *map[string]bool) bool {
-	if *memo == nil {
-		*memo = make(map[string]bool, 64)
+// mayMatch reports whether the found strings satisfy every clause of the
+// prefilter ids (true when it has none); *found is computed from folded
+// when first needed.
+func (c *Context) mayMatch(ids [][]int32, folded string, found *[]bool) bool {
+	if len(ids) == 0 {
+		return true
 	}
-	m := *memo
-	for _, cl := range pf {
-		found := false
-		for _, l := range cl {
-			has, ok := m[l]
-			if !ok {
-				has = strings.Contains(folded, l)
-				m[l] = has
-			}
-			if has {
-				found = true
+	if *found == nil {
+		*found = c.lit.scan(folded)
+	}
+	f := *found
+	for _, cl := range ids {
+		ok := false
+		for _, id := range cl {
+			if f[id] {
+				ok = true
 				break
 			}
 		}
-		if !found {
+		if !ok {
 			return false
 		}
 	}
@@ -385,9 +385,9 @@ func (r *Rule) test(c *Context) bool {
 		return r.re.MatchString(c.headerValue(r.field, r.mod)) != r.negate
 	case Body:
 		text := c.bodyText()
-		return c.mayMatch(r.lits, c.bodyFold, &c.bodyLits) && r.re.MatchString(text)
+		return c.mayMatch(r.litIDs, c.bodyFold, &c.bodyLits) && r.re.MatchString(text)
 	case RawBody:
-		return c.mayMatch(r.lits, c.foldedRaw(), &c.rawLits) && r.re.MatchString(c.Msg.RawText)
+		return c.mayMatch(r.litIDs, c.foldedRaw(), &c.rawLits) && r.re.MatchString(c.Msg.RawText)
 	case Full:
 		return r.re.Match(c.Raw)
 	case URI:
@@ -410,6 +410,7 @@ func (s *Set) Eval(ctx context.Context, c *Context) ([]Hit, error) {
 	if !s.compiled {
 		return nil, errors.New("rules: Eval before Compile")
 	}
+	c.lit = s.lit
 	hit := make(map[string]bool, 16)
 	var out []Hit
 	var err error

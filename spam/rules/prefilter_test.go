@@ -100,3 +100,49 @@ func FuzzShouting(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLitMatcher: one pass of the matcher finds what strings.Contains finds.
+func FuzzLitMatcher(f *testing.F) {
+	f.Add("she sells sea shells", "he", "shell", "sea s")
+	f.Add("aaaa", "aa", "aaa", "b")
+	f.Add("lose weight\nlose\n", "lose ", "lose\n", "weight")
+	f.Fuzz(func(t *testing.T, text, a, b, c string) {
+		var lits []string
+		for _, l := range []string{a, b, c, "click", "ick", "k"} {
+			if l != "" {
+				lits = append(lits, l)
+			}
+		}
+		found := newLitMatcher(lits).scan(text)
+		for i, l := range lits {
+			if found[i] != strings.Contains(text, l) {
+				t.Fatalf("scan(%q) says %v for %q", text, found[i], l)
+			}
+		}
+	})
+}
+
+// The shipped rules' prefilters give the same answer through the set's
+// matcher as through strings.Contains.
+func TestMatcherPrefilter(t *testing.T) {
+	s, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{
+		"Click here to be removed from our mailing list. Lose 20 pounds, 100% FREE!",
+		"lunch at noon, see the notes\nregards",
+		"transfer of the sum of US$10,000,000 to the next of kin; call 1-888-555-1234 toll free",
+	} {
+		folded := foldText(text)
+		c := &Context{lit: s.lit}
+		for _, r := range s.order {
+			if len(r.lits) == 0 {
+				continue
+			}
+			if got, want := c.mayMatch(r.litIDs, folded, &c.bodyLits), mayMatch(r.lits, folded); got != want {
+				t.Errorf("%s on %q: matcher %v, Contains %v", r.Name, text, got, want)
+			}
+		}
+	}
+}
