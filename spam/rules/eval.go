@@ -39,9 +39,13 @@ type Context struct {
 // mayMatch reports whether the found strings satisfy every clause of the
 // prefilter ids (true when it has none); *found is computed from folded
 // when first needed.
-func (c *Context) mayMatch(ids [][]int32, folded string, found *[]bool) bool {
+func (c *Context) mayMatch(r *Rule, folded string, found *[]bool) bool {
+	ids := r.litIDs
 	if len(ids) == 0 {
 		return true
+	}
+	if c.lit == nil {
+		return mayMatch(r.lits, folded)
 	}
 	if *found == nil {
 		*found = c.lit.scan(folded)
@@ -385,9 +389,9 @@ func (r *Rule) test(c *Context) bool {
 		return r.re.MatchString(c.headerValue(r.field, r.mod)) != r.negate
 	case Body:
 		text := c.bodyText()
-		return c.mayMatch(r.litIDs, c.bodyFold, &c.bodyLits) && r.re.MatchString(text)
+		return c.mayMatch(r, c.bodyFold, &c.bodyLits) && r.re.MatchString(text)
 	case RawBody:
-		return c.mayMatch(r.litIDs, c.foldedRaw(), &c.rawLits) && r.re.MatchString(c.Msg.RawText)
+		return c.mayMatch(r, c.foldedRaw(), &c.rawLits) && r.re.MatchString(c.Msg.RawText)
 	case Full:
 		return r.re.Match(c.Raw)
 	case URI:

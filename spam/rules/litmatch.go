@@ -13,8 +13,19 @@ type litMatcher struct {
 	n      int       // strings
 }
 
+// maxMatcherCells bounds a matcher's table (4 bytes a cell): rules files
+// with so many strings that it would be larger go without one, each string
+// looked for on its own.
+const maxMatcherCells = 1 << 20
+
+// newLitMatcher returns the matcher of lits, or nil when its table would
+// exceed maxMatcherCells.
 func newLitMatcher(lits []string) *litMatcher {
 	m := &litMatcher{n: len(lits)}
+	total := 1
+	for _, l := range lits {
+		total += len(l)
+	}
 	for _, l := range lits {
 		for i := 0; i < len(l); i++ {
 			if m.class[l[i]] == 0 {
@@ -24,6 +35,9 @@ func newLitMatcher(lits []string) *litMatcher {
 		}
 	}
 	m.nclass++ // column 0: bytes no string holds
+	if total*m.nclass > maxMatcherCells {
+		return nil
+	}
 	// The trie: -1 for no edge.
 	edge := func() []int32 {
 		e := make([]int32, m.nclass)

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -122,6 +123,20 @@ func FuzzLitMatcher(f *testing.F) {
 	})
 }
 
+// A matcher whose table would be too large is not built.
+func TestLitMatcherBound(t *testing.T) {
+	var lits []string
+	for i := 0; i < 40000; i++ {
+		lits = append(lits, fmt.Sprintf("word%06dxyz", i))
+	}
+	if newLitMatcher(lits) != nil {
+		t.Error("a matcher of 40000 strings was built")
+	}
+	if newLitMatcher(lits[:100]) == nil {
+		t.Error("no matcher for 100 strings")
+	}
+}
+
 // The shipped rules' prefilters give the same answer through the set's
 // matcher as through strings.Contains.
 func TestMatcherPrefilter(t *testing.T) {
@@ -140,8 +155,11 @@ func TestMatcherPrefilter(t *testing.T) {
 			if len(r.lits) == 0 {
 				continue
 			}
-			if got, want := c.mayMatch(r.litIDs, folded, &c.bodyLits), mayMatch(r.lits, folded); got != want {
+			if got, want := c.mayMatch(r, folded, &c.bodyLits), mayMatch(r.lits, folded); got != want {
 				t.Errorf("%s on %q: matcher %v, Contains %v", r.Name, text, got, want)
+			}
+			if got := (&Context{}).mayMatch(r, folded, new([]bool)); got != mayMatch(r.lits, folded) {
+				t.Errorf("%s on %q without a matcher: %v", r.Name, text, got)
 			}
 		}
 	}
