@@ -24,8 +24,8 @@ type Observer interface {
 // Outcomes a filter can have on a message, for ObserveFilter: pass (no
 // change), modified (header or envelope changes), reject, tempfail,
 // discard (it decided the verdict), error (it failed, or panicked), and
-// skipped (an earlier filter decided or failed, or the filter did not run
-// for this message: it ran no callback).
+// skipped (the chain stopped, on an earlier filter's verdict or fault,
+// before this filter was done with the message).
 var Outcomes = []string{"pass", "modified", "reject", "tempfail", "discard", "error", "skipped"}
 
 // per-filter state kept while a message runs (msgState.outcome).
@@ -42,6 +42,12 @@ func (m *msgState) observe(v filter.Verdict) {
 	if o == nil {
 		return
 	}
+	// A filter that wanted the body but was not given its end (the chain
+	// stopped first) did not finish the message.
+	unfinished := make([]bool, len(m.filters))
+	for _, cb := range m.bodies {
+		unfinished[cb.idx] = !cb.ended
+	}
 	for i, f := range m.filters {
 		outcome := "skipped"
 		switch {
@@ -51,7 +57,7 @@ func (m *msgState) observe(v filter.Verdict) {
 			outcome = verdictName(m.changes.Verdict)
 		case m.outcome[i] == ranModified:
 			outcome = "modified"
-		case m.outcome[i] == ranPass:
+		case m.outcome[i] == ranPass && !unfinished[i]:
 			outcome = "pass"
 		}
 		o.ObserveFilter(f.Name(), outcome, m.timings[i])
