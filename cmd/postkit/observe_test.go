@@ -174,7 +174,7 @@ milter:
 		{"postkit_milter_filter_outcomes_total", []string{"filter", "dkimverify", "outcome", "modified"}, 4},
 		{"postkit_milter_filter_outcomes_total", []string{"filter", "ownfrom", "outcome", "reject"}, 1},
 		{"postkit_milter_filter_outcomes_total", []string{"filter", "spam", "outcome", "skipped"}, 1}, // refused by ownfrom first
-		{"postkit_milter_filter_duration_seconds", []string{"filter", "dkimsign"}, 5}, // it looks at every message
+		{"postkit_milter_filter_duration_seconds", []string{"filter", "dkimsign"}, 5},                 // it looks at every message
 		{"postkit_milter_spam_verdicts_total", nil, 3},
 		{"postkit_milter_errors_total", nil, 0},
 	} {
