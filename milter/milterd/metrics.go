@@ -169,3 +169,18 @@ func (m *Metrics) Count(event, value string) {
 		m.spam.WithLabelValues(known(spamVerdicts, value)).Inc()
 	}
 }
+
+// Messages, Outcomes and Errors return one series each, for tests.
+func (m *Metrics) Messages(verdict, direction string) prometheus.Counter {
+	return m.messages.WithLabelValues(verdict, direction)
+}
+
+// Outcomes returns the series of one filter's outcome.
+func (m *Metrics) Outcomes(filter, outcome string) prometheus.Counter {
+	return m.outcomes.WithLabelValues(filter, outcome)
+}
+
+// Errors returns the series of one kind of fault.
+func (m *Metrics) Errors(kind string) prometheus.Counter {
+	return m.errors.WithLabelValues(kind)
+}

@@ -476,6 +476,9 @@ func (s *session) finish(m *msgState) error {
 			return err
 		}
 	}
+	// Counted before the answer goes out, so that a scrape that follows
+	// the MTA's reply sees the message.
+	m.observe(verdict)
 	if err := s.sendVerdict(verdict, code, ext, text); err != nil {
 		return err
 	}
@@ -483,7 +486,6 @@ func (s *session) finish(m *msgState) error {
 		return err
 	}
 	s.logMessage(m, verdict, nops)
-	m.observe(verdict)
 	s.resetMessage()
 	return nil
 }
