@@ -267,3 +267,21 @@ func TestPolicydSyslogAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+// A syslog socket that is not there neither stops nor holds up the
+// daemon: its lines go to stderr, after one notice.
+func TestDaemonSyslogMissing(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "policy.sock")
+	d := startDaemon(t, "policyd", "--listen", "unix:"+sock, "--checks", "blacklist", "--db", policyTestStore(t, dir),
+		"--log-target", "syslog", "--set", "log.syslog_socket="+filepath.Join(dir, "no-such-log"))
+	if got := policyAsk(t, sock, "protocol_state=RCPT", "queue_id=9Q1", "client_address=192.0.2.5", "sender=spammer@bad.test", "recipient=a@example.test"); !strings.HasPrefix(got, "554 ") {
+		t.Errorf("action %q; want the blacklist's 554", got)
+	}
+	testlib.Eventually(t, 5e9, "the request's line on stderr", func() bool {
+		return strings.Contains(d.log.String(), `postkit/policyd[`) && strings.Contains(d.log.String(), `msg=policy queue_id=9Q1`)
+	})
+	if n := strings.Count(d.log.String(), "does not answer"); n != 1 {
+		t.Errorf("the missing socket was reported %d times; want once:\n%s", n, d.log.String())
+	}
+}
