@@ -122,7 +122,7 @@ func (f *Filter) Headers(m *filter.Message, c *filter.Changes) (filter.Body, err
 	}
 	if len(removed) > 0 {
 		f.log.Info("forged: removed header fields only this server may write", "queue_id", m.QueueID,
-			"outbound", m.Outbound, "from", m.MailFrom, "headers", strings.Join(removed, ","))
+			"outbound", m.Outbound, "sender", m.MailFrom, "headers", strings.Join(removed, ","))
 	}
 	return nil, nil
 }

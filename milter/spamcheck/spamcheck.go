@@ -282,7 +282,7 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 	if fault == "" && f.cfg.RejectScore > 0 && res.Score >= f.cfg.RejectScore {
 		filter.Count(f.cfg.Meter, filter.EventSpamVerdict, "reject")
 		f.log.Info("spam: refused", "queue_id", m.QueueID, "score", fmt.Sprintf("%.1f", res.Score), "reject", f.cfg.RejectScore,
-			"tests", testNames(res), "client", in.Client, "from", m.MailFrom, "elapsed", elapsed.Round(time.Millisecond))
+			"tests", testNames(res), "client", in.Client, "sender", m.MailFrom, "elapsed", elapsed.Round(time.Millisecond))
 		// RFC 3463 section 3.8: X.7.1, delivery not authorized.
 		c.Refuse(filter.Reject, "550", "5.7.1", fmt.Sprintf("Message refused as spam (score %.1f, limit %.1f)", res.Score, f.cfg.RejectScore))
 		return nil
