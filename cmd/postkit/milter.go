@@ -95,7 +95,7 @@ SIGINT stop accepting and let messages in flight finish.`,
 					if metricsServer == nil {
 						metricsServer = pmetrics.NewServer(reg)
 					}
-					p.Extras = []daemon.Extra{{Name: "metrics", Listener: ml, Server: metricsServer}}
+					p.Extras = []daemon.Extra{{Name: "metrics", Listener: ml, Server: metricsServer, Optional: true}}
 				}
 				p.Restart = c.LogRestart()
 				if p.Chain, err = assemble.New(c, assemble.Options{Logger: log, NoSeal: file.Builtin(), Meter: mm, Observer: mm}); err != nil {

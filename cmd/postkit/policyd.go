@@ -89,7 +89,7 @@ progress are answered.`,
 					if metricsServer == nil {
 						metricsServer = pmetrics.NewServer(reg)
 					}
-					p.Extras = []daemon.Extra{{Name: "metrics", Listener: ml, Server: metricsServer}}
+					p.Extras = []daemon.Extra{{Name: "metrics", Listener: ml, Server: metricsServer, Optional: true}}
 				}
 				tb := c.Policy.TimeBudget.D()
 				if budget == 0 {
