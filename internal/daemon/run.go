@@ -275,7 +275,7 @@ type running[C io.Closer] struct {
 	holder   *Holder[C]
 	lns      []net.Listener
 	extraLns []net.Listener
-	extras   []Extra // served, with extraLns
+	extras   []Extra  // served, with extraLns
 	unix     []string // socket paths to remove at exit
 
 	mu      sync.Mutex
