@@ -162,3 +162,20 @@ func TestParseFacility(t *testing.T) {
 		t.Error("ParseFacility(postfix) did not fail")
 	}
 }
+
+// On stderr, json gives one object per line, with its time, batched like
+// text: warnings at once.
+func TestOpenLoggerJSON(t *testing.T) {
+	out := &testlib.Buffer{}
+	log, flush := OpenLogger(out, LogOptions{Level: slog.LevelInfo, Format: "json"})
+	log.Info("policy", "queue_id", "4ABC")
+	if out.String() != "" {
+		t.Errorf("written before the batch delay: %q", out.String())
+	}
+	log.Warn("trouble")
+	flush()
+	re := regexp.MustCompile(`^\{"time":"[^"]+","level":"INFO","msg":"policy","queue_id":"4ABC"\}\n\{"time":"[^"]+","level":"WARN","msg":"trouble"\}\n$`)
+	if !re.MatchString(out.String()) || out.Writes() != 1 {
+		t.Errorf("stderr %q in %d writes; want two JSON lines in one write", out.String(), out.Writes())
+	}
+}
