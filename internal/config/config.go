@@ -33,6 +33,16 @@ type Config struct {
 	Policy           Policy        `yaml:"policy" doc:"The postkit policy daemon (SPF, blacklists, DNSBL, greylisting, rate limits)."`
 	Sieve            Sieve         `yaml:"sieve" doc:"Server-side filtering with Dovecot's Sieve plugin."`
 	DNS              DNS           `yaml:"dns" doc:"The resolver postkit's daemons use for SPF, DNSBL and DKIM lookups."`
+	Log              Log           `yaml:"log" doc:"How the postkit daemons (milter, policyd) log: one line per message or request, with the Postfix queue id as queue_id."`
+}
+
+// Log configures the daemons' logs.
+type Log struct {
+	Level          string `yaml:"level" doc:"Lowest level logged: debug, info (a line per message or request), warn or error." enum:"debug,info,warn,error" kind:"enum"`
+	Format         string `yaml:"format" doc:"Line format: text (key=value, as logfmt) or json (one object per line)." enum:"text,json" kind:"enum"`
+	Target         string `yaml:"target" doc:"Where lines go: stderr (journald reads it under systemd) or syslog, tagged postkit/milter and postkit/policyd like postfix/smtpd, so that they land in mail.log beside Postfix's. A syslog socket that is missing or stops answering never holds the daemon up: lines go to stderr until it answers again, said once." enum:"stderr,syslog" kind:"enum"`
+	SyslogFacility string `yaml:"syslog_facility" doc:"Syslog facility with target syslog; Postfix logs under mail (Debian's rsyslog writes it to /var/log/mail.log)." enum:"mail,daemon,user,local0,local1,local2,local3,local4,local5,local6,local7" kind:"enum"`
+	SyslogSocket   string `yaml:"syslog_socket" doc:"The local syslog socket (unix datagram) with target syslog." kind:"path"`
 }
 
 // SenderLogin lets logins use a sender address, or every address of a domain.
@@ -121,6 +131,9 @@ type Milter struct {
 	Scrub         Scrub    `yaml:"scrub" doc:"Privacy scrubbing of outbound headers."`
 	DKIM          DKIM     `yaml:"dkim" doc:"DKIM signing (outbound) and verification (inbound)."`
 	Spam          Spam     `yaml:"spam" doc:"Spam scoring of inbound mail, with SpamAssassin's X-Spam-* header fields and a Bayes classifier that learns from what users file as spam."`
+
+	Metrics             string `yaml:"metrics" doc:"Optional host:port serving Prometheus metrics on /metrics (messages, filter outcomes, DKIM signatures, spam verdicts, durations; a bare port listens on 127.0.0.1); empty disables. A scrape never touches mail." kind:"listen"`
+	MetricsAllowClients []CIDR `yaml:"metrics_allow_clients" doc:"Networks that may fetch the milter's metrics, e.g. the Prometheus server's [192.0.2.9/32]; every other connection is closed and logged. Required when metrics can be reached from other hosts (any address but loopback)." kind:"cidr"`
 }
 
 // Spam configures the milter's spam filter and its engine.

@@ -104,5 +104,6 @@ func Defaults() *Config {
 		},
 		Sieve: Sieve{Enabled: true, Dir: "/var/mail/sieve", SpamFolder: "Spam"},
 		DNS:   DNS{Timeout: Duration(2 * time.Second)},
+		Log:   Log{Level: "info", Format: "text", Target: "stderr", SyslogFacility: "mail", SyslogSocket: "/dev/log"},
 	}
 }
