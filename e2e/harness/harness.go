@@ -164,7 +164,7 @@ func Check() error {
 		errs = append(errs, errors.New("harness: needs root (Postfix and Dovecot switch users, mailboxes belong to vmail): run as root"))
 	}
 	if len(missing) > 0 {
-		errs = append(errs, fmt.Errorf("harness: missing %s: apt-get install postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-sieve", strings.Join(missing, ", ")))
+		errs = append(errs, fmt.Errorf("harness: missing %s: apt-get install postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-sieve dovecot-managesieved", strings.Join(missing, ", ")))
 	}
 	return errors.Join(errs...)
 }
