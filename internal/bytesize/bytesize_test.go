@@ -39,3 +39,23 @@ func TestFormat(t *testing.T) {
 		}
 	}
 }
+
+// Parse never panics, never returns a negative size, and what it accepts
+// Format writes back to the same number.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"1G", "1.5G", "0", "none", "512B", "1KiB", "99999999999T", "-1", "1e9"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := Parse(s)
+		if err != nil {
+			return
+		}
+		if n < 0 {
+			t.Fatalf("Parse(%q) = %d", s, n)
+		}
+		if back, err := Parse(Format(n)); err != nil || back != n {
+			t.Fatalf("Parse(Format(%d)) = %d, %v", n, back, err)
+		}
+	})
+}
