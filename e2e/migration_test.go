@@ -126,3 +126,47 @@ func TestReferenceMailboxMigrated(t *testing.T) {
 	}
 	deliver(t, s, user, user, "Projets", harness.Token(), "X-Projet: acme")
 }
+
+// The reference's documentation also has administrators write a user's
+// script straight to ~/sieve/.dovecot.sieve (a plain file, no ManageSieve):
+// it keeps running too, and ManageSieve still answers for that user.
+func TestReferencePlainActiveScript(t *testing.T) {
+	s := harness.Need(t)
+	c := ctx(t)
+	user, pw := "plainsieve@"+harness.Domain, "Plain-pw-2024"
+	if err := s.AddUser(c, user, pw); err != nil {
+		t.Fatal(err)
+	}
+	home := s.Maildir(user, "")
+	for _, f := range []string{"", ".Projets"} {
+		for _, sub := range []string{"cur", "new", "tmp"} {
+			if err := os.MkdirAll(filepath.Join(home, f, sub), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	os.MkdirAll(filepath.Join(home, "sieve"), 0o700)
+	script := strings.ReplaceAll(legacyRules, `fileinto "Projets.Clients.Acme"`, `fileinto "Projets"`)
+	if err := os.WriteFile(filepath.Join(home, "sieve", ".dovecot.sieve"), []byte(script), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	owner := fmt.Sprintf("%d:%d", s.UID, s.GID)
+	for _, args := range [][]string{{"-hR", owner, home}, {owner, filepath.Dir(home)}} {
+		if out, err := exec.Command("chown", args...).CombinedOutput(); err != nil {
+			t.Fatalf("chown: %v %s", err, out)
+		}
+	}
+	deliver(t, s, user, user, "Projets", harness.Token(), "X-Projet: acme")
+	deliver(t, s, user, user, "", harness.Token(), "X-Projet: autre")
+	sc, err := s.ManageSieve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if err := sc.Login(user, pw); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc.Cmd("LISTSCRIPTS"); err != nil {
+		t.Errorf("LISTSCRIPTS: %v", err)
+	}
+}
