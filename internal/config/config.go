@@ -75,6 +75,9 @@ type Mailbox struct {
 	GID     int    `yaml:"gid" doc:"Owner gid of the mailboxes."`
 	User    string `yaml:"user" doc:"Name of the mailbox owner account; created by the demo and the Ansible role." kind:"user"`
 	Layout  string `yaml:"layout" doc:"Maildir path under base_dir, with Dovecot variables (%d domain, %n user)." kind:"layout"`
+	// Separator and Quota: see mailbox.go.
+	Separator string `yaml:"separator" doc:"Hierarchy separator IMAP clients see between folder levels (Projets.Clients). The reference installation sets none, so Dovecot uses Maildir++'s '.'; '/' shows the same folders as Projets/Clients (folders on disk are unchanged, but clients re-read the whole tree and some lose their settings)." enum:".,/" kind:"enum"`
+	Quota     Quota  `yaml:"quota" doc:"Storage quotas: Dovecot's quota plugin, with limits per user and per domain from the database ('postkit db quota'), and Dovecot's quota-status service as a Postfix policy so that mail to a full mailbox is refused at RCPT (552 5.2.2) instead of bounced later."`
 }
 
 // Listeners are the network services.
@@ -291,7 +294,10 @@ type Sieve struct {
 	Enabled     bool   `yaml:"enabled" doc:"Enable Sieve in LMTP and install the global spam rule."`
 	Dir         string `yaml:"dir" doc:"Directory of global Sieve scripts." kind:"path"`
 	SpamFolder  string `yaml:"spam_folder" doc:"Folder that receives mail flagged X-Spam-Flag: YES." kind:"folder"`
-	ManageSieve string `yaml:"managesieve" doc:"ManageSieve listener (RFC 5804); empty disables." kind:"listen"`
+	ManageSieve string `yaml:"managesieve" doc:"ManageSieve listener (RFC 5804) where users manage their own scripts; Debian's dovecot-managesieved listens on 4190. Empty disables." kind:"listen"`
+	// UserDir and UserActive: see mailbox.go.
+	UserDir    string `yaml:"user_dir" doc:"Where each user's own scripts live (~ is the user's home, the Maildir). The reference installation's sieve_dir." kind:"homepath"`
+	UserActive string `yaml:"user_active" doc:"The user's active script (a symbolic link into user_dir that ManageSieve maintains, or a plain file). The default is the reference installation's location, so existing scripts keep running." kind:"homepath"`
 }
 
 // DNS configures postkit's resolver.

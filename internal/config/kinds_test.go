@@ -84,6 +84,9 @@ var goodValue = map[string]string{
 	"addrglob":  "*@example.org",
 	"testname":  "RCVD_IN_TEST",
 	"dnszone":   "bl.example.org=127.0.0.2",
+	"homepath":  "~/sieve/x",
+	"size":      "1G",
+	"grace":     "10%",
 }
 
 func good(sf reflect.StructField) string {
