@@ -73,6 +73,8 @@ func oddValue(kind string, n int) string {
 		return "-"
 	case "hostport":
 		return fmt.Sprintf("[::1]:%d", 5300+n)
+	case "ip":
+		return fmt.Sprintf("2001:db8::%x", n)
 	case "dnsbl":
 		return fmt.Sprintf("bl-%d.odd.example=127.0.[0..255].[1;3]*-2", n)
 	case "testname":

@@ -302,8 +302,9 @@ type Sieve struct {
 
 // DNS configures postkit's resolver.
 type DNS struct {
-	Servers []string `yaml:"servers" doc:"DNS servers as host:port. Empty uses /etc/resolv.conf." kind:"hostport"`
-	Timeout Duration `yaml:"timeout" doc:"Per-query timeout."`
+	Servers       []string `yaml:"servers" doc:"DNS servers as host:port. Empty uses /etc/resolv.conf." kind:"hostport"`
+	Timeout       Duration `yaml:"timeout" doc:"Per-query timeout."`
+	HostAddresses []string `yaml:"host_addresses" doc:"Public IPv4 and IPv6 addresses of this host (hostname): the A/AAAA records 'postkit dns records' prints and 'postkit dns check' checks, with their reverse DNS (PTR)." kind:"ip"`
 }
 
 // Duration is a time.Duration written as "300s", "5m", "24h".
