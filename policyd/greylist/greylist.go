@@ -23,7 +23,7 @@ import (
 	"github.com/postkit/postkit/policyd/state"
 )
 
-// Store keeps the greylisting state; *state.DB implements it.
+// Store keeps the greylisting state; every state.Store implements it.
 type Store interface {
 	Triplet(ctx context.Context, key string) (t state.Triplet, found bool, err error)
 	PutTriplet(ctx context.Context, key string, t state.Triplet) error
@@ -102,6 +102,7 @@ type Check struct {
 
 	mu          sync.Mutex
 	lastCleanup time.Time
+	cleaning    bool
 }
 
 var _ policyd.Check = (*Check)(nil)
@@ -179,7 +180,7 @@ func (g *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision
 		return policyd.Decision{Reason: "greylist=allowlisted"}, nil
 	}
 	now := g.cfg.Now()
-	g.maybeCleanup(ctx, now)
+	g.maybeCleanup(now)
 	d, err := g.decide(ctx, r, ip, now)
 	if err != nil {
 		g.log.Error("greylist state unavailable; letting the message through", "queue_id", r.Get("queue_id"), "err", err)
@@ -308,22 +309,32 @@ func (g *Check) decide(ctx context.Context, r *policyd.Request, ip netip.Addr, n
 	return d, nil
 }
 
-// maybeCleanup deletes expired state at most once per CleanupInterval.
-func (g *Check) maybeCleanup(ctx context.Context, now time.Time) {
+// maybeCleanup starts the deletion of expired state at most once per
+// CleanupInterval, as a job of its own: no request waits for it (with a
+// shared store it may take longer than a request may wait).
+func (g *Check) maybeCleanup(now time.Time) {
 	g.mu.Lock()
-	due := now.Sub(g.lastCleanup) >= g.cfg.CleanupInterval
+	due := now.Sub(g.lastCleanup) >= g.cfg.CleanupInterval && !g.cleaning
 	if due {
 		g.lastCleanup = now
+		g.cleaning = true
 	}
 	g.mu.Unlock()
 	if !due {
 		return
 	}
-	if n, err := g.Expire(ctx); err != nil {
-		g.log.Warn("greylist cleanup failed; will retry", "err", err)
-	} else if n > 0 {
-		g.log.Info("greylist cleanup", "deleted", n)
-	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if n, err := g.Expire(ctx); err != nil {
+			g.log.Warn("greylist cleanup failed; will retry", "err", err)
+		} else if n > 0 {
+			g.log.Info("greylist cleanup", "deleted", n)
+		}
+		g.mu.Lock()
+		g.cleaning = false
+		g.mu.Unlock()
+	}()
 }
 
 // Expire deletes the triplets whose retry window or maximum age is over and

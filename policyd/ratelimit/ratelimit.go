@@ -20,9 +20,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,7 +35,7 @@ import (
 	"github.com/postkit/postkit/policyd/state"
 )
 
-// Store keeps the rate-limit counters; *state.DB implements it.
+// Store keeps the rate-limit counters; every state.Store implements it.
 type Store interface {
 	RateBuckets(ctx context.Context, key string, since time.Time) ([]state.Bucket, error)
 	RateAdd(ctx context.Context, key string, start time.Time, n int64, expires time.Time) error
@@ -201,9 +203,17 @@ type Check struct {
 	store Store
 	log   *slog.Logger
 
-	mu          sync.Mutex // serialises read-check-add so that concurrent requests cannot both take the last slot
+	mu          sync.Mutex // guards lastCleanup, cleaning and seen
 	lastCleanup time.Time
+	cleaning    bool
 	seen        map[string]time.Time // message instances already counted at RCPT
+	// keyLocks serialise read-check-add per counter key on this host, so
+	// that concurrent requests for one key cannot both take the last slot
+	// while requests for other keys run in parallel. Between hosts sharing
+	// a store the check and the add are two statements: a limit may be
+	// overshot by the requests that other hosts answer between them (one
+	// round trip), never undercounted, since every add is atomic.
+	keyLocks [64]sync.Mutex
 }
 
 var _ policyd.Check = (*Check)(nil)
@@ -353,12 +363,13 @@ func (rl *Check) events(r *policyd.Request, now time.Time) (msgs, rcpts int64, m
 func (rl *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision, error) {
 	now := rl.cfg.Now()
 	rl.mu.Lock()
-	defer rl.mu.Unlock()
-	rl.maybeCleanup(ctx, now)
+	rl.maybeCleanup(now)
 	msgs, rcpts, markSeen := rl.events(r, now)
+	rl.mu.Unlock()
 	if msgs == 0 && rcpts == 0 || rl.exempt(r) {
 		return policyd.Decision{}, nil
 	}
+	defer rl.lockKeys(r)()
 
 	type pending struct {
 		l     Limit
@@ -400,7 +411,9 @@ func (rl *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decisio
 		}
 	}
 	if markSeen != "" {
+		rl.mu.Lock()
 		rl.seen[markSeen] = now
+		rl.mu.Unlock()
 	}
 	return policyd.Decision{}, nil
 }
@@ -451,10 +464,12 @@ func (rl *Check) count(ctx context.Context, key string, window time.Duration, no
 	return sum, nil
 }
 
-// maybeCleanup deletes expired buckets and forgets old message instances at
-// most once per CleanupInterval. rl.mu is held.
-func (rl *Check) maybeCleanup(ctx context.Context, now time.Time) {
-	if now.Sub(rl.lastCleanup) < rl.cfg.CleanupInterval {
+// maybeCleanup forgets old message instances and starts the deletion of
+// expired buckets at most once per CleanupInterval. The deletion runs as a
+// job of its own, never inside a request: with a shared store it may take
+// longer than a request may wait. rl.mu is held.
+func (rl *Check) maybeCleanup(now time.Time) {
+	if now.Sub(rl.lastCleanup) < rl.cfg.CleanupInterval || rl.cleaning {
 		return
 	}
 	rl.lastCleanup = now
@@ -464,7 +479,42 @@ func (rl *Check) maybeCleanup(ctx context.Context, now time.Time) {
 			delete(rl.seen, k)
 		}
 	}
-	if _, err := rl.store.ExpireRates(ctx, now); err != nil {
-		rl.log.Warn("rate counter cleanup failed; will retry", "err", err)
+	rl.cleaning = true
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := rl.store.ExpireRates(ctx, now); err != nil {
+			rl.log.Warn("rate counter cleanup failed; will retry", "err", err)
+		}
+		rl.mu.Lock()
+		rl.cleaning = false
+		rl.mu.Unlock()
+	}()
+}
+
+// lockKeys takes the key locks of every value r is counted under, in
+// order, and returns their release.
+func (rl *Check) lockKeys(r *policyd.Request) func() {
+	var idx []int
+	for _, l := range rl.cfg.Limits {
+		v := keyValue(l.Key, r)
+		if v == "" {
+			continue
+		}
+		h := fnv.New32a()
+		h.Write([]byte(string(l.Key) + ":" + v))
+		i := int(h.Sum32() % uint32(len(rl.keyLocks)))
+		if !slices.Contains(idx, i) {
+			idx = append(idx, i)
+		}
+	}
+	slices.Sort(idx)
+	for _, i := range idx {
+		rl.keyLocks[i].Lock()
+	}
+	return func() {
+		for _, i := range idx {
+			rl.keyLocks[i].Unlock()
+		}
 	}
 }
