@@ -56,7 +56,8 @@ type PGOptions struct {
 }
 
 // PG is the state kept in PostgreSQL, shared by every host that opens the
-// same database. The pool reconnects by itself: while the server is down
+// same database. Its sessions commit asynchronously (synchronous_commit
+// off, see OpenPG). The pool reconnects by itself: while the server is down
 // every call fails fast (connection refused, or ConnectTimeout), and the
 // first call after it is back succeeds. The schema is created on first
 // successful use, so a host may start while the server is down.
@@ -87,6 +88,13 @@ func OpenPG(ctx context.Context, dsn string, o PGOptions) (*PG, error) {
 		cfg.ConnConfig.Password = o.Password
 	}
 	cfg.HealthCheckPeriod = 5 * time.Second
+	// The state is worth less than a disk flush per request: a commit
+	// returns before its WAL record reaches the disk, and a crash of the
+	// server (not a clean stop or restart) loses at most the last
+	// 3 × wal_writer_delay (0.6 s by default) of writes — a triplet
+	// greylisted once more, a few messages not counted. Nothing is ever
+	// half-written: the server still replays its WAL to a consistent state.
+	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("state: postgresql pool: %w", err)
