@@ -7,13 +7,15 @@ import (
 )
 
 // State is where the daemons keep what they learn at run time: greylisting
-// triplets and rate-limit counters. One host keeps them in its own SQLite
-// files (policy.state_file); several MX hosts share them in one PostgreSQL
-// database so that a retry on another MX passes greylisting and a sender's
-// mail counts against one limit whichever host it went through.
+// triplets, rate-limit counters, the Bayes tokens and learned messages. One
+// host keeps them in its own SQLite files (policy.state_file,
+// milter.spam.bayes.path); several MX hosts share them in one PostgreSQL
+// database so that a retry on another MX passes greylisting, a sender's
+// mail counts against one limit whichever host it went through, and a
+// message learned through one host's IMAP is known to every host's Bayes.
 type State struct {
-	Driver       string   `yaml:"driver" doc:"sqlite keeps the state in policy.state_file on this host; postgresql keeps it in the database dsn names, shared by every host that names it." enum:"sqlite,postgresql" kind:"enum"`
-	DSN          string   `yaml:"dsn" doc:"With driver postgresql: the connection string, e.g. postgres://postkit@db.example:5432/postkit?sslmode=verify-full (no password here: see password_file). The tables are created on first use." kind:"text"`
+	Driver       string   `yaml:"driver" doc:"sqlite keeps the state in policy.state_file and milter.spam.bayes.path on this host; postgresql keeps it in the database dsn names, shared by every host that names it. While PostgreSQL is down no mail is refused for it: greylisting and rate limits let mail through, the spam filter scores without Bayes (POSTKIT_BAYES_DOWN in X-Spam-Status); both reconnect by themselves." enum:"sqlite,postgresql" kind:"enum"`
+	DSN          string   `yaml:"dsn" doc:"With driver postgresql: the connection URL, e.g. postgres://postkit@db.example:5432/postkit?sslmode=verify-full (no password here: see password_file; no spaces, quotes, $ or braces: it is written into Dovecot's learning service). The tables are created on first use." kind:"pgurl"`
 	PasswordFile string   `yaml:"password_file" doc:"With driver postgresql: a file holding the role's password (first line), readable by the daemons' user only; empty uses the DSN, PGPASSWORD or ~/.pgpass." kind:"path"`
 	CacheTTL     Duration `yaml:"cache_ttl" doc:"With driver postgresql: how long a host answers from its own memory what a stale answer cannot harm (a greylisting triplet that already passed, a client's auto-allow count); 0 asks the database every time. Triplets still deferred and rate-limit counters are never cached."`
 }
@@ -53,4 +55,17 @@ func (c *Config) validateState(f *File) []*Error {
 		return []*Error{f.Errorf("state.cache_ttl", "e.g. 30s, or 0 for no cache", "must not be negative")}
 	}
 	return nil
+}
+
+// checkPGURL accepts a postgres:// or postgresql:// URL without spaces,
+// quotes, backslashes, $ or braces: it is written into Dovecot's learning
+// service command line, which splits on spaces.
+func checkPGURL(s string) string {
+	if !strings.HasPrefix(s, "postgres://") && !strings.HasPrefix(s, "postgresql://") {
+		return "is not a postgres:// URL"
+	}
+	if strings.ContainsAny(s, " '\"\\${}") {
+		return "holds a space, quote, backslash, $ or brace"
+	}
+	return ""
 }

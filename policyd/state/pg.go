@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/postkit/postkit/internal/pgpool"
 )
 
 // pgSchema is the PostgreSQL form of schema: the same tables and columns.
@@ -47,8 +48,7 @@ const pgSchemaLock = 0x706b7374 // "pkst"
 type PGOptions struct {
 	// MaxConns bounds the pool. Default 8.
 	MaxConns int32
-	// ConnectTimeout bounds one connection attempt, so that a server that
-	// is down costs a request at most this long. Default 2s.
+	// ConnectTimeout bounds one connection attempt. Default 2s.
 	ConnectTimeout time.Duration
 	// Password, when set, is the password (read from state.password_file),
 	// kept out of the DSN and of argv.
@@ -56,13 +56,20 @@ type PGOptions struct {
 }
 
 // PG is the state kept in PostgreSQL, shared by every host that opens the
-// same database. Its sessions commit asynchronously (synchronous_commit
-// off, see OpenPG). The pool reconnects by itself: while the server is down
-// every call fails fast (connection refused, or ConnectTimeout), and the
-// first call after it is back succeeds. The schema is created on first
-// successful use, so a host may start while the server is down.
+// same database. The pool reconnects by itself: while the server is down
+// every call fails fast (connection refused, or ConnectTimeout, then at
+// once for a second: pgpool.Breaker), and the first call after it is back
+// succeeds. The schema is created on first successful use, so a host may
+// start while the server is down.
+//
+// Its sessions commit asynchronously (synchronous_commit off): the state
+// is worth less than a disk flush per request. A crash of the server (not
+// a clean stop or restart) loses at most the last 3 × wal_writer_delay
+// (0.6 s by default) of writes — a triplet greylisted once more, a few
+// messages not counted; nothing is ever half-written.
 type PG struct {
 	pool *pgxpool.Pool
+	br   pgpool.Breaker
 
 	mu     sync.Mutex
 	schema bool
@@ -72,37 +79,15 @@ type PG struct {
 // fail when the server is down: the schema is created by the first call
 // that reaches it. A malformed DSN is an error.
 func OpenPG(ctx context.Context, dsn string, o PGOptions) (*PG, error) {
-	cfg, err := pgxpool.ParseConfig(dsn)
+	pool, err := pgpool.Open(ctx, "state", dsn, pgpool.Options{MaxConns: o.MaxConns, ConnectTimeout: o.ConnectTimeout,
+		Password: o.Password, AsyncCommit: true})
 	if err != nil {
-		return nil, fmt.Errorf("state: postgresql DSN: %v; want e.g. postgres://postkit@db.example:5432/postkit", err)
+		return nil, err
 	}
-	if o.MaxConns <= 0 {
-		o.MaxConns = 8
-	}
-	if o.ConnectTimeout <= 0 {
-		o.ConnectTimeout = 2 * time.Second
-	}
-	cfg.MaxConns = o.MaxConns
-	cfg.ConnConfig.ConnectTimeout = o.ConnectTimeout
-	if o.Password != "" {
-		cfg.ConnConfig.Password = o.Password
-	}
-	cfg.HealthCheckPeriod = 5 * time.Second
-	// The state is worth less than a disk flush per request: a commit
-	// returns before its WAL record reaches the disk, and a crash of the
-	// server (not a clean stop or restart) loses at most the last
-	// 3 × wal_writer_delay (0.6 s by default) of writes — a triplet
-	// greylisted once more, a few messages not counted. Nothing is ever
-	// half-written: the server still replays its WAL to a consistent state.
-	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("state: postgresql pool: %w", err)
-	}
-	p := &PG{pool: pool}
-	sctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout+5*time.Second)
+	p := &PG{pool: pool, br: pgpool.Breaker{What: "state"}}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_ = p.ready(sctx) // the server may be down: the first call retries
+	_ = p.check(sctx) // the server may be down: the first call retries
 	return p, nil
 }
 
@@ -130,13 +115,16 @@ func (p *PG) ready(ctx context.Context) error {
 }
 
 func (p *PG) check(ctx context.Context) error {
+	if err := p.br.Allow(); err != nil {
+		return err
+	}
 	p.mu.Lock()
 	ok := p.schema
 	p.mu.Unlock()
 	if ok {
 		return nil
 	}
-	return p.ready(ctx)
+	return p.br.Observe(p.ready(ctx))
 }
 
 // Close closes the pool.
@@ -158,7 +146,7 @@ func (p *PG) Triplet(ctx context.Context, key string) (t Triplet, found bool, er
 		return Triplet{}, false, nil
 	}
 	if err != nil {
-		return Triplet{}, false, fmt.Errorf("state: read greylist triplet: %w", err)
+		return Triplet{}, false, fmt.Errorf("state: read greylist triplet: %w", p.br.Observe(err))
 	}
 	t.First, t.Last, t.Passed = fromUnix(first), fromUnix(last), fromUnix(passed)
 	return t, true, nil
@@ -180,7 +168,7 @@ func (p *PG) PutTriplet(ctx context.Context, key string, t Triplet) error {
 		   attempts   = CASE WHEN g.first_seen = excluded.first_seen THEN GREATEST(g.attempts, excluded.attempts) ELSE excluded.attempts END`,
 		key, unix(t.First), unix(t.Last), unix(t.Passed), t.Attempts)
 	if err != nil {
-		return fmt.Errorf("state: write greylist triplet: %w", err)
+		return fmt.Errorf("state: write greylist triplet: %w", p.br.Observe(err))
 	}
 	return nil
 }
@@ -196,7 +184,7 @@ func (p *PG) Client(ctx context.Context, key string) (c Client, found bool, err 
 		return Client{}, false, nil
 	}
 	if err != nil {
-		return Client{}, false, fmt.Errorf("state: read greylist client: %w", err)
+		return Client{}, false, fmt.Errorf("state: read greylist client: %w", p.br.Observe(err))
 	}
 	c.Last = fromUnix(last)
 	return c, true, nil
@@ -212,7 +200,7 @@ func (p *PG) PutClient(ctx context.Context, key string, c Client) error {
 		 ON CONFLICT (key) DO UPDATE SET count = GREATEST(g.count, excluded.count), last_seen = GREATEST(g.last_seen, excluded.last_seen)`,
 		key, c.Count, unix(c.Last))
 	if err != nil {
-		return fmt.Errorf("state: write greylist client: %w", err)
+		return fmt.Errorf("state: write greylist client: %w", p.br.Observe(err))
 	}
 	return nil
 }
@@ -233,7 +221,7 @@ func (p *PG) ExpireGreylist(ctx context.Context, unpassedBefore, idleBefore time
 	} {
 		tag, err := p.pool.Exec(ctx, q.sql, q.arg)
 		if err != nil {
-			return n, fmt.Errorf("state: expire greylist rows: %w", err)
+			return n, fmt.Errorf("state: expire greylist rows: %w", p.br.Observe(err))
 		}
 		n += tag.RowsAffected()
 	}
@@ -248,19 +236,19 @@ func (p *PG) RateBuckets(ctx context.Context, key string, since time.Time) ([]Bu
 	rows, err := p.pool.Query(ctx,
 		`SELECT start, count FROM rate_buckets WHERE key = $1 AND start >= $2 ORDER BY start`, key, since.Unix())
 	if err != nil {
-		return nil, fmt.Errorf("state: read rate buckets: %w", err)
+		return nil, fmt.Errorf("state: read rate buckets: %w", p.br.Observe(err))
 	}
 	defer rows.Close()
 	var out []Bucket
 	for rows.Next() {
 		var start, count int64
 		if err := rows.Scan(&start, &count); err != nil {
-			return nil, fmt.Errorf("state: read rate buckets: %w", err)
+			return nil, fmt.Errorf("state: read rate buckets: %w", p.br.Observe(err))
 		}
 		out = append(out, Bucket{Start: fromUnix(start), Count: count})
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("state: read rate buckets: %w", err)
+		return nil, fmt.Errorf("state: read rate buckets: %w", p.br.Observe(err))
 	}
 	return out, nil
 }
@@ -277,7 +265,7 @@ func (p *PG) RateAdd(ctx context.Context, key string, start time.Time, n int64, 
 		 expires = GREATEST(b.expires, excluded.expires)`,
 		key, start.Unix(), n, expires.Unix())
 	if err != nil {
-		return fmt.Errorf("state: write rate bucket: %w", err)
+		return fmt.Errorf("state: write rate bucket: %w", p.br.Observe(err))
 	}
 	return nil
 }
@@ -289,7 +277,7 @@ func (p *PG) ExpireRates(ctx context.Context, now time.Time) (int64, error) {
 	}
 	tag, err := p.pool.Exec(ctx, `DELETE FROM rate_buckets WHERE expires < $1`, now.Unix())
 	if err != nil {
-		return 0, fmt.Errorf("state: expire rate buckets: %w", err)
+		return 0, fmt.Errorf("state: expire rate buckets: %w", p.br.Observe(err))
 	}
 	return tag.RowsAffected(), nil
 }
