@@ -123,6 +123,47 @@ func wait(t *testing.T, mx *harness.Stack, tok string) harness.Delivered {
 	}
 }
 
+// uidOf returns the UID of the message of folder holding token.
+func uidOf(t *testing.T, mx *harness.Stack, folder, token string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := mx.IMAP(ctx, true, alice, password, folder, "UID SEARCH BODY "+token)
+	if err != nil || r.Exit != 0 {
+		t.Fatalf("IMAP UID SEARCH in %s: %v %+v", folder, err, r)
+	}
+	f := strings.Fields(strings.TrimSpace(r.Stdout))
+	if len(f) != 3 || f[1] != "SEARCH" {
+		t.Fatalf("IMAP UID SEARCH in %s for %s: %q, want one UID", folder, token, r.Stdout)
+	}
+	return f[2]
+}
+
+// imap runs one command on the selected folder as alice.
+func imap(t *testing.T, mx *harness.Stack, folder, cmd string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if r, err := mx.IMAP(ctx, true, alice, password, folder, cmd); err != nil || r.Exit != 0 {
+		t.Fatalf("IMAP %s in %s: %v %+v", cmd, folder, err, r)
+	}
+}
+
+// waitLearned waits until the shared Bayes store counts spam and ham
+// learned messages.
+func waitLearned(t *testing.T, srv *pgtest.Server, spam, ham int) {
+	t.Helper()
+	want := fmt.Sprintf("%d|%d", spam, ham)
+	var got string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		got = srv.Psql("postkit_state", "SELECT (SELECT value FROM bayes_vars WHERE name = 'spam') || '|' || (SELECT value FROM bayes_vars WHERE name = 'ham')")
+		if got == want {
+			return
+		}
+	}
+	t.Fatalf("shared Bayes store: spam|ham learned = %q; want %q", got, want)
+}
+
 // spamBody is what the spam learned and scored below says: the same words,
 // a new message each time.
 const spamBody = "Cheap replica watches zorgblat quantuum offer, buy frimblex pills now, " +
@@ -132,7 +173,7 @@ const hamBody = "Hi, the minutes of Thursday's meeting are attached; the budget 
 	"moves to next week and the release notes need a second reader.\r\n"
 
 func TestSharedState(t *testing.T) {
-	_, dsn, mx := pair(t)
+	srv, _, mx := pair(t)
 	mx1, mx2 := mx[0], mx[1]
 
 	t.Run("greylisted on MX1, accepted on MX2 after the delay", func(t *testing.T) {
@@ -166,9 +207,11 @@ func TestSharedState(t *testing.T) {
 	})
 
 	t.Run("learned through MX1, scored by MX2's Bayes", func(t *testing.T) {
+		// Each message its own sender: the rate limit is not what this is about.
 		probe := func() string {
 			tok := harness.Token()
-			if err := send(t, mx2, harness.OutsideIP, stranger, append(harness.Message(stranger, alice, tok), spamBody...)); err != nil {
+			from := "p" + strings.ToLower(tok[:8]) + "@" + harness.OutsideDomain
+			if err := send(t, mx2, harness.OutsideIP, from, append(harness.Message(from, alice, tok), spamBody...)); err != nil {
 				t.Fatalf("probe through MX2: %v", err)
 			}
 			return strings.Join(strings.Fields(wait(t, mx2, tok).Header("X-Spam-Status")), " ")
@@ -176,17 +219,25 @@ func TestSharedState(t *testing.T) {
 		if st := probe(); strings.Contains(st, "BAYES_") {
 			t.Fatalf("before any learning MX2 scored with Bayes: %s", st)
 		}
-		// What Dovecot's learning service on MX1 runs when a user moves a
-		// message into or out of Spam.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		for i, body := range []string{spamBody, hamBody} {
-			cls := []string{"--spam", "--ham"}[i]
-			msg := string(harness.Message(stranger, alice, harness.Token())) + body
-			if out, err := mx1.Postkit(ctx, msg, "spam", "learn", "--bayes-dsn", dsn, cls); err != nil {
-				t.Fatalf("spam learn %s on MX1: %v\n%s", cls, err, out)
+		// alice moves a message into Spam over MX1's IMAP (learned as spam
+		// by Dovecot's IMAPSieve service, `postkit spam learn --bayes-dsn`),
+		// and another into Spam and back out (learned as ham).
+		deliver := func(body string) string {
+			tok := harness.Token()
+			from := "d" + strings.ToLower(tok[:8]) + "@" + harness.OutsideDomain
+			if err := send(t, mx1, harness.OutsideIP, from, append(harness.Message(from, alice, tok), body...)); err != nil {
+				t.Fatalf("delivery through MX1: %v", err)
 			}
+			wait(t, mx1, tok)
+			return tok
 		}
+		spamTok, hamTok := deliver(spamBody), deliver(hamBody)
+		imap(t, mx1, "INBOX", "UID MOVE "+uidOf(t, mx1, "INBOX", spamTok)+" Spam")
+		waitLearned(t, srv, 1, 0)
+		imap(t, mx1, "INBOX", "UID MOVE "+uidOf(t, mx1, "INBOX", hamTok)+" Spam")
+		waitLearned(t, srv, 2, 0)
+		imap(t, mx1, "Spam", "UID MOVE "+uidOf(t, mx1, "Spam", hamTok)+" INBOX")
+		waitLearned(t, srv, 1, 1)
 		if st := probe(); !strings.Contains(st, "BAYES_9") {
 			t.Errorf("after learning on MX1, MX2's X-Spam-Status %q; want a BAYES_9x test", st)
 		}
