@@ -326,7 +326,7 @@ func (g *Check) maybeCleanup(now time.Time) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if n, err := g.Expire(ctx); err != nil {
+		if n, err := g.expireAt(ctx, now); err != nil {
 			g.log.Warn("greylist cleanup failed; will retry", "err", err)
 		} else if n > 0 {
 			g.log.Info("greylist cleanup", "deleted", n)
@@ -340,7 +340,10 @@ func (g *Check) maybeCleanup(now time.Time) {
 // Expire deletes the triplets whose retry window or maximum age is over and
 // the auto-allowed clients not seen for the maximum age.
 func (g *Check) Expire(ctx context.Context) (int64, error) {
-	now := g.cfg.Now()
+	return g.expireAt(ctx, g.cfg.Now())
+}
+
+func (g *Check) expireAt(ctx context.Context, now time.Time) (int64, error) {
 	return g.store.ExpireGreylist(ctx, now.Add(-g.cfg.RetryWindow), now.Add(-g.cfg.MaxAge))
 }
 
