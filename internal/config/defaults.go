@@ -20,7 +20,7 @@ func Defaults() *Config {
 			MinProtocol:   "TLSv1.2",
 		},
 		Database: Database{Driver: "sqlite", Path: "/etc/postfix/bdd/postfix.sqlite"},
-		State:    State{Driver: "sqlite", CacheTTL: Duration(30 * time.Second)},
+		State:    State{Driver: "sqlite", OnError: "accept", CacheTTL: Duration(30 * time.Second)},
 		Mailbox: Mailbox{
 			BaseDir: "/var/mail/utilisateurs",
 			UID:     3000,

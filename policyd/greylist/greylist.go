@@ -88,6 +88,11 @@ type Config struct {
 	// Allowlist, when set, exempts the clients it lists (e.g. DNSWL-listed
 	// clients through the DNSBL check).
 	Allowlist Allowlist
+	// OnStoreError is the action sent when the state cannot be read or
+	// written (its database is down): empty lets the request through
+	// (fail open, the default); e.g. "DEFER_IF_PERMIT 4.3.0 …" asks the
+	// client to retry. Never a 5xx: validated by New.
+	OnStoreError string
 	// CleanupInterval is how often expired rows are deleted. Default 1h.
 	CleanupInterval time.Duration
 	Logger          *slog.Logger
@@ -114,6 +119,9 @@ func New(cfg Config, store Store) (*Check, error) {
 	}
 	if cfg.Delay <= 0 || cfg.RetryWindow <= cfg.Delay || cfg.MaxAge < cfg.RetryWindow {
 		return nil, fmt.Errorf("greylist: want 0 < delay (%v) < retry window (%v) <= max age (%v), e.g. 5m, 48h, 840h", cfg.Delay, cfg.RetryWindow, cfg.MaxAge)
+	}
+	if a := cfg.OnStoreError; a != "" && !policyd.Temporary(a) {
+		return nil, fmt.Errorf("greylist: on store error %q: want a temporary answer, e.g. DEFER_IF_PERMIT 4.3.0 State unavailable, or empty to let mail through", a)
 	}
 	if cfg.AutoAllowClients < 0 {
 		return nil, fmt.Errorf("greylist: auto-allow after %d passes: want 0 (never) or more", cfg.AutoAllowClients)
@@ -183,6 +191,10 @@ func (g *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision
 	g.maybeCleanup(now)
 	d, err := g.decide(ctx, r, ip, now)
 	if err != nil {
+		if g.cfg.OnStoreError != "" {
+			g.log.Error("greylist state unavailable; deferring", "queue_id", r.Get("queue_id"), "err", err)
+			return policyd.Decision{Action: g.cfg.OnStoreError, Reason: "greylist=error"}, nil
+		}
 		g.log.Error("greylist state unavailable; letting the message through", "queue_id", r.Get("queue_id"), "err", err)
 		return policyd.Decision{Reason: "greylist=error"}, nil
 	}

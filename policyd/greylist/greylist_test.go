@@ -353,3 +353,19 @@ func BenchmarkCheck(b *testing.B) {
 		g.Check(ctx, rcptReq("192.0.2.1", "s@example.org", "r"+strconv.Itoa(i%1000)+"@example.net"))
 	}
 }
+
+// With an on-store-error answer configured, an unreachable store defers
+// (never refuses); a permanent answer is refused at New.
+func TestStoreErrorDefers(t *testing.T) {
+	g, err := New(yamlTimes(Config{Logger: quietLogger(), OnStoreError: "DEFER_IF_PERMIT 4.3.0 try later"}), failingStore{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := g.Check(context.Background(), rcptReq("192.0.2.1", "s@example.org", "r@example.net"))
+	if err != nil || d.Action != "DEFER_IF_PERMIT 4.3.0 try later" || d.Reason != "greylist=error" {
+		t.Errorf("Check with a failing store = %+v, %v; want the configured deferral", d, err)
+	}
+	if _, err := New(yamlTimes(Config{OnStoreError: "REJECT down"}), failingStore{}); err == nil {
+		t.Error("New accepted a permanent answer for store errors")
+	}
+}

@@ -186,6 +186,11 @@ type Config struct {
 	ExemptClients   []netip.Prefix
 	ExemptSASLUsers []string
 	ExemptSenders   []string
+	// OnStoreError is the action sent when the counters cannot be read or
+	// written (their database is down): empty lets the message through
+	// (fail open, the default); e.g. "DEFER_IF_PERMIT 4.3.0 …" asks the
+	// client to retry. Never a 5xx: validated by New.
+	OnStoreError string
 	// Code starts the refusal. Default "450 4.7.1" (temporary: the client
 	// retries later, when the window has moved).
 	Code string
@@ -242,6 +247,9 @@ func New(cfg Config, store Store) (*Check, error) {
 		if s != "RCPT" && s != "END-OF-MESSAGE" {
 			return nil, fmt.Errorf("ratelimit: stage %q: want RCPT or END-OF-MESSAGE", s)
 		}
+	}
+	if a := cfg.OnStoreError; a != "" && !policyd.Temporary(a) {
+		return nil, fmt.Errorf("ratelimit: on store error %q: want a temporary answer, e.g. DEFER_IF_PERMIT 4.3.0 State unavailable, or empty to let mail through", a)
 	}
 	if cfg.Code == "" {
 		cfg.Code = "450 4.7.1"
@@ -390,8 +398,7 @@ func (rl *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decisio
 		key := string(l.Key) + ":" + string(l.Counter) + ":" + strconv.FormatInt(int64(l.Window/time.Second), 10) + ":" + v
 		used, err := rl.count(ctx, key, l.Window, now)
 		if err != nil {
-			rl.log.Error("rate counters unavailable; not limiting", "queue_id", r.Get("queue_id"), "err", err)
-			return policyd.Decision{Reason: "ratelimit=error"}, nil
+			return rl.storeError(r, err), nil
 		}
 		if used+float64(n) > float64(l.Max) {
 			action := fmt.Sprintf("%s Rate limit reached: %s %s may send %d %s per %s; please try again later",
@@ -406,8 +413,7 @@ func (rl *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decisio
 		w := rl.bucketWidth(p.l.Window)
 		start := now.Truncate(w)
 		if err := rl.store.RateAdd(ctx, p.key, start, p.n, start.Add(p.l.Window+w)); err != nil {
-			rl.log.Error("rate counters unavailable; not limiting", "queue_id", r.Get("queue_id"), "err", err)
-			return policyd.Decision{Reason: "ratelimit=error"}, nil
+			return rl.storeError(r, err), nil
 		}
 	}
 	if markSeen != "" {
@@ -416,6 +422,17 @@ func (rl *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decisio
 		rl.mu.Unlock()
 	}
 	return policyd.Decision{}, nil
+}
+
+// storeError is the answer when the counters are out of reach: no opinion
+// (fail open) or the configured temporary answer.
+func (rl *Check) storeError(r *policyd.Request, err error) policyd.Decision {
+	if rl.cfg.OnStoreError != "" {
+		rl.log.Error("rate counters unavailable; deferring", "queue_id", r.Get("queue_id"), "err", err)
+		return policyd.Decision{Action: rl.cfg.OnStoreError, Reason: "ratelimit=error"}
+	}
+	rl.log.Error("rate counters unavailable; not limiting", "queue_id", r.Get("queue_id"), "err", err)
+	return policyd.Decision{Reason: "ratelimit=error"}
 }
 
 func keyNoun(k Key) string {
