@@ -121,6 +121,7 @@ type Milter struct {
 	Scrub         Scrub    `yaml:"scrub" doc:"Privacy scrubbing of outbound headers."`
 	DKIM          DKIM     `yaml:"dkim" doc:"DKIM signing (outbound) and verification (inbound)."`
 	Spam          Spam     `yaml:"spam" doc:"Spam scoring of inbound mail, with SpamAssassin's X-Spam-* header fields and a Bayes classifier that learns from what users file as spam."`
+	DMARC         DMARC    `yaml:"dmarc" doc:"DMARC (RFC 7489) for inbound mail: SPF and the DKIM results of this pass aligned with the From domain, the domain's policy applied, dmarc= in Authentication-Results, evaluations recorded for aggregate reports ('postkit dmarc report')."`
 }
 
 // Spam configures the milter's spam filter and its engine.
