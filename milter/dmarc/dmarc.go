@@ -49,7 +49,9 @@ const (
 	ActionNone       = "none"       // monitor: Authentication-Results and reports only
 )
 
-// BadFrom answers for a message without exactly one From domain.
+// BadFrom answers for a message without a From domain to evaluate (none,
+// or unparsable); BadFromReject also refuses several From domains, which
+// are otherwise each evaluated.
 const (
 	BadFromReject    = "reject"
 	BadFromPermError = "permerror"
@@ -193,7 +195,7 @@ func (f *Filter) Headers(m *filter.Message, c *filter.Changes) (filter.Body, err
 		return nil, nil
 	}
 	b := &body{f: f, before: map[string]bool{}}
-	b.from, b.fromProblem = fromDomain(m.Headers)
+	b.from, b.fromProblem = fromDomains(m.Headers)
 	for _, h := range m.Headers {
 		if f.ours(h) {
 			b.before[h.Value] = true
@@ -209,15 +211,14 @@ func (f *Filter) ours(h filter.Header) bool {
 	return strings.EqualFold(h.Name, "Authentication-Results") && strings.EqualFold(header.ServID(h.Value), f.cfg.AuthservID)
 }
 
-// fromDomain returns the single RFC5322.From domain, or why there is none
-// (RFC 7489 section 6.6.1; DMARCbis: several addresses of one domain are
-// evaluated once).
-func fromDomain(hs []filter.Header) (string, string) {
+// fromDomains returns the distinct RFC5322.From domains, or why there is
+// none to evaluate (RFC 7489 section 6.6.1).
+func fromDomains(hs []filter.Header) ([]string, string) {
 	addrs := header.FromAddresses(hs)
 	if len(addrs) == 0 {
-		return "", "no From address"
+		return nil, "no From address"
 	}
-	var dom string
+	var doms []string
 	for _, a := range addrs {
 		i := strings.LastIndexByte(a, '@')
 		d := ""
@@ -225,14 +226,13 @@ func fromDomain(hs []filter.Header) (string, string) {
 			d = canon(a[i+1:])
 		}
 		if !validDomain(d) {
-			return "", "From address without a usable domain"
+			return nil, "From address without a usable domain"
 		}
-		if dom != "" && d != dom {
-			return "", "From addresses in several domains"
+		if !slices.Contains(doms, d) {
+			doms = append(doms, d)
 		}
-		dom = d
 	}
-	return dom, ""
+	return doms, ""
 }
 
 // validDomain accepts an LDH domain name of two labels or more (also what
@@ -269,7 +269,7 @@ func listID(v string) string {
 
 type body struct {
 	f           *Filter
-	from        string
+	from        []string
 	fromProblem string
 	listID      string
 	before      map[string]bool
@@ -295,12 +295,23 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 	}
 
 	var e Evaluation
-	if b.fromProblem != "" {
+	var disp, override string
+	switch {
+	case b.fromProblem != "":
 		e = Evaluation{Result: ResultPermError, Problem: b.fromProblem}
-	} else {
-		e = Evaluate(ctx, f.cfg.Resolver, Input{FromDomain: b.from, SPFDomain: spfDom, SPFResult: spfRes, DKIM: dkims})
+		disp = string(PolicyNone)
+	default:
+		// Section 6.6.1: with several From domains, each is an Author
+		// Domain, and the strictest policy among those that fail applies;
+		// without a failure, the first domain's result stands.
+		for i, d := range b.from {
+			ei := Evaluate(ctx, f.cfg.Resolver, Input{FromDomain: d, SPFDomain: spfDom, SPFResult: spfRes, DKIM: dkims})
+			di, oi := f.disposition(m, b, ei)
+			if i == 0 || (ei.Result == ResultFail && (e.Result != ResultFail || strictness(di) > strictness(disp))) {
+				e, disp, override = ei, di, oi
+			}
+		}
 	}
-	disp, override := f.disposition(m, b, e)
 
 	// Authentication-Results: spf and dmarc join dkim in our one field.
 	var add strings.Builder
@@ -345,8 +356,12 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 	f.cfg.Logger.Info("dmarc: evaluated", args...)
 
 	switch {
-	case b.fromProblem != "" && f.cfg.BadFrom == BadFromReject:
-		c.Refuse(filter.Reject, "550", "5.7.1", "DMARC: "+b.fromProblem+"; a message needs exactly one author domain (RFC 7489 section 6.6.1)")
+	case f.cfg.BadFrom == BadFromReject && (b.fromProblem != "" || len(b.from) > 1):
+		why := b.fromProblem
+		if why == "" {
+			why = "From addresses in several domains"
+		}
+		c.Refuse(filter.Reject, "550", "5.7.1", "DMARC: "+why+"; a message needs exactly one author domain (RFC 7489 section 6.6.1)")
 	case disp == string(PolicyReject):
 		// RFC 7489 section 6.6.4 (rejection at end of data), RFC 3463 X.7.1.
 		c.Refuse(filter.Reject, "550", "5.7.1", "DMARC policy of "+e.Domain+" refuses this unauthenticated message (SPF and DKIM not aligned with From)")
@@ -373,6 +388,17 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 		}
 	}
 	return nil
+}
+
+// strictness orders dispositions.
+func strictness(d string) int {
+	switch Policy(d) {
+	case PolicyReject:
+		return 2
+	case PolicyQuarantine:
+		return 1
+	}
+	return 0
 }
 
 // disposition returns what happens to the message (none, quarantine,
