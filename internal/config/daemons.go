@@ -23,7 +23,7 @@ var builtin = map[string]string{
 	// The sockets keep the daemon's own group, so that it runs unprivileged;
 	// without the database there is no sender-login map and no domains of
 	// ours, so own_from is off; DKIM verification and spam scoring are
-	// asked for (--verify, --spam), DMARC with --set milter.dmarc.enabled=true.
+	// asked for (--verify, --spam, --dmarc).
 	"milter": `
 database: {path: ""}
 milter:
