@@ -171,6 +171,13 @@ func TestDMARC(t *testing.T) {
 	t.Run("daily report reaches the rua mailbox and validates", func(t *testing.T) {
 		xmllint := testlib.NeedBinary(t, "xmllint")[0]
 		day := time.Now().UTC().Format(time.DateOnly)
+		// The milter writes the rows it queued once a second: --print
+		// (for humans) shows the last evaluation, the quarantined one, once
+		// it is written.
+		testlib.Eventually(t, 10*time.Second, "the evaluations recorded", func() bool {
+			out, err := s.Postkit(ctx(t), "", "dmarc", "report", "-c", s.Paths.Config, "--day", day, "--print")
+			return err == nil && strings.Contains(out, rejecting) && strings.Contains(out, " quarantine ") && strings.Contains(out, "trusted_forwarder")
+		})
 		out, err := s.Postkit(ctx(t), "", "dmarc", "report", "-c", s.Paths.Config, "--day", day, "--send")
 		if err != nil {
 			t.Fatal(err)
