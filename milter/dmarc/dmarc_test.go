@@ -79,6 +79,9 @@ func spf(_ context.Context, ip netip.Addr, helo, sender string) (string, string)
 	if sender != "" {
 		d = sender[strings.LastIndexByte(sender, '@')+1:]
 	}
+	if ip == netip.MustParseAddr("192.0.2.99") {
+		return "temperror", d
+	}
 	if ip == netip.MustParseAddr("192.0.2.10") {
 		return "pass", d
 	}
@@ -157,6 +160,9 @@ func TestFilter(t *testing.T) {
 		{"two records", "198.51.100.1", "a@two.test", "<a@two.test>", "", "", "", "", "accept", "dmarc=none"},
 		{"non-DMARC TXT ignored", "198.51.100.1", "a@other.test", "<a@other.test>", "", "", "", "", "550", "dmarc=fail"},
 		{"public suffix list", "198.51.100.1", "a@x.example.co.uk", "<a@www.example.co.uk>", "", "", "", "", "550", "dmarc=fail"},
+		{"SPF temperror, aligned", "192.0.2.99", "a@reject.test", "<a@reject.test>", "", "", "", "", "accept", "dmarc=temperror"},
+		{"SPF temperror, unaligned", "192.0.2.99", "a@elsewhere.test", "<a@reject.test>", "", "", "", "", "550", "dmarc=fail"},
+		{"DKIM temperror, aligned", "198.51.100.1", "a@elsewhere.test", "<a@reject.test>", "X-Test-DKIM: dkim=temperror header.d=reject.test\r\n", "", "", "", "accept", "dmarc=temperror"},
 		{"dns timeout", "198.51.100.1", "a@dnsfail.test", "<a@dnsfail.test>", "", "", "", "", "accept", "dmarc=temperror"},
 		{"several domains, strictest failing", "198.51.100.1", "a@reject.test", "<b@mon.test>, <a@reject.test>", "", "", "", "", "550", "dmarc=fail (p=reject dis=reject) header.from=reject.test"},
 		{"several domains, one passing", "192.0.2.10", "a@mon.test", "<b@mon.test>, <a@quar.test>", "", "", "", "", "quarantine", "dmarc=fail (p=quarantine dis=quarantine) header.from=quar.test"},

@@ -142,12 +142,32 @@ func Evaluate(ctx context.Context, res Resolver, in Input) Evaluation {
 			}
 		}
 	}
-	if e.SPFAligned || e.DKIMAligned {
+	switch {
+	case e.SPFAligned || e.DKIMAligned:
 		e.Result = ResultPass
-	} else {
+	case tempAligned(in, e.Domain, rec):
+		// An aligned identifier that could not be checked for DNS
+		// trouble may pass on a later attempt: temperror (section 11.2),
+		// which never acts on the message, rather than fail.
+		e.Result, e.Problem = ResultTempError, "SPF or DKIM of an aligned domain failed temporarily"
+	default:
 		e.Result = ResultFail
 	}
 	return e
+}
+
+// tempAligned reports whether SPF or a DKIM signature of a domain aligned
+// with from ended in temperror.
+func tempAligned(in Input, from string, rec *Record) bool {
+	if in.SPFResult == "temperror" && aligned(in.SPFDomain, from, rec.ASPF) {
+		return true
+	}
+	for _, d := range in.DKIM {
+		if d.Result == "temperror" && aligned(d.Domain, from, rec.ADKIM) {
+			return true
+		}
+	}
+	return false
 }
 
 var errTemp = errors.New("temporary DNS error")

@@ -3,6 +3,7 @@ package dmarc
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -173,7 +174,7 @@ func parseURIs(v string) []URI {
 				}
 			}
 			n, err := strconv.ParseInt(lim, 10, 64)
-			if err != nil || n < 0 {
+			if err != nil || n < 0 || n > math.MaxInt64/mult {
 				continue
 			}
 			u.Limit = n * mult
@@ -190,11 +191,22 @@ func parseURIs(v string) []URI {
 		if dec, err := url.PathUnescape(addr); err == nil {
 			addr = dec
 		}
-		if i := strings.LastIndexByte(addr, '@'); i <= 0 || i == len(addr)-1 || strings.ContainsAny(addr, " \t\r\n<>,;") {
+		if i := strings.LastIndexByte(addr, '@'); i <= 0 || i == len(addr)-1 || !printableAddr(addr) {
 			continue
 		}
 		u.Addr = addr
 		out = append(out, u)
 	}
 	return out
+}
+
+// printableAddr accepts visible ASCII without the characters that would
+// end an address in a header field (the report's To:) or a list.
+func printableAddr(a string) bool {
+	for i := 0; i < len(a); i++ {
+		if c := a[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("<>,;()\\\"", c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
