@@ -31,7 +31,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emersion/go-msgauth/authres"
 	"github.com/postkit/postkit/milter/filter"
 	"github.com/postkit/postkit/milter/header"
 )
@@ -459,26 +458,44 @@ func (b *body) ourResults(m *filter.Message) (int, string) {
 	return 0, ""
 }
 
-// dkimResults reads the dkim= results of an Authentication-Results value.
+// dkimResults reads the dkim= results of our Authentication-Results value
+// (dkimverify's: one result per signature, with header.d, header.i and
+// header.s properties, RFC 8601 section 2.7.1).
 func dkimResults(v string) []DKIMResult {
 	if v == "" {
 		return nil
 	}
-	_, rs, err := authres.Parse(header.Unfold(v))
-	if err != nil {
-		return nil
-	}
+	segs := strings.Split(header.StripComments(v), ";")
 	var out []DKIMResult
-	for _, r := range rs {
-		if d, ok := r.(*authres.DKIMResult); ok && d.Value != authres.ResultNone {
-			dom := d.Domain
-			if dom == "" {
-				if _, after, ok := strings.Cut(d.Identifier, "@"); ok {
-					dom = after
-				}
-			}
-			out = append(out, DKIMResult{Domain: canon(dom), Result: string(d.Value)})
+	for _, seg := range segs[1:] {
+		f := strings.Fields(seg)
+		if len(f) == 0 {
+			continue
 		}
+		res, ok := strings.CutPrefix(strings.ToLower(f[0]), "dkim=")
+		if !ok || res == "none" {
+			continue
+		}
+		r := DKIMResult{Result: res}
+		ident := ""
+		for _, p := range f[1:] {
+			k, val, _ := strings.Cut(p, "=")
+			val = strings.Trim(val, `"`)
+			switch strings.ToLower(k) {
+			case "header.d":
+				r.Domain = canon(val)
+			case "header.s":
+				r.Selector = val
+			case "header.i":
+				ident = val
+			}
+		}
+		if r.Domain == "" {
+			if _, after, ok := strings.Cut(ident, "@"); ok {
+				r.Domain = canon(after)
+			}
+		}
+		out = append(out, r)
 	}
 	return out
 }

@@ -275,3 +275,29 @@ func TestOrgDomain(t *testing.T) {
 		}
 	}
 }
+
+// An evaluation of a domain with rua= is recorded with what the aggregate
+// report needs; one without rua= is not.
+func TestRecorded(t *testing.T) {
+	rec := &memRecorder{}
+	f, err := dmarc.New(dmarc.Config{Resolver: zone, SPF: spf, AuthservID: authservID, Recorder: rec, Logger: miltertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, from := range []string{"a@reject.test", "a@quar.test"} {
+		raw := "From: <" + from + ">\r\nSubject: hi\r\nX-Test-DKIM: dkim=pass (good) header.d=reject.test header.i=@reject.test header.s=s1 header.a=ed25519-sha256\r\n\r\n"
+		m := &filter.Message{Conn: &filter.Conn{Addr: netip.MustParseAddr("198.51.100.1"), Helo: "mx.x.test"},
+			MailFrom: "b@bounce.x.test", Rcpts: []string{"bob@Example.test"}, Headers: miltertest.Headers([]byte(raw))}
+		miltertest.Run(t, m, "body\r\n", 0, fakeVerifier{}, f)
+	}
+	if len(rec.rows) != 1 {
+		t.Fatalf("%d rows; want the one of reject.test (quar.test asks for no reports)", len(rec.rows))
+	}
+	r := rec.rows[0]
+	if r.PolicyDomain != "reject.test" || r.HeaderFrom != "reject.test" || r.EnvelopeFrom != "bounce.x.test" || r.EnvelopeTo != "example.test" ||
+		r.SourceIP != "198.51.100.1" || !r.DKIMAligned || r.SPFAligned || r.SPFResult != "fail" || r.SPFScope != "mfrom" ||
+		r.Disposition != "none" || r.P != "reject" || r.RUA != "mailto:agg@reject.test" ||
+		len(r.DKIM) != 1 || r.DKIM[0] != (dmarc.DKIMResult{Domain: "reject.test", Selector: "s1", Result: "pass"}) {
+		t.Errorf("row %+v", r)
+	}
+}
