@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"mime"
 	"net"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -192,7 +193,7 @@ var spfResults = map[string]bool{"none": true, "neutral": true, "pass": true, "f
 
 func record(r dmarc.Row) Record {
 	rec := Record{
-		Row: Row{SourceIP: r.SourceIP, PolicyEvaluated: PolicyEvaluated{Disposition: r.Disposition,
+		Row: Row{SourceIP: sourceIP(r.SourceIP), PolicyEvaluated: PolicyEvaluated{Disposition: r.Disposition,
 			DKIM: passFail(r.DKIMAligned), SPF: passFail(r.SPFAligned)}},
 		Identifiers: Identifiers{EnvelopeTo: r.EnvelopeTo, EnvelopeFrom: r.EnvelopeFrom, HeaderFrom: r.HeaderFrom},
 	}
@@ -219,6 +220,16 @@ func record(r dmarc.Row) Record {
 	}
 	rec.AuthResults.SPF = []SPFAuth{{Domain: dom, Scope: r.SPFScope, Result: spf}}
 	return rec
+}
+
+// sourceIP writes an IPv6 address in full (eight groups): the IPAddress
+// type of Appendix C has no pattern for the compressed form ("::").
+func sourceIP(s string) string {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is6() || a.Is4In6() {
+		return s
+	}
+	return a.StringExpanded()
 }
 
 func key(r Record) string {
