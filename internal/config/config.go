@@ -134,6 +134,7 @@ type Milter struct {
 	Scrub         Scrub    `yaml:"scrub" doc:"Privacy scrubbing of outbound headers."`
 	DKIM          DKIM     `yaml:"dkim" doc:"DKIM signing (outbound) and verification (inbound)."`
 	Spam          Spam     `yaml:"spam" doc:"Spam scoring of inbound mail, with SpamAssassin's X-Spam-* header fields and a Bayes classifier that learns from what users file as spam."`
+	DMARC         DMARC    `yaml:"dmarc" doc:"DMARC (RFC 7489) for inbound mail: SPF and the DKIM results of this pass aligned with the From domain, the domain's policy applied, dmarc= in Authentication-Results, evaluations recorded for aggregate reports ('postkit dmarc report')."`
 
 	Metrics             string `yaml:"metrics" doc:"Optional host:port serving Prometheus metrics on /metrics (messages, filter outcomes, DKIM signatures, spam verdicts, durations; a bare port listens on 127.0.0.1); empty disables. A scrape never touches mail." kind:"listen"`
 	MetricsAllowClients []CIDR `yaml:"metrics_allow_clients" doc:"Networks that may fetch the milter's metrics, e.g. the Prometheus server's [192.0.2.9/32]; every other connection is closed and logged. Required when metrics can be reached from other hosts (any address but loopback)." kind:"cidr"`

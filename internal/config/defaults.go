@@ -93,6 +93,12 @@ func Defaults() *Config {
 				},
 				Learn: Learn{IMAPSieve: true, User: "postkit"},
 			},
+			DMARC: DMARC{
+				Enabled: true,
+				Action:  "reject",
+				BadFrom: "permerror",
+				Report:  DMARCReport{Enabled: true, MaxBytes: 10 << 20, Keep: Duration(7 * 24 * time.Hour)},
+			},
 		},
 		Policy: Policy{
 			Listen:      "unix:/var/spool/postfix/postkit/policy.sock",

@@ -50,6 +50,9 @@ func (c *Config) applyDerived() {
 	if c.Milter.Spam.Bayes.Path == "" {
 		c.Milter.Spam.Bayes.Path = strings.TrimSuffix(c.Paths.PostkitRun, "/") + "/bayes.sqlite"
 	}
+	if c.Milter.DMARC.Report.Path == "" {
+		c.Milter.DMARC.Report.Path = strings.TrimSuffix(c.Paths.PostkitRun, "/") + "/dmarc.sqlite"
+	}
 	if c.Policy.StateFile == "" {
 		c.Policy.StateFile = strings.TrimSuffix(c.Paths.PostkitRun, "/") + "/policyd.sqlite"
 	}
