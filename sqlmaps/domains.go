@@ -90,7 +90,8 @@ func (s *Store) ListDomains(ctx context.Context) ([]Domain, error) {
 	return out, rows.Err()
 }
 
-// DeleteDomain deletes a domain. While users or virtual aliases of the
+// DeleteDomain deletes a domain; one that does not exist is reported
+// Absent. While users or virtual aliases of the
 // domain remain it refuses (ErrInUse) unless cascade is set; then they are
 // deleted in the same transaction and listed in Result.Cascaded. The default
 // domain cannot be deleted while other domains exist: move the default first.
@@ -104,7 +105,8 @@ func (s *Store) DeleteDomain(ctx context.Context, name string, cascade bool) (Re
 		var isDefault bool
 		err := tx.QueryRowContext(ctx, "SELECT defaut FROM postfix_domaines WHERE domaine = ?", d).Scan(&isDefault)
 		if errors.Is(err, sql.ErrNoRows) {
-			return notFound(Domains, d)
+			res.Change, res.Detail = Absent, "no such row: nothing to delete"
+			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("sqlmaps: read domain %s: %w", d, err)

@@ -56,6 +56,15 @@ type TLS struct {
 type Database struct {
 	Driver string `yaml:"driver" doc:"Database driver. Only sqlite is supported for now." enum:"sqlite" kind:"enum"`
 	Path   string `yaml:"path" doc:"SQLite file. Postfix (user postfix) and Dovecot's auth process must be able to read it." kind:"path"`
+	// PasswordPolicy is checked by 'postkit db user add|passwd|import'.
+	PasswordPolicy PasswordPolicy `yaml:"password_policy" doc:"What 'postkit db' accepts as a new password (add, passwd, import of plaintext). Length over composition rules, as NIST SP 800-63B advises; hashes imported as they are cannot be checked."`
+}
+
+// PasswordPolicy is what a new mailbox password must satisfy.
+type PasswordPolicy struct {
+	MinLength     int  `yaml:"min_length" doc:"Fewest characters (Unicode code points) a new password may have."`
+	MaxLength     int  `yaml:"max_length" doc:"Most bytes a new password may have (BLF-CRYPT reads at most 72 whatever this says)."`
+	RefuseAddress bool `yaml:"refuse_address" doc:"Refuse a password that is the user's address, its local part or its domain, in any case, alone or followed only by digits and punctuation (test2024!)."`
 }
 
 // Mailbox is where mail is stored.

@@ -160,6 +160,9 @@ func (c *Config) Validate(f *File) error {
 	if c.Mailbox.UID < 1 || c.Mailbox.GID < 1 {
 		add(f.Errorf("mailbox.uid", "use a dedicated account such as vmail (3000)", "mailbox uid and gid must be above 0"))
 	}
+	if pp := c.Database.PasswordPolicy; pp.MinLength < 1 || pp.MaxLength < pp.MinLength {
+		add(f.Errorf("database.password_policy.min_length", "e.g. min_length: 12, max_length: 1024", "min_length must be at least 1 and at most max_length (%d, %d)", pp.MinLength, pp.MaxLength))
+	}
 	if !strings.Contains(c.Mailbox.Layout, "%") {
 		add(f.Errorf("mailbox.layout", "e.g. %d/%n", "%q has no %%d/%%n variable: every user would share one Maildir", c.Mailbox.Layout))
 	}
