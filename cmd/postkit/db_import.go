@@ -52,6 +52,12 @@ uid/gid default to mailbox.uid/gid and must be those.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
+			if format == "" {
+				format = strings.TrimPrefix(strings.ToLower(filepath.Ext(args[0])), ".")
+				if !slices.Contains(sqlmaps.ImportFormats, format) {
+					return fmt.Errorf("db: cannot tell the format of %s from its name: pass --format csv or --format json", name)
+				}
+			}
 			var r io.Reader
 			if name == "-" {
 				r, name = cmd.InOrStdin(), "stdin"
@@ -62,12 +68,6 @@ uid/gid default to mailbox.uid/gid and must be those.`,
 				}
 				defer fh.Close()
 				r = fh
-			}
-			if format == "" {
-				format = strings.TrimPrefix(strings.ToLower(filepath.Ext(name)), ".")
-				if !slices.Contains(sqlmaps.ImportFormats, format) {
-					return fmt.Errorf("db: cannot tell the format of %s from its name: pass --format csv or --format json", name)
-				}
 			}
 			data, err := io.ReadAll(io.LimitReader(r, maxImport+1))
 			if err != nil {

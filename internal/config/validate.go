@@ -123,12 +123,17 @@ func (c *Config) Validate(f *File) error {
 	walk(reflect.ValueOf(c).Elem(), "", func(key string, fv reflect.Value, sf reflect.StructField) {
 		_, written := f.pos[key]
 		number := fv.Kind() == reflect.Int || fv.Kind() == reflect.Int64
+		empty := fv.IsZero() || (fv.Kind() == reflect.Slice && fv.Len() == 0)
 		switch {
-		case sf.Tag.Get("required") != "true" || !fv.IsZero():
+		case sf.Tag.Get("required") != "true" || !empty:
 		case f.builtin && (key == "hostname" || key == "domains"):
 		case number && written: // a 0 written gets the value's own message
 		default:
-			add(f.Errorf(key, "see examples/postkit.yaml", "is required"))
+			hint := "see 'postkit config example'"
+			if fv.Kind() == reflect.Slice {
+				hint = "give at least one item; " + hint
+			}
+			add(f.Errorf(key, hint, "is required"))
 			bad[key] = true
 		}
 	})
