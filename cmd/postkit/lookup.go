@@ -132,11 +132,13 @@ func accessOptions(c *config.Config) sqlmaps.AccessOptions {
 		c = config.Defaults()
 	}
 	o := sqlmaps.AccessOptions{RecipientDelimiter: c.RecipientDelim, ParentMatches: true, NullKey: "<>"}
-	if v, ok := c.Postfix.MainCF["parent_domain_matches_subdomains"]; ok {
-		o.ParentMatches = slices.Contains(strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }), "smtpd_access_maps")
-	}
-	if v, ok := c.Postfix.MainCF["smtpd_null_access_lookup_key"]; ok {
-		o.NullKey = v
+	for _, p := range c.Postfix.MainCF {
+		switch p.Name {
+		case "parent_domain_matches_subdomains":
+			o.ParentMatches = slices.Contains(strings.FieldsFunc(p.Value, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }), "smtpd_access_maps")
+		case "smtpd_null_access_lookup_key":
+			o.NullKey = p.Value
+		}
 	}
 	return o
 }

@@ -33,6 +33,7 @@ type Config struct {
 	Policy           Policy        `yaml:"policy" doc:"The postkit policy daemon (SPF, blacklists, DNSBL, greylisting, rate limits)."`
 	Sieve            Sieve         `yaml:"sieve" doc:"Server-side filtering with Dovecot's Sieve plugin."`
 	DNS              DNS           `yaml:"dns" doc:"The resolver postkit's daemons use for SPF, DNSBL and DKIM lookups."`
+	Dovecot          Dovecot       `yaml:"dovecot" doc:"Dovecot settings beyond what postkit generates."`
 }
 
 // SenderLogin lets logins use a sender address, or every address of a domain.
@@ -111,6 +112,12 @@ type Postfix struct {
 	DisableDNS         bool   `yaml:"disable_dns_lookups" doc:"Do not look up MX/A records when relaying (smtp_dns_support_level = disabled); for sandboxes with a relay host."`
 	AllowPlaintextAuth bool   `yaml:"allow_plaintext_auth" doc:"Allow SASL AUTH before STARTTLS. Never in production."`
 	DNSChecks          bool   `yaml:"dns_checks" doc:"Refuse senders and recipients whose domain has no DNS records (reject_unknown_sender_domain, reject_unknown_recipient_domain). Turn off only in sandboxes without DNS."`
+	// MainCF, MasterCF, MiltersBefore and MiltersAfter: see extra.go.
+	MainCF          []PostfixParam   `yaml:"main_cf" doc:"Extra main.cf parameters, written at the end of main.cf in place of postkit's own setting of the same name. The parameters that decide who may relay (mynetworks, smtpd_relay_restrictions, smtpd_recipient_restrictions, relay_domains, …) and the milter lists cannot be set here." example:"{name: smtpd_tls_loglevel, value: \"1\"}|{name: header_size_limit, value: \"204800\"}"`
+	MasterCF        []MasterService  `yaml:"master_cf" doc:"Extra master.cf services, written after postkit's. A service postkit generates cannot be redefined: add options to it with master_cf_options." example:"{service: dovecot, type: unix, command: pipe, unpriv: n, chroot: n, args: [flags=DRhu, user=vmail, argv=/usr/lib/dovecot/deliver]}"`
+	MasterCFOptions []MasterOverride `yaml:"master_cf_options" doc:"-o options added to services postkit generates. Relay and sender-check parameters cannot be set." example:"{service: submission, type: inet, options: [smtpd_client_connection_rate_limit=10]}"`
+	MiltersBefore   []string         `yaml:"milters_before" doc:"Milters Postfix calls before postkit's (smtpd_milters and non_smtpd_milters), e.g. clamav-milter's socket." kind:"addr" example:"unix:/var/spool/postfix/clamav/clamav-milter.ctl"`
+	MiltersAfter    []string         `yaml:"milters_after" doc:"Milters Postfix calls after postkit's, e.g. rspamd's proxy. They see postkit's changes, DKIM signature included, and may break it if they edit the message." kind:"addr" example:"inet:127.0.0.1:11332"`
 }
 
 // Milter configures the postkit milter daemon and its Postfix hook.

@@ -207,6 +207,9 @@ func (c *Config) Validate(f *File) error {
 	for _, e := range c.validateClients(f) {
 		add(e)
 	}
+	for _, e := range c.validateExtra(f, bad) {
+		add(e)
+	}
 	if len(errs) > 0 {
 		return errs
 	}
