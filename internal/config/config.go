@@ -283,7 +283,7 @@ type RateLimit struct {
 
 // Limit is one rate limit.
 type Limit struct {
-	Key    string   `yaml:"key" doc:"What is counted per: sasl_user, sender or client_ip." enum:"sasl_user,sender,client_ip" required:"true" kind:"enum"`
+	Key    string   `yaml:"key" doc:"What is counted per: sasl_user, sender or client_ip. The policy protocol's names sasl_username and client_address are accepted too, as --ratelimit accepts both." enum:"sasl_user,sender,client_ip" required:"true" kind:"enum"`
 	Count  string   `yaml:"count" doc:"messages or recipients." enum:"messages,recipients" kind:"enum"`
 	Max    int      `yaml:"max" doc:"Allowed within the window." required:"true"`
 	Window Duration `yaml:"window" doc:"Sliding window, e.g. 1m, 1h, 24h." required:"true"`

@@ -78,3 +78,32 @@ dovecot:
 		}
 	}
 }
+
+// The rate-limit key has one name in the file and on the command line:
+// sasl_user (and client_ip), with the policy protocol's names accepted in
+// both places.
+func TestRateLimitKeyNames(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{{"sasl_user", "sasl_user"}, {"sasl_username", "sasl_user"}, {"client_address", "client_ip"}, {"client_ip", "client_ip"}, {"sender", "sender"}} {
+		doc := "hostname: mail.exemple.fr\ndomains: [exemple.fr]\npolicy:\n  ratelimit:\n    limits: [{key: " + tt.in + ", count: messages, max: 5, window: 1h}]\n"
+		c, _, err := Parse("x.yaml", []byte(doc))
+		if err != nil || c.Policy.RateLimit.Limits[0].Key != tt.want {
+			t.Errorf("key %s: %v, %v; want %s", tt.in, err, c, tt.want)
+		}
+		o, err := FlagOverrides(Shorthands("policyd"), func(f string) ([]string, bool) {
+			if f == "ratelimit" {
+				return []string{tt.in + ":messages=5/1h"}, true
+			}
+			return nil, false
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _, err = LoadDaemon("", "policyd", o...)
+		if err != nil || c.Policy.RateLimit.Limits[0].Key != tt.want {
+			t.Errorf("--ratelimit %s: %v; want %s", tt.in, err, tt.want)
+		}
+	}
+	if _, _, err := Parse("x.yaml", []byte("hostname: mail.exemple.fr\ndomains: [exemple.fr]\npolicy:\n  ratelimit:\n    limits: [{key: sasl, count: messages, max: 5, window: 1h}]\n")); err == nil {
+		t.Error("key sasl accepted in the file")
+	}
+}

@@ -21,6 +21,17 @@ func (c *Config) normalize() {
 	for i, d := range c.Domains {
 		c.Domains[i] = strings.ToLower(strings.TrimSuffix(d, "."))
 	}
+	// One name per rate-limit key, in the file as on the command line
+	// (--ratelimit): the policy protocol's attribute names are accepted.
+	for i := range c.Policy.RateLimit.Limits {
+		l := &c.Policy.RateLimit.Limits[i]
+		switch l.Key {
+		case "sasl_username":
+			l.Key = "sasl_user"
+		case "client_address":
+			l.Key = "client_ip"
+		}
+	}
 }
 
 // applyDerived fills defaults that depend on other values. Parse calls it
