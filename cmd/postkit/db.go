@@ -229,7 +229,7 @@ Safe to run again.`,
 
 // article is "a" or "an" before noun.
 func article(noun string) string {
-	if strings.ContainsRune("aeiou", rune(noun[0])) {
+	if strings.ContainsRune("aeio", rune(noun[0])) { // "a user": the u of user sounds like "you"
 		return "an " + noun
 	}
 	return "a " + noun
@@ -374,7 +374,7 @@ func dbBlacklistCmd(o *dbOptions) *cobra.Command {
 	var message string
 	sadd := &cobra.Command{
 		Use:   "add KEY --code 5NN --message TEXT",
-		Short: "Refuse mail from KEY (user@domain, domain or user@) with CODE and MESSAGE",
+		Short: "Refuse mail from KEY (user@domain; a domain, which covers its sub-domains; or user@) with CODE and MESSAGE",
 		Args:  cobra.ExactArgs(1),
 		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
 			return s.AddSenderBlacklist(ctx, args[0], code, message)
