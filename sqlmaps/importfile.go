@@ -140,6 +140,10 @@ func parseCSV(name string, data []byte) ([]ImportRow, error) {
 			bad("first field %q: want domain, user, alias or valias", rec[0])
 			continue
 		}
+		if strings.TrimSpace(row.Key) == "" {
+			bad("the second field, the %s, is empty", kind)
+			continue
+		}
 		rows = append(rows, row)
 	}
 	if len(errs) > 0 {
