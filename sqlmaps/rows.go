@@ -266,6 +266,9 @@ func exists(ctx context.Context, q querier, k Kind, key string) (bool, error) {
 
 // conflict builds the error for an add that differs from the stored row.
 func conflict(k Kind, key string, diffs []string) error {
+	if k == Users {
+		return errf(ErrConflict, "%s %s already exists with %s: change it with 'postkit db user set' or keep the stored values", k, key, strings.Join(diffs, ", "))
+	}
 	return errf(ErrConflict, "%s %s already exists with %s: delete it first or keep the stored values", k, key, strings.Join(diffs, ", "))
 }
 

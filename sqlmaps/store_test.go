@@ -359,7 +359,7 @@ func TestDeleteDomainCascade(t *testing.T) {
 	}
 	s.AddVirtualAlias(ctx, "@toto.fr", "a@toto.fr")
 	s.AddVirtualAlias(ctx, "x@toto.fr", "a@toto.fr")
-	s.AddVirtualAlias(ctx, "y@sub.toto.fr", "a@toto.fr") // another domain: kept
+	s.AddVirtualAlias(ctx, "y@sub.toto.fr", "a@toto.fr, test@exemple.fr") // another domain: kept, without a@toto.fr
 	r, err := s.DeleteDomain(ctx, "toto.fr", true)
 	if err != nil {
 		t.Fatal(err)
@@ -368,13 +368,16 @@ func TestDeleteDomainCascade(t *testing.T) {
 	for _, c := range r.Cascaded {
 		got = append(got, c.Object+" "+c.Key)
 	}
-	want := "user a@toto.fr,user b@toto.fr,virtual alias @toto.fr,virtual alias x@toto.fr"
+	want := "user a@toto.fr,user b@toto.fr,virtual alias @toto.fr,virtual alias x@toto.fr,virtual alias y@sub.toto.fr"
 	if strings.Join(got, ",") != want {
 		t.Errorf("cascaded = %v; want %s", got, want)
 	}
 	us, _ := s.ListUsers(ctx, "")
 	vs, _ := s.ListAliases(ctx, VirtualAliases)
 	ds, _ := s.ListDomains(ctx)
+	if len(vs) == 2 && vs[1].Destination != "test@exemple.fr" {
+		t.Errorf("y@sub.toto.fr delivers to %q; want test@exemple.fr alone", vs[1].Destination)
+	}
 	if len(us) != 1 || len(vs) != 2 || len(ds) != 1 {
 		t.Errorf("after cascade: %d users, %d valiases, %d domains; want 1, 2, 1", len(us), len(vs), len(ds))
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // runMain runs a command tree as main does: the error, if any, goes
@@ -112,6 +113,21 @@ func TestJSONErrors(t *testing.T) {
 	}
 	if len(lines) != 3 || lines[0] != 2 || lines[1] != 3 || lines[2] != 4 {
 		t.Errorf("config check --json error lines = %v; want [2 3 4]", lines)
+	}
+	// generate shares the helper: its config errors come as JSON too.
+	resetGenerate := func() {
+		for _, c := range rootCmd.Commands() {
+			if c.Name() == "generate" {
+				c.Flags().VisitAll(func(f *pflag.Flag) { f.Value.Set(f.DefValue); f.Changed = false })
+			}
+		}
+	}
+	resetGenerate()
+	defer resetGenerate()
+	out, errOut, code := runMain(t, rootCmd, "", "generate", "-c", badYAML, "--root", dir, "--json")
+	j = jerr{}
+	if err := json.Unmarshal([]byte(out), &j); err != nil || code != 1 || errOut != "" || len(j.Errors) != 3 {
+		t.Errorf("generate --json with a bad config: %q %q exit %d: %v", out, errOut, code, err)
 	}
 	// And success.
 	good := filepath.Join(dir, "good.yaml")
