@@ -158,6 +158,19 @@ var guardedOptions = map[string]string{
 	"smtpd_sender_restrictions": "the submission services' sender check stays postkit's; grant senders with sender_logins",
 }
 
+// guardedDovecot are Dovecot settings postkit.yaml has keys for: the uid
+// range is the one 'postkit db' checks users against.
+var guardedDovecot = map[string]string{
+	"mail_uid":           "set mailbox.uid",
+	"mail_gid":           "set mailbox.gid",
+	"first_valid_uid":    "set mailbox.uid: Dovecot accepts that uid only, which 'postkit db' checks users against",
+	"last_valid_uid":     "set mailbox.uid: Dovecot accepts that uid only, which 'postkit db' checks users against",
+	"first_valid_gid":    "set mailbox.gid: Dovecot accepts that gid only, which 'postkit db' checks users against",
+	"last_valid_gid":     "set mailbox.gid: Dovecot accepts that gid only, which 'postkit db' checks users against",
+	"mail_location":      "set mailbox.base_dir and mailbox.layout",
+	"postmaster_address": "set postmaster",
+}
+
 func checkOptions(f *File, key string, opts []string, bad map[string]bool) Errors {
 	var errs Errors
 	for j, o := range opts {
@@ -227,6 +240,9 @@ func (c *Config) validateExtra(f *File, bad map[string]bool) Errors {
 			key := fmt.Sprintf("%s[%d].name", list.key, i)
 			if j, dup := seen[d.Name]; dup && !bad[key] {
 				errs = append(errs, f.Errorf(key, "keep one of them", "%s is already set by %s[%d]", d.Name, list.key, j))
+			}
+			if hint, ok := guardedDovecot[d.Name]; ok && list.key == "dovecot.settings" && !bad[key] {
+				errs = append(errs, f.Errorf(key, hint, "%s cannot be set here", d.Name))
 			}
 			seen[d.Name] = i
 		}

@@ -70,6 +70,7 @@ dovecot:
 		{"postfix:\n  milters_after: [\"tcp:1.2.3.4:5\"]\n", "must start with unix: or inet:"},
 		{"dovecot:\n  settings: [{name: mail_plugins, value: \"x }\"}]\n", "holds { or }"},
 		{"dovecot:\n  settings: [{name: Mail-Plugins, value: x}]\n", "is not a Dovecot setting name"},
+		{"dovecot:\n  settings: [{name: first_valid_uid, value: \"0\"}]\n", "dovecot.settings[0].name: first_valid_uid cannot be set here (set mailbox.uid"},
 		{"dovecot:\n  plugin: [{name: sieve, value: \"a\\rb\"}]\n", "a line break (U+000D)"},
 	} {
 		_, _, err := Parse("x.yaml", []byte(base+tt.doc))
