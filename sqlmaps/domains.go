@@ -153,7 +153,15 @@ func (s *Store) DeleteDomain(ctx context.Context, name string, cascade bool) (Re
 			res.Cascaded = append(res.Cascaded, Result{Object: VirtualAliases.String(), Key: v, Change: Deleted})
 		}
 		// Aliases elsewhere (other domains, local aliases) that deliver to
-		// a deleted user lose that destination, as 'user delete --cascade'.
+		// a deleted user lose that destination, as 'user delete --cascade';
+		// the users' and the domain's quotas go with them.
+		for _, k := range append(append([]string(nil), users...), "@"+d) {
+			if c, err := s.dropQuota(ctx, tx, k); err != nil {
+				return err
+			} else if c != nil {
+				res.Cascaded = append(res.Cascaded, *c)
+			}
+		}
 		for _, u := range users {
 			refs, err := aliasesPointingAt(ctx, tx, u)
 			if err != nil {

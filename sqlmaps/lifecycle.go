@@ -124,12 +124,34 @@ func (s *Store) DeleteUser(ctx context.Context, address string, p AliasPolicy) (
 				res.Detail = fmt.Sprintf("%d alias(es) still point at it", len(refs))
 			}
 		}
+		if c, err := s.dropQuota(ctx, tx, addr); err != nil {
+			return err
+		} else if c != nil {
+			res.Cascaded = append(res.Cascaded, *c)
+		}
 		return deleteRow(ctx, tx, Users, addr)
 	})
 	if err != nil {
 		return Result{}, err
 	}
 	return res, nil
+}
+
+// dropQuota deletes the quota row of a user or domain (@domain) being
+// deleted, so that one created again later does not inherit it. A database
+// without the quota table has none.
+func (s *Store) dropQuota(ctx context.Context, tx *sql.Tx, key string) (*Result, error) {
+	if !s.tableExists(ctx, tx, "postkit_quotas") {
+		return nil, nil
+	}
+	r, err := tx.ExecContext(ctx, "DELETE FROM postkit_quotas WHERE cible = ?", key)
+	if err != nil {
+		return nil, fmt.Errorf("sqlmaps: delete the quota of %s: %w", key, err)
+	}
+	if n, _ := r.RowsAffected(); n == 0 {
+		return nil, nil
+	}
+	return &Result{Object: quotaNoun, Key: key, Change: Deleted}, nil
 }
 
 // dropDestination removes addr from r's destination list, or deletes r

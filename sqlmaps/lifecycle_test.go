@@ -3,6 +3,7 @@ package sqlmaps
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -194,4 +195,34 @@ func FuzzParseImport(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A deleted user's or domain's quota goes with it: one created again
+// later starts without it.
+func TestDeleteDropsQuota(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	fixture(t, s)
+	if _, err := s.AddUser(ctx, NewUser{Address: "a@toto.fr", PasswordHash: testHash, UID: 3000, GID: 3000}); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"a@toto.fr", "@toto.fr"} {
+		if _, err := s.SetQuota(ctx, q, 1<<30); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.SetQuota(ctx, "test@exemple.fr", 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.DeleteUser(ctx, "test@exemple.fr", AliasesCascade)
+	if err != nil || !strings.Contains(fmt.Sprint(r.Cascaded), "quota test@exemple.fr") {
+		t.Errorf("DeleteUser = %v, %v; want its quota deleted", r, err)
+	}
+	r, err = s.DeleteDomain(ctx, "toto.fr", true)
+	if err != nil || !strings.Contains(fmt.Sprint(r.Cascaded), "quota a@toto.fr") || !strings.Contains(fmt.Sprint(r.Cascaded), "quota @toto.fr") {
+		t.Errorf("DeleteDomain = %v, %v; want the quotas of a@toto.fr and @toto.fr deleted", r, err)
+	}
+	if qs, err := s.ListQuotas(ctx); err != nil || len(qs) != 0 {
+		t.Errorf("quotas left: %v, %v", qs, err)
+	}
 }

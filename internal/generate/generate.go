@@ -55,6 +55,9 @@ func Run(cfg *config.Config, o Options) ([]apply.Change, error) {
 	if err := accounts(cfg, o.Root); err != nil {
 		return nil, err
 	}
+	if err := mailboxChecks(cfg, o.Root, note); err != nil {
+		return nil, err
+	}
 	set := preflight.Set{
 		Root:          o.Root,
 		PostfixConfig: cfg.Paths.PostfixConfig,
