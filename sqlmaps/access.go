@@ -41,12 +41,9 @@ func AccessKeys(address string, o AccessOptions) []string {
 			base = local[:j]
 		}
 	}
-	var keys []string
-	if i >= 0 {
-		keys = append(keys, address)
-		if base != "" {
-			keys = append(keys, base+"@"+domain)
-		}
+	keys := []string{address} // the whole address, or a bare name as given
+	if i >= 0 && base != "" {
+		keys = append(keys, base+"@"+domain)
 	}
 	for name := domain; name != ""; {
 		keys = append(keys, name)

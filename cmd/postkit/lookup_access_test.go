@@ -104,6 +104,9 @@ func TestLookupAccessSearch(t *testing.T) {
 	if !strings.Contains(r.out, `"found":false`) || !strings.Contains(r.out, `".tata.fr"`) {
 		t.Errorf("lookup with parent matching off = %q", r.out)
 	}
+	if keys := sqlmaps.AccessKeys("tata.fr", sqlmaps.AccessOptions{ParentMatches: true}); !reflect.DeepEqual(keys, []string{"tata.fr", "tata.fr@"}) {
+		t.Errorf("AccessKeys of a bare name = %v", keys)
+	}
 	if keys := sqlmaps.AccessKeys("<>", sqlmaps.AccessOptions{NullKey: "<>"}); !reflect.DeepEqual(keys, []string{"<>"}) {
 		t.Errorf("AccessKeys(<>) = %v", keys)
 	}
