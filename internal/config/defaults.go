@@ -19,7 +19,8 @@ func Defaults() *Config {
 			OutboundLevel: "may",
 			MinProtocol:   "TLSv1.2",
 		},
-		Database: Database{Driver: "sqlite", Path: "/etc/postfix/bdd/postfix.sqlite"},
+		Database: Database{Driver: "sqlite", Path: "/etc/postfix/bdd/postfix.sqlite",
+			PasswordPolicy: PasswordPolicy{MinLength: 12, MaxLength: 1024, RefuseAddress: true}},
 		Mailbox: Mailbox{
 			BaseDir: "/var/mail/utilisateurs",
 			UID:     3000,

@@ -124,7 +124,7 @@ func TestOverrideErrors(t *testing.T) {
 		{"what the override enables", minimal, []string{"policy.checks=[dnsbl]"},
 			`--set policy.checks=[dnsbl]: policy.dnsbl.sites: the dnsbl check needs at least one site (e.g. [zen.spamhaus.org=127.0.0.[2..11]*3], or remove dnsbl from policy.checks)`},
 		{"missing field of a new item", minimal, []string{"milter.dkim.keys[0].selector=s1"},
-			`--set milter.dkim.keys[0].selector=s1: milter.dkim.keys[0].domain: is required (see examples/postkit.yaml)`},
+			`--set milter.dkim.keys[0].selector=s1: milter.dkim.keys[0].domain: is required (see 'postkit config example')`},
 		{"index past the end", minimal, []string{"milter.dkim.keys[1].selector=s1"},
 			`--set milter.dkim.keys[1].selector=s1: milter.dkim.keys: index 1 is past the end of the list, which has 0 items (use [0] to add an item, or milter.dkim.keys+=VALUE)`},
 		{"not valid YAML", minimal, []string{"hostname=[a"},
