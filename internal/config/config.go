@@ -192,8 +192,9 @@ type DKIM struct {
 	Subdomains       bool      `yaml:"subdomains" doc:"Sign mail from sub.example.org with the key of example.org when the sub-domain has none."`
 	AuthservID       string    `yaml:"authserv_id" doc:"authserv-id in Authentication-Results. Default: the hostname." kind:"name"`
 	UnownedFrom      string    `yaml:"unowned_from" doc:"Mail from an authenticated user whose From header is not an address that login may use (the rule of sender_logins, read from the database for each message): reject refuses it with 550 5.7.1; unsigned lets it pass without a DKIM signature and logs why. Mail from trusted_networks and local submission (sendmail) carries no login and is signed as before: those are your own hosts. A database fault defers the message (451 4.3.0) whatever on_error says: it never passes unchecked." enum:"reject,unsigned" kind:"enum"`
+	BodyLength       string    `yaml:"body_length" doc:"What a signature with a body length count (l=) is worth, whose signed part verifies: pass (as OpenDKIM and dkimpy: text appended after the signed part, by a mailing list or anyone else, does not matter); complete (pass only when nothing follows the signed part, else dkim=policy); policy (every l= signature is dkim=policy)." enum:"pass,complete,policy" kind:"enum"`
 	KeyDir           string    `yaml:"key_dir" doc:"Directory of keys made by 'postkit dkim keygen' (DOMAIN/SELECTOR.private)." kind:"path"`
-	Keys             []DKIMKey `yaml:"keys" doc:"Signing keys. Two keys for one domain (e.g. RSA and Ed25519) give two signatures." example:"{domain: exemple.fr, selector: mail, key_file: /etc/dkimkeys/exemple.fr/mail.private}|{domain: exemple.fr, selector: ed1, key_file: /etc/dkimkeys/exemple.fr/ed1.private}"`
+	Keys             []DKIMKey `yaml:"keys" doc:"Signing keys. Two keys for one domain (e.g. RSA and Ed25519) give two signatures." example:"{domain: exemple.fr, selector: mail, key_file: /etc/dkimkeys/exemple.fr/mail.private}|{domain: exemple.fr, selector: ed1, key_file: /etc/dkimkeys/exemple.fr/ed1.private}|{domain: exemple.fr, selector: mail, key_file: /etc/dkimkeys/exemple.fr/mail.private, from: [\"*@exemple.fr\", \"*@toto.fr\"]}"`
 }
 
 // DKIMKey is one signing key.
@@ -201,7 +202,8 @@ type DKIMKey struct {
 	Domain   string `yaml:"domain" doc:"Signing domain (d=)." required:"true" kind:"domain"`
 	Selector string `yaml:"selector" doc:"Selector (s=)." required:"true" kind:"selector"`
 	KeyFile  string `yaml:"key_file" doc:"PEM private key. Default: key_dir/DOMAIN/SELECTOR.private." kind:"path"`
-	Disabled bool   `yaml:"disabled" doc:"Keep the key published but stop signing with it (rotation)."`
+	Disabled bool     `yaml:"disabled" doc:"Keep the key published but stop signing with it (rotation)."`
+	From     []string `yaml:"from" doc:"From addresses this key signs, as an OpenDKIM SigningTable names them: user@example.org (one address), *@example.org (the domain), *@*.example.org (its sub-domains). Empty: every address of domain. The most specific rule wins (address, then domain, then the closest parent's sub-domains) and all its keys sign; a key may sign for other domains than its d= (one key for several domains)." kind:"signfrom"`
 }
 
 // Policy configures the policy daemon and its Postfix hook.

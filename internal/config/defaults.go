@@ -63,6 +63,7 @@ func Defaults() *Config {
 				Verify:           true,
 				Canonicalization: "relaxed/simple",
 				UnownedFrom:      "reject",
+				BodyLength:       "pass",
 				KeyDir:           "/etc/dkimkeys",
 			},
 			Spam: Spam{

@@ -88,6 +88,10 @@ var kinds = map[string]kind{
 		hint: "a zone with an optional answer filter, e.g. zen.spamhaus.org=127.0.0.[2..11]"},
 	"addrglob": {check: checkAddrGlob,
 		hint: "an address with * and ? as wildcards, e.g. *@exemple.fr or newsletter@*.exemple.fr"},
+	"signfrom": {check: checkSignFrom,
+		hint: "user@example.org, *@example.org or *@*.example.org (the sub-domains)"},
+	"hostglob": {check: checkHostGlob,
+		hint: "an address, a network such as 192.0.2.0/24, a host name, .example.org for its sub-domains, or /regexp/"},
 	"dnsbl": {check: checkDNSBLSite,
 		hint: "e.g. zen.spamhaus.org=127.0.0.[2..11]*3 or list.dnswl.org=127.0.[0..255].[1..3]*-2"},
 }

@@ -82,6 +82,8 @@ var goodValue = map[string]string{
 	"hostport":  "127.0.0.1:53",
 	"dnsbl":     "bl.example.org=127.0.0.2*3",
 	"addrglob":  "*@example.org",
+	"signfrom":  "*@*.example.org",
+	"hostglob":  "/^mail[0-9]*\\.example\\.org$/",
 	"testname":  "RCVD_IN_TEST",
 	"dnszone":   "bl.example.org=127.0.0.2",
 }

@@ -53,7 +53,7 @@ func newSigner(b *Builder) (filter.Filter, error) {
 			// The layout of `postkit dkim keygen` and Debian's /etc/dkimkeys.
 			file = filepath.Join(d.KeyDir, dom, k.Selector+".private")
 		}
-		keys = append(keys, dkimsign.Key{Domain: dom, Selector: k.Selector, KeyFile: file, Disabled: k.Disabled})
+		keys = append(keys, dkimsign.Key{Domain: dom, Selector: k.Selector, KeyFile: file, Disabled: k.Disabled, From: k.From})
 	}
 	if len(keys) == 0 {
 		b.Logger.Warn("milter: no DKIM key configured (milter.dkim.keys or --dkim-key): outbound mail is not DKIM-signed")
@@ -100,7 +100,11 @@ func newVerifier(b *Builder) (filter.Filter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("milter: DKIM verification resolver: %w", err)
 	}
-	return dkimverify.New(dkimverify.Config{Resolver: res, AuthservID: d.AuthservID, LookupTimeout: b.Budget, Logger: b.Logger})
+	bl, err := dkimverify.ParseBodyLength(d.BodyLength)
+	if err != nil {
+		return nil, fmt.Errorf("milter: milter.dkim.body_length: %w", err)
+	}
+	return dkimverify.New(dkimverify.Config{Resolver: res, AuthservID: d.AuthservID, LookupTimeout: b.Budget, BodyLength: bl, Logger: b.Logger})
 }
 
 // authservID is the id of our Authentication-Results: milter.dkim.authserv_id,

@@ -1,0 +1,43 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+
+	"github.com/postkit/postkit/internal/mailaddr"
+)
+
+// checkSignFrom checks a DKIM signing pattern (milter.dkim.keys[].from).
+func checkSignFrom(s string) string {
+	if _, err := mailaddr.ParsePattern(s); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// checkHostGlob checks a client pattern as postgrey's whitelist_clients
+// writes them: an address or network, a host name (which also matches its
+// sub-domains), .domain, or a /regexp/ over the client's host name.
+func checkHostGlob(s string) string {
+	if strings.HasPrefix(s, "/") {
+		if len(s) < 3 || !strings.HasSuffix(s, "/") {
+			return fmt.Sprintf("%q starts a /regexp/ but does not end with /", s)
+		}
+		if _, err := regexp.Compile("(?i)" + s[1:len(s)-1]); err != nil {
+			return fmt.Sprintf("%q: %v", s, err)
+		}
+		return ""
+	}
+	if _, err := netip.ParsePrefix(s); err == nil {
+		return ""
+	}
+	if _, err := netip.ParseAddr(s); err == nil {
+		return ""
+	}
+	if mailaddr.ValidDomain(strings.TrimPrefix(s, ".")) {
+		return ""
+	}
+	return fmt.Sprintf("%q is not a client pattern", s)
+}
