@@ -199,9 +199,9 @@ type DKIM struct {
 
 // DKIMKey is one signing key.
 type DKIMKey struct {
-	Domain   string `yaml:"domain" doc:"Signing domain (d=)." required:"true" kind:"domain"`
-	Selector string `yaml:"selector" doc:"Selector (s=)." required:"true" kind:"selector"`
-	KeyFile  string `yaml:"key_file" doc:"PEM private key. Default: key_dir/DOMAIN/SELECTOR.private." kind:"path"`
+	Domain   string   `yaml:"domain" doc:"Signing domain (d=)." required:"true" kind:"domain"`
+	Selector string   `yaml:"selector" doc:"Selector (s=)." required:"true" kind:"selector"`
+	KeyFile  string   `yaml:"key_file" doc:"PEM private key. Default: key_dir/DOMAIN/SELECTOR.private." kind:"path"`
 	Disabled bool     `yaml:"disabled" doc:"Keep the key published but stop signing with it (rotation)."`
 	From     []string `yaml:"from" doc:"From addresses this key signs, as an OpenDKIM SigningTable names them: user@example.org (one address), *@example.org (the domain), *@*.example.org (its sub-domains). Empty: every address of domain. The most specific rule wins (address, then domain, then the closest parent's sub-domains) and all its keys sign; a key may sign for other domains than its d= (one key for several domains)." kind:"signfrom"`
 }

@@ -164,8 +164,8 @@ type keySet struct {
 	byDomain       map[string][]*key // every address of the domain
 	byAddr         map[string][]*key // one address (user@domain)
 	bySub          map[string][]*key // the sub-domains of the domain
-	headers        []string        // lowercase
-	oversign       map[string]bool // lowercase
+	headers        []string          // lowercase
+	oversign       map[string]bool   // lowercase
 	hRelaxed       bool
 	bRelaxed       bool
 	subdomains     bool

@@ -186,8 +186,8 @@ func (b *body) Abort() { b.s.abort() }
 type session struct {
 	hs      []filter.Header
 	sigs    []sigTags
-	lsigs   []*lengthSig // signatures with l= that postkit verifies itself
-	perSig  bool         // results has one entry per signature checked
+	lsigs   []*lengthSig   // signatures with l= that postkit verifies itself
+	perSig  bool           // results has one entry per signature checked
 	stream  *filter.Stream // nil without signatures
 	results []Result       // set by the stream's consumer, read after Close
 }
