@@ -23,7 +23,7 @@ func init() {
 		Use:   "dkim",
 		Short: "DKIM keys: generate, import from OpenDKIM, print records, sign and verify offline",
 	}
-	dkimCmd.AddCommand(dkimKeygenCmd(), dkimImportCmd(), dkimTXTCmd(), dkimSignCmd(), dkimVerifyCmd())
+	dkimCmd.AddCommand(dkimKeygenCmd(), dkimImportCmd(), dkimTXTCmd(), dkimSignCmd(), dkimVerifyCmd(), dkimTestkeyCmd())
 	rootCmd.AddCommand(dkimCmd)
 }
 
@@ -108,7 +108,15 @@ func dkimImportCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "import",
 		Short: "Read OpenDKIM's KeyTable and SigningTable and print the milter.dkim section of postkit.yaml",
-		Args:  cobra.NoArgs,
+		Long: `Read OpenDKIM's KeyTable and SigningTable, as opendkim.conf names them
+(/path, file:/path or refile:/path), and print the milter.dkim section of
+postkit.yaml: one key per KeyTable entry used, with the From addresses it signs
+(from:) when they are not simply its own domain. Per-user entries, wildcards
+and sub-domain entries carry over; what postkit cannot express, or what OpenDKIM
+never used (a refile: line after one that matches first), is printed as a
+warning on stderr and as a comment. Check the keys against DNS afterwards with
+'postkit dkim testkey'.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if keyTable == "" || signingTable == "" {
 				return fmt.Errorf("dkim import: --keytable and --signingtable are required (see KeyTable and SigningTable in opendkim.conf)")
@@ -129,8 +137,8 @@ func dkimImportCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&keyTable, "keytable", "", "OpenDKIM KeyTable file")
-	cmd.Flags().StringVar(&signingTable, "signingtable", "", "OpenDKIM SigningTable file")
+	cmd.Flags().StringVar(&keyTable, "keytable", "", "OpenDKIM KeyTable (/path, file:/path or refile:/path)")
+	cmd.Flags().StringVar(&signingTable, "signingtable", "", "OpenDKIM SigningTable (/path, file:/path or refile:/path)")
 	return cmd
 }
 
