@@ -231,13 +231,17 @@ type Policy struct {
 
 // SPF configures the SPF check.
 type SPF struct {
-	Mode         string   `yaml:"mode" doc:"enforce rejects SPF fail with 550 5.7.23; header only adds Received-SPF (a safe roll-out)." enum:"enforce,header" kind:"enum"`
-	HeloReject   bool     `yaml:"helo_reject" doc:"Reject when the HELO identity fails."`
-	TempError    string   `yaml:"temperror" doc:"On a DNS temporary error: defer (DEFER_IF_PERMIT) or accept." enum:"defer,accept" kind:"enum"`
-	PermError    string   `yaml:"permerror" doc:"On a broken SPF record: accept (with a header) or reject." enum:"accept,reject" kind:"enum"`
-	AllowIPs     []CIDR   `yaml:"allow_ips" doc:"Clients never checked (also exempt from own_domains and milter.own_from)." kind:"cidr"`
-	AllowDomains []string `yaml:"allow_domains" doc:"Sender domains never checked (except by own_domains: the client chooses the sender)." kind:"domain"`
-	OwnDomains   string   `yaml:"own_domains" doc:"Mail from a client that neither authenticated nor is in trusted_networks or allow_ips, whose envelope sender is in one of our domains (domains and the database): enforce refuses it at RCPT unless SPF passes (550; a DNS error defers with 4xx), whatever the mode; off leaves it to the rules above. Every other host that sends as your domains (a second server, a newsletter service) must be in their SPF record; a forwarder that keeps our senders must rewrite them (SRS) or be in allow_ips." enum:"enforce,off" kind:"enum"`
+	Mode                 string   `yaml:"mode" doc:"enforce rejects SPF fail with 550 5.7.23; header only adds Received-SPF (a safe roll-out)." enum:"enforce,header" kind:"enum"`
+	HeloReject           BoolWord `yaml:"helo_reject" doc:"When the HELO identity's result refuses the message (enforce mode), as postfix-policyd-spf-python's HELO_reject: fail; softfail (softfail or fail); spf_not_pass (anything but pass, none and temperror); null (fail, for the null sender only); false (never, the result is recorded); no_check (HELO not evaluated). true, from older files, is fail." enum:"fail,softfail,spf_not_pass,null,false,no_check,true" kind:"enum"`
+	MailFromReject       BoolWord `yaml:"mail_from_reject" doc:"When the MAIL FROM identity's result refuses the message (enforce mode), as the peer's Mail_From_reject: fail; softfail (softfail or fail; RFC 7208 advises against it); spf_not_pass (anything but pass, none and temperror); false (never, the result is recorded); no_check (not evaluated; a sender in one of our domains still is, for own_domains)." enum:"fail,softfail,spf_not_pass,false,no_check" kind:"enum"`
+	RejectNotPassDomains []string `yaml:"reject_not_pass_domains" doc:"Sender domains whose softfail or neutral result is refused like a fail (the peer's Reject_Not_Pass_Domains), for commonly forged domains that publish ~all. Not with mail_from_reject false." kind:"domain"`
+	HeloWhitelist        []string `yaml:"helo_whitelist" doc:"HELO names never checked (the peer's HELO_Whitelist): trusted relays, a secondary MX. A name counts only when it has an A or AAAA record holding the client's address, so a forged HELO skips nothing." kind:"domain"`
+	HeaderType           string   `yaml:"header_type" doc:"The field recording the result (the peer's Header_Type): spf prepends Received-SPF; ar prepends Authentication-Results with milter.dkim.authserv_id (the milter keeps it, sealed like Received-SPF, and its spam filter reads the spf= result from it); none prepends nothing (the spam filter then has no SPF result)." enum:"spf,ar,none" kind:"enum"`
+	TempError            string   `yaml:"temperror" doc:"On a DNS temporary error: defer (DEFER_IF_PERMIT) or accept." enum:"defer,accept" kind:"enum"`
+	PermError            string   `yaml:"permerror" doc:"On a broken SPF record: accept (with a header) or reject." enum:"accept,reject" kind:"enum"`
+	AllowIPs             []CIDR   `yaml:"allow_ips" doc:"Clients never checked (the peer's skip_addresses and Whitelist; also exempt from own_domains and milter.own_from)." kind:"cidr"`
+	AllowDomains         []string `yaml:"allow_domains" doc:"Sender domains never checked (except by own_domains: the client chooses the sender)." kind:"domain"`
+	OwnDomains           string   `yaml:"own_domains" doc:"Mail from a client that neither authenticated nor is in trusted_networks or allow_ips, whose envelope sender is in one of our domains (domains and the database): enforce refuses it at RCPT unless SPF passes (550; a DNS error defers with 4xx), whatever the mode; off leaves it to the rules above. Every other host that sends as your domains (a second server, a newsletter service) must be in their SPF record; a forwarder that keeps our senders must rewrite them (SRS) or be in allow_ips." enum:"enforce,off" kind:"enum"`
 }
 
 // Blacklist configures the SQL blacklists.

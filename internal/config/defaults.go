@@ -93,7 +93,7 @@ func Defaults() *Config {
 			SocketMode:  "0660",
 			TimeBudget:  Duration(10 * time.Second),
 			Checks:      []string{"blacklist", "spf"},
-			SPF:         SPF{Mode: "enforce", HeloReject: true, TempError: "defer", PermError: "accept", OwnDomains: "enforce"},
+			SPF:         SPF{Mode: "enforce", HeloReject: "fail", MailFromReject: "fail", HeaderType: "spf", TempError: "defer", PermError: "accept", OwnDomains: "enforce"},
 			Blacklist:   Blacklist{Owner: "postfix"},
 			DNSBL:       DNSBL{Threshold: 3},
 			Greylist: Greylist{

@@ -3,11 +3,19 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"reflect"
 	"regexp"
 	"strings"
 
 	"github.com/postkit/postkit/internal/mailaddr"
 )
+
+// BoolWord is a string that may also be written as true or false without
+// quotes, for the settings whose words include them (policy.spf.helo_reject:
+// false, as postfix-policyd-spf-python's HELO_reject = False).
+type BoolWord string
+
+var boolWordType = reflect.TypeOf(BoolWord(""))
 
 // checkSignFrom checks a DKIM signing pattern (milter.dkim.keys[].from).
 func checkSignFrom(s string) string {

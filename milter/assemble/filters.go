@@ -104,7 +104,7 @@ func newVerifier(b *Builder) (filter.Filter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("milter: milter.dkim.body_length: %w", err)
 	}
-	return dkimverify.New(dkimverify.Config{Resolver: res, AuthservID: d.AuthservID, LookupTimeout: b.Budget, BodyLength: bl, Logger: b.Logger})
+	return dkimverify.New(dkimverify.Config{Resolver: res, AuthservID: d.AuthservID, LookupTimeout: b.Budget, BodyLength: bl, Sealed: sealed(b), Logger: b.Logger})
 }
 
 // authservID is the id of our Authentication-Results: milter.dkim.authserv_id,
@@ -118,29 +118,36 @@ func authservID(b *Builder) string {
 }
 
 // newForged removes the verdicts only this server may write; a
-// Received-SPF is ours when it carries the seal of the policy daemon's key.
+// Received-SPF, or an Authentication-Results with our authserv-id, is ours
+// when it carries the seal of the policy daemon's key.
 func newForged(b *Builder) (filter.Filter, error) {
-	fc := forged.Config{AuthservID: authservID(b), Logger: b.Logger}
-	if !b.opts.NoSeal {
-		kf := seal.NewFile(filepath.Join(b.Config.Paths.PostkitRun, seal.KeyFile))
-		log := b.Logger
-		var warned sync.Once
-		fc.Sealed = func(m *filter.Message, value string) bool {
-			k, err := kf.Key()
-			if err != nil {
-				warned.Do(func() {
-					log.Warn("milter: no seal key: every Received-SPF is removed, including our policy daemon's; start postkit policyd -c with the same paths.postkit_run", "err", err)
-				})
-				return false
-			}
-			return k.Verify(seal.Tx{Addr: m.Conn.Addr, Port: m.Conn.Port, Helo: m.Conn.Helo, Sender: m.MailFrom}, "Received-SPF", value)
-		}
-	}
+	fc := forged.Config{AuthservID: authservID(b), Sealed: sealed(b), Logger: b.Logger}
 	f, err := forged.New(fc)
 	if err != nil {
 		return nil, fmt.Errorf("milter: %w", err)
 	}
 	return f, nil
+}
+
+// sealed is the check of the policy daemon's seal on a field, or nil
+// without seals (Options.NoSeal).
+func sealed(b *Builder) func(m *filter.Message, name, value string) bool {
+	if b.opts.NoSeal {
+		return nil
+	}
+	kf := seal.NewFile(filepath.Join(b.Config.Paths.PostkitRun, seal.KeyFile))
+	log := b.Logger
+	var warned sync.Once
+	return func(m *filter.Message, name, value string) bool {
+		k, err := kf.Key()
+		if err != nil {
+			warned.Do(func() {
+				log.Warn("milter: no seal key: every Received-SPF is removed, including our policy daemon's; start postkit policyd -c with the same paths.postkit_run", "err", err)
+			})
+			return false
+		}
+		return k.Verify(seal.Tx{Addr: m.Conn.Addr, Port: m.Conn.Port, Helo: m.Conn.Helo, Sender: m.MailFrom}, name, value)
+	}
 }
 
 // newOwnFrom is milter.own_from: our domains (domains and the database's)

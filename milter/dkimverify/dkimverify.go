@@ -57,7 +57,11 @@ type Config struct {
 	// BodyLength is what a signature with l= is worth. Default:
 	// BodyLengthPass, as OpenDKIM and dkimpy.
 	BodyLength BodyLength
-	Logger     *slog.Logger
+	// Sealed reports whether an Authentication-Results field with our
+	// authserv-id was added by our policy daemon for m (its SPF result,
+	// sealed: internal/seal); such a field is kept. Nil: none is.
+	Sealed func(m *filter.Message, name, value string) bool
+	Logger *slog.Logger
 }
 
 // Verifier is the "dkimverify" filter. It is safe for concurrent use.
@@ -68,6 +72,7 @@ type Verifier struct {
 	maxSigs    int
 	msgTimeout time.Duration
 	bodyLength BodyLength
+	sealed     func(m *filter.Message, name, value string) bool
 	log        *slog.Logger
 }
 
@@ -77,7 +82,7 @@ func New(cfg Config) (*Verifier, error) {
 		return nil, errors.New("dkimverify: no resolver configured")
 	}
 	v := &Verifier{res: cfg.Resolver, id: cfg.AuthservID, timeout: cfg.LookupTimeout,
-		maxSigs: cfg.MaxSignatures, msgTimeout: cfg.MessageTimeout, bodyLength: cfg.BodyLength, log: cfg.Logger}
+		maxSigs: cfg.MaxSignatures, msgTimeout: cfg.MessageTimeout, bodyLength: cfg.BodyLength, sealed: cfg.Sealed, log: cfg.Logger}
 	if v.bodyLength < BodyLengthPass || v.bodyLength > BodyLengthPolicy {
 		return nil, fmt.Errorf("dkimverify: BodyLength %d: want BodyLengthPass, BodyLengthComplete or BodyLengthPolicy", v.bodyLength)
 	}
@@ -109,8 +114,9 @@ func New(cfg Config) (*Verifier, error) {
 // Name implements filter.Filter.
 func (v *Verifier) Name() string { return "dkimverify" }
 
-// Needs declares that verification reads only the message and Message.Outbound.
-func (v *Verifier) Needs() filter.Needs { return filter.Needs{} }
+// Needs declares that verification reads only the message and
+// Message.Outbound, and the HELO name when seals are checked (Config.Sealed).
+func (v *Verifier) Needs() filter.Needs { return filter.Needs{Helo: v.sealed != nil} }
 
 // AuthservID returns the authserv-id used in Authentication-Results.
 func (v *Verifier) AuthservID() string { return v.id }
@@ -141,7 +147,7 @@ func (v *Verifier) Headers(m *filter.Message, c *filter.Changes) (filter.Body, e
 		if !strings.EqualFold(h.Name, "Authentication-Results") {
 			continue
 		}
-		if strings.EqualFold(header.ServID(h.Value), v.id) {
+		if strings.EqualFold(header.ServID(h.Value), v.id) && (v.sealed == nil || !v.sealed(m, h.Name, h.Value)) {
 			c.DeleteHeader("Authentication-Results", nth)
 			v.log.Info("dkimverify: deleted forged Authentication-Results", "qid", m.QueueID, "value", h.Value)
 			continue

@@ -2,6 +2,7 @@ package assemble
 
 import (
 	"context"
+	"net"
 	"errors"
 	"fmt"
 	"io"
@@ -49,7 +50,7 @@ func TestConfigMapping(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.Mode != spfcheck.Enforce || s.IgnoreHeloFail || !s.TempErrorDefer || s.PermErrorReject || s.Hostname != "mx.example.test" {
+		if s.Mode != spfcheck.Enforce || s.HeloReject != spfcheck.RejectFail || s.MailFromReject != spfcheck.RejectFail || s.HeaderType != spfcheck.ReceivedSPF || !s.TempErrorDefer || s.PermErrorReject || s.Hostname != "mx.example.test" {
 			t.Errorf("spf %+v: want enforce, HELO fail refused, temperror deferred, permerror accepted", s)
 		}
 		if !reflect.DeepEqual(s.Trusted, loopback) || s.Timeout != 8*time.Second {
@@ -85,9 +86,33 @@ func TestConfigMapping(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.Mode != spfcheck.Header || !s.IgnoreHeloFail || s.TempErrorDefer || !s.PermErrorReject ||
+		if s.Mode != spfcheck.Header || s.HeloReject != spfcheck.RejectNever || s.TempErrorDefer || !s.PermErrorReject ||
 			len(s.AllowIPs) != 1 || s.AllowIPs[0].String() != "192.0.2.1/32" || s.AllowSenderDomains[0] != "example.net" || s.Timeout != 4*time.Second {
 			t.Errorf("spf %+v", s)
+		}
+		s, err = spfConfig(parse(t, "milter:\n  dkim:\n    authserv_id: ar.example.test\npolicy:\n  spf: {helo_reject: spf_not_pass, mail_from_reject: softfail, reject_not_pass_domains: [example.org], helo_whitelist: [relay.example.net], header_type: ar}\n"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.HeloReject != spfcheck.RejectNotPass || s.MailFromReject != spfcheck.RejectSoftfail || s.HeaderType != spfcheck.AuthResults || s.AuthservID != "ar.example.test" ||
+			len(s.RejectNotPassDomains) != 1 || s.RejectNotPassDomains[0] != "example.org" || len(s.AllowHelos) != 1 || s.AllowHelos[0] != "relay.example.net" {
+			t.Errorf("policyd-spf levels: spf %+v", s)
+		}
+		if _, err := spfcheck.New(s, net.DefaultResolver); err != nil {
+			t.Errorf("spfcheck refuses the mapped config: %v", err)
+		}
+		for _, bad := range []string{"helo_reject: pass", "mail_from_reject: null", "header_type: both"} {
+			if _, _, err := config.Parse("postkit.yaml", []byte("hostname: mx.example.test\ndomains: [example.test]\npolicy:\n  spf:\n    "+bad+"\n")); err == nil {
+				t.Errorf("%s accepted", bad)
+			}
+		}
+		if c := parse(t, "policy:\n  spf:\n    helo_reject: null\n"); c.Policy.SPF.HeloReject != "null" {
+			t.Errorf("helo_reject: null read as %q", c.Policy.SPF.HeloReject)
+		}
+		for _, ok := range []string{"helo_reject: true", "helo_reject: False", "mail_from_reject: false", "helo_reject: null"} {
+			if _, _, err := config.Parse("postkit.yaml", []byte("hostname: mx.example.test\ndomains: [example.test]\npolicy:\n  spf:\n    "+ok+"\n")); err != nil {
+				t.Errorf("%s: %v", ok, err)
+			}
 		}
 	})
 	t.Run("rate limits", func(t *testing.T) {

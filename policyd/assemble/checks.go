@@ -114,15 +114,20 @@ func spfConfig(c *config.Config, trusted []netip.Prefix) (spfcheck.Config, error
 		return spfcheck.Config{}, err
 	}
 	return spfcheck.Config{
-		Mode:               spfcheck.Mode(p.Mode),
-		Hostname:           c.Hostname,
-		TempErrorDefer:     p.TempError == "defer",
-		PermErrorReject:    p.PermError == "reject",
-		IgnoreHeloFail:     !p.HeloReject,
-		Trusted:            append([]netip.Prefix{}, trusted...),
-		AllowIPs:           allow,
-		AllowSenderDomains: append([]string{}, p.AllowDomains...),
-		Timeout:            spfBudget(c.Policy.TimeBudget.D()),
+		Mode:                 spfcheck.Mode(p.Mode),
+		Hostname:             c.Hostname,
+		TempErrorDefer:       p.TempError == "defer",
+		PermErrorReject:      p.PermError == "reject",
+		HeloReject:           spfcheck.Level(p.HeloReject),
+		MailFromReject:       spfcheck.Level(p.MailFromReject),
+		RejectNotPassDomains: append([]string{}, p.RejectNotPassDomains...),
+		AllowHelos:           append([]string{}, p.HeloWhitelist...),
+		HeaderType:           spfcheck.HeaderType(p.HeaderType),
+		AuthservID:           c.Milter.DKIM.AuthservID,
+		Trusted:              append([]netip.Prefix{}, trusted...),
+		AllowIPs:             allow,
+		AllowSenderDomains:   append([]string{}, p.AllowDomains...),
+		Timeout:              spfBudget(c.Policy.TimeBudget.D()),
 	}, nil
 }
 
