@@ -2,11 +2,11 @@ package assemble
 
 import (
 	"context"
-	"net"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"reflect"
