@@ -259,11 +259,17 @@ type DNSBL struct {
 
 // Greylist configures greylisting.
 type Greylist struct {
-	Delay       Duration `yaml:"delay" doc:"How long a new triplet is deferred."`
-	RetryWindow Duration `yaml:"retry_window" doc:"How long a deferred triplet waits for its retry."`
-	MaxAge      Duration `yaml:"max_age" doc:"How long a passed triplet is remembered."`
-	AutoAllow   int      `yaml:"auto_allow" doc:"Allow a client outright after this many passed triplets; 0 never."`
-	AllowIPs    []CIDR   `yaml:"allow_ips" doc:"Clients never greylisted." kind:"cidr"`
+	Delay          Duration `yaml:"delay" doc:"How long a new triplet is deferred."`
+	RetryWindow    Duration `yaml:"retry_window" doc:"How long a deferred triplet waits for its retry."`
+	MaxAge         Duration `yaml:"max_age" doc:"How long a passed triplet is remembered."`
+	AutoAllow      int      `yaml:"auto_allow" doc:"Allow a client outright after this many passed triplets; 0 never."`
+	AllowIPs       []CIDR   `yaml:"allow_ips" doc:"Clients never greylisted." kind:"cidr"`
+	Clients        []string `yaml:"clients" doc:"Clients never greylisted, written as lines of postgrey's whitelist_clients: a host name (Postfix's verified client name, or any name under it), /regexp/ over that name (RE2, case-insensitive), an address, its first octets (192.0.2), or a network." kind:"hostglob"`
+	ClientFiles    []string `yaml:"client_files" doc:"Files in postgrey's whitelist_clients format, read as they are (comments with #), e.g. Debian's /etc/postgrey/whitelist_clients and whitelist_clients.local; read again on SIGHUP. A missing file or a bad line stops the daemon with file:line." kind:"path"`
+	Recipients     []string `yaml:"recipients" doc:"Recipients never greylisted, written as lines of postgrey's whitelist_recipients: user@ (that local part in every domain), user@example.org, example.org (and its sub-domains) or /regexp/ over the address. A recipient with an extension (user+tag@) also matches without it." kind:"rcptglob"`
+	RecipientFiles []string `yaml:"recipient_files" doc:"Files in postgrey's whitelist_recipients format, e.g. /etc/postgrey/whitelist_recipients." kind:"path"`
+	Text           string   `yaml:"text" doc:"Text of the deferral (postgrey --greylist-text), sent as DEFER_IF_PERMIT 4.7.1 TEXT: %s is replaced by the seconds left, %r by the recipient domain, %% by %." kind:"text"`
+	Privacy        bool     `yaml:"privacy" doc:"Store a SHA-256 digest of each (client network, sender, recipient) triplet instead of the addresses (postgrey --privacy); the state file then holds no address. Switching it starts every triplet over."`
 }
 
 // RateLimit configures rate limits.

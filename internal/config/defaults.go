@@ -101,6 +101,7 @@ func Defaults() *Config {
 				RetryWindow: Duration(48 * time.Hour),
 				MaxAge:      Duration(35 * 24 * time.Hour),
 				AutoAllow:   5,
+				Text:        "Greylisted, please try again in %s seconds",
 			},
 		},
 		Sieve: Sieve{Enabled: true, Dir: "/var/mail/sieve", SpamFolder: "Spam"},

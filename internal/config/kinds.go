@@ -91,7 +91,9 @@ var kinds = map[string]kind{
 	"signfrom": {check: checkSignFrom,
 		hint: "user@example.org, *@example.org or *@*.example.org (the sub-domains)"},
 	"hostglob": {check: checkHostGlob,
-		hint: "an address, a network such as 192.0.2.0/24, a host name, .example.org for its sub-domains, or /regexp/"},
+		hint: "a host name (its sub-domains match too), /regexp/ over the client name, an address, its first octets such as 192.0.2, or a network such as 192.0.2.0/24"},
+	"rcptglob": {check: checkRcptGlob,
+		hint: "user@, user@example.org, example.org or /regexp/"},
 	"dnsbl": {check: checkDNSBLSite,
 		hint: "e.g. zen.spamhaus.org=127.0.0.[2..11]*3 or list.dnswl.org=127.0.[0..255].[1..3]*-2"},
 }

@@ -25,6 +25,10 @@ func checkSignFrom(s string) string {
 	return ""
 }
 
+// partialIPv4RE is the first one to three octets of an address, which
+// postgrey's client lists match as a prefix (192.0.2 for 192.0.2.0/24).
+var partialIPv4RE = regexp.MustCompile(`^(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){0,2}$`)
+
 // checkHostGlob checks a client pattern as postgrey's whitelist_clients
 // writes them: an address or network, a host name (which also matches its
 // sub-domains), .domain, or a /regexp/ over the client's host name.
@@ -44,8 +48,26 @@ func checkHostGlob(s string) string {
 	if _, err := netip.ParseAddr(s); err == nil {
 		return ""
 	}
-	if mailaddr.ValidDomain(strings.TrimPrefix(s, ".")) {
+	if mailaddr.ValidDomain(strings.TrimPrefix(s, ".")) || partialIPv4RE.MatchString(s) {
 		return ""
 	}
 	return fmt.Sprintf("%q is not a client pattern", s)
+}
+
+// checkRcptGlob checks a recipient pattern as postgrey's
+// whitelist_recipients writes them.
+func checkRcptGlob(s string) string {
+	if strings.HasPrefix(s, "/") {
+		return checkHostGlob(s)
+	}
+	local, dom, at := strings.Cut(s, "@")
+	switch {
+	case !at && mailaddr.ValidDomain(strings.TrimPrefix(s, ".")):
+		return ""
+	case at && dom == "" && local != "" && mailaddr.ValidAddress(local+"@example.org"):
+		return ""
+	case at && mailaddr.ValidAddress(s):
+		return ""
+	}
+	return fmt.Sprintf("%q is not a recipient pattern", s)
 }

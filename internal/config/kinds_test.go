@@ -83,6 +83,7 @@ var goodValue = map[string]string{
 	"dnsbl":     "bl.example.org=127.0.0.2*3",
 	"addrglob":  "*@example.org",
 	"signfrom":  "*@*.example.org",
+	"rcptglob":  "postmaster@",
 	"hostglob":  "/^mail[0-9]*\\.example\\.org$/",
 	"testname":  "RCVD_IN_TEST",
 	"dnszone":   "bl.example.org=127.0.0.2",

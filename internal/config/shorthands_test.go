@@ -15,7 +15,7 @@ var documentedFlags = map[string][]string{
 		"on-error", "no-scrub", "canonicalization", "db", "unowned-from", "verify", "spam", "authserv-id", "dns-server", "drain", "log-level"},
 	"policyd": {"config", "listen", "allow-client", "metrics-allow-client", "checks", "dns", "dns-timeout", "time-budget", "spf-mode",
 		"no-spf", "spf-temperror-defer", "spf-permerror-reject", "hostname", "trusted", "db", "state", "dnsbl-site", "dnsbl-threshold",
-		"greylist-delay", "ratelimit", "metrics", "socket-owner", "socket-group", "socket-mode", "log-level"},
+		"greylist-delay", "greylist-text", "ratelimit", "metrics", "socket-owner", "socket-group", "socket-mode", "log-level"},
 }
 
 func TestShorthandsCoverTheFlags(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -74,6 +75,26 @@ func TestConfigMapping(t *testing.T) {
 		g, err := greylistConfig(parse(t, "policy:\n  greylist: {auto_allow: 0, allow_ips: [192.0.2.0/24]}\n"), loopback)
 		if err != nil || g.AutoAllowClients != 0 || len(g.AllowClients) != 2 {
 			t.Errorf("greylist %+v, %v; want AutoAllowClients 0 (never), allow_ips and trusted", g, err)
+		}
+	})
+	t.Run("postgrey lists text privacy", func(t *testing.T) {
+		dir := t.TempDir()
+		cf, rf := filepath.Join(dir, "whitelist_clients"), filepath.Join(dir, "whitelist_recipients")
+		os.WriteFile(cf, []byte("# postgrey format\nbulk.example\n/^smtp[0-9]+\\.news\\.example$/\n"), 0o600)
+		os.WriteFile(rf, []byte("postmaster@\n"), 0o600)
+		g, err := greylistConfig(parse(t, "policy:\n  greylist:\n    clients: [192.0.2]\n    client_files: ["+cf+"]\n    recipients: [partners.example]\n    recipient_files: ["+rf+"]\n    text: \"Come back in %s seconds (%r)\"\n    privacy: true\n"), loopback)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Clients.Len() != 3 || g.Recipients.Len() != 2 || !g.Privacy || g.Action != "DEFER_IF_PERMIT 4.7.1 Come back in %s seconds (%r)" || g.RecipientDelimiter != "+" {
+			t.Errorf("greylist %+v", g)
+		}
+		if !g.Clients.Match("smtp3.news.example", netip.MustParseAddr("198.51.100.1")) || !g.Recipients.Match("postmaster@x.example", "+") {
+			t.Error("lists read from the files do not match")
+		}
+		os.WriteFile(cf, []byte("ok.example\n/(unclosed/\n"), 0o600)
+		if _, err := greylistConfig(parse(t, "policy:\n  greylist:\n    client_files: ["+cf+"]\n"), loopback); err == nil || !strings.Contains(err.Error(), cf+":2:") {
+			t.Errorf("bad client file: %v; want file:line", err)
 		}
 	})
 	t.Run("parent_domains", func(t *testing.T) {
