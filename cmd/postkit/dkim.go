@@ -222,7 +222,7 @@ func dkimSignCmd() *cobra.Command {
 
 func dkimVerifyCmd() *cobra.Command {
 	var servers, records []string
-	var authserv string
+	var authserv, bodyLength string
 	cmd := &cobra.Command{
 		Use:   "verify [FILE]",
 		Short: "Verify the DKIM signatures of a message (file or stdin) and print Authentication-Results",
@@ -251,7 +251,11 @@ system resolver, or --dns servers, or given with --record NAME=TEXT (offline).`,
 			if authserv == "" {
 				authserv, _ = os.Hostname()
 			}
-			v, err := dkimverify.New(dkimverify.Config{Resolver: res, AuthservID: authserv})
+			bl, err := dkimverify.ParseBodyLength(bodyLength)
+			if err != nil {
+				return err
+			}
+			v, err := dkimverify.New(dkimverify.Config{Resolver: res, AuthservID: authserv, BodyLength: bl})
 			if err != nil {
 				return err
 			}
@@ -277,6 +281,7 @@ system resolver, or --dns servers, or given with --record NAME=TEXT (offline).`,
 	cmd.Flags().StringArrayVar(&servers, "dns", nil, "DNS server host:port (repeatable; default /etc/resolv.conf)")
 	cmd.Flags().StringArrayVar(&records, "record", nil, "key record NAME=TEXT, e.g. sel._domainkey.example.org='v=DKIM1; k=ed25519; p=…' (repeatable, no DNS)")
 	cmd.Flags().StringVar(&authserv, "authserv-id", "", "authserv-id of the printed header (default: host name)")
+	cmd.Flags().StringVar(&bodyLength, "body-length", "pass", "what a signature with l= is worth: pass, complete or policy (milter.dkim.body_length)")
 	return cmd
 }
 

@@ -131,3 +131,22 @@ func TestMalformedIsPermerror(t *testing.T) {
 		}
 	}
 }
+
+// FuzzMalformed: the syntax check never panics, and a value it accepts has
+// every required tag.
+func FuzzMalformed(f *testing.F) {
+	f.Add("v=1; a=rsa-sha256; d=example.org; s=s; h=from; bh=AAAA; b=AAAA; l=10")
+	f.Add("v=1; a=rsa-sha256; d=example.org; d=x")
+	f.Add(";;=;")
+	f.Fuzz(func(t *testing.T, v string) {
+		if malformed(v) != "" {
+			return
+		}
+		tags := tagMap(v)
+		for _, req := range []string{"v", "a", "b", "bh", "d", "h", "s"} {
+			if _, ok := tags[req]; !ok {
+				t.Fatalf("%q accepted without %s=", v, req)
+			}
+		}
+	})
+}

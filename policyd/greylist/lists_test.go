@@ -149,3 +149,21 @@ func TestListsAndPrivacy(t *testing.T) {
 		}
 	}
 }
+
+func FuzzLists(f *testing.F) {
+	for _, s := range []string{"bulk.example", "/^smtp[0-9]+\\.x$/", "192.0.2", "2001:db8::/32", "postmaster@", "u@x.example", "/(/"} {
+		f.Add(s, "mx1.bulk.example", "192.0.2.9", "postmaster+x@y.example")
+	}
+	f.Fuzz(func(t *testing.T, entry, name, ip, rcpt string) {
+		var cl ClientList
+		var rl RecipientList
+		if cl.Add(entry) == nil {
+			if a, err := netip.ParseAddr(ip); err == nil {
+				cl.Match(name, a)
+			}
+		}
+		if rl.Add(entry) == nil {
+			rl.Match(rcpt, "+")
+		}
+	})
+}
