@@ -8,13 +8,17 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/postkit/postkit/internal/dkimkey"
 	"github.com/postkit/postkit/internal/dnstest"
+	"github.com/postkit/postkit/internal/testlib"
 )
 
 // TestDKIMTestkey checks keys against records served by the loopback DNS
@@ -105,5 +109,65 @@ func TestDKIMTestkey(t *testing.T) {
 	cmd.SilenceUsage, cmd.SilenceErrors = true, true
 	if err := cmd.ExecuteContext(context.Background()); exitCode(err) != 1 || !strings.Contains(out.String(), "old._domainkey.example.org\tmissing") {
 		t.Errorf("-c with an unpublished key: %q, exit %d", out.String(), exitCode(err))
+	}
+}
+
+// TestTestkeyAgreesWithOpenDKIM: for keys made by opendkim-genkey, `postkit
+// dkim testkey` and opendkim-testkey give the same verdict on the records a
+// loopback DNS server publishes (opendkim-testkey reads Nameservers from its
+// configuration, port 53 only: the server listens on a 127/8 address of
+// its own).
+func TestTestkeyAgreesWithOpenDKIM(t *testing.T) {
+	testlib.NeedBinary(t, "opendkim-testkey", "opendkim-genkey")
+	testlib.NeedRoot(t)
+	dir := t.TempDir()
+	record := func(sel string) string {
+		out, err := exec.Command("opendkim-genkey", "-b", "2048", "-r", "-d", "example.org", "-s", sel, "-D", dir).CombinedOutput()
+		if err != nil {
+			t.Fatalf("opendkim-genkey: %v: %s", err, out)
+		}
+		zone, err := os.ReadFile(filepath.Join(dir, sel+".txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for _, m := range regexp.MustCompile(`"([^"]*)"`).FindAllStringSubmatch(string(zone), -1) {
+			b.WriteString(m[1])
+		}
+		return b.String()
+	}
+	selRec, otherRec := record("sel"), record("other")
+	var dns *dnstest.Server
+	var addr string
+	for i := 0; i < 20 && dns == nil; i++ {
+		addr = fmt.Sprintf("127.%d.%d.%d", 100+mrand.IntN(100), mrand.IntN(250), 1+mrand.IntN(250))
+		dns, _ = dnstest.StartAt(addr + ":53")
+	}
+	if dns == nil {
+		t.Fatal("no 127/8 address with port 53 free")
+	}
+	defer dns.Close()
+	z := dnstest.NewZone()
+	z.AddTXT("sel._domainkey.example.org.", 300, selRec)
+	z.AddTXT("mism._domainkey.example.org.", 300, otherRec)
+	dns.Set(z)
+	conf := filepath.Join(dir, "opendkim.conf")
+	os.WriteFile(conf, []byte("Nameservers "+addr+"\n"), 0o600)
+	key := filepath.Join(dir, "sel.private")
+	for sel, want := range map[string]string{"sel": "ok", "mism": "mismatch", "missing": "missing"} {
+		odErr := exec.Command("opendkim-testkey", "-x", conf, "-d", "example.org", "-s", sel, "-k", key).Run()
+		cmd := dkimTestkeyCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs([]string{"--dns", dns.Addr(), "--key", "example.org:" + sel + ":" + key})
+		cmd.SilenceUsage, cmd.SilenceErrors = true, true
+		err := cmd.ExecuteContext(context.Background())
+		if !strings.Contains(out.String(), "\t"+want) {
+			t.Errorf("selector %s: postkit says %q; want %s", sel, out.String(), want)
+		}
+		if (odErr == nil) != (err == nil) {
+			t.Errorf("selector %s: opendkim-testkey error %v, postkit error %v: the verdicts differ", sel, odErr, err)
+		}
 	}
 }
