@@ -15,6 +15,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-msgauth/authres"
 	"github.com/postkit/postkit/milter/dkimsign"
@@ -207,6 +208,22 @@ func (ls *lengthSig) verify(ctx context.Context, v *Verifier, hs []filter.Header
 	if hashAlg != "sha256" || (keyAlg != "rsa" && keyAlg != "ed25519") {
 		return fail(authres.ResultPermError, "unsupported algorithm "+t["a"]) // RFC 8301: no rsa-sha1
 	}
+	if x, ok := t["x"]; ok {
+		// Section 3.5, x=: an expired signature is PERMFAIL (as go-msgauth
+		// reports the signatures it checks).
+		if exp, _ := strconv.ParseInt(x, 10, 64); time.Now().Unix() > exp {
+			return fail(authres.ResultPermError, "signature has expired")
+		}
+	}
+	// The key is fetched first, as go-msgauth does: a missing or unusable
+	// key is PERMFAIL whatever the body holds.
+	pub, why, temp := v.publicKey(ctx, s, d, keyAlg)
+	if why != "" {
+		if temp {
+			return fail(authres.ResultTempError, why)
+		}
+		return fail(authres.ResultPermError, why)
+	}
 	if ls.seen < ls.limit {
 		// Section 3.5: a count larger than the body cannot verify.
 		return fail(authres.ResultFail, fmt.Sprintf("body length l=%d is longer than the body (%d bytes)", ls.limit, ls.seen))
@@ -214,13 +231,6 @@ func (ls *lengthSig) verify(ctx context.Context, v *Verifier, hs []filter.Header
 	bh, _ := base64.StdEncoding.DecodeString(t["bh"])
 	if subtle.ConstantTimeCompare(ls.hash.Sum(nil), bh) != 1 {
 		return fail(authres.ResultFail, "body hash did not verify")
-	}
-	pub, why, temp := v.publicKey(ctx, s, d, keyAlg)
-	if why != "" {
-		if temp {
-			return fail(authres.ResultTempError, why)
-		}
-		return fail(authres.ResultPermError, why)
 	}
 	hrel := strings.HasPrefix(strings.ToLower(t["c"]), "relaxed")
 	h := sha256.New()
@@ -327,6 +337,9 @@ func (v *Verifier) publicKey(ctx context.Context, s, d, keyAlg string) (pub cryp
 	}
 	if hs, ok := k["h"]; ok && !strings.Contains(":"+strings.ToLower(hs)+":", ":sha256:") {
 		return nil, "inappropriate hash algorithm", false
+	}
+	if svc, ok := k["s"]; ok && !strings.Contains(":"+svc+":", ":email:") && !strings.Contains(":"+svc+":", ":*:") {
+		return nil, "inappropriate service", false // section 3.6.1, s=
 	}
 	if k["p"] == "" {
 		return nil, "key revoked", false // section 3.6.1: empty p=

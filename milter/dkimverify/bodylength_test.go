@@ -150,3 +150,42 @@ func FuzzMalformed(f *testing.F) {
 		}
 	})
 }
+
+// TestBodyLengthKeyAndExpiry: the checks go-msgauth makes on the signatures
+// it verifies are made on l= signatures too: expiry, the key record's
+// service and revocation, a missing key.
+func TestBodyLengthKeyAndExpiry(t *testing.T) {
+	rk := testRSAKey(t)
+	rec, _ := dkimkey.Record(rk.Public())
+	pub := rec[strings.Index(rec, "p="):]
+	msg := func(extra string) string {
+		body := "hello\r\n"
+		hdrs := "From: a@example.org\r\nSubject: x\r\n"
+		// The signature need not verify: every case fails before that.
+		return "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/simple; d=example.org; s=s; h=from:subject; l=7; bh=WFvm7E3ZQFqHplXTwy6q1oi4ORM9XOiO9zQ8WFtz7Yg=; b=AAAA" + extra + "\r\n" + hdrs + "\r\n" + body
+	}
+	for _, c := range []struct {
+		name, record, extra, reason string
+	}{
+		{"expired", "v=DKIM1; k=rsa; " + pub, "; x=1000", "signature has expired"},
+		{"service", "v=DKIM1; k=rsa; s=other; " + pub, "", "inappropriate service"},
+		{"revoked", "v=DKIM1; k=rsa; p=", "", "key revoked"},
+		{"no key", "", "", "no key for signature"},
+	} {
+		dns := &fakeDNS{txt: map[string][]string{}, temp: map[string]bool{}}
+		if c.record != "" {
+			dns.txt["s._domainkey.example.org"] = []string{c.record}
+		}
+		v, err := New(Config{Resolver: dns, AuthservID: "mx", Logger: quiet()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := v.VerifyMessage(context.Background(), strings.NewReader(msg(c.extra)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res) != 1 || res[0].Value != authres.ResultPermError || !strings.Contains(res[0].Reason, c.reason) {
+			t.Errorf("%s: %+v; want permerror %q", c.name, res, c.reason)
+		}
+	}
+}
