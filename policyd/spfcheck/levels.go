@@ -17,10 +17,11 @@ const (
 	RejectFail Level = "fail"
 	// RejectSoftfail refuses fail and softfail.
 	RejectSoftfail Level = "softfail"
-	// RejectNotPass refuses every result but pass, none and temperror:
-	// fail, softfail, neutral and permerror. RFC 7208 section 8.2 treats
-	// neutral like none; the peer offers it all the same, for HELO names
-	// (which have no forwarding to excuse them) above all.
+	// RejectNotPass refuses fail, softfail and neutral. RFC 7208 section
+	// 8.2 treats neutral like none; the peer offers it all the same, for
+	// HELO names (which have no forwarding to excuse them) above all.
+	// permerror is left to Config.PermErrorReject, as the peer leaves it
+	// to PermError_reject (TestLevelsAgreeWithPolicydSPF).
 	RejectNotPass Level = "spf_not_pass"
 	// RejectNull refuses a HELO fail only for the null sender (the
 	// pre-RFC 4408 practice). HELO only.
@@ -63,7 +64,7 @@ func (l Level) refuses(r Result, nullSender bool) bool {
 	case RejectSoftfail:
 		return r == Fail || r == SoftFail
 	case RejectNotPass:
-		return r == Fail || r == SoftFail || r == Neutral || r == PermError
+		return r == Fail || r == SoftFail || r == Neutral
 	case RejectNull:
 		return r == Fail && nullSender
 	}

@@ -366,6 +366,11 @@ func (c *Check) evaluate(ctx context.Context, ip netip.Addr, helo, sender string
 	h := strings.TrimSuffix(helo, ".")
 	// §2.3: check HELO whenever it is a domain name (and not told not to).
 	checkHelo := h != "" && !strings.HasPrefix(h, "[") && c.cfg.HeloReject != NoCheck
+	if sender == "" && c.cfg.HeloReject == NoCheck && !forceMailFrom {
+		// The null sender's only identity is its HELO name, which the
+		// HELO setting says not to check (the peer then answers DUNNO).
+		return v
+	}
 	if sender == "" {
 		// §2.4: the null sender's identity is postmaster@HELO: one check.
 		v.MailFrom = c.checkHost(ctx, "helo", ip, h, "postmaster@"+h, h)
@@ -404,7 +409,13 @@ func (c *Check) evaluate(ctx context.Context, ip netip.Addr, helo, sender string
 
 // heloRefused reports whether the HELO outcome alone refuses the message.
 func (c *Check) heloRefused(v Verdict, nullSender bool) bool {
-	return c.cfg.Mode == Enforce && v.Helo.Result != "" && c.cfg.HeloReject.refuses(v.Helo.Result, nullSender)
+	if c.cfg.Mode != Enforce || v.Helo.Result == "" {
+		return false
+	}
+	if v.Helo.Result == PermError && c.cfg.PermErrorReject && c.cfg.HeloReject != RejectNever {
+		return true // PermError_reject covers both identities
+	}
+	return c.cfg.HeloReject.refuses(v.Helo.Result, nullSender)
 }
 
 // CheckHost evaluates check_host() (§4) for the MAIL FROM identity of
@@ -469,17 +480,25 @@ func (c *Check) decide(v Verdict, own bool, ip netip.Addr, nullSender bool) poli
 	}
 	if enforce {
 		level := c.cfg.MailFromReject
+		if o.Identity == "helo" && c.cfg.HeloReject != NoCheck {
+			// A null sender's only identity is its HELO name (§2.4):
+			// postfix-policyd-spf-python judges it by HELO_reject alone,
+			// and so does postkit (TestLevelsAgreeWithPolicydSPF).
+			level = c.cfg.HeloReject
+		}
 		switch {
-		case o.Result == Fail && level != RejectNever:
+		case o.Result == Fail && level.refuses(Fail, nullSender):
 			return policyd.Decision{Action: "550 5.7.23 " + o.Explanation, Reason: reason}
 		case level.refuses(o.Result, nullSender):
 			return policyd.Decision{Action: rejectText(o, ip, "this server accepts only senders whose domain passes SPF or publishes no policy"), Reason: reason}
 		case (o.Result == SoftFail || o.Result == Neutral) && o.Identity == "mailfrom" && level != RejectNever && c.notPassDomain(o.Domain):
 			return policyd.Decision{Action: rejectText(o, ip, o.Domain+" is a domain whose mail must pass SPF here"), Reason: reason + " reject-not-pass-domain"}
-		case o.Result == TempError && c.cfg.TempErrorDefer:
+		case o.Result == TempError && c.cfg.TempErrorDefer && level != RejectNever:
+			// The peer's TempError_Defer and PermError_reject cover both
+			// identities, unless that identity's level is false.
 			// RFC 7372 §3.2: X.7.24, SPF validation error.
 			return policyd.Decision{Action: "DEFER_IF_PERMIT 4.7.24 SPF temporary error checking " + o.Domain + "; try again later", Reason: reason}
-		case o.Result == PermError && c.cfg.PermErrorReject:
+		case o.Result == PermError && c.cfg.PermErrorReject && level != RejectNever:
 			return policyd.Decision{Action: "550 5.7.24 SPF permanent error in the policy of " + o.Domain + ": " + o.Problem, Reason: reason}
 		}
 	}
