@@ -38,6 +38,7 @@ func newDMARC(b *Builder) (filter.Filter, error) {
 		AuthservID: authservID(b),
 		Action:     d.Action,
 		BadFrom:    d.BadFrom,
+		Sealed:     sealed(b),
 		SPF: func(ctx context.Context, ip netip.Addr, helo, sender string) (string, string) {
 			var o spfcheck.Outcome
 			if sender == "" {

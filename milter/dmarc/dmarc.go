@@ -95,6 +95,10 @@ type Config struct {
 	// math/rand.
 	Sample func() int
 	Now    func() time.Time
+	// Sealed reports whether an Authentication-Results field of ours was
+	// written by our policy daemon (policy.spf.header_type ar, sealed:
+	// internal/seal). When one states spf=, ours does not repeat it. Nil: none is.
+	Sealed func(m *filter.Message, name, value string) bool
 	Logger *slog.Logger
 }
 
@@ -314,7 +318,7 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 
 	// Authentication-Results: spf and dmarc join dkim in our one field.
 	var add strings.Builder
-	if spfRes != "" {
+	if spfRes != "" && !f.policySPF(m) {
 		add.WriteString(";\r\n\tspf=" + spfRes)
 		if scope == "helo" {
 			add.WriteString(" smtp.helo=" + arValueOf(helo))
@@ -444,6 +448,22 @@ func (f *Filter) disposition(m *filter.Message, b *body, e Evaluation) (string, 
 // ourResults returns the 1-based occurrence index among the
 // Authentication-Results fields and the value of the one dkimverify added
 // in this pass (with our authserv-id, not there at Headers), or 0.
+// policySPF reports whether our policy daemon's sealed Authentication-Results
+// field, with its spf= result, is in the message: that field states SPF for
+// this server, so ours gives dkim and dmarc only.
+func (f *Filter) policySPF(m *filter.Message) bool {
+	if f.cfg.Sealed == nil {
+		return false
+	}
+	for _, h := range m.Headers {
+		if strings.EqualFold(h.Name, "Authentication-Results") && f.ours(h) &&
+			strings.Contains(h.Value, "spf=") && f.cfg.Sealed(m, h.Name, h.Value) {
+			return true
+		}
+	}
+	return false
+}
+
 func (b *body) ourResults(m *filter.Message) (int, string) {
 	n := 0
 	for _, h := range m.Headers {
