@@ -2,8 +2,9 @@ package main
 
 import (
 	"encoding/json"
-
+	"errors"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -20,6 +21,7 @@ func init() {
 		diff      bool
 		asJSON    bool
 		openRelay bool
+		force     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "generate",
@@ -37,12 +39,20 @@ func init() {
 
 If any step fails, nothing under --root is left changed. --check does step 1
 and writes nothing; --diff shows what would change; --json prints
-{"changed": bool, "files": [{path, action}]} for Ansible.
+{"changed": bool, "files": [{path, action, edited, backup}]} for Ansible.
 
-Exit status: 0 done; 1 postkit.yaml is invalid or an open relay; 3 Postfix or
+What was written is recorded in PATHS.POSTKIT_RUN/manifest.json (SHA-256 of
+every file). A file whose contents are no longer the recorded ones (edited by
+hand) or that postkit never wrote is not replaced: its diff is shown and
+nothing is written (exit 6). --force replaces it and keeps the old version as
+FILE.postkit-bak.TIMESTAMP.
+
+Exit status: 0 done (or, with --check, nothing would change); 1 postkit.yaml
+is invalid or an open relay; 2 --check: something would change; 3 Postfix or
 Dovecot refused the generated files (nothing written); 4 writing failed and
 every file was put back; 5 writing failed and some files could not be put
-back (the message names them and where their old versions are).`,
+back (the message names them and where their old versions are); 6 files
+changed by hand would be replaced (nothing written; --force replaces them).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, file, err := config.Load(cfgPath)
@@ -55,32 +65,22 @@ back (the message names them and where their old versions are).`,
 			changes, err := generate.Run(cfg, generate.Options{
 				Root:  root,
 				Check: check,
+				Force: force,
 				Note: func(format string, args ...any) {
 					fmt.Fprintf(cmd.ErrOrStderr(), "postkit: note: "+format+"\n", args...)
 				},
 			})
+			if err != nil && !errors.Is(err, apply.ErrEdited) {
+				code, err := generate.Explain(err, root, cfgPath)
+				return &exitError{code: code, err: err}
+			}
+			printChanges(cmd.OutOrStdout(), changes, diff, asJSON, err == nil)
 			if err != nil {
 				code, err := generate.Explain(err, root, cfgPath)
 				return &exitError{code: code, err: err}
 			}
-			out := cmd.OutOrStdout()
-			if diff {
-				for _, c := range changes {
-					if c.Action != apply.Unchanged {
-						fmt.Fprint(out, apply.Unified(c.Path, c.Old, c.New))
-					}
-				}
-			}
-			if asJSON {
-				return json.NewEncoder(out).Encode(struct {
-					Changed bool           `json:"changed"`
-					Files   []apply.Change `json:"files"`
-				}{apply.Changed(changes), changes})
-			}
-			if !diff {
-				for _, c := range changes {
-					fmt.Fprintf(out, "%-9s %s\n", c.Action, c.Path)
-				}
+			if check && apply.Changed(changes) {
+				return &exitError{code: generate.ExitPending, err: errors.New("generate --check: files would change (exit 2); run generate without --check to write them")}
 			}
 			return nil
 		},
@@ -91,8 +91,42 @@ back (the message names them and where their old versions are).`,
 	f.BoolVar(&check, "check", false, "check the generated files and report what would change; write nothing")
 	f.BoolVar(&diff, "diff", false, "print unified diffs of the changes")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	f.BoolVar(&force, "force", false, "replace files changed by hand since postkit wrote them, keeping each as FILE.postkit-bak.TIMESTAMP")
 	f.BoolVar(&openRelay, "i-know-this-is-an-open-relay", false, "generate even if trusted_networks makes an open relay")
 	rootCmd.AddCommand(cmd)
+}
+
+// printChanges reports file changes: unified diffs with diff (always for
+// files edited by hand), a JSON document with asJSON, else one line per
+// file. ok is false when nothing was written because of edited files.
+func printChanges(out io.Writer, changes []apply.Change, diff, asJSON, ok bool) {
+	for _, c := range changes {
+		if c.Action != apply.Unchanged && (diff || c.Edited && !asJSON) {
+			if c.Edited {
+				fmt.Fprintf(out, "# %s was changed since postkit wrote it (or postkit never wrote it); - is the file now, + what postkit writes\n", c.Path)
+			}
+			fmt.Fprint(out, apply.Unified(c.Path, c.Old, c.New))
+		}
+	}
+	if asJSON {
+		json.NewEncoder(out).Encode(struct {
+			Changed bool           `json:"changed"`
+			Files   []apply.Change `json:"files"`
+		}{apply.Changed(changes) && ok, changes})
+		return
+	}
+	if !diff {
+		for _, c := range changes {
+			note := ""
+			if c.Edited {
+				note = " (edited by hand)"
+			}
+			if c.Backup != "" {
+				note += "; kept as " + c.Backup
+			}
+			fmt.Fprintf(out, "%-9s %s%s\n", c.Action, c.Path, note)
+		}
+	}
 }
 
 // exitError carries an exit code through cobra.

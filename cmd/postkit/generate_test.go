@@ -52,8 +52,8 @@ func TestGenerateIdempotent(t *testing.T) {
 	root := t.TempDir()
 	cfg := "../../examples/postkit.yaml"
 	out, err := runPostkit(t, "generate", "-c", cfg, "--root", root, "--check", "--json")
-	if err != nil {
-		t.Fatal(err)
+	if exitCode(err) != 2 {
+		t.Fatalf("--check with changes pending: %v; want exit 2", err)
 	}
 	var r genResult
 	if err := json.Unmarshal([]byte(out), &r); err != nil || !r.Changed || len(r.Files) == 0 {
@@ -82,13 +82,50 @@ func TestGenerateIdempotent(t *testing.T) {
 			t.Errorf("second run: %s %s", f.Path, f.Action)
 		}
 	}
-	// A hand edit is reported, diffed and repaired.
-	os.WriteFile(filepath.Join(root, "etc/postfix/main.cf"), append(main, "biff = yes\n"...), 0o644)
+	if _, err := runPostkit(t, "generate", "-c", cfg, "--root", root, "--check"); err != nil {
+		t.Errorf("--check with nothing pending: %v; want exit 0", err)
+	}
+	// A hand edit is reported with its diff and kept; --force replaces it
+	// and keeps a backup.
+	edited := append(main, "biff = yes\n"...)
+	os.WriteFile(filepath.Join(root, "etc/postfix/main.cf"), edited, 0o644)
 	out, err = runPostkit(t, "generate", "-c", cfg, "--root", root, "--check", "--diff")
-	if err != nil || !strings.Contains(out, "-biff = yes") || !strings.Contains(out, "--- /etc/postfix/main.cf") {
+	if exitCode(err) != 6 || !strings.Contains(out, "-biff = yes") || !strings.Contains(out, "--- /etc/postfix/main.cf") {
 		t.Errorf("--diff after a hand edit: %v\n%s", err, out)
 	}
+	out, err = runPostkit(t, "generate", "-c", cfg, "--root", root)
+	if exitCode(err) != 6 || !strings.Contains(out, "-biff = yes") || !strings.Contains(err.Error(), "--force") {
+		t.Errorf("generate over a hand edit: %v; want exit 6 naming --force, with the diff\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "etc/postfix/main.cf")); !bytes.Equal(b, edited) {
+		t.Fatal("generate replaced the hand-edited main.cf")
+	}
+	out, err = runPostkit(t, "generate", "-c", cfg, "--root", root, "--force", "--json")
+	if err != nil {
+		t.Fatalf("--force: %v\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "etc/postfix/main.cf")); !bytes.Equal(b, main) {
+		t.Error("--force did not put the generated main.cf back")
+	}
+	baks, _ := filepath.Glob(filepath.Join(root, "etc/postfix/main.cf.postkit-bak.*"))
+	if len(baks) != 1 {
+		t.Fatalf("backups: %v; want one", baks)
+	}
+	if b, _ := os.ReadFile(baks[0]); !bytes.Equal(b, edited) {
+		t.Error("the backup is not the edited file")
+	}
+	// A file postkit never wrote is not replaced either.
+	other := t.TempDir()
+	os.MkdirAll(filepath.Join(other, "etc/postfix"), 0o755)
+	os.WriteFile(filepath.Join(other, "etc/postfix/master.cf"), []byte("# the admin's\n"), 0o644)
+	if _, err := runPostkit(t, "generate", "-c", cfg, "--root", other); exitCode(err) != 6 {
+		t.Errorf("over a file postkit never wrote: %v; want exit 6", err)
+	}
+	if _, err := os.Stat(filepath.Join(other, "etc/postfix/main.cf")); err == nil {
+		t.Error("refused generate wrote main.cf")
+	}
 }
+
 
 func TestGenerateRefusesOpenRelay(t *testing.T) {
 	dir := t.TempDir()
@@ -315,7 +352,7 @@ func TestGenerateAllOrNothing(t *testing.T) {
 	// second one that changes nothing.
 	out, err := runPostkit(t, "generate", "-c", moved, "--root", root, "--check", "--json")
 	var r genResult
-	if err != nil || json.Unmarshal([]byte(out), &r) != nil || !r.Changed {
+	if exitCode(err) != 2 || json.Unmarshal([]byte(out), &r) != nil || !r.Changed {
 		t.Fatalf("--check --json: %v %+v\n%s", err, r, out)
 	}
 	sameTree(t, "--check", live, tree(t, root))
