@@ -126,7 +126,6 @@ func TestGenerateIdempotent(t *testing.T) {
 	}
 }
 
-
 func TestGenerateRefusesOpenRelay(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "relay.yaml")
