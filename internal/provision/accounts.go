@@ -144,4 +144,3 @@ func command(_ *Step, name string, args ...string) error {
 	}
 	return nil
 }
-

@@ -205,4 +205,3 @@ func TestApplyRefusedLeavesEverything(t *testing.T) {
 		})
 	}
 }
-
