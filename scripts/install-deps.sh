@@ -14,6 +14,7 @@ test_packages=(
 	postfix-policyd-spf-python
 	swaks libnet-ssleay-perl libauthen-sasl-perl
 	curl sqlite3 openssl libssl-dev iproute2 libcrypt-dev
+	ansible-core systemd
 )
 
 # Only the benchmarks' peers (make bench), never a test: the SpamAssassin and

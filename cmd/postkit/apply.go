@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -22,6 +23,7 @@ func init() {
 		asJSON    bool
 		force     bool
 		openRelay bool
+		liveCfg   string
 	)
 	cmd := &cobra.Command{
 		Use:   "apply",
@@ -56,7 +58,9 @@ accounts are reported, not created; owners are set when running as root and
 the account exists here, else reported; nothing is reloaded. --check changes
 nothing and reports what would change (exit 2 if anything would); --diff shows
 the changes of files; --json prints {"changed", "steps": [{name, changed,
-detail}], "files": [{path, action, edited, backup}]} for Ansible.
+detail}], "files": [{path, action, edited, backup}], "diff"} for Ansible.
+--config-live names the path postkit.yaml will have on the host when -c reads
+another copy (Ansible's check mode): the units pass it to the daemons.
 
 Exit status: as postkit generate: 0 done (nothing pending with --check); 1
 invalid configuration or a step failed; 2 --check: something would change; 3
@@ -78,6 +82,7 @@ hand would be replaced.`,
 				Check:      check,
 				Force:      force,
 				ConfigPath: cfgPath,
+				ConfigLive: liveCfg,
 				Note: func(format string, args ...any) {
 					fmt.Fprintf(errOut, "postkit: "+format+"\n", args...)
 				},
@@ -85,17 +90,22 @@ hand would be replaced.`,
 			out := cmd.OutOrStdout()
 			edited := errors.Is(err, apply.ErrEdited)
 			if err == nil || edited {
+				var diffs strings.Builder
 				for _, c := range rep.Files {
-					if c.Action != apply.Unchanged && (diff || c.Edited && !asJSON) {
+					if c.Action != apply.Unchanged && (diff || c.Edited) {
 						if c.Edited {
-							fmt.Fprintf(out, "# %s was changed since postkit wrote it (or postkit never wrote it); - is the file now, + what postkit writes\n", c.Path)
+							fmt.Fprintf(&diffs, "# %s was changed since postkit wrote it (or postkit never wrote it); - is the file now, + what postkit writes\n", c.Path)
 						}
-						fmt.Fprint(out, apply.Unified(c.Path, c.Old, c.New))
+						diffs.WriteString(apply.Unified(c.Path, c.Old, c.New))
 					}
 				}
 				if asJSON {
-					json.NewEncoder(out).Encode(rep)
+					json.NewEncoder(out).Encode(struct {
+						*provision.Report
+						Diff string `json:"diff,omitempty"`
+					}{rep, diffs.String()})
 				} else {
+					fmt.Fprint(out, diffs.String())
 					for _, s := range rep.Steps {
 						state := "ok"
 						if s.Changed && check {
@@ -136,6 +146,7 @@ hand would be replaced.`,
 	f.BoolVar(&diff, "diff", false, "print unified diffs of the files that change")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&force, "force", false, "replace generated files changed by hand, keeping each as FILE.postkit-bak.TIMESTAMP")
+	f.StringVar(&liveCfg, "config-live", "", "live path of postkit.yaml, as the units name it (default: the -c path, without --root)")
 	f.BoolVar(&openRelay, "i-know-this-is-an-open-relay", false, "apply even if trusted_networks makes an open relay")
 	rootCmd.AddCommand(cmd)
 }

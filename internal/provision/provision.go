@@ -45,6 +45,9 @@ type Options struct {
 	// ConfigPath is postkit.yaml as given on the command line; the units
 	// pass its live path (without Root) to the daemons.
 	ConfigPath string
+	// ConfigLive, when set, is the live path of postkit.yaml, when
+	// ConfigPath reads another copy of it.
+	ConfigLive string
 	// Note receives what a reader must know (a self-signed certificate, a
 	// step skipped); nil drops it.
 	Note func(format string, args ...any)
@@ -111,9 +114,6 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Report, error) {
 	for _, s := range rep.Steps {
 		rep.Changed = rep.Changed || s.Changed
 	}
-	if o.Check {
-		rep.Changed = rep.Changed || apply.Changed(rep.Files)
-	}
 	return rep, err
 }
 
@@ -137,7 +137,7 @@ func (r *run) steps(ctx context.Context, rep *Report) error {
 	rep.Files = changes
 	for _, c := range changes {
 		if c.Action != apply.Unchanged {
-			files.add(!r.o.Check && err == nil, "%s %s", c.Action, c.Path)
+			files.add(err == nil, "%s %s", c.Action, c.Path)
 		}
 	}
 	if err != nil {
@@ -198,6 +198,9 @@ func (r *run) files() ([]apply.Change, error) {
 // configLive is the live path of postkit.yaml: the path given, without
 // the root when it lies under it.
 func (r *run) configLive() string {
+	if r.o.ConfigLive != "" {
+		return r.o.ConfigLive
+	}
 	p, err := filepath.Abs(r.o.ConfigPath)
 	if err != nil || r.o.ConfigPath == "" {
 		return "/etc/postkit/postkit.yaml"
