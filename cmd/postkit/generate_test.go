@@ -114,6 +114,13 @@ func TestGenerateIdempotent(t *testing.T) {
 	if b, _ := os.ReadFile(baks[0]); !bytes.Equal(b, edited) {
 		t.Error("the backup is not the edited file")
 	}
+	// Files an older postkit wrote, without a manifest, carry its header:
+	// they are replaced.
+	os.Remove(filepath.Join(root, "var/lib/postkit/manifest.json"))
+	os.WriteFile(filepath.Join(root, "etc/postfix/main.cf"), append(main, "# an older postkit\n"...), 0o644)
+	if out, err := runPostkit(t, "generate", "-c", cfg, "--root", root); err != nil {
+		t.Errorf("over files of a postkit without a manifest: %v\n%s", err, out)
+	}
 	// A file postkit never wrote is not replaced either.
 	other := t.TempDir()
 	os.MkdirAll(filepath.Join(other, "etc/postfix"), 0o755)

@@ -84,7 +84,7 @@ func Run(cfg *config.Config, o Options) ([]apply.Change, error) {
 	}
 	af = append(af, o.Extra...)
 	mpath := ManifestPath(cfg)
-	written, err := readManifest(o.Root, mpath)
+	written, err := readManifest(o.Root, mpath, af)
 	if err != nil {
 		return nil, err
 	}
