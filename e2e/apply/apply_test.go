@@ -196,6 +196,60 @@ func TestAppliedStack(t *testing.T) {
 		sameFiles(t, before, files(t, s.Root))
 	})
 
+	t.Run("a change is applied and what runs reloaded", func(t *testing.T) {
+		orig, err := os.ReadFile(s.Paths.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			os.WriteFile(s.Paths.Config, orig, 0o640)
+			s.Apply(context.Background())
+		})
+		var doc map[string]any
+		if err := yaml.Unmarshal(orig, &doc); err != nil {
+			t.Fatal(err)
+		}
+		harness.SetKey(doc, "message_size_limit", s.SizeLimit+1)
+		changed, _ := yaml.Marshal(doc)
+		if err := os.WriteFile(s.Paths.Config, changed, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		out, err := s.Apply(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := parse(t, out)
+		var reload []string
+		for _, st := range r.Steps {
+			if st.Name == "reload" {
+				reload = st.Detail
+			}
+		}
+		got := strings.Join(reload, "\n")
+		for _, want := range []string{"postfix reload", "doveadm reload", "postkit milter (pid "} {
+			if !strings.Contains(got, want) {
+				t.Errorf("reload step lacks %q:\n%s", want, got)
+			}
+		}
+		if strings.Index(got, "postfix reload") > strings.Index(got, "doveadm reload") || strings.Index(got, "doveadm reload") > strings.Index(got, "postkit milter") {
+			t.Errorf("reloads out of order:\n%s", got)
+		}
+		// Still delivering.
+		tok := harness.Token()
+		c, err := s.SMTP(harness.OutsideIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		from := "someone@" + harness.OutsideDomain
+		if err := harness.Send(c, from, []string{user}, harness.Message(from, user, tok)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.WaitMail(ctx(t), user, "", tok); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("a value Postfix refuses leaves every file", func(t *testing.T) {
 		orig, err := os.ReadFile(s.Paths.Config)
 		if err != nil {
