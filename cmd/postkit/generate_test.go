@@ -24,7 +24,7 @@ import (
 func runPostkit(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	for _, c := range rootCmd.Commands() {
-		if c.Name() != "generate" {
+		if c.Name() != "generate" && c.Name() != "apply" {
 			continue
 		}
 		c.Flags().VisitAll(func(f *pflag.Flag) { // scalar flags only here

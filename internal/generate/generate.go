@@ -32,6 +32,9 @@ type Options struct {
 	// never written by postkit), keeping them as FILE.postkit-bak.STAMP;
 	// without it they stop the run (ErrEdited) before anything is written.
 	Force bool
+	// AccountsMade: the caller creates the service accounts (postkit
+	// apply), so they are not required to exist yet.
+	AccountsMade bool
 	// Extra files written with the generated ones, all or nothing (the
 	// systemd units of postkit apply).
 	Extra []apply.File
@@ -63,8 +66,10 @@ func Run(cfg *config.Config, o Options) ([]apply.Change, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := accounts(cfg, o.Root); err != nil {
-		return nil, err
+	if !o.AccountsMade {
+		if err := accounts(cfg, o.Root); err != nil {
+			return nil, err
+		}
 	}
 	set := preflight.Set{
 		Root:          o.Root,

@@ -186,12 +186,14 @@ func (r *run) files() ([]apply.Change, error) {
 		r.note("postfix check not run under --root %s (it creates the queue directories of the live system); postconf and doveconf read the files", r.o.Root)
 	}
 	return generate.Run(r.cfg, generate.Options{
-		Root:   r.o.Root,
-		Check:  r.o.Check,
-		Force:  r.o.Force,
-		Extra:  extra,
-		Note:   preflight.Note(r.note),
-		Finish: finish,
+		Root:  r.o.Root,
+		Check: r.o.Check,
+		Force: r.o.Force,
+		Extra: extra,
+		// The accounts step made them (or, with --check, would).
+		AccountsMade: true,
+		Note:         preflight.Note(r.note),
+		Finish:       finish,
 	})
 }
 
