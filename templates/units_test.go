@@ -75,8 +75,8 @@ func TestUnitsGolden(t *testing.T) {
 	}
 }
 
-// systemd-analyze verify accepts every unit, and the daemons' units score
-// at most 2.0 in systemd-analyze security (no systemd needs to run).
+// systemd-analyze verify accepts every unit, and every service scores at
+// most 2.0 in systemd-analyze security --offline (no systemd needs to run).
 func TestUnitsVerifyAndExposure(t *testing.T) {
 	sa := testlib.NeedProgram(t, "systemd-analyze")
 	dir := t.TempDir()
@@ -96,7 +96,10 @@ func TestUnitsVerifyAndExposure(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 	overall := regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`)
-	for _, n := range names[:2] {
+	for _, n := range names {
+		if !strings.HasSuffix(n, ".service") {
+			continue
+		}
 		// --threshold is in tenths: exit non-zero above 2.0.
 		out, err := exec.Command(sa, "security", "--offline=true", "--threshold=20", n).CombinedOutput()
 		m := overall.FindSubmatch(out)
