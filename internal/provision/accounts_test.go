@@ -1,10 +1,15 @@
 package provision
 
 import (
+	"fmt"
+	"os/exec"
+	"os/user"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/postkit/postkit/internal/config"
+	"github.com/postkit/postkit/internal/testlib"
 )
 
 func accountsConfig(t *testing.T, yaml string) *config.Config {
@@ -49,4 +54,52 @@ func TestAccounts(t *testing.T) {
 	if err := r.accounts(s); err != nil || s.Changed || !strings.Contains(strings.Join(s.Detail, "\n"), "not created under --root /srv/img") {
 		t.Errorf("under --root: %v %+v", err, s)
 	}
+}
+
+// On the live system the accounts are created: the mailbox owner with
+// postkit.yaml's ids, the daemons' account in Postfix's group; a second
+// run changes nothing.
+func TestAccountsCreated(t *testing.T) {
+	testlib.NeedRoot(t)
+	testlib.NeedBinary(t, "useradd", "groupadd", "userdel", "groupdel")
+	const mbox, daemon = "postkit-t-vmail", "postkit-t-daemon"
+	cleanup := func() {
+		for _, n := range []string{mbox, daemon} {
+			exec.Command("userdel", n).Run()
+			exec.Command("groupdel", n).Run()
+		}
+	}
+	cleanup()
+	t.Cleanup(cleanup)
+	// A free id: above the range of this host's accounts.
+	id := 3917
+	for lookupUserID(id) || lookupGroupID(id) {
+		id++
+	}
+	cfg := accountsConfig(t, fmt.Sprintf("mailbox: {user: %s, uid: %d, gid: %d}\nmilter: {spam: {learn: {user: %s}}}\n", mbox, id, id, daemon))
+	r := &run{cfg: cfg, o: Options{Root: "/"}, live: true, note: func(string, ...any) {}}
+	s := &Step{}
+	if err := r.accounts(s); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Changed || lookupUser(mbox) != id || lookupGroup(mbox) != id || lookupUser(daemon) < 0 {
+		t.Fatalf("accounts not created: %+v", s)
+	}
+	if lookupGroup("postfix") >= 0 && !inGroup(daemon, "postfix") {
+		t.Errorf("%s is not in group postfix", daemon)
+	}
+	s = &Step{}
+	if err := r.accounts(s); err != nil || s.Changed {
+		t.Errorf("second run: %v %+v", err, s)
+	}
+}
+
+func lookupUserID(id int) bool {
+	_, err := user.LookupId(strconv.Itoa(id))
+	return err == nil
+}
+
+func lookupGroupID(id int) bool {
+	_, err := user.LookupGroupId(strconv.Itoa(id))
+	return err == nil
 }
