@@ -14,6 +14,8 @@ test_packages=(
 	postfix-policyd-spf-python
 	swaks libnet-ssleay-perl libauthen-sasl-perl
 	curl sqlite3 openssl libssl-dev iproute2 libcrypt-dev
+	dpkg-dev lintian man-db groff-base
+	postgresql-15 postgresql-client-15
 	ansible-core systemd
 )
 

@@ -99,7 +99,13 @@ func (m Map) CF(dbpath string) []byte {
 // hard-coded 3000) and home/mail are baseDir/layout, where layout holds
 // Dovecot variables (%d domain, %n user, the reference's "%d/%n"). Mail is
 // Maildir in the home directory, as in the reference.
-func DovecotSQL(dbpath, baseDir, layout string) []byte {
+//
+// With quota, both queries also return the user's quota rule (quota_rule in
+// the userdb, userdb_quota_rule in the passdb): their own limit in
+// postkit_quotas, else their domain's ('@domain'), else NULL, which Dovecot
+// skips, so that the plugin's default rule applies. The database must be at
+// schema version 3.
+func DovecotSQL(dbpath, baseDir, layout string, quota bool) []byte {
 	// The path sits inside an SQL string literal ('' escapes a quote) and is
 	// %-expanded by Dovecot first (%% is a literal %); layout keeps its
 	// variables.
@@ -111,11 +117,23 @@ func DovecotSQL(dbpath, baseDir, layout string) []byte {
 	b.WriteString("# %u is the login (Dovecot lower-cases it: auth_username_format = %Lu).\n")
 	fmt.Fprintf(&b, "driver = sqlite\nconnect = %s\n", dbpath)
 	b.WriteString("default_pass_scheme = SHA512-CRYPT\n\n")
+	var pq, uq string
+	if quota {
+		pq = ", " + quotaRuleSQL + " AS userdb_quota_rule"
+		uq = ", " + quotaRuleSQL + " AS quota_rule"
+	}
 	fmt.Fprintf(&b, "password_query = SELECT utilisateur AS user, mot_de_passe AS password, "+
-		"'%s' AS userdb_home, 'maildir:%s' AS userdb_mail, uid AS userdb_uid, gid AS userdb_gid "+
-		"FROM postfix_utilisateurs WHERE utilisateur = '%%u' AND active = '1'\n", home, home)
-	fmt.Fprintf(&b, "user_query = SELECT '%s' AS home, 'maildir:%s' AS mail, uid, gid "+
-		"FROM postfix_utilisateurs WHERE utilisateur = '%%u' AND active = '1'\n", home, home)
+		"'%s' AS userdb_home, 'maildir:%s' AS userdb_mail, uid AS userdb_uid, gid AS userdb_gid%s "+
+		"FROM postfix_utilisateurs WHERE utilisateur = '%%u' AND active = '1'\n", home, home, pq)
+	fmt.Fprintf(&b, "user_query = SELECT '%s' AS home, 'maildir:%s' AS mail, uid, gid%s "+
+		"FROM postfix_utilisateurs WHERE utilisateur = '%%u' AND active = '1'\n", home, home, uq)
 	b.WriteString("iterate_query = SELECT utilisateur AS user FROM postfix_utilisateurs WHERE active = '1'\n")
 	return b.Bytes()
 }
+
+// quotaRuleSQL is the user's Dovecot quota rule from postkit_quotas: the row
+// of the user ('%u') before the row of the domain ('@%d'); NULL when neither
+// has one. octets is bytes (the B suffix), 0 meaning no limit, as Dovecot
+// reads storage=0. Written for Dovecot's %-expansion (%% is a literal %).
+const quotaRuleSQL = "(SELECT '*:storage=' || octets || 'B' FROM postkit_quotas " +
+	"WHERE cible IN ('%u', '@%d') AND active = '1' ORDER BY cible = '@%d' LIMIT 1)"

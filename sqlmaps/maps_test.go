@@ -70,7 +70,7 @@ func TestMapQueriesMatchSchema(t *testing.T) {
 }
 
 func TestDovecotSQL(t *testing.T) {
-	got := string(DovecotSQL("/etc/postfix/bdd/postfix.sqlite", "/var/mail/utilisateurs/", "%d/%n"))
+	got := string(DovecotSQL("/etc/postfix/bdd/postfix.sqlite", "/var/mail/utilisateurs/", "%d/%n", false))
 	for _, want := range []string{
 		Header + "\n",
 		"\ndriver = sqlite\n",
@@ -86,7 +86,7 @@ func TestDovecotSQL(t *testing.T) {
 	}
 	// Quotes and percent signs in the base directory are escaped for SQL
 	// and for Dovecot's % expansion.
-	odd := string(DovecotSQL("/db", "/srv/o'mail/100%", "%d/%n"))
+	odd := string(DovecotSQL("/db", "/srv/o'mail/100%", "%d/%n", false))
 	if !strings.Contains(odd, "'/srv/o''mail/100%%/%d/%n' AS home") {
 		t.Errorf("odd base dir not escaped:\n%s", odd)
 	}

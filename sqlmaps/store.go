@@ -67,7 +67,7 @@ import (
 var schemaSQL string
 
 // SchemaVersion is the schema version this package writes.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // BusyTimeout is how long a writer waits for another connection's lock.
 const BusyTimeout = 5 * time.Second
@@ -200,6 +200,7 @@ var expected = map[string][]string{
 	"postfix_liste_noire_expediteurs":   {"id", "courriel", "code_retour", "message", "active"},
 	"postfix_utilisateurs":              {"id", "utilisateur", "mot_de_passe", "nom_complet", "rep_perso", "uid", "gid", "privilege", "prefixe", "active"},
 	"postkit_liste_blanche_spam":        {"id", "domaine", "domaine_expediteur", "active"},
+	"postkit_quotas":                    {"id", "cible", "octets", "active"},
 	"postkit_schema_version":            {"version", "applied_at"},
 }
 

@@ -73,12 +73,20 @@ func oddValue(kind string, n int) string {
 		return "-"
 	case "hostport":
 		return fmt.Sprintf("[::1]:%d", 5300+n)
+	case "ip":
+		return fmt.Sprintf("2001:db8::%x", n)
 	case "dnsbl":
 		return fmt.Sprintf("bl-%d.odd.example=127.0.[0..255].[1;3]*-2", n)
 	case "testname":
 		return fmt.Sprintf("ODD_TEST_%d", n)
 	case "dnszone":
 		return fmt.Sprintf("bl-%d.odd.example=127.0.[0..255].[1;3]", n)
+	case "homepath":
+		return fmt.Sprintf("~/odd.d-ir_+@/v%d", n)
+	case "size":
+		return "1.5G"
+	case "grace":
+		return "100%"
 	case "addrglob":
 		return fmt.Sprintf("o_d+d=y-*?%d@*.xn--bcher-kva.example", n)
 	}
@@ -205,7 +213,7 @@ func codePatterns(t *testing.T, cfg *config.Config, base string) []*regexp.Regex
 	t.Helper()
 	var text string
 	if base == "dovecot-sql.conf.ext" {
-		text = string(sqlmaps.DovecotSQL("\x00", "\x00", "\x00"))
+		text = string(sqlmaps.DovecotSQL("\x00", "\x00", "\x00", true))
 	}
 	for _, m := range sqlmaps.Maps() {
 		if m.File == base {

@@ -89,7 +89,7 @@ func (v *view) DovecotListen() string {
 	seen := map[string]bool{}
 	var hosts []string
 	for _, s := range []string{v.C.Listeners.IMAP, v.C.Listeners.IMAPS, v.C.Sieve.ManageSieve} {
-		if s == "" {
+		if s == "" || (s == v.C.Sieve.ManageSieve && !v.ManageSieveOn()) {
 			continue
 		}
 		h := listen(s).Host
@@ -213,7 +213,7 @@ func Render(cfg *config.Config) ([]File, error) {
 	}
 	files = append(files, File{
 		Path: path.Join(dc, "dovecot-sql.conf.ext"), Mode: 0o640, Group: "dovecot",
-		Data: sqlmaps.DovecotSQL(cfg.Database.Path, cfg.Mailbox.BaseDir, cfg.Mailbox.Layout),
+		Data: sqlmaps.DovecotSQL(cfg.Database.Path, cfg.Mailbox.BaseDir, cfg.Mailbox.Layout, cfg.Mailbox.Quota.Enabled),
 	})
 	out := func(tmpl, dst string, mode uint32, group string) error {
 		data, err := execute(tmpl, v)

@@ -120,10 +120,19 @@ func TestRenderContents(t *testing.T) {
 			t.Errorf("main.cf lacks %q", want)
 		}
 	}
-	// check_policy_service must follow reject_unauth_destination.
-	rr := main[strings.Index(main, "smtpd_recipient_restrictions"):]
-	if i, j := strings.Index(rr, "reject_unauth_destination"), strings.Index(rr, "check_policy_service"); i < 0 || j < i {
-		t.Errorf("check_policy_service (%d) is not after reject_unauth_destination (%d)", j, i)
+	// postkit's policy service must follow reject_unauth_destination;
+	// Dovecot's quota-status, which never answers OK, comes before the
+	// permits so that it judges every sender's mail.
+	rr := main[strings.Index(main, "\nsmtpd_recipient_restrictions ="):]
+	rr = rr[:strings.Index(rr, "\n\n")]
+	if i, j := strings.Index(rr, "reject_unauth_destination"), strings.Index(rr, "check_policy_service unix:postkit/policy.sock"); i < 0 || j < i {
+		t.Errorf("check_policy_service (%d) is not after reject_unauth_destination (%d):\n%s", j, i, rr)
+	}
+	if i, j := strings.Index(rr, "permit_mynetworks"), strings.Index(rr, "check_policy_service { unix:private/quota-status, default_action=DUNNO }"); j < 0 || j > i {
+		t.Errorf("quota-status (%d) is not before permit_mynetworks (%d):\n%s", j, i, rr)
+	}
+	if !strings.Contains(main, "\nsmtpd_relay_restrictions =\n\tpermit_mynetworks,\n\tpermit_sasl_authenticated,\n\treject_unauth_destination\n") {
+		t.Errorf("main.cf lacks the relay restrictions that keep quota-status from opening a relay")
 	}
 	master := byPath["/etc/postfix/master.cf"]
 	for _, want := range []string{"submission inet", "submissions inet", "-o smtpd_tls_wrappermode=yes", "-o milter_macro_daemon_name=ORIGINATING"} {
@@ -157,12 +166,12 @@ func TestRenderContents(t *testing.T) {
 			t.Errorf("sqlite-sender-login.cf lacks %q:\n%s", want, sl)
 		}
 	}
-	if len(files) != 23 {
+	if len(files) != 25 {
 		var names []string
 		for _, f := range files {
 			names = append(names, f.Path)
 		}
-		t.Errorf("Render gave %d files; want 23 (3 Postfix, 7 maps, dovecot.conf, 8 conf.d, dovecot-sql, spam.sieve, learn-spam.sieve, learn-ham.sieve):\n%s", len(files), strings.Join(names, "\n"))
+		t.Errorf("Render gave %d files; want 25 (3 Postfix, 7 maps, dovecot.conf, 10 conf.d, dovecot-sql, spam.sieve, learn-spam.sieve, learn-ham.sieve):\n%s", len(files), strings.Join(names, "\n"))
 	}
 }
 
@@ -316,13 +325,26 @@ func TestDoveconf(t *testing.T) {
 	}
 	for _, want := range []string{"sieve_before = " + dir + "/sieve/before/spam.sieve", "port = 30993",
 		// Learning from moves (milter.spam.learn), as Dovecot reads it.
-		"mail_plugins = \" imap_sieve\"",
+		"mail_plugins = \" quota imap_quota imap_sieve\"",
 		"sieve_plugins = sieve_imapsieve sieve_extprograms",
 		"imapsieve_mailbox1_before = file:" + dir + "/sieve/imapsieve/learn-spam.sieve",
 		"imapsieve_mailbox2_from = Spam",
 		"executable = script /usr/local/bin/postkit spam learn --bayes /var/lib/postkit/bayes.sqlite --spam",
 		"executable = script /usr/local/bin/postkit spam learn --bayes /var/lib/postkit/bayes.sqlite --ham",
 		"unix_listener postkit-learn-ham {",
+		// The reference installation's locations and separator, and
+		// ManageSieve as Debian enables it.
+		"sieve = file:~/sieve;active=~/sieve/.dovecot.sieve",
+		"separator = .",
+		"protocols = imap lmtp sieve",
+		"service managesieve-login {\n  inet_listener sieve {\n    port = 4190",
+		// Quotas and the quota-status policy service.
+		"quota = count:User quota",
+		"quota_grace = 10%%",
+		"quota_status_success = DUNNO",
+		"quota_status_overquota = 552 5.2.2 Mailbox is full",
+		"executable = quota-status -p postfix",
+		"unix_listener /var/spool/postfix/private/quota-status {",
 	} {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Errorf("doveconf -n lacks %q:\n%s", want, out)

@@ -39,13 +39,13 @@ run changes nothing and says so):
   3. a SELF-SIGNED certificate when tls.cert does not exist (said loudly), DKIM
      keys for milter.dkim.keys that do not exist (0640 root:ACCOUNT, the TXT
      record beside them), existing keys made readable by ACCOUNT;
-  4. the generated files (as postkit generate: checked by postconf and doveconf
+  4. the database (postkit db init), before the files whose queries need it;
+  5. the generated files (as postkit generate: checked by postconf and doveconf
      first, all or nothing) and the systemd units in paths.systemd_units; on
      the live system 'postfix check' runs before the old files are dropped: if
-     anything refuses them, every file, key and certificate apply wrote is put
-     back as it was;
-  5. postkit.yaml 0640 root:ACCOUNT, so the daemons can read it;
-  6. the database (postkit db init);
+     anything refuses them, every file, key, certificate and database apply
+     made is put back as it was;
+  6. postkit.yaml 0640 root:ACCOUNT, so the daemons can read it;
   7. reloads, in order, of what runs: postfix reload, doveadm reload, postkit's
      daemons (systemctl reload under systemd, else SIGHUP).
 

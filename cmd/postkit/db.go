@@ -185,6 +185,7 @@ never from the command line.`,
 	pf.BoolVar(&o.asJSON, "json", false, "print results as JSON")
 
 	db.AddCommand(dbInitCmd(o), dbDomainCmd(o), dbUserCmd(o), dbAliasCmd(o, sqlmaps.Aliases), dbAliasCmd(o, sqlmaps.VirtualAliases), dbBlacklistCmd(o), dbSpamAllowCmd(o))
+	db.AddCommand(dbQuotaCmd(o))
 	return db
 }
 

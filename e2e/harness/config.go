@@ -33,7 +33,8 @@ func (s *Stack) baseConfig() map[string]any {
 			"outbound_level": "may",
 		},
 		"database": map[string]any{"path": p.Database},
-		"mailbox":  map[string]any{"base_dir": p.MailBase, "uid": s.UID, "gid": s.GID, "user": s.vmailUser().Name},
+		"mailbox": map[string]any{"base_dir": p.MailBase, "uid": s.UID, "gid": s.GID, "user": s.vmailUser().Name,
+			"quota": map[string]any{"status": "unix:" + p.QuotaStatus}},
 		"listeners": map[string]any{
 			"smtp":        Addr(s.Ports.SMTP),
 			"submission":  Addr(s.Ports.Submission),
@@ -68,8 +69,9 @@ func (s *Stack) baseConfig() map[string]any {
 		// writes the milter's Bayes store.
 		"milter": map[string]any{"enabled": false, "spam": map[string]any{"learn": map[string]any{"user": "root"}}},
 		"policy": map[string]any{"enabled": false},
-		"sieve":  map[string]any{"enabled": true, "dir": p.SieveDir, "spam_folder": "Spam"},
-		"dns":    map[string]any{"servers": []any{s.DNS.Addr()}, "timeout": "2s"},
+		"sieve": map[string]any{"enabled": true, "dir": p.SieveDir, "spam_folder": "Spam",
+			"managesieve": Addr(s.Ports.ManageSieve)},
+		"dns": map[string]any{"servers": []any{s.DNS.Addr()}, "timeout": "2s"},
 	}
 }
 

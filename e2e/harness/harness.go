@@ -96,6 +96,7 @@ type Options struct {
 // Ports are the TCP ports of the stack's services, all on 127.0.0.1.
 type Ports struct {
 	SMTP, Submission, Submissions, IMAP, IMAPS int
+	ManageSieve                                int
 }
 
 // Paths are the sandbox's files and directories, all absolute.
@@ -118,6 +119,7 @@ type Paths struct {
 	Database      string
 	Cert, Key     string
 	LMTP, Auth    string
+	QuotaStatus   string // Dovecot's quota-status socket Postfix asks at RCPT
 	Resolv        string // resolv.conf Postfix sees
 	Units         string // paths.systemd_units: where postkit apply puts the units
 }
@@ -170,7 +172,7 @@ func Check() error {
 		errs = append(errs, errors.New("harness: needs root (Postfix and Dovecot switch users, mailboxes belong to vmail): run as root"))
 	}
 	if len(missing) > 0 {
-		errs = append(errs, fmt.Errorf("harness: missing %s: apt-get install postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-sieve", strings.Join(missing, ", ")))
+		errs = append(errs, fmt.Errorf("harness: missing %s: apt-get install postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-sieve dovecot-managesieved", strings.Join(missing, ", ")))
 	}
 	return errors.Join(errs...)
 }
@@ -331,10 +333,12 @@ func layout(root string) Paths {
 		Cert:          j("tls", "cert.pem"),
 		Key:           j("tls", "key.pem"),
 		// Under the queue directory, as a chrooted Postfix would need.
-		LMTP:   j("spool", "postfix", "private", "dovecot-lmtp"),
-		Auth:   j("spool", "postfix", "private", "auth"),
-		Resolv: j("etc", "resolv.conf"),
-		Units:  j("systemd"),
+		LMTP: j("spool", "postfix", "private", "dovecot-lmtp"),
+		Auth: j("spool", "postfix", "private", "auth"),
+		// Likewise.
+		QuotaStatus: j("spool", "postfix", "private", "quota-status"),
+		Resolv:      j("etc", "resolv.conf"),
+		Units:       j("systemd"),
 	}
 }
 
@@ -437,7 +441,7 @@ func (s *Stack) checkDatabase() error {
 
 // pickPorts fills every zero port with a free one.
 func (s *Stack) pickPorts() error {
-	for _, p := range []*int{&s.Ports.SMTP, &s.Ports.Submission, &s.Ports.Submissions, &s.Ports.IMAP, &s.Ports.IMAPS} {
+	for _, p := range []*int{&s.Ports.SMTP, &s.Ports.Submission, &s.Ports.Submissions, &s.Ports.IMAP, &s.Ports.IMAPS, &s.Ports.ManageSieve} {
 		if *p != 0 {
 			continue
 		}

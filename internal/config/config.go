@@ -33,6 +33,16 @@ type Config struct {
 	Policy           Policy        `yaml:"policy" doc:"The postkit policy daemon (SPF, blacklists, DNSBL, greylisting, rate limits)."`
 	Sieve            Sieve         `yaml:"sieve" doc:"Server-side filtering with Dovecot's Sieve plugin."`
 	DNS              DNS           `yaml:"dns" doc:"The resolver postkit's daemons use for SPF, DNSBL and DKIM lookups."`
+	Log              Log           `yaml:"log" doc:"How the postkit daemons (milter, policyd) log: one line per message or request, with the Postfix queue id as queue_id."`
+}
+
+// Log configures the daemons' logs.
+type Log struct {
+	Level          string `yaml:"level" doc:"Lowest level logged: debug, info (a line per message or request), warn or error." enum:"debug,info,warn,error" kind:"enum"`
+	Format         string `yaml:"format" doc:"Line format: text (key=value, as logfmt) or json (one object per line)." enum:"text,json" kind:"enum"`
+	Target         string `yaml:"target" doc:"Where lines go: stderr (journald reads it under systemd) or syslog, tagged postkit/milter and postkit/policyd like postfix/smtpd, so that they land in mail.log beside Postfix's. A syslog socket that is missing or stops answering never holds the daemon up: lines go to stderr until it answers again, said once." enum:"stderr,syslog" kind:"enum"`
+	SyslogFacility string `yaml:"syslog_facility" doc:"Syslog facility with target syslog; Postfix logs under mail (Debian's rsyslog writes it to /var/log/mail.log)." enum:"mail,daemon,user,local0,local1,local2,local3,local4,local5,local6,local7" kind:"enum"`
+	SyslogSocket   string `yaml:"syslog_socket" doc:"The local syslog socket (unix datagram) with target syslog." kind:"path"`
 }
 
 // SenderLogin lets logins use a sender address, or every address of a domain.
@@ -65,6 +75,9 @@ type Mailbox struct {
 	GID     int    `yaml:"gid" doc:"Owner gid of the mailboxes."`
 	User    string `yaml:"user" doc:"Name of the mailbox owner account; created by the demo and the Ansible role." kind:"user"`
 	Layout  string `yaml:"layout" doc:"Maildir path under base_dir, with Dovecot variables (%d domain, %n user)." kind:"layout"`
+	// Separator and Quota: see mailbox.go.
+	Separator string `yaml:"separator" doc:"Hierarchy separator IMAP clients see between folder levels (Projets.Clients). The reference installation sets none, so Dovecot uses Maildir++'s '.'; '/' shows the same folders as Projets/Clients (folders on disk are unchanged, but clients re-read the whole tree and some lose their settings)." enum:".,/" kind:"enum"`
+	Quota     Quota  `yaml:"quota" doc:"Storage quotas: Dovecot's quota plugin, with limits per user and per domain from the database ('postkit db quota'), and Dovecot's quota-status service as a Postfix policy so that mail to a full mailbox is refused at RCPT (552 5.2.2) instead of bounced later."`
 }
 
 // Listeners are the network services.
@@ -122,6 +135,9 @@ type Milter struct {
 	Scrub         Scrub    `yaml:"scrub" doc:"Privacy scrubbing of outbound headers."`
 	DKIM          DKIM     `yaml:"dkim" doc:"DKIM signing (outbound) and verification (inbound)."`
 	Spam          Spam     `yaml:"spam" doc:"Spam scoring of inbound mail, with SpamAssassin's X-Spam-* header fields and a Bayes classifier that learns from what users file as spam."`
+
+	Metrics             string `yaml:"metrics" doc:"Optional host:port serving Prometheus metrics on /metrics (messages, filter outcomes, DKIM signatures, spam verdicts, durations; a bare port listens on 127.0.0.1); empty disables. A scrape never touches mail." kind:"listen"`
+	MetricsAllowClients []CIDR `yaml:"metrics_allow_clients" doc:"Networks that may fetch the milter's metrics, e.g. the Prometheus server's [192.0.2.9/32]; every other connection is closed and logged. Required when metrics can be reached from other hosts (any address but loopback)." kind:"cidr"`
 }
 
 // Spam configures the milter's spam filter and its engine.
@@ -279,13 +295,17 @@ type Sieve struct {
 	Enabled     bool   `yaml:"enabled" doc:"Enable Sieve in LMTP and install the global spam rule."`
 	Dir         string `yaml:"dir" doc:"Directory of global Sieve scripts." kind:"path"`
 	SpamFolder  string `yaml:"spam_folder" doc:"Folder that receives mail flagged X-Spam-Flag: YES." kind:"folder"`
-	ManageSieve string `yaml:"managesieve" doc:"ManageSieve listener (RFC 5804); empty disables." kind:"listen"`
+	ManageSieve string `yaml:"managesieve" doc:"ManageSieve listener (RFC 5804) where users manage their own scripts; Debian's dovecot-managesieved listens on 4190. Empty disables." kind:"listen"`
+	// UserDir and UserActive: see mailbox.go.
+	UserDir    string `yaml:"user_dir" doc:"Where each user's own scripts live (~ is the user's home, the Maildir). The reference installation's sieve_dir." kind:"homepath"`
+	UserActive string `yaml:"user_active" doc:"The user's active script (a symbolic link into user_dir that ManageSieve maintains, or a plain file). The default is the reference installation's location, so existing scripts keep running." kind:"homepath"`
 }
 
 // DNS configures postkit's resolver.
 type DNS struct {
-	Servers []string `yaml:"servers" doc:"DNS servers as host:port. Empty uses /etc/resolv.conf." kind:"hostport"`
-	Timeout Duration `yaml:"timeout" doc:"Per-query timeout."`
+	Servers       []string `yaml:"servers" doc:"DNS servers as host:port. Empty uses /etc/resolv.conf." kind:"hostport"`
+	Timeout       Duration `yaml:"timeout" doc:"Per-query timeout."`
+	HostAddresses []string `yaml:"host_addresses" doc:"Public IPv4 and IPv6 addresses of this host (hostname): the A/AAAA records 'postkit dns records' prints and 'postkit dns check' checks, with their reverse DNS (PTR)." kind:"ip"`
 }
 
 // Duration is a time.Duration written as "300s", "5m", "24h".

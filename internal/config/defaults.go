@@ -26,6 +26,15 @@ func Defaults() *Config {
 			GID:     3000,
 			User:    "vmail",
 			Layout:  "%d/%n",
+			// The reference installation sets no separator: Maildir++'s.
+			Separator: ".",
+			Quota: Quota{
+				Enabled: true,
+				Backend: "count",
+				Default: "0",
+				Grace:   "10%",
+				Status:  "unix:/var/spool/postfix/private/quota-status",
+			},
 		},
 		Listeners: Listeners{
 			SMTP:        "25",
@@ -103,7 +112,10 @@ func Defaults() *Config {
 				AutoAllow:   5,
 			},
 		},
-		Sieve: Sieve{Enabled: true, Dir: "/var/mail/sieve", SpamFolder: "Spam"},
-		DNS:   DNS{Timeout: Duration(2 * time.Second)},
+		Sieve: Sieve{Enabled: true, Dir: "/var/mail/sieve", SpamFolder: "Spam", ManageSieve: "4190",
+			// The reference installation's sieve_dir and sieve.
+			UserDir: "~/sieve", UserActive: "~/sieve/.dovecot.sieve"},
+		DNS: DNS{Timeout: Duration(2 * time.Second)},
+		Log: Log{Level: "info", Format: "text", Target: "stderr", SyslogFacility: "mail", SyslogSocket: "/dev/log"},
 	}
 }

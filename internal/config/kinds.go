@@ -82,6 +82,8 @@ var kinds = map[string]kind{
 		hint: "one of + - _ . ="},
 	"hostport": {check: checkHostPort,
 		hint: "write host:port, e.g. 127.0.0.1:53 or [::1]:53"},
+	"ip": {check: checkIP,
+		hint: "an IPv4 or IPv6 address such as 192.0.2.25 or 2001:db8::25"},
 	"testname": {check: checkTestName,
 		hint: "capital letters, digits and _, e.g. RCVD_IN_ZEN"},
 	"dnszone": {check: checkDNSZone,
@@ -515,6 +517,14 @@ func checkDelimiter(s string) string {
 	}
 	if !strings.Contains("+-_.=", s) {
 		return fmt.Sprintf("%q is not a delimiter Postfix and Dovecot agree on", s)
+	}
+	return ""
+}
+
+func checkIP(s string) string {
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" || a.Is4In6() {
+		return fmt.Sprintf("%q is not an IPv4 or IPv6 address", s)
 	}
 	return ""
 }

@@ -80,10 +80,14 @@ var goodValue = map[string]string{
 	"mode":      "0660",
 	"delimiter": "+",
 	"hostport":  "127.0.0.1:53",
+	"ip":        "192.0.2.25",
 	"dnsbl":     "bl.example.org=127.0.0.2*3",
 	"addrglob":  "*@example.org",
 	"testname":  "RCVD_IN_TEST",
 	"dnszone":   "bl.example.org=127.0.0.2",
+	"homepath":  "~/sieve/x",
+	"size":      "1G",
+	"grace":     "10%",
 }
 
 func good(sf reflect.StructField) string {
@@ -268,6 +272,7 @@ func TestKinds(t *testing.T) {
 		{"mode", []string{"0660", "660"}, []string{"999", "0o660", "u+rw"}},
 		{"delimiter", []string{"+", "-"}, []string{"++", "$", "#", ","}},
 		{"hostport", []string{"127.0.0.1:53", "[::1]:53", "ns.example:53"}, []string{"127.0.0.1", "1.2.3.4:0", "a b:53", "[fe80::1%eth0]:53"}},
+		{"ip", []string{"192.0.2.25", "2001:db8::25"}, []string{"192.0.2.256", "mail.example.org", "::ffff:192.0.2.1", "fe80::1%eth0", "192.0.2.0/24"}},
 		{"dnsbl", []string{"zen.spamhaus.org=127.0.0.[2..11]*3", "list.dnswl.org=127.0.[0..255].[1..3]*-2", "bl.example"},
 			[]string{"bl example", "bl.example=a", "bl.example*x"}},
 	}

@@ -140,7 +140,7 @@ func TestOverrideErrors(t *testing.T) {
 		{"remove a mapping", minimal, []string{"policy.checks-={a: b}"},
 			`--set policy.checks-={a: b}: policy.checks: -= removes values, not a mapping (name the value to remove, e.g. --set policy.checks-=spf)`},
 		{"unknown key, no close one", minimal, []string{`milter.authserv_id="a\nb"`},
-			`--set milter.authserv_id="a\nb": milter.authserv_id: unknown key "authserv_id" (known keys here: allow_clients, default_action, dkim, drain, enabled, extra_listen, listen, on_error, originating, own_from, scrub, socket_group, socket_mode, socket_owner, spam)`},
+			`--set milter.authserv_id="a\nb": milter.authserv_id: unknown key "authserv_id" (known keys here: allow_clients, default_action, dkim, drain, enabled, extra_listen, listen, metrics, metrics_allow_clients, on_error, originating, own_from, scrub, socket_group, socket_mode, socket_owner, spam)`},
 		{"control character", minimal, []string{`milter.dkim.authserv_id="a\nb"`},
 			`--set milter.dkim.authserv_id="a\nb": milter.dkim.authserv_id: "a\nb" holds a line break (U+000A): postkit writes values into Postfix and Dovecot files, where it would start a line of its own (write the value on one line, without control characters)`},
 		{"the file's error stays the file's", minimal + "tls:\n  inbound_level: must\n", []string{"policy.greylist.delay=1m"},

@@ -119,6 +119,11 @@ func Shorthands(name string) []Shorthand {
 			t.value("authserv-id", "milter.dkim.authserv_id", "authserv-id in Authentication-Results"),
 			t.list("dns-server", "dns.servers", "DNS server HOST:PORT for DKIM key lookups"),
 			t.value("drain", "milter.drain", "how long SIGTERM waits for messages in flight"),
+			t.value("metrics", "milter.metrics", "HOST:PORT serving Prometheus metrics on /metrics; empty: none"),
+			t.list("metrics-allow-client", "milter.metrics_allow_clients", "network that may fetch the metrics, CIDR; required for a metrics address other hosts can reach"),
+			t.value("log-level", "log.level", "log level: debug, info, warn or error"),
+			t.value("log-format", "log.format", "log line format: text or json"),
+			t.value("log-target", "log.target", "where lines go: stderr or syslog (facility log.syslog_facility, socket log.syslog_socket)"),
 			setFlag,
 		}
 	case "policyd":
@@ -149,6 +154,9 @@ func Shorthands(name string) []Shorthand {
 			t.value("socket-owner", "policy.socket_owner", "unix socket owner (user name or uid)"),
 			t.value("socket-group", "policy.socket_group", "unix socket group (group name or gid)"),
 			t.value("socket-mode", "policy.socket_mode", "unix socket mode, octal"),
+			t.value("log-level", "log.level", "log level: debug, info, warn or error"),
+			t.value("log-format", "log.format", "log line format: text or json"),
+			t.value("log-target", "log.target", "where lines go: stderr or syslog (facility log.syslog_facility, socket log.syslog_socket)"),
 			setFlag,
 		}
 	}

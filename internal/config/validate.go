@@ -196,6 +196,9 @@ func (c *Config) Validate(f *File) error {
 	for _, e := range c.validatePolicyChecks(f, bad) {
 		add(e)
 	}
+	for _, e := range c.validateMailbox(f, bad) {
+		add(e)
+	}
 	for _, e := range c.validateClients(f) {
 		add(e)
 	}

@@ -71,6 +71,9 @@ func Run(cfg *config.Config, o Options) ([]apply.Change, error) {
 			return nil, err
 		}
 	}
+	if err := mailboxChecks(cfg, o.Root, note); err != nil {
+		return nil, err
+	}
 	set := preflight.Set{
 		Root:          o.Root,
 		PostfixConfig: cfg.Paths.PostfixConfig,

@@ -10,12 +10,14 @@
 //  3. a self-signed TLS certificate when tls.cert does not exist (said
 //     loudly), DKIM keys for milter.dkim.keys that do not exist yet, and
 //     the modes of existing keys the daemons must read;
-//  4. the generated files and the systemd units (internal/generate: all or
+//  4. the database (`postkit db init`), before the files whose queries
+//     need its schema;
+//  5. the generated files and the systemd units (internal/generate: all or
 //     nothing, checked by postconf and doveconf first, then by `postfix
 //     check` on the live system; a file edited by hand is kept unless
-//     Force); when this step fails, the key and certificate files step 3
-//     created are removed again, so every file is as it was;
-//  5. the database (`postkit db init`);
+//     Force); when this step fails, the key, certificate and database
+//     files steps 3 and 4 created are removed again, so every file is as
+//     it was; then postkit.yaml is made readable by the daemons;
 //  6. reloads, in order, of what runs: Postfix, Dovecot, postkit's daemons
 //     (systemctl reload under systemd, else SIGHUP) — never under another
 //     root.
@@ -132,6 +134,12 @@ func (r *run) steps(ctx context.Context, rep *Report) error {
 		r.undo()
 		return err
 	}
+	// Before the files: generate refuses files whose queries need a newer
+	// schema than the database has.
+	if err := r.database(ctx, rep.step("database")); err != nil {
+		r.undo()
+		return err
+	}
 	files := rep.step("files")
 	changes, err := r.files()
 	rep.Files = changes
@@ -147,9 +155,6 @@ func (r *run) steps(ctx context.Context, rep *Report) error {
 	if err := r.config(rep.step("config")); err != nil {
 		return err
 	}
-	if err := r.database(ctx, rep.step("database")); err != nil {
-		return err
-	}
 	changed := false
 	for _, s := range rep.Steps {
 		changed = changed || s.Changed
@@ -157,7 +162,8 @@ func (r *run) steps(ctx context.Context, rep *Report) error {
 	return r.reload(rep.step("reload"), changed, changes)
 }
 
-// undo removes the files this run created before the files step.
+// undo removes the files (and then empty directories) this run created
+// before the files step.
 func (r *run) undo() {
 	for i := len(r.created) - 1; i >= 0; i-- {
 		os.Remove(r.created[i])
@@ -243,6 +249,18 @@ func (r *run) database(ctx context.Context, s *Step) error {
 	group := ""
 	if os.Geteuid() == 0 && lookupGroup(r.cfg.Postfix.MailOwner) >= 0 {
 		group = r.cfg.Postfix.MailOwner
+	}
+	if ok, _ := exists(p); !ok {
+		// A database made for files that are then refused goes with them.
+		for d := filepath.Dir(p); ; d = filepath.Dir(d) {
+			if ok, _ := exists(d); ok {
+				break
+			}
+			r.created = append([]string{d}, r.created...) // removed last
+		}
+		for _, suffix := range []string{"", "-journal", "-wal", "-shm"} {
+			r.created = append(r.created, p+suffix)
+		}
 	}
 	res, warn, err := sqlmaps.Init(ctx, p, sqlmaps.InitOptions{Group: group, Domains: r.cfg.Domains})
 	if err != nil {

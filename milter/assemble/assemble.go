@@ -40,6 +40,11 @@ type Options struct {
 	// policy daemon keeps its seal key. By default the key is seal.KeyFile
 	// under paths.postkit_run.
 	NoSeal bool
+	// Meter counts what the filters do and Observer each message and
+	// filter outcome, for the daemon's metrics (milterd.Metrics is both);
+	// they outlive the chains a reload builds. Nil counts nothing.
+	Meter    filter.Meter
+	Observer milterd.Observer
 }
 
 // Constructor builds one filter from what b offers: the configuration, the
@@ -118,7 +123,7 @@ func (t Table) Build(c *config.Config, o Options) (_ *milterd.Chain, err error) 
 			res.Close()
 		}
 	}()
-	cfg := milterd.Config{Logger: b.Logger, Originating: append([]string{}, c.Milter.Originating...), OnErrorSet: true}
+	cfg := milterd.Config{Logger: b.Logger, Observer: o.Observer, Originating: append([]string{}, c.Milter.Originating...), OnErrorSet: true}
 	if cfg.OnError, err = milterd.ParseFaultAction(c.Milter.OnError); err != nil {
 		return nil, fmt.Errorf("milter: milter.on_error: %w", err)
 	}

@@ -60,7 +60,7 @@ func newSigner(b *Builder) (filter.Filter, error) {
 		return nil, nil
 	}
 	cfg := dkimsign.Config{Keys: keys, Canonicalization: d.Canonicalization, Subdomains: d.Subdomains,
-		SenderTimeout: b.Budget, Logger: b.Logger}
+		SenderTimeout: b.Budget, Logger: b.Logger, Meter: b.opts.Meter}
 	var err error
 	if cfg.Unowned, err = dkimsign.ParseUnowned(d.UnownedFrom); err != nil {
 		return nil, fmt.Errorf("milter: %w", err)
@@ -100,7 +100,7 @@ func newVerifier(b *Builder) (filter.Filter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("milter: DKIM verification resolver: %w", err)
 	}
-	return dkimverify.New(dkimverify.Config{Resolver: res, AuthservID: d.AuthservID, LookupTimeout: b.Budget, Logger: b.Logger})
+	return dkimverify.New(dkimverify.Config{Resolver: res, AuthservID: d.AuthservID, LookupTimeout: b.Budget, Logger: b.Logger, Meter: b.opts.Meter})
 }
 
 // authservID is the id of our Authentication-Results: milter.dkim.authserv_id,

@@ -151,6 +151,7 @@ func newSpam(b *Builder) (filter.Filter, error) {
 		MaxScanBytes:       int(s.MaxScanBytes),
 		TimeBudget:         s.TimeBudget.D(),
 		Logger:             b.Logger,
+		Meter:              b.opts.Meter,
 	}
 	if fc.OnError, err = spamcheck.ParseOnError(s.OnError); err != nil {
 		return nil, fmt.Errorf("milter: %w", err)

@@ -106,8 +106,10 @@ type Config struct {
 	// the login may not use. Default: UnownedReject.
 	Unowned Unowned
 	Logger  *slog.Logger
-	Now     func() time.Time // default time.Now
-	Rand    io.Reader        // default crypto/rand; RSA PKCS#1 v1.5 and Ed25519 ignore it
+	// Meter counts the signatures made (filter.EventDKIMSigned); nil counts none.
+	Meter filter.Meter
+	Now   func() time.Time // default time.Now
+	Rand  io.Reader        // default crypto/rand; RSA PKCS#1 v1.5 and Ed25519 ignore it
 }
 
 // Senders answers whether a SASL login may use a sender address. In the
@@ -169,15 +171,16 @@ type keySet struct {
 
 // Signer is the "dkimsign" filter. It is safe for concurrent use.
 type Signer struct {
-	set  atomic.Pointer[keySet]
-	log  *slog.Logger
-	now  func() time.Time
-	rand io.Reader
+	set   atomic.Pointer[keySet]
+	log   *slog.Logger
+	meter filter.Meter
+	now   func() time.Time
+	rand  io.Reader
 }
 
 // New loads the keys of cfg and returns the filter.
 func New(cfg Config) (*Signer, error) {
-	s := &Signer{log: cfg.Logger, now: cfg.Now, rand: cfg.Rand}
+	s := &Signer{log: cfg.Logger, meter: cfg.Meter, now: cfg.Now, rand: cfg.Rand}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -401,18 +404,18 @@ func (s *Signer) Headers(m *filter.Message, c *filter.Changes) (filter.Body, err
 	}
 	dom, err := header.FromDomain(m.Headers)
 	if err != nil {
-		s.log.Info("dkimsign: not signed", "qid", m.QueueID, "reason", reason(err))
+		s.log.Info("dkimsign: not signed", "queue_id", m.QueueID, "reason", reason(err))
 		return nil, nil
 	}
 	keys := set.lookup(dom)
 	if len(keys) == 0 {
-		s.log.Info("dkimsign: not signed: no key for the From domain", "qid", m.QueueID, "domain", dom)
+		s.log.Info("dkimsign: not signed: no key for the From domain", "queue_id", m.QueueID, "domain", dom)
 		return nil, nil
 	}
 	var use []*key
 	for _, k := range keys {
 		if signedBy(m.Headers, k.domain, k.selector) {
-			s.log.Info("dkimsign: already signed", "qid", m.QueueID, "d", k.domain, "s", k.selector)
+			s.log.Info("dkimsign: already signed", "queue_id", m.QueueID, "d", k.domain, "s", k.selector)
 			continue
 		}
 		use = append(use, k)
@@ -437,7 +440,7 @@ func (s *Signer) fromOwned(set *keySet, login string, m *filter.Message, c *filt
 		ok, err = set.senders.MayUse(ctx, login, addr)
 		cancel()
 		if err != nil {
-			s.log.Error("dkimsign: deferred: cannot check the From address against the login", "qid", m.QueueID, "login", login, "from", addr, "err", err.Error())
+			s.log.Error("dkimsign: deferred: cannot check the From address against the login", "queue_id", m.QueueID, "sasl_username", login, "from", addr, "err", err.Error())
 			c.Refuse(filter.Tempfail, "451", "4.3.0", "Cannot check the From address now, try again later")
 			return false
 		}
@@ -448,10 +451,10 @@ func (s *Signer) fromOwned(set *keySet, login string, m *filter.Message, c *filt
 	}
 	why := reason(err)
 	if set.unowned == UnownedUnsigned {
-		s.log.Warn("dkimsign: not signed: From not owned by the login", "qid", m.QueueID, "login", login, "from", addr, "reason", why)
+		s.log.Warn("dkimsign: not signed: From not owned by the login", "queue_id", m.QueueID, "sasl_username", login, "from", addr, "reason", why)
 		return false
 	}
-	s.log.Warn("dkimsign: refused: From not owned by the login", "qid", m.QueueID, "login", login, "from", addr, "reason", why)
+	s.log.Warn("dkimsign: refused: From not owned by the login", "queue_id", m.QueueID, "sasl_username", login, "from", addr, "reason", why)
 	text := "From header must hold one address user " + login + " may send as"
 	if addr != "" {
 		text = "<" + addr + ">: From address not owned by user " + login
@@ -490,12 +493,13 @@ func (ms *message) End(m *filter.Message, c *filter.Changes) error {
 	}
 	for i := len(sigs) - 1; i >= 0; i-- {
 		c.InsertHeader(0, "DKIM-Signature", sigs[i])
+		filter.Count(ms.s.meter, filter.EventDKIMSigned, ms.keys[min(i, len(ms.keys)-1)].domain)
 	}
 	sel := make([]string, len(ms.keys))
 	for i, k := range ms.keys {
 		sel[i] = k.selector
 	}
-	ms.s.log.Info("dkimsign: signed", "qid", m.QueueID, "d", ms.keys[0].domain, "s", strings.Join(sel, ","))
+	ms.s.log.Info("dkimsign: signed", "queue_id", m.QueueID, "d", ms.keys[0].domain, "s", strings.Join(sel, ","))
 	return nil
 }
 

@@ -55,6 +55,8 @@ type Config struct {
 	// DefaultMessageTimeout, above Postfix's milter_content_timeout.
 	MessageTimeout time.Duration
 	Logger         *slog.Logger
+	// Meter counts each signature's result (filter.EventDKIMVerified); nil counts none.
+	Meter filter.Meter
 }
 
 // Verifier is the "dkimverify" filter. It is safe for concurrent use.
@@ -65,6 +67,7 @@ type Verifier struct {
 	maxSigs    int
 	msgTimeout time.Duration
 	log        *slog.Logger
+	meter      filter.Meter
 }
 
 // New checks cfg and returns the filter.
@@ -73,7 +76,7 @@ func New(cfg Config) (*Verifier, error) {
 		return nil, errors.New("dkimverify: no resolver configured")
 	}
 	v := &Verifier{res: cfg.Resolver, id: cfg.AuthservID, timeout: cfg.LookupTimeout,
-		maxSigs: cfg.MaxSignatures, msgTimeout: cfg.MessageTimeout, log: cfg.Logger}
+		maxSigs: cfg.MaxSignatures, msgTimeout: cfg.MessageTimeout, log: cfg.Logger, meter: cfg.Meter}
 	if v.id == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
@@ -136,7 +139,7 @@ func (v *Verifier) Headers(m *filter.Message, c *filter.Changes) (filter.Body, e
 		}
 		if strings.EqualFold(header.ServID(h.Value), v.id) {
 			c.DeleteHeader("Authentication-Results", nth)
-			v.log.Info("dkimverify: deleted forged Authentication-Results", "qid", m.QueueID, "value", h.Value)
+			v.log.Info("dkimverify: deleted forged Authentication-Results", "queue_id", m.QueueID, "value", h.Value)
 			continue
 		}
 		nth++
@@ -159,8 +162,12 @@ func (b *body) Write(chunk []byte) error {
 func (b *body) End(m *filter.Message, c *filter.Changes) error {
 	results := b.s.finish()
 	c.InsertHeader(0, "Authentication-Results", Format(b.v.id, results))
-	args := []any{"qid", m.QueueID}
+	args := []any{"queue_id", m.QueueID}
+	if len(results) == 0 {
+		filter.Count(b.v.meter, filter.EventDKIMVerified, "none")
+	}
 	for _, r := range results {
+		filter.Count(b.v.meter, filter.EventDKIMVerified, string(r.Value))
 		args = append(args, "dkim", string(r.Value)+" d="+r.Domain+" s="+r.Selector)
 		if r.Reason != "" {
 			args = append(args, "reason", r.Reason)

@@ -114,15 +114,15 @@ func (f *Filter) Headers(m *filter.Message, c *filter.Changes) (filter.Body, err
 				return nil, errors.New("forged: header view out of step with its occurrence index")
 			}
 			removed = append(removed, h.Name)
-			f.log.Debug("forged: removed", "qid", m.QueueID, "header", h.Name, "why", why, "value", h.Value)
+			f.log.Debug("forged: removed", "queue_id", m.QueueID, "header", h.Name, "why", why, "value", h.Value)
 			continue // the view shrank: the next field is now at i
 		}
 		seen[key]++
 		i++
 	}
 	if len(removed) > 0 {
-		f.log.Info("forged: removed header fields only this server may write", "qid", m.QueueID,
-			"outbound", m.Outbound, "from", m.MailFrom, "headers", strings.Join(removed, ","))
+		f.log.Info("forged: removed header fields only this server may write", "queue_id", m.QueueID,
+			"outbound", m.Outbound, "sender", m.MailFrom, "headers", strings.Join(removed, ","))
 	}
 	return nil, nil
 }
