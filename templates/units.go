@@ -23,9 +23,17 @@ type unitView struct {
 	User, Group string // the daemons' account
 	MilterRW    []string
 	PolicyRW    []string
+	MilterDirs  []unitDir // what ExecStartPre makes
+	PolicyDirs  []unitDir
 	BayesDir    string
 	Maildirs    string // shell glob of every Maildir under mailbox.base_dir
 	SpamMaildir string // the spam folder's directory in a Maildir
+}
+
+// unitDir is a directory a unit makes before its daemon starts, with the
+// owner and mode postkit apply gives it.
+type unitDir struct {
+	Path, Owner, Group, Mode string
 }
 
 // safeArg is what a path on a unit's command line may hold: no space,
@@ -51,6 +59,8 @@ func Units(cfg *config.Config, configPath, account string) ([]File, error) {
 	v := &unitView{C: cfg, Config: configPath, User: account, Group: account}
 	v.MilterRW = rwDirs(cfg, append([]string{cfg.Milter.Listen}, cfg.Milter.ExtraListen...), cfg.Milter.Spam.Bayes.Path)
 	v.PolicyRW = rwDirs(cfg, []string{cfg.Policy.Listen}, cfg.Policy.StateFile)
+	v.MilterDirs = makeDirs(cfg, account, append([]string{cfg.Milter.Listen}, cfg.Milter.ExtraListen...))
+	v.PolicyDirs = makeDirs(cfg, account, []string{cfg.Policy.Listen})
 	v.BayesDir = path.Dir(cfg.Milter.Spam.Bayes.Path)
 	v.Maildirs = path.Join(cfg.Mailbox.BaseDir, layoutGlob(cfg.Mailbox.Layout))
 	// Maildir++ names a folder .A.B on disk.
@@ -101,6 +111,20 @@ func rwDirs(cfg *config.Config, listen []string, state string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// makeDirs are paths.postkit_run (ACCOUNT:ACCOUNT) and the directories of
+// the unix sockets (ACCOUNT:postfix), mode 0750, as postkit apply makes them.
+func makeDirs(cfg *config.Config, account string, listen []string) []unitDir {
+	ds := []unitDir{{cfg.Paths.PostkitRun, account, account, "0750"}}
+	seen := map[string]bool{cfg.Paths.PostkitRun: true}
+	for _, l := range listen {
+		if p, ok := strings.CutPrefix(l, "unix:"); ok && !seen[path.Dir(p)] {
+			seen[path.Dir(p)] = true
+			ds = append(ds, unitDir{path.Dir(p), account, cfg.Postfix.MailOwner, "0750"})
+		}
+	}
+	return ds
 }
 
 // layoutGlob turns mailbox.layout (%d/%n, %{domain}/%{user}...) into a
