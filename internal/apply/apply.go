@@ -13,6 +13,11 @@
 // already replaced are renamed back from their links (new files removed,
 // directories it created removed), so the live tree is as it was; only when
 // that also fails are the leftover copies named in the error.
+//
+// With Options.Guard, a file whose live contents are not what postkit last
+// wrote there (Options.Written, kept by the caller in a manifest) is not
+// replaced: Apply returns ErrEdited before writing anything, unless
+// Options.Force, when the edited version is kept as FILE.postkit-bak.STAMP.
 package apply
 
 import (
