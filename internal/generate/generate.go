@@ -92,11 +92,19 @@ func Run(cfg *config.Config, o Options) ([]apply.Change, error) {
 	}
 	af = append(af, o.Extra...)
 	mpath := ManifestPath(cfg)
-	written, err := readManifest(o.Root, mpath, af)
+	recorded, adopted, err := readManifest(cfg, o.Root, mpath, af)
 	if err != nil {
 		return nil, err
 	}
-	af = append(af, manifestFile(mpath, written, af))
+	// What postkit wrote and what it may replace as if it had.
+	written := make(map[string]string, len(recorded)+len(adopted))
+	for p, sum := range recorded {
+		written[p] = sum
+	}
+	for p, sum := range adopted {
+		written[p] = sum
+	}
+	af = append(af, manifestFile(mpath, recorded, af))
 	return apply.Apply(af, apply.Options{
 		Root:    o.Root,
 		Check:   o.Check,
