@@ -87,6 +87,9 @@ func TestAnsibleRole(t *testing.T) {
 		"postkit_binary":   bin,
 		"postkit_hostname": "mail.exemple.fr",
 		"ansible_become":   false,
+		// The daemons' account: one this host does not have, whatever
+		// else installs or removes a postkit account meanwhile.
+		"postkit_config_extra": map[string]any{"milter": map[string]any{"spam": map[string]any{"learn": map[string]any{"user": "postkit-test-none"}}}},
 	}
 	out, changed := playbook(t, vars)
 	if changed == 0 {

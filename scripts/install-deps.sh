@@ -11,6 +11,7 @@ test_packages=(
 	postfix postfix-sqlite
 	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-sieve dovecot-managesieved
 	opendkim opendkim-tools python3-dkim python3-nacl
+	opendmarc publicsuffix libxml2-utils
 	postfix-policyd-spf-python
 	swaks libnet-ssleay-perl libauthen-sasl-perl
 	curl sqlite3 openssl libssl-dev iproute2 libcrypt-dev

@@ -26,6 +26,7 @@ type unitView struct {
 	MilterDirs  []unitDir // what ExecStartPre makes
 	PolicyDirs  []unitDir
 	BayesDir    string
+	DMARCDir    string
 	Maildirs    string // shell glob of every Maildir under mailbox.base_dir
 	SpamMaildir string // the spam folder's directory in a Maildir
 }
@@ -43,8 +44,10 @@ var safeArg = regexp.MustCompile(`^/[A-Za-z0-9/._+@~-]*$`)
 // Units renders the systemd units of postkit's daemons, with the paths of
 // cfg, for installation under paths.systemd_units: postkit-milter.service
 // when the milter is enabled, postkit-policyd.service when the policy
-// daemon is, and postkit-spam-learn.service and .timer (nightly learning)
-// when the milter scores spam with Bayes. configPath is postkit.yaml's live
+// daemon is, postkit-spam-learn.service and .timer (nightly learning)
+// when the milter scores spam with Bayes, and postkit-dmarc-report.service
+// and .timer (daily aggregate reports) when the milter records DMARC
+// evaluations for them. configPath is postkit.yaml's live
 // path, as the units pass it to -c. The daemons run as account (user and
 // group of the same name), with Postfix's group (postfix.mail_owner) as a
 // supplementary one. Units is pure; an empty paths.systemd_units renders none.
@@ -57,11 +60,12 @@ func Units(cfg *config.Config, configPath, account string) ([]File, error) {
 		return nil, fmt.Errorf("templates: %q cannot be written in a systemd unit: give postkit.yaml an absolute path of letters, digits and / . _ + @ ~ -", configPath)
 	}
 	v := &unitView{C: cfg, Config: configPath, User: account, Group: account}
-	v.MilterRW = rwDirs(cfg, append([]string{cfg.Milter.Listen}, cfg.Milter.ExtraListen...), cfg.Milter.Spam.Bayes.Path)
+	v.MilterRW = rwDirs(cfg, append([]string{cfg.Milter.Listen}, cfg.Milter.ExtraListen...), cfg.Milter.Spam.Bayes.Path, cfg.Milter.DMARC.Report.Path)
 	v.PolicyRW = rwDirs(cfg, []string{cfg.Policy.Listen}, cfg.Policy.StateFile)
 	v.MilterDirs = makeDirs(cfg, account, append([]string{cfg.Milter.Listen}, cfg.Milter.ExtraListen...))
 	v.PolicyDirs = makeDirs(cfg, account, []string{cfg.Policy.Listen})
 	v.BayesDir = path.Dir(cfg.Milter.Spam.Bayes.Path)
+	v.DMARCDir = path.Dir(cfg.Milter.DMARC.Report.Path)
 	v.Maildirs = path.Join(cfg.Mailbox.BaseDir, layoutGlob(cfg.Mailbox.Layout))
 	// Maildir++ names a folder .A.B on disk.
 	v.SpamMaildir = "." + strings.ReplaceAll(cfg.Sieve.SpamFolder, "/", ".")
@@ -75,6 +79,8 @@ func Units(cfg *config.Config, configPath, account string) ([]File, error) {
 		{"postkit-policyd.service", cfg.Policy.Enabled},
 		{"postkit-spam-learn.service", cfg.Milter.Enabled && cfg.Milter.Spam.Enabled && cfg.Milter.Spam.Bayes.Enabled},
 		{"postkit-spam-learn.timer", cfg.Milter.Enabled && cfg.Milter.Spam.Enabled && cfg.Milter.Spam.Bayes.Enabled},
+		{"postkit-dmarc-report.service", cfg.Milter.Enabled && cfg.Milter.DMARC.Enabled && cfg.Milter.DMARC.Report.Enabled},
+		{"postkit-dmarc-report.timer", cfg.Milter.Enabled && cfg.Milter.DMARC.Enabled && cfg.Milter.DMARC.Report.Enabled},
 	} {
 		if !u.on {
 			continue
@@ -94,16 +100,18 @@ func Units(cfg *config.Config, configPath, account string) ([]File, error) {
 }
 
 // rwDirs are the directories a daemon writes: those of its unix sockets and
-// of its state file, sorted, without duplicates.
-func rwDirs(cfg *config.Config, listen []string, state string) []string {
+// of its state files, sorted, without duplicates.
+func rwDirs(cfg *config.Config, listen []string, states ...string) []string {
 	seen := map[string]bool{cfg.Paths.PostkitRun: true}
 	for _, l := range listen {
 		if p, ok := strings.CutPrefix(l, "unix:"); ok {
 			seen[path.Dir(p)] = true
 		}
 	}
-	if state != "" {
-		seen[path.Dir(state)] = true
+	for _, state := range states {
+		if state != "" {
+			seen[path.Dir(state)] = true
+		}
 	}
 	var out []string
 	for d := range seen {

@@ -20,6 +20,7 @@ func unitsOf(t *testing.T, src string) []File {
 	t.Helper()
 	cfg := load(t, src)
 	cfg.Milter.Enabled, cfg.Policy.Enabled = true, true
+	cfg.Milter.DMARC.Enabled, cfg.Milter.DMARC.Report.Enabled = true, true
 	files, err := Units(cfg, "/etc/postkit/postkit.yaml", "postkit")
 	if err != nil {
 		t.Fatal(err)
@@ -31,8 +32,8 @@ func unitsOf(t *testing.T, src string) []File {
 // (refresh with go test ./templates -update).
 func TestUnitsGolden(t *testing.T) {
 	files := unitsOf(t, "../examples/postkit.yaml")
-	if len(files) != 4 {
-		t.Fatalf("%d units; want milter, policyd, spam-learn service and timer", len(files))
+	if len(files) != 6 {
+		t.Fatalf("%d units; want milter, policyd, spam-learn and dmarc-report services and timers", len(files))
 	}
 	for _, f := range files {
 		golden := filepath.Join("..", "examples", "systemd", filepath.Base(f.Path))

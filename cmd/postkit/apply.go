@@ -58,7 +58,8 @@ accounts are reported, not created; owners are set when running as root and
 the account exists here, else reported; nothing is reloaded. --check changes
 nothing and reports what would change (exit 2 if anything would); --diff shows
 the changes of files; --json prints {"changed", "steps": [{name, changed,
-detail}], "files": [{path, action, edited, backup}], "diff"} for Ansible.
+detail}], "files": [{path, action, edited, backup}], "diff", "exit", "error"}
+for Ansible (one document, also when apply fails after reporting).
 --config-live names the path postkit.yaml will have on the host when -c reads
 another copy (Ansible's check mode): the units pass it to the daemons.
 
@@ -89,6 +90,16 @@ hand would be replaced.`,
 			})
 			out := cmd.OutOrStdout()
 			edited := errors.Is(err, apply.ErrEdited)
+			// The command's outcome; with --json it goes into the report
+			// (one JSON document), not after it.
+			var fail *exitError
+			switch {
+			case err != nil:
+				code, xerr := generate.Explain(err, root, cfgPath)
+				fail = &exitError{code: code, err: fmt.Errorf("apply: %w", xerr)}
+			case check && rep.Changed:
+				fail = &exitError{code: generate.ExitPending, err: errors.New("apply --check: changes pending (exit 2); run apply without --check to make them")}
+			}
 			if err == nil || edited {
 				var diffs strings.Builder
 				for _, c := range rep.Files {
@@ -100,10 +111,16 @@ hand would be replaced.`,
 					}
 				}
 				if asJSON {
-					json.NewEncoder(out).Encode(struct {
+					doc := struct {
 						*provision.Report
-						Diff string `json:"diff,omitempty"`
-					}{rep, diffs.String()})
+						Diff  string `json:"diff,omitempty"`
+						Error string `json:"error,omitempty"`
+						Exit  int    `json:"exit"`
+					}{Report: rep, Diff: diffs.String()}
+					if fail != nil {
+						doc.Error, doc.Exit, fail.reported = fail.err.Error(), fail.code, true
+					}
+					json.NewEncoder(out).Encode(doc)
 				} else {
 					fmt.Fprint(out, diffs.String())
 					for _, s := range rep.Steps {
@@ -129,12 +146,8 @@ hand would be replaced.`,
 					}
 				}
 			}
-			if err != nil {
-				code, err := generate.Explain(err, root, cfgPath)
-				return &exitError{code: code, err: fmt.Errorf("apply: %w", err)}
-			}
-			if check && rep.Changed {
-				return &exitError{code: generate.ExitPending, err: errors.New("apply --check: changes pending (exit 2); run apply without --check to make them")}
+			if fail != nil {
+				return fail
 			}
 			return nil
 		},

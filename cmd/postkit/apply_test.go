@@ -22,6 +22,7 @@ type applyResult struct {
 		Edited bool   `json:"edited"`
 	} `json:"files"`
 	Diff string `json:"diff"`
+	Exit int    `json:"exit"`
 }
 
 // postkit apply --json: --check exits 2 with the diffs in the report and
@@ -32,7 +33,7 @@ func TestApplyCommand(t *testing.T) {
 	root := t.TempDir()
 	cfg := filepath.Join(root, "etc/postkit/postkit.yaml")
 	os.MkdirAll(filepath.Dir(cfg), 0o755)
-	os.WriteFile(cfg, []byte("hostname: mail.exemple.fr\ndomains: [exemple.fr]\nmilter: {enabled: true, dkim: {keys: [{domain: exemple.fr, selector: mail}]}}\n"), 0o644)
+	os.WriteFile(cfg, []byte("hostname: mail.exemple.fr\ndomains: [exemple.fr]\nmilter: {enabled: true, spam: {learn: {user: postkit-test-none}}, dkim: {keys: [{domain: exemple.fr, selector: mail}]}}\n"), 0o644)
 	get := func(args ...string) (applyResult, int, string) {
 		t.Helper()
 		out, err := runPostkit(t, append([]string{"apply", "-c", cfg, "--root", root, "--json"}, args...)...)
@@ -40,6 +41,9 @@ func TestApplyCommand(t *testing.T) {
 		line := out[strings.LastIndex(strings.TrimSuffix(out, "\n"), "\n{")+1:]
 		if jerr := json.Unmarshal([]byte(line), &r); jerr != nil {
 			t.Fatalf("apply %v: %v, no JSON report: %v\n%s", args, err, jerr, out)
+		}
+		if n := strings.Count("\n"+out, "\n{"); n != 1 || r.Exit != exitCode(err) {
+			t.Fatalf("apply %v: %d JSON documents, exit %d in it, %d really; want one that says it\n%s", args, n, r.Exit, exitCode(err), out)
 		}
 		return r, exitCode(err), out
 	}

@@ -77,13 +77,17 @@ changed by hand would be replaced (nothing written; --force replaces them).`,
 				code, err := generate.Explain(err, root, cfgPath)
 				return &exitError{code: code, err: err}
 			}
-			printChanges(cmd.OutOrStdout(), changes, diff, asJSON, err == nil)
-			if err != nil {
-				code, err := generate.Explain(err, root, cfgPath)
-				return &exitError{code: code, err: err}
+			var fail *exitError
+			switch {
+			case err != nil:
+				code, xerr := generate.Explain(err, root, cfgPath)
+				fail = &exitError{code: code, err: xerr}
+			case check && apply.Changed(changes):
+				fail = &exitError{code: generate.ExitPending, err: errors.New("generate --check: files would change (exit 2); run generate without --check to write them")}
 			}
-			if check && apply.Changed(changes) {
-				return &exitError{code: generate.ExitPending, err: errors.New("generate --check: files would change (exit 2); run generate without --check to write them")}
+			printChanges(cmd.OutOrStdout(), changes, diff, asJSON, err == nil, fail)
+			if fail != nil {
+				return fail
 			}
 			return nil
 		},
@@ -102,7 +106,7 @@ changed by hand would be replaced (nothing written; --force replaces them).`,
 // printChanges reports file changes: unified diffs with diff (always for
 // files edited by hand), a JSON document with asJSON, else one line per
 // file. ok is false when nothing was written because of edited files.
-func printChanges(out io.Writer, changes []apply.Change, diff, asJSON, ok bool) {
+func printChanges(out io.Writer, changes []apply.Change, diff, asJSON, ok bool, fail *exitError) {
 	for _, c := range changes {
 		if c.Action != apply.Unchanged && (diff || c.Edited && !asJSON) {
 			if c.Edited {
@@ -112,10 +116,16 @@ func printChanges(out io.Writer, changes []apply.Change, diff, asJSON, ok bool) 
 		}
 	}
 	if asJSON {
-		json.NewEncoder(out).Encode(struct {
+		doc := struct {
 			Changed bool           `json:"changed"`
 			Files   []apply.Change `json:"files"`
-		}{apply.Changed(changes) && ok, changes})
+			Error   string         `json:"error,omitempty"`
+			Exit    int            `json:"exit"`
+		}{Changed: apply.Changed(changes) && ok, Files: changes}
+		if fail != nil {
+			doc.Error, doc.Exit, fail.reported = fail.err.Error(), fail.code, true
+		}
+		json.NewEncoder(out).Encode(doc)
 		return
 	}
 	if !diff {
@@ -132,10 +142,12 @@ func printChanges(out io.Writer, changes []apply.Change, diff, asJSON, ok bool) 
 	}
 }
 
-// exitError carries an exit code through cobra.
+// exitError carries an exit code through cobra. reported: the command
+// already printed it inside its --json document.
 type exitError struct {
-	code int
-	err  error
+	code     int
+	err      error
+	reported bool
 }
 
 func (e *exitError) Error() string { return e.err.Error() }

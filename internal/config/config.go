@@ -33,6 +33,7 @@ type Config struct {
 	Policy           Policy        `yaml:"policy" doc:"The postkit policy daemon (SPF, blacklists, DNSBL, greylisting, rate limits)."`
 	Sieve            Sieve         `yaml:"sieve" doc:"Server-side filtering with Dovecot's Sieve plugin."`
 	DNS              DNS           `yaml:"dns" doc:"The resolver postkit's daemons use for SPF, DNSBL and DKIM lookups."`
+	Dovecot          Dovecot       `yaml:"dovecot" doc:"Dovecot settings beyond what postkit generates."`
 	Log              Log           `yaml:"log" doc:"How the postkit daemons (milter, policyd) log: one line per message or request, with the Postfix queue id as queue_id."`
 }
 
@@ -66,6 +67,15 @@ type TLS struct {
 type Database struct {
 	Driver string `yaml:"driver" doc:"Database driver. Only sqlite is supported for now." enum:"sqlite" kind:"enum"`
 	Path   string `yaml:"path" doc:"SQLite file. Postfix (user postfix) and Dovecot's auth process must be able to read it." kind:"path"`
+	// PasswordPolicy is checked by 'postkit db user add|passwd|import'.
+	PasswordPolicy PasswordPolicy `yaml:"password_policy" doc:"What 'postkit db' accepts as a new password (add, passwd, import of plaintext). Length over composition rules, as NIST SP 800-63B advises; hashes imported as they are cannot be checked."`
+}
+
+// PasswordPolicy is what a new mailbox password must satisfy.
+type PasswordPolicy struct {
+	MinLength     int  `yaml:"min_length" doc:"Fewest characters (Unicode code points) a new password may have."`
+	MaxLength     int  `yaml:"max_length" doc:"Most bytes a new password may have (BLF-CRYPT reads at most 72 whatever this says)."`
+	RefuseAddress bool `yaml:"refuse_address" doc:"Refuse a password that is the user's address, its local part or its domain, in any case, alone or followed only by digits and punctuation (test2024!)."`
 }
 
 // Mailbox is where mail is stored.
@@ -116,6 +126,12 @@ type Postfix struct {
 	DisableDNS         bool   `yaml:"disable_dns_lookups" doc:"Do not look up MX/A records when relaying (smtp_dns_support_level = disabled); for sandboxes with a relay host."`
 	AllowPlaintextAuth bool   `yaml:"allow_plaintext_auth" doc:"Allow SASL AUTH before STARTTLS. Never in production."`
 	DNSChecks          bool   `yaml:"dns_checks" doc:"Refuse senders and recipients whose domain has no DNS records (reject_unknown_sender_domain, reject_unknown_recipient_domain). Turn off only in sandboxes without DNS."`
+	// MainCF, MasterCF, MiltersBefore and MiltersAfter: see extra.go.
+	MainCF          []PostfixParam   `yaml:"main_cf" doc:"Extra main.cf parameters, written at the end of main.cf in place of postkit's own setting of the same name. The parameters that decide who may relay (mynetworks, smtpd_relay_restrictions, smtpd_recipient_restrictions, relay_domains, …) and the milter lists cannot be set here." example:"{name: smtpd_tls_loglevel, value: \"1\"}|{name: header_size_limit, value: \"204800\"}"`
+	MasterCF        []MasterService  `yaml:"master_cf" doc:"Extra master.cf services, written after postkit's. A service postkit generates cannot be redefined: add options to it with master_cf_options." example:"{service: dovecot, type: unix, command: pipe, unpriv: n, chroot: n, args: [flags=DRhu, user=vmail, argv=/usr/lib/dovecot/deliver]}"`
+	MasterCFOptions []MasterOverride `yaml:"master_cf_options" doc:"-o options added to services postkit generates. Relay and sender-check parameters cannot be set." example:"{service: submission, type: inet, options: [smtpd_client_connection_rate_limit=10]}"`
+	MiltersBefore   []string         `yaml:"milters_before" doc:"Milters Postfix calls before postkit's (smtpd_milters and non_smtpd_milters), e.g. clamav-milter's socket." kind:"addr" example:"unix:/var/spool/postfix/clamav/clamav-milter.ctl"`
+	MiltersAfter    []string         `yaml:"milters_after" doc:"Milters Postfix calls after postkit's, e.g. rspamd's proxy. They see postkit's changes, DKIM signature included, and may break it if they edit the message." kind:"addr" example:"inet:127.0.0.1:11332"`
 }
 
 // Milter configures the postkit milter daemon and its Postfix hook.
@@ -135,6 +151,7 @@ type Milter struct {
 	Scrub         Scrub    `yaml:"scrub" doc:"Privacy scrubbing of outbound headers."`
 	DKIM          DKIM     `yaml:"dkim" doc:"DKIM signing (outbound) and verification (inbound)."`
 	Spam          Spam     `yaml:"spam" doc:"Spam scoring of inbound mail, with SpamAssassin's X-Spam-* header fields and a Bayes classifier that learns from what users file as spam."`
+	DMARC         DMARC    `yaml:"dmarc" doc:"DMARC (RFC 7489) for inbound mail: SPF and the DKIM results of this pass aligned with the From domain, the domain's policy applied, dmarc= in Authentication-Results, evaluations recorded for aggregate reports ('postkit dmarc report')."`
 
 	Metrics             string `yaml:"metrics" doc:"Optional host:port serving Prometheus metrics on /metrics (messages, filter outcomes, DKIM signatures, spam verdicts, durations; a bare port listens on 127.0.0.1); empty disables. A scrape never touches mail." kind:"listen"`
 	MetricsAllowClients []CIDR `yaml:"metrics_allow_clients" doc:"Networks that may fetch the milter's metrics, e.g. the Prometheus server's [192.0.2.9/32]; every other connection is closed and logged. Required when metrics can be reached from other hosts (any address but loopback)." kind:"cidr"`
@@ -284,7 +301,7 @@ type RateLimit struct {
 
 // Limit is one rate limit.
 type Limit struct {
-	Key    string   `yaml:"key" doc:"What is counted per: sasl_user, sender or client_ip." enum:"sasl_user,sender,client_ip" required:"true" kind:"enum"`
+	Key    string   `yaml:"key" doc:"What is counted per: sasl_user, sender or client_ip. The policy protocol's names sasl_username and client_address are accepted too, as --ratelimit accepts both." enum:"sasl_user,sender,client_ip" required:"true" kind:"enum"`
 	Count  string   `yaml:"count" doc:"messages or recipients." enum:"messages,recipients" kind:"enum"`
 	Max    int      `yaml:"max" doc:"Allowed within the window." required:"true"`
 	Window Duration `yaml:"window" doc:"Sliding window, e.g. 1m, 1h, 24h." required:"true"`

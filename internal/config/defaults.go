@@ -19,7 +19,8 @@ func Defaults() *Config {
 			OutboundLevel: "may",
 			MinProtocol:   "TLSv1.2",
 		},
-		Database: Database{Driver: "sqlite", Path: "/etc/postfix/bdd/postfix.sqlite"},
+		Database: Database{Driver: "sqlite", Path: "/etc/postfix/bdd/postfix.sqlite",
+			PasswordPolicy: PasswordPolicy{MinLength: 12, MaxLength: 1024, RefuseAddress: true}},
 		Mailbox: Mailbox{
 			BaseDir: "/var/mail/utilisateurs",
 			UID:     3000,
@@ -93,6 +94,12 @@ func Defaults() *Config {
 					Expiry:        Duration(180 * 24 * time.Hour), // the engine's default
 				},
 				Learn: Learn{IMAPSieve: true, User: "postkit"},
+			},
+			DMARC: DMARC{
+				Enabled: true,
+				Action:  "reject",
+				BadFrom: "permerror",
+				Report:  DMARCReport{Enabled: true, MaxBytes: 10 << 20, Keep: Duration(7 * 24 * time.Hour)},
 			},
 		},
 		Policy: Policy{

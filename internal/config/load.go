@@ -149,7 +149,7 @@ func tooLarge(name string, size int64) *Error {
 		what = "more than 1 MiB"
 	}
 	return &Error{File: name, Msg: fmt.Sprintf("file is %s; a postkit.yaml may be at most 1 MiB (%d bytes)", what, MaxSize),
-		Hint: "is this the right file? A complete postkit.yaml is a few kilobytes: start from examples/postkit.yaml"}
+		Hint: "is this the right file? A complete postkit.yaml is a few kilobytes: start from the output of 'postkit config example'"}
 }
 
 // Parse decodes and validates config text, with the overrides applied to
@@ -167,12 +167,12 @@ func parse(f *File, data []byte, overrides []Override) (*Config, *File, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-		return nil, nil, &Error{File: name, Msg: "file is empty", Hint: "start from examples/minimal.yaml"}
+		return nil, nil, &Error{File: name, Msg: "file is empty", Hint: "start from 'postkit config example', or write hostname and domains"}
 	} else if err != nil {
 		return nil, nil, &Error{File: name, Pos: yamlErrPos(err), Msg: "not valid YAML: " + cleanYAMLErr(err), Hint: "check indentation and quoting"}
 	}
 	if len(doc.Content) == 0 {
-		return nil, nil, &Error{File: name, Msg: "file is empty", Hint: "start from examples/minimal.yaml"}
+		return nil, nil, &Error{File: name, Msg: "file is empty", Hint: "start from 'postkit config example', or write hostname and domains"}
 	}
 	root := doc.Content[0]
 	if f.builtin {
@@ -187,12 +187,24 @@ func parse(f *File, data []byte, overrides []Override) (*Config, *File, error) {
 	}
 	d := decoder{file: f, errs: &errs}
 	d.decode(root, reflect.ValueOf(cfg).Elem(), "")
-	if len(errs) > 0 {
-		return nil, nil, errs
-	}
+	// Validation runs even when decoding failed, so that one run reports
+	// every problem of the file; a key that could not be decoded kept its
+	// default and is not judged again.
 	cfg.normalize()
 	if err := cfg.Validate(f); err != nil {
-		return nil, nil, err
+		var verrs Errors
+		if !errors.As(err, &verrs) {
+			return nil, nil, err
+		}
+		for _, e := range verrs {
+			if !under(e.Key, errs) {
+				errs = append(errs, e)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		sortErrors(errs)
+		return nil, nil, errs
 	}
 	if f.builtin && cfg.Hostname == "" {
 		// As the daemons always did without postkit.yaml; not validated:
@@ -202,6 +214,37 @@ func parse(f *File, data []byte, overrides []Override) (*Config, *File, error) {
 	}
 	cfg.applyDerived()
 	return cfg, f, nil
+}
+
+// under reports whether key is, or is inside, a key of an error in errs.
+func under(key string, errs Errors) bool {
+	for _, e := range errs {
+		if e.Key == "" {
+			continue
+		}
+		if key == e.Key || strings.HasPrefix(key, e.Key+".") || strings.HasPrefix(key, e.Key+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// sortErrors orders errors by file position; those without one (defaults,
+// overrides) keep their order after the positioned ones of their source.
+func sortErrors(errs Errors) {
+	sort.SliceStable(errs, func(i, j int) bool {
+		a, b := errs[i], errs[j]
+		if a.File != b.File {
+			return false
+		}
+		if (a.Pos.Line > 0) != (b.Pos.Line > 0) {
+			return a.Pos.Line > 0
+		}
+		if a.Pos.Line != b.Pos.Line {
+			return a.Pos.Line < b.Pos.Line
+		}
+		return a.Pos.Column < b.Pos.Column
+	})
 }
 
 func yamlErrPos(err error) Pos {

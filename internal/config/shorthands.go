@@ -116,6 +116,7 @@ func Shorthands(name string) []Shorthand {
 			t.value("unowned-from", "milter.dkim.unowned_from", "authenticated mail whose From the login may not use: reject or unsigned"),
 			t.flag("verify", "milter.dkim.verify", "verify inbound DKIM signatures and add Authentication-Results"),
 			t.flag("spam", "milter.spam.enabled", "score inbound mail for spam and add X-Spam-* fields"),
+			t.flag("dmarc", "milter.dmarc.enabled", "evaluate DMARC for inbound mail (with --verify for DKIM) and apply milter.dmarc.action"),
 			t.value("authserv-id", "milter.dkim.authserv_id", "authserv-id in Authentication-Results"),
 			t.list("dns-server", "dns.servers", "DNS server HOST:PORT for DKIM key lookups"),
 			t.value("drain", "milter.drain", "how long SIGTERM waits for messages in flight"),

@@ -26,6 +26,9 @@ func writeConfig(t *testing.T, root, extra string) string {
 	}
 	y := strings.Replace(string(ex), "\n    keys: []\n", "\n    keys: [{domain: exemple.fr, selector: mail}]\n", 1)
 	y = strings.ReplaceAll(y, "\n  enabled: false\n", "\n  enabled: true\n") // milter and policy
+	// The daemons' account: one this host does not have, whatever else
+	// installs or removes a postkit account meanwhile.
+	y = strings.Replace(y, "\n      user: postkit\n", "\n      user: postkit-test-none\n", 1)
 	p := filepath.Join(root, "etc/postkit/postkit.yaml")
 	os.MkdirAll(filepath.Dir(p), 0o755)
 	if err := os.WriteFile(p, []byte(y+extra), 0o644); err != nil {

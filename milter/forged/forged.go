@@ -1,6 +1,7 @@
 // Package forged removes header fields that only this server may write
 // when they come with the message instead: spam verdicts (X-Spam-*, which
-// the generated Sieve rule files into the spam folder), SPF results
+// the generated Sieve rule files into the spam folder), the DMARC filter's
+// quarantine field (X-Postkit-DMARC, filed there too), SPF results
 // (Received-SPF, RFC 7208 section 9.1) that our policy daemon did not add
 // for this transaction, and Authentication-Results fields claiming our
 // authserv-id (RFC 8601 section 5: "MUST delete"). It acts on every message
@@ -75,6 +76,8 @@ func (f *Filter) Needs() filter.Needs { return filter.Needs{Helo: f.sealed != ni
 // Why a field is removed.
 const (
 	whySpam     = "spam verdict"
+	whyDMARC    = "DMARC quarantine verdict"
+	headerDMARC = "x-postkit-dmarc"
 	whySPF      = "Received-SPF not added by our policy daemon"
 	whyAuthRes  = "Authentication-Results with our authserv-id"
 	headerSPF   = "received-spf"
@@ -88,6 +91,8 @@ func (f *Filter) Judge(m *filter.Message, h filter.Header) string {
 	switch {
 	case strings.HasPrefix(name, prefixSpamH):
 		return whySpam
+	case name == headerDMARC:
+		return whyDMARC
 	case name == headerSPF:
 		if f.sealed != nil && f.sealed(m, h.Value) {
 			return ""

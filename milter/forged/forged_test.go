@@ -131,6 +131,7 @@ func TestJudge(t *testing.T) {
 		{"X-Spam-Flag", "NO", true},
 		{"X-SPAM-Level", "***", true},
 		{"X-Spam", "yes", false}, // not the X-Spam-* family
+		{"X-Postkit-DMARC", "quarantine; domain=example.com; policy=reject", true},
 		{"X-Spamd-Result", "x", false},
 		{"Received-SPF", "ours", false},
 		{"received-spf", "pass", true},
