@@ -112,6 +112,12 @@ func oddValue(kind string, n int) string {
 		return "100%"
 	case "addrglob":
 		return fmt.Sprintf("o_d+d=y-*?%d@*.xn--bcher-kva.example", n)
+	case "signfrom":
+		return fmt.Sprintf("o'd+d%d@xn--bcher-kva.example", n)
+	case "hostglob":
+		return fmt.Sprintf(`/^odd-%d[0-9]*\.(x|y)\.example$/`, n)
+	case "rcptglob":
+		return fmt.Sprintf("o'd+d%d@", n)
 	}
 	return ""
 }

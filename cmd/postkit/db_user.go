@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/postkit/postkit/internal/bytesize"
 	"github.com/postkit/postkit/internal/config"
 	"github.com/postkit/postkit/sqlmaps"
 	"github.com/postkit/postkit/sqlmaps/pwhash"
@@ -219,18 +220,20 @@ func (o *dbOptions) hash(scheme, address, pw string) (string, error) {
 
 func dbUserSetCmd(o *dbOptions) *cobra.Command {
 	var (
-		name, privilege string
-		uid, gid        int
-		active          bool
+		name, privilege, quota string
+		uid, gid               int
+		active                 bool
 	)
 	var cmd *cobra.Command
 	cmd = &cobra.Command{
-		Use:   "set USER@DOMAIN [--name N] [--privilege P] [--uid N --gid N] [--active=true|false]",
-		Short: "Change a user's name, privilege, uid/gid or active flag (only the flags given)",
-		Long: `Changes the fields given, in one transaction; the others are kept. Asking for
+		Use:   "set USER@DOMAIN [--name N] [--privilege P] [--uid N --gid N] [--active=true|false] [--quota SIZE]",
+		Short: "Change a user's name, privilege, uid/gid, active flag or quota (only the flags given)",
+		Long: `Changes the fields given; the others are kept. Asking for
 the stored values reports "unchanged" and exits 0. uid/gid must be mailbox.uid/gid
-of postkit.yaml: the generated Dovecot refuses any other. The password has its own
-'passwd'.`,
+of postkit.yaml: the generated Dovecot refuses any other. --quota sets the user's
+own storage limit (500M, 2G; 0 means none, overriding the domain's), as
+'postkit db quota set' does; 'postkit db quota clear' gives them their domain's
+again. The password has its own 'passwd'.`,
 		Args: cobra.ExactArgs(1),
 		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
 			var c sqlmaps.UserChange
@@ -260,10 +263,30 @@ of postkit.yaml: the generated Dovecot refuses any other. The password has its o
 			if f("active") {
 				c.Active = &active
 			}
-			if c == (sqlmaps.UserChange{}) {
-				return sqlmaps.Result{}, errors.New("db: nothing to set: give --name, --privilege, --uid, --gid or --active")
+			var bytes int64
+			if f("quota") {
+				n, err := bytesize.Parse(quota)
+				if err != nil {
+					return sqlmaps.Result{}, fmt.Errorf("db: --quota %q: %w", quota, err)
+				}
+				bytes = n
 			}
-			return s.SetUser(ctx, args[0], c)
+			if c == (sqlmaps.UserChange{}) {
+				if f("quota") {
+					return s.SetQuota(ctx, args[0], bytes)
+				}
+				return sqlmaps.Result{}, errors.New("db: nothing to set: give --name, --privilege, --uid, --gid, --active or --quota")
+			}
+			res, err := s.SetUser(ctx, args[0], c)
+			if err != nil || !f("quota") {
+				return res, err
+			}
+			q, err := s.SetQuota(ctx, args[0], bytes)
+			if err != nil {
+				return res, err
+			}
+			res.Cascaded = append(res.Cascaded, q)
+			return res, nil
 		}),
 	}
 	f := cmd.Flags()
@@ -272,6 +295,7 @@ of postkit.yaml: the generated Dovecot refuses any other. The password has its o
 	f.IntVar(&uid, "uid", 0, "mailbox owner uid (must be mailbox.uid)")
 	f.IntVar(&gid, "gid", 0, "mailbox owner gid (must be mailbox.gid)")
 	f.BoolVar(&active, "active", true, "enable (true) or disable (false) the user")
+	f.StringVar(&quota, "quota", "", "the user's storage limit: 500M, 2G, 0 for none")
 	return cmd
 }
 

@@ -74,6 +74,7 @@ func Defaults() *Config {
 				Verify:           true,
 				Canonicalization: "relaxed/simple",
 				UnownedFrom:      "reject",
+				BodyLength:       "pass",
 				KeyDir:           "/etc/dkimkeys",
 			},
 			Spam: Spam{
@@ -109,7 +110,7 @@ func Defaults() *Config {
 			SocketMode:  "0660",
 			TimeBudget:  Duration(10 * time.Second),
 			Checks:      []string{"blacklist", "spf"},
-			SPF:         SPF{Mode: "enforce", HeloReject: true, TempError: "defer", PermError: "accept", OwnDomains: "enforce"},
+			SPF:         SPF{Mode: "enforce", HeloReject: "fail", MailFromReject: "fail", HeaderType: "spf", TempError: "defer", PermError: "accept", OwnDomains: "enforce"},
 			Blacklist:   Blacklist{Owner: "postfix"},
 			DNSBL:       DNSBL{Threshold: 3},
 			Greylist: Greylist{
@@ -117,6 +118,7 @@ func Defaults() *Config {
 				RetryWindow: Duration(48 * time.Hour),
 				MaxAge:      Duration(35 * 24 * time.Hour),
 				AutoAllow:   5,
+				Text:        "Greylisted, please try again in %s seconds",
 			},
 		},
 		Sieve: Sieve{Enabled: true, Dir: "/var/mail/sieve", SpamFolder: "Spam", ManageSieve: "4190",

@@ -292,6 +292,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, key string) {
 	if key != "" {
 		d.file.pos[key] = Pos{n.Line, n.Column}
 	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" && v.Type() == boolWordType && n.Value != "" && n.Value != "~" {
+		v.SetString(strings.ToLower(n.Value)) // helo_reject: null is the word
+		return
+	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		v.Set(reflect.Zero(v.Type()))
 		return
@@ -353,6 +357,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, key string) {
 func (d *decoder) scalar(n *yaml.Node, v reflect.Value, key string) {
 	switch v.Kind() {
 	case reflect.String:
+		if n.Tag == "!!bool" && v.Type() == boolWordType {
+			v.SetString(strings.ToLower(n.Value)) // e.g. helo_reject: false
+			return
+		}
 		if n.Tag != "!!str" && n.Tag != "!!int" && n.Tag != "!!float" {
 			d.fail(n, key, "quote it if you mean the text "+strconv.Quote(n.Value), "want a string, got %s", n.Value)
 			return

@@ -149,6 +149,7 @@ func Shorthands(name string) []Shorthand {
 			t.list("dnsbl-site", "policy.dnsbl.sites", "DNSBL site, e.g. zen.spamhaus.org=127.0.0.[2..11]*3"),
 			t.value("dnsbl-threshold", "policy.dnsbl.threshold", "refuse clients whose summed DNSBL weight reaches this"),
 			t.value("greylist-delay", "policy.greylist.delay", "how long greylisting defers a new triplet"),
+			t.value("greylist-text", "policy.greylist.text", "text of the greylisting deferral; %s: seconds left, %r: recipient domain"),
 			{Flag: "ratelimit", Key: "policy.ratelimit.limits", Kind: FlagList, expand: rateLimits,
 				Usage: "rate limit KEY:COUNTER=MAX/WINDOW, e.g. sasl_user:recipients=500/1h (repeatable; the values are policy.ratelimit.limits)"},
 			t.value("metrics", "policy.metrics", "HOST:PORT serving Prometheus metrics on /metrics; empty: none"),

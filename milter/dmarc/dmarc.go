@@ -344,7 +344,7 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 		c.InsertHeader(0, "Authentication-Results", f.cfg.AuthservID+add.String())
 	}
 
-	args := []any{"qid", m.QueueID, "from", e.Domain, "dmarc", e.Result, "policy", e.Policy, "disposition", disp,
+	args := []any{"queue_id", m.QueueID, "from", e.Domain, "dmarc", e.Result, "policy", e.Policy, "disposition", disp,
 		"spf", spfRes, "spf_aligned", e.SPFAligned, "dkim_aligned", e.DKIMAligned}
 	if override != "" {
 		args = append(args, "override", override)
@@ -383,7 +383,7 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 			}
 		}
 		if err := f.cfg.Recorder.Record(ctx, row); err != nil {
-			f.cfg.Logger.Warn("dmarc: cannot record the evaluation for the aggregate report; the message goes on", "qid", m.QueueID, "err", err)
+			f.cfg.Logger.Warn("dmarc: cannot record the evaluation for the aggregate report; the message goes on", "queue_id", m.QueueID, "err", err)
 		}
 	}
 	return nil

@@ -39,17 +39,18 @@ type Config struct {
 	// AuthservID is this server's authserv-id (RFC 8601 section 2.5), as
 	// the DKIM verifier writes it. Required.
 	AuthservID string
-	// Sealed reports whether a Received-SPF value was added by our policy
-	// daemon for m (a valid seal). Nil: none was, every Received-SPF field
-	// is removed.
-	Sealed func(m *filter.Message, value string) bool
+	// Sealed reports whether a field (Received-SPF, or an
+	// Authentication-Results with our authserv-id when the policy daemon
+	// writes its SPF result there) was added by our policy daemon for m (a
+	// valid seal). Nil: none was, every such field is removed.
+	Sealed func(m *filter.Message, name, value string) bool
 	Logger *slog.Logger
 }
 
 // Filter is the "forged" filter of the milter chain.
 type Filter struct {
 	id     string
-	sealed func(m *filter.Message, value string) bool
+	sealed func(m *filter.Message, name, value string) bool
 	log    *slog.Logger
 }
 
@@ -94,12 +95,12 @@ func (f *Filter) Judge(m *filter.Message, h filter.Header) string {
 	case name == headerDMARC:
 		return whyDMARC
 	case name == headerSPF:
-		if f.sealed != nil && f.sealed(m, h.Value) {
+		if f.sealed != nil && f.sealed(m, h.Name, h.Value) {
 			return ""
 		}
 		return whySPF
 	case name == headerAR:
-		if strings.EqualFold(header.ServID(h.Value), f.id) {
+		if strings.EqualFold(header.ServID(h.Value), f.id) && (f.sealed == nil || !f.sealed(m, h.Name, h.Value)) {
 			return whyAuthRes
 		}
 	}
