@@ -17,6 +17,7 @@ test_packages=(
 	curl sqlite3 openssl libssl-dev iproute2 libcrypt-dev
 	dpkg-dev lintian man-db groff-base
 	postgresql-15 postgresql-client-15
+	ansible-core systemd
 )
 
 # Only the benchmarks' peers (make bench), never a test: the SpamAssassin and

@@ -60,6 +60,10 @@ func wantsJSON(cmd *cobra.Command) bool {
 // with --json, else "postkit: …" on stderr. It returns the exit status.
 func reportError(cmd *cobra.Command, err error, stdout, stderr io.Writer) int {
 	code := statusOf(err)
+	var ee *exitError
+	if errors.As(err, &ee) && ee.reported && wantsJSON(cmd) {
+		return code // inside the command's own JSON document
+	}
 	if !wantsJSON(cmd) {
 		fmt.Fprintln(stderr, "postkit:", err)
 		return code

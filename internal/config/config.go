@@ -113,6 +113,7 @@ type Paths struct {
 	DovecotLog    string `yaml:"dovecot_log" doc:"Dovecot log_path; empty logs to syslog." kind:"path"`
 	PostkitRun    string `yaml:"postkit_run" doc:"Directory for postkit's state files (greylisting, rate limits, the spam filter's Bayes store)." kind:"path"`
 	Postkit       string `yaml:"postkit" doc:"The postkit binary, as the services generated for Dovecot run it (learning from the spam folder, milter.spam.learn)." kind:"path"`
+	SystemdUnits  string `yaml:"systemd_units" doc:"Directory where 'postkit apply' installs the systemd units of postkit's daemons; empty installs none." kind:"path"`
 }
 
 // Postfix holds the remaining Postfix knobs.
@@ -200,7 +201,7 @@ type Bayes struct {
 // Learn configures learning from users' moves.
 type Learn struct {
 	IMAPSieve bool   `yaml:"imapsieve" doc:"Generate Dovecot's IMAPSieve rules (Pigeonhole's imapsieve and extprograms plugins) that run 'postkit spam learn' when a user moves a message into or out of the spam folder. Needs milter.enabled, milter.spam.enabled, bayes.enabled and sieve.enabled."`
-	User      string `yaml:"user" doc:"Account Dovecot runs 'postkit spam learn' as: it must be able to write bayes.path, so it is the account the milter runs as (postkit in examples/systemd). It must exist before Dovecot starts; generate checks it when writing the live system." kind:"user"`
+	User      string `yaml:"user" doc:"Account Dovecot runs 'postkit spam learn' as: it must be able to write bayes.path, so it is the account postkit's daemons run as: 'postkit apply' creates it (with a group of the same name) and its systemd units run the milter and the policy daemon as it. It must exist before Dovecot starts; generate checks it when writing the live system." kind:"user"`
 }
 
 // Scrub is the header scrubbing filter.

@@ -55,6 +55,7 @@ func Defaults() *Config {
 			DovecotState:  "/var/lib/dovecot",
 			PostkitRun:    "/var/lib/postkit",
 			Postkit:       "/usr/local/bin/postkit",
+			SystemdUnits:  "/etc/systemd/system",
 		},
 		Postfix: Postfix{Chroot: true, MailOwner: "postfix", SetgidGroup: "postdrop", DNSChecks: true},
 		Milter: Milter{
