@@ -14,6 +14,7 @@ package testlib
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -127,6 +128,16 @@ func NeedRoot(t testing.TB) {
 // test packages running at once rarely pick the same one.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	p, err := FreeLoopbackPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// FreeLoopbackPort is FreePort for code without a testing.TB (the e2e
+// harness).
+func FreeLoopbackPort() (int, error) {
 	low := ephemeralLow()
 	for range 200 {
 		p := freePortFloor + rand.IntN(low-freePortFloor)
@@ -135,14 +146,14 @@ func FreePort(t testing.TB) int {
 			continue
 		}
 		ln.Close()
-		return p
+		return p, nil
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return 0, fmt.Errorf("no free TCP port on 127.0.0.1: %w", err)
 	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // freePortFloor keeps FreePort above the well-known and registered ports
