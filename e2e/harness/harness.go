@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,6 +36,7 @@ import (
 	"time"
 
 	"github.com/postkit/postkit/internal/dnstest"
+	"github.com/postkit/postkit/internal/testlib"
 )
 
 // Test names used by the default stack.
@@ -454,14 +454,14 @@ func (s *Stack) pickPorts() error {
 	return nil
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, below
+// the kernel's ephemeral range (testlib.FreeLoopbackPort).
 func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := testlib.FreeLoopbackPort()
 	if err != nil {
-		return 0, fmt.Errorf("harness: no free port on 127.0.0.1: %w", err)
+		return 0, fmt.Errorf("harness: %w", err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return p, nil
 }
 
 // Addr returns "127.0.0.1:port".
