@@ -182,8 +182,14 @@ func TestPackage(t *testing.T) {
 		var rep struct {
 			Changed bool `json:"changed"`
 		}
-		out := mustRun(t, "/usr/bin/postkit", "apply", "-c", cfg, "--root", tree, "--json")
-		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		cmd := exec.Command("/usr/bin/postkit", "apply", "-c", cfg, "--root", tree, "--json")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("apply %d: %v\n%s%s", i+1, err, out, stderr.String())
+		}
+		if err := json.Unmarshal(out, &rep); err != nil {
 			t.Fatalf("apply %d --json: %v\n%s", i+1, err, out)
 		}
 		if rep.Changed != want {
