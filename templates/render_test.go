@@ -34,7 +34,7 @@ func load(t *testing.T, path string) *config.Config {
 // fails on a golden file that no render produces any more (-update removes
 // it).
 func TestGolden(t *testing.T) {
-	names := []string{"minimal", "postkit", "full"}
+	names := []string{"minimal", "postkit", "full", "extra"}
 	entries, err := os.ReadDir(filepath.Join("testdata", "golden"))
 	if err != nil {
 		t.Fatal(err)
@@ -47,8 +47,8 @@ func TestGolden(t *testing.T) {
 	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
 			src := "../examples/" + name + ".yaml"
-			if name == "full" {
-				src = "testdata/full.yaml"
+			if name == "full" || name == "extra" {
+				src = "testdata/" + name + ".yaml"
 			}
 			files, err := Render(load(t, src))
 			if err != nil {
@@ -166,12 +166,12 @@ func TestRenderContents(t *testing.T) {
 			t.Errorf("sqlite-sender-login.cf lacks %q:\n%s", want, sl)
 		}
 	}
-	if len(files) != 25 {
+	if len(files) != 26 {
 		var names []string
 		for _, f := range files {
 			names = append(names, f.Path)
 		}
-		t.Errorf("Render gave %d files; want 25 (3 Postfix, 7 maps, dovecot.conf, 10 conf.d, dovecot-sql, spam.sieve, learn-spam.sieve, learn-ham.sieve):\n%s", len(files), strings.Join(names, "\n"))
+		t.Errorf("Render gave %d files; want 26 (3 Postfix, 7 maps, dovecot.conf, 11 conf.d, dovecot-sql, spam.sieve, learn-spam.sieve, learn-ham.sieve):\n%s", len(files), strings.Join(names, "\n"))
 	}
 }
 
