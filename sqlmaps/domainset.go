@@ -55,7 +55,7 @@ func (d *DomainSet) Contains(ctx context.Context, domain string) (bool, error) {
 		return false, err
 	}
 	var one int
-	err = st.db.QueryRowContext(ctx, "SELECT 1 FROM postfix_domaines WHERE domaine = ? COLLATE NOCASE LIMIT 1", domain).Scan(&one)
+	err = st.db.QueryRowContext(ctx, "SELECT 1 FROM postfix_domaines WHERE "+st.db.d.nocaseEq("domaine")+" LIMIT 1", domain).Scan(&one)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return false, nil

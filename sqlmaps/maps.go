@@ -15,7 +15,10 @@ type Map struct {
 	Name  string // short name, e.g. "utilisateurs"
 	File  string // file name under the Postfix config directory, e.g. "sqlite-utilisateurs.cf"
 	Query string // sqlite_table(5) query with %s/%u/%d expansions
-	Doc   string // what Postfix uses it for
+	// PGQuery is the pgsql_table(5) query where PostgreSQL needs another
+	// spelling (the sender-login map); "" means Query.
+	PGQuery string
+	Doc     string // what Postfix uses it for
 }
 
 // The map queries are the reference installation's, with two deliberate
@@ -31,25 +34,25 @@ type Map struct {
 // a domain, user@ or @domain, which %u/%d would suppress.
 var maps = []Map{
 	{"alias", "sqlite-alias.cf",
-		"SELECT destination FROM postfix_alias WHERE alias='%s' AND active='1'",
+		"SELECT destination FROM postfix_alias WHERE alias='%s' AND active='1'", "",
 		"alias_maps: local aliases (local name → destinations)"},
 	{"alias-virtuels", "sqlite-alias-virtuels.cf",
-		"SELECT destination FROM postfix_alias_virtuels WHERE courriel='%s' AND active='1'",
+		"SELECT destination FROM postfix_alias_virtuels WHERE courriel='%s' AND active='1'", "",
 		"virtual_alias_maps: address or @domain → destinations"},
 	{"domaines", "sqlite-domaines.cf",
-		"SELECT domaine FROM postfix_domaines WHERE domaine='%s' AND active='1'",
+		"SELECT domaine FROM postfix_domaines WHERE domaine='%s' AND active='1'", "",
 		"virtual_mailbox_domains: domains delivered to Dovecot"},
 	{"liste-noire-destinataires", "sqlite-liste-noire-destinataires.cf",
-		"SELECT action FROM postfix_liste_noire_destinataires WHERE courriel='%s' AND active='1'",
+		"SELECT action FROM postfix_liste_noire_destinataires WHERE courriel='%s' AND active='1'", "",
 		"check_recipient_access: recipient blacklist (access(5) action)"},
 	{"liste-noire-expediteurs", "sqlite-liste-noire-expediteurs.cf",
-		"SELECT code_retour || ' ' || message FROM postfix_liste_noire_expediteurs WHERE courriel='%s' AND active='1'",
+		"SELECT code_retour || ' ' || message FROM postfix_liste_noire_expediteurs WHERE courriel='%s' AND active='1'", "",
 		"check_sender_access: sender blacklist (\"5NN text\")"},
 	{"utilisateurs", "sqlite-utilisateurs.cf",
-		"SELECT rep_perso FROM postfix_utilisateurs WHERE utilisateur='%u@%d' AND active='1'",
+		"SELECT rep_perso FROM postfix_utilisateurs WHERE utilisateur='%u@%d' AND active='1'", "",
 		"virtual_mailbox_maps: existing mailboxes"},
 	{SenderLoginMap, "sqlite-" + SenderLoginMap + ".cf",
-		senderLoginQuery(""),
+		senderLoginQuery(sqliteDialect, ""), senderLoginQuery(postgresDialect, ""),
 		"smtpd_sender_login_maps: the SASL logins that may use a sender address"},
 }
 

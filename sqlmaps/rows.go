@@ -140,7 +140,7 @@ func (s *Store) SetActive(ctx context.Context, k Kind, key string, on bool) (Res
 		return Result{}, err
 	}
 	res := Result{Object: t.noun, Key: norm}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		var cur sql.NullInt64
 		err := tx.QueryRowContext(ctx, "SELECT active FROM "+t.table+" WHERE "+t.key+" = ?", norm).Scan(&cur)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -206,14 +206,14 @@ func (s *Store) Delete(ctx context.Context, k Kind, key string) (Result, error) 
 	if err != nil {
 		return Result{}, err
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error { return deleteRow(ctx, tx, k, norm) })
+	err = s.tx(ctx, func(tx *txn) error { return deleteRow(ctx, tx, k, norm) })
 	if err != nil {
 		return Result{}, err
 	}
 	return Result{Object: t.noun, Key: norm, Change: Deleted}, nil
 }
 
-func deleteRow(ctx context.Context, tx *sql.Tx, k Kind, key string) error {
+func deleteRow(ctx context.Context, tx *txn, k Kind, key string) error {
 	t := tables[k]
 	r, err := tx.ExecContext(ctx, "DELETE FROM "+t.table+" WHERE "+t.key+" = ?", key)
 	if err != nil {
