@@ -96,6 +96,84 @@ func (m Map) CF(dbpath string) []byte {
 	return b.Bytes()
 }
 
+// PGFile is the map's file name with driver postgresql: pgsql-NAME.cf.
+func (m Map) PGFile() string { return "pgsql-" + strings.TrimPrefix(m.File, "sqlite-") }
+
+// PGCF renders the map as a Postfix pgsql_table(5) file: the same query
+// (PGQuery where PostgreSQL spells it otherwise) over the database p names.
+// The connection is one postgresql:// URI in hosts, so that the port, a
+// socket directory and sslmode reach libpq as the DSN says; it carries the
+// password (percent-encoded) when database.password_file gives one, which
+// is why the file is 0640, readable by Postfix's group only.
+func (m Map) PGCF(p PGParams) []byte {
+	q := m.Query
+	if m.PGQuery != "" {
+		q = m.PGQuery
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s\n# %s\n# Check it with: postmap -q KEY pgsql:%s\n", Header, m.Doc, m.PGFile())
+	fmt.Fprintf(&b, "hosts = %s\n", p.URI())
+	fmt.Fprintf(&b, "query = %s\n", q)
+	return b.Bytes()
+}
+
+// URI is the libpq connection URI for p, password included.
+func (p PGParams) URI() string {
+	var b strings.Builder
+	b.WriteString("postgresql://" + pctEncode(p.User))
+	if p.Password != "" {
+		b.WriteString(":" + pctEncode(p.Password))
+	}
+	b.WriteString("@")
+	var query []string
+	if strings.HasPrefix(p.Host, "/") {
+		query = append(query, "host="+pctEncode(p.Host), fmt.Sprintf("port=%d", p.Port))
+	} else if strings.Contains(p.Host, ":") {
+		fmt.Fprintf(&b, "[%s]:%d", p.Host, p.Port)
+	} else {
+		fmt.Fprintf(&b, "%s:%d", p.Host, p.Port)
+	}
+	b.WriteString("/" + pctEncode(p.DBName))
+	if p.SSLMode != "" {
+		query = append(query, "sslmode="+pctEncode(p.SSLMode))
+	}
+	if len(query) > 0 {
+		b.WriteString("?" + strings.Join(query, "&"))
+	}
+	return b.String()
+}
+
+// ConnInfo is p as a libpq key=value string (Dovecot's connect), values
+// quoted as libpq reads them.
+func (p PGParams) ConnInfo() string {
+	quote := func(v string) string {
+		return "'" + strings.NewReplacer(`\`, `\\`, "'", `\'`).Replace(v) + "'"
+	}
+	parts := []string{"host=" + quote(p.Host), fmt.Sprintf("port=%d", p.Port), "dbname=" + quote(p.DBName), "user=" + quote(p.User)}
+	if p.Password != "" {
+		parts = append(parts, "password="+quote(p.Password))
+	}
+	if p.SSLMode != "" {
+		parts = append(parts, "sslmode="+p.SSLMode)
+	}
+	return strings.Join(parts, " ")
+}
+
+// pctEncode percent-encodes every byte but letters, digits and - . _ ~, so
+// that no value can split Postfix's hosts list (space, comma) or the URI.
+func pctEncode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
 // DovecotSQL renders dovecot-sql.conf.ext for a passdb and userdb of driver
 // sql over the store (Dovecot 2.3, doc.dovecot.org "SQL"). Unlike the
 // reference installation, uid and gid come from the user's row (not a
@@ -109,6 +187,17 @@ func (m Map) CF(dbpath string) []byte {
 // skips, so that the plugin's default rule applies. The database must be at
 // schema version 3.
 func DovecotSQL(dbpath, baseDir, layout string, quota bool) []byte {
+	return dovecotSQL("sqlite", dbpath, baseDir, layout, quota)
+}
+
+// DovecotPGSQL is DovecotSQL for driver postgresql: the same queries over
+// Dovecot's pgsql driver, connecting as p says (password included when
+// database.password_file gives one: the file is 0640 root:dovecot).
+func DovecotPGSQL(p PGParams, baseDir, layout string, quota bool) []byte {
+	return dovecotSQL("pgsql", p.ConnInfo(), baseDir, layout, quota)
+}
+
+func dovecotSQL(driver, connect, baseDir, layout string, quota bool) []byte {
 	// The path sits inside an SQL string literal ('' escapes a quote) and is
 	// %-expanded by Dovecot first (%% is a literal %); layout keeps its
 	// variables.
@@ -116,9 +205,9 @@ func DovecotSQL(dbpath, baseDir, layout string, quota bool) []byte {
 	home := sqlq(strings.ReplaceAll(strings.TrimRight(baseDir, "/"), "%", "%%") + "/" + strings.TrimLeft(layout, "/"))
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%s\n", Header)
-	b.WriteString("# Dovecot SQL passdb/userdb over the postkit store (sqlite).\n")
+	fmt.Fprintf(&b, "# Dovecot SQL passdb/userdb over the postkit store (%s).\n", driver)
 	b.WriteString("# %u is the login (Dovecot lower-cases it: auth_username_format = %Lu).\n")
-	fmt.Fprintf(&b, "driver = sqlite\nconnect = %s\n", dbpath)
+	fmt.Fprintf(&b, "driver = %s\nconnect = %s\n", driver, connect)
 	b.WriteString("default_pass_scheme = SHA512-CRYPT\n\n")
 	var pq, uq string
 	if quota {

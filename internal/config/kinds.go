@@ -90,6 +90,8 @@ var kinds = map[string]kind{
 		hint: "a zone with an optional answer filter, e.g. zen.spamhaus.org=127.0.0.[2..11]"},
 	"addrglob": {check: checkAddrGlob,
 		hint: "an address with * and ? as wildcards, e.g. *@exemple.fr or newsletter@*.exemple.fr"},
+	"pgdsn": {check: checkPGDSN,
+		hint: "postgres://USER@HOST:PORT/DBNAME, e.g. postgres://postkit@127.0.0.1:5432/postkit, without a password"},
 	"dnsbl": {check: checkDNSBLSite,
 		hint: "e.g. zen.spamhaus.org=127.0.0.[2..11]*3 or list.dnswl.org=127.0.[0..255].[1..3]*-2"},
 }
