@@ -113,6 +113,8 @@ func (m Map) PGCF(p PGParams) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%s\n# %s\n# Check it with: postmap -q KEY pgsql:%s\n", Header, m.Doc, m.PGFile())
 	fmt.Fprintf(&b, "hosts = %s\n", p.URI())
+	// pgsql_table(5) insists on dbname (the URI's is the one used).
+	fmt.Fprintf(&b, "user = %s\ndbname = %s\n", p.User, p.DBName)
 	fmt.Fprintf(&b, "query = %s\n", q)
 	return b.Bytes()
 }

@@ -52,6 +52,11 @@ func dump(t *testing.T, s *Store) string {
 			if err := rows.Scan(ptrs...); err != nil {
 				t.Fatal(err)
 			}
+			for i, v := range vals { // SQLite's BOOLEAN defaut is PostgreSQL's 0/1
+				if x, ok := v.(bool); ok {
+					vals[i] = map[bool]int64{false: 0, true: 1}[x]
+				}
+			}
 			fmt.Fprintf(&b, "%s %v\n", table, vals)
 		}
 		rows.Close()

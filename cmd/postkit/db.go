@@ -64,7 +64,18 @@ func (o *dbOptions) open(ctx context.Context, write bool) (*sqlmaps.Store, error
 		}
 	}
 	if !write {
-		return src.OpenReadOnly()
+		s, err := src.OpenReadOnly()
+		if err != nil || !src.IsPostgres() {
+			return s, err
+		}
+		if v, err := s.Version(ctx); err != nil || v == 0 {
+			s.Close()
+			if err == nil {
+				err = fmt.Errorf("db: the %s has no postkit tables: create them with 'postkit db init'", src)
+			}
+			return nil, err
+		}
+		return s, nil
 	}
 	s, err := src.Open()
 	if err != nil {
