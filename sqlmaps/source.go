@@ -71,6 +71,22 @@ func (s Source) OpenReadOnly() (*Store, error) {
 	return OpenReadOnly(s.Path)
 }
 
+// OpenForDaemon opens the source read-only for a daemon that asks it on
+// every message: on PostgreSQL it does not wait for the server (connections
+// are made, and made again after an outage, when a question comes; a
+// question meanwhile gets an error, which the daemon answers with a
+// temporary failure), so that a daemon starts and reloads while PostgreSQL
+// is down. SQLite: OpenReadOnly.
+func (s Source) OpenForDaemon() (*Store, error) {
+	if !s.IsPostgres() {
+		return OpenReadOnly(s.Path)
+	}
+	return openPostgresNoPing(s, true)
+}
+
+// Configured reports whether a database is named at all.
+func (s Source) Configured() bool { return s.IsPostgres() || s.Path != "" }
+
 // Password returns the password from PasswordFile, "" when none is set.
 func (s Source) Password() (string, error) {
 	if s.PasswordFile == "" {
@@ -113,6 +129,20 @@ func (s Source) connConfig() (*pgx.ConnConfig, error) {
 }
 
 func openPostgres(src Source, ro bool) (*Store, error) {
+	st, err := openPostgresNoPing(src, ro)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ConnectTimeout+time.Second)
+	defer cancel()
+	if err := st.db.PingContext(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("sqlmaps: cannot reach the %s: %w: check that PostgreSQL runs, database.dsn and the password (database.password_file or PGPASSWORD)", src, err)
+	}
+	return st, nil
+}
+
+func openPostgresNoPing(src Source, ro bool) (*Store, error) {
 	cfg, err := src.connConfig()
 	if err != nil {
 		return nil, err
@@ -124,12 +154,6 @@ func openPostgres(src Source, ro bool) (*Store, error) {
 	db.SetMaxOpenConns(4)
 	db.SetMaxIdleConns(2)
 	db.SetConnMaxIdleTime(time.Minute)
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnectTimeout+time.Second)
-	defer cancel()
-	if err := db.PingContext(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("sqlmaps: cannot reach the %s: %w: check that PostgreSQL runs, database.dsn and the password (database.password_file or PGPASSWORD)", src, err)
-	}
 	return &Store{db: conn{db, postgresDialect}, path: src.String(), readOnly: ro, now: time.Now}, nil
 }
 

@@ -117,9 +117,9 @@ type SpamAllowLists struct {
 	live liveStore
 }
 
-// NewSpamAllowLists returns the allow lists of the database at path.
-func NewSpamAllowLists(path string) *SpamAllowLists {
-	return &SpamAllowLists{live: liveStore{path: path}}
+// NewSpamAllowLists returns the allow lists of the database src.
+func NewSpamAllowLists(src Source) *SpamAllowLists {
+	return &SpamAllowLists{live: liveStore{src: src}}
 }
 
 // Allowed reports whether the domain of every recipient lists sender, or a
@@ -164,7 +164,7 @@ func (l *SpamAllowLists) Allowed(ctx context.Context, rcpts []string, sender str
 		case isNoTable(err):
 			return false, nil
 		case err != nil:
-			return false, fmt.Errorf("sqlmaps: read the spam allow list of %s in %s: %w", d, l.live.path, err)
+			return false, fmt.Errorf("sqlmaps: read the spam allow list of %s in %s: %w", d, l.live.src, err)
 		}
 	}
 	return true, nil
