@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -101,10 +102,13 @@ func (m Map) PGFile() string { return "pgsql-" + strings.TrimPrefix(m.File, "sql
 
 // PGCF renders the map as a Postfix pgsql_table(5) file: the same query
 // (PGQuery where PostgreSQL spells it otherwise) over the database p names.
-// The connection is one postgresql:// URI in hosts, so that the port, a
-// socket directory and sslmode reach libpq as the DSN says; it carries the
-// password (percent-encoded) when database.password_file gives one, which
-// is why the file is 0640, readable by Postfix's group only.
+// The server is given as inet:HOST:PORT (or unix:DIR for the default port's
+// socket) with user, password and dbname apart: with that form Postfix's
+// client logs only the host when a connection fails, where a postgresql://
+// URI would be logged whole, password included. The file carries the
+// password when database.password_file gives one, which is why it is 0640,
+// readable by Postfix's group only. Postfix 3.7 cannot pass sslmode on this
+// form: libpq's default (prefer) applies, and Render refuses stricter modes.
 func (m Map) PGCF(p PGParams) []byte {
 	q := m.Query
 	if m.PGQuery != "" {
@@ -112,11 +116,31 @@ func (m Map) PGCF(p PGParams) []byte {
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%s\n# %s\n# Check it with: postmap -q KEY pgsql:%s\n", Header, m.Doc, m.PGFile())
-	fmt.Fprintf(&b, "hosts = %s\n", p.URI())
-	// pgsql_table(5) insists on dbname (the URI's is the one used).
+	fmt.Fprintf(&b, "hosts = %s\n", p.PostfixHost())
 	fmt.Fprintf(&b, "user = %s\ndbname = %s\n", p.User, p.DBName)
+	if p.Password != "" {
+		fmt.Fprintf(&b, "password = %s\n", p.Password)
+	}
 	fmt.Fprintf(&b, "query = %s\n", q)
 	return b.Bytes()
+}
+
+// PostfixHost is the server as pgsql_table(5)'s hosts takes it.
+func (p PGParams) PostfixHost() string {
+	if strings.HasPrefix(p.Host, "/") && p.Port == 5432 {
+		return "unix:" + p.Host
+	}
+	return "inet:" + p.Host + ":" + strconv.Itoa(int(p.Port))
+}
+
+// PostfixSSLMode reports whether Postfix's pgsql client can honour the
+// DSN's sslmode (it passes none: libpq's default, prefer, applies).
+func (p PGParams) PostfixSSLMode() error {
+	switch p.SSLMode {
+	case "", "disable", "allow", "prefer":
+		return nil
+	}
+	return fmt.Errorf("sqlmaps: database.dsn asks sslmode=%s, which Postfix 3.7's pgsql client cannot be told (it connects with libpq's default, prefer): use sslmode=prefer or disable, or reach PostgreSQL over a unix socket or a trusted network", p.SSLMode)
 }
 
 // URI is the libpq connection URI for p, password included.

@@ -101,6 +101,9 @@ func (s Source) Password() (string, error) {
 	if pw == "" {
 		return "", fmt.Errorf("sqlmaps: database.password_file %s is empty: write the PostgreSQL password on its first line", s.PasswordFile)
 	}
+	if strings.TrimSpace(pw) != pw {
+		return "", fmt.Errorf("sqlmaps: database.password_file %s: the password starts or ends with white space, which Postfix's map files drop: choose another", s.PasswordFile)
+	}
 	if strings.ContainsFunc(pw, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return "", fmt.Errorf("sqlmaps: database.password_file %s: the password has a control character", s.PasswordFile)
 	}

@@ -208,6 +208,9 @@ func Render(cfg *config.Config) ([]File, error) {
 	var pg *sqlmaps.PGParams
 	if cfg.Database.PostgreSQL() {
 		p, err := cfg.Database.Source().Params()
+		if err == nil {
+			err = p.PostfixSSLMode()
+		}
 		if err != nil {
 			return nil, fmt.Errorf("templates: %w", err)
 		}
