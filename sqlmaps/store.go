@@ -1,7 +1,10 @@
-// Package sqlmaps is postkit's SQLite store of domains, mailbox users,
+// Package sqlmaps is postkit's SQL store of domains, mailbox users,
 // aliases and blacklists, together with the queries Postfix (sqlite_table(5),
-// SQLITE_README) and Dovecot (Authentication > SQL, dovecot-sql.conf.ext) run
-// against it, so that schema and queries cannot drift apart.
+// SQLITE_README; pgsql_table(5)) and Dovecot (Authentication > SQL,
+// dovecot-sql.conf.ext) run against it, so that schema and queries cannot
+// drift apart. The store is a SQLite file (one host) or a PostgreSQL
+// database (several hosts; Source, dialect.go); what follows about files
+// and journals is SQLite's.
 //
 // The tables are the reference installation's (postfix_domaines,
 // postfix_utilisateurs, postfix_alias, postfix_alias_virtuels,
