@@ -15,7 +15,8 @@ import (
 // password that libpq makes them send (scram-sha-256 over TCP), given to
 // postkit, Postfix and Dovecot only through database.password_file. A user
 // added once with `postkit db` receives mail through Postfix's pgsql maps
-// and logs in through Dovecot's pgsql driver; an unknown address is refused
+// and logs in through Dovecot's pgsql driver, on this host and on a second
+// one started on the same database; an unknown address is refused
 // (550) by the same maps; with PostgreSQL stopped the maps fail and smtpd
 // answers 4xx, never 5xx, and once it runs again mail flows without a
 // restart of anything.
@@ -63,6 +64,20 @@ func TestPostgresStore(t *testing.T) {
 	}
 	if r, _ := s.IMAPFrom(ctx(t), "127.0.0.5", true, user, "wrong", "INBOX", ""); r.Exit == 0 {
 		t.Errorf("IMAP login with a wrong password succeeded")
+	}
+
+	// A second MX on the same database (its own Postfix, Dovecot and
+	// `postkit db init`, which finds the tables there): the user added once
+	// is known there too.
+	s2 := harness.StartT(t, harness.Options{PostgresDSN: dsn, PostgresPasswordFile: pwFile})
+	tok2 := harness.Token()
+	deliver(t, s2, user, user, "", tok2)
+	r, err = s2.IMAP(ctx(t), true, user, userPW, "INBOX", `SEARCH SUBJECT "`+tok2+`"`)
+	if m := searchRE.FindStringSubmatch(r.Stdout); err != nil || r.Exit != 0 || m == nil || strings.TrimSpace(m[1]) == "" {
+		t.Errorf("IMAP SEARCH as %s on the second host: %v, exit %d, stdout %q, stderr %q", user, err, r.Exit, r.Stdout, r.Stderr)
+	}
+	if got := pg.Psql("mail", "SELECT count(*) FROM postkit_schema_version"); got != "1" {
+		t.Errorf("schema version rows after two db init: %s; want 1", got)
 	}
 
 	c, err := s.SMTP(harness.OutsideIP)
