@@ -11,11 +11,13 @@ test_packages=(
 	postfix postfix-sqlite postfix-pgsql
 	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql dovecot-sieve dovecot-managesieved
 	opendkim opendkim-tools python3-dkim python3-nacl
+	opendmarc publicsuffix libxml2-utils
 	postfix-policyd-spf-python
 	swaks libnet-ssleay-perl libauthen-sasl-perl
 	curl sqlite3 openssl libssl-dev iproute2 libcrypt-dev
 	dpkg-dev lintian man-db groff-base
 	postgresql-15 postgresql-client-15
+	ansible-core systemd
 )
 
 # Only the benchmarks' peers (make bench), never a test: the SpamAssassin and

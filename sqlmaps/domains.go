@@ -90,9 +90,12 @@ func (s *Store) ListDomains(ctx context.Context) ([]Domain, error) {
 	return out, rows.Err()
 }
 
-// DeleteDomain deletes a domain. While users or virtual aliases of the
+// DeleteDomain deletes a domain; one that does not exist is reported
+// Absent. While users or virtual aliases of the
 // domain remain it refuses (ErrInUse) unless cascade is set; then they are
-// deleted in the same transaction and listed in Result.Cascaded. The default
+// deleted in the same transaction, the deleted users are removed from the
+// destinations of other aliases (an alias left empty is deleted), and all
+// of it is listed in Result.Cascaded. The default
 // domain cannot be deleted while other domains exist: move the default first.
 func (s *Store) DeleteDomain(ctx context.Context, name string, cascade bool) (Result, error) {
 	d, err := CheckDomain(name)
@@ -104,7 +107,8 @@ func (s *Store) DeleteDomain(ctx context.Context, name string, cascade bool) (Re
 		var isDefault bool
 		err := tx.QueryRowContext(ctx, "SELECT defaut FROM postfix_domaines WHERE domaine = ?", d).Scan(&isDefault)
 		if errors.Is(err, sql.ErrNoRows) {
-			return notFound(Domains, d)
+			res.Change, res.Detail = Absent, "no such row: nothing to delete"
+			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("sqlmaps: read domain %s: %w", d, err)
@@ -147,6 +151,29 @@ func (s *Store) DeleteDomain(ctx context.Context, name string, cascade bool) (Re
 				return err
 			}
 			res.Cascaded = append(res.Cascaded, Result{Object: VirtualAliases.String(), Key: v, Change: Deleted})
+		}
+		// Aliases elsewhere (other domains, local aliases) that deliver to
+		// a deleted user lose that destination, as 'user delete --cascade';
+		// the users' and the domain's quotas go with them.
+		for _, k := range append(append([]string(nil), users...), "@"+d) {
+			if c, err := s.dropQuota(ctx, tx, k); err != nil {
+				return err
+			} else if c != nil {
+				res.Cascaded = append(res.Cascaded, *c)
+			}
+		}
+		for _, u := range users {
+			refs, err := aliasesPointingAt(ctx, tx, u)
+			if err != nil {
+				return err
+			}
+			for _, r := range refs {
+				c, err := dropDestination(ctx, tx, r, u)
+				if err != nil {
+					return err
+				}
+				res.Cascaded = append(res.Cascaded, c)
+			}
 		}
 		return deleteRow(ctx, tx, Domains, d)
 	})

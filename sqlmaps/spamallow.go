@@ -59,7 +59,8 @@ func (s *Store) AddSpamAllow(ctx context.Context, domain, sender string) (Result
 	return res, nil
 }
 
-// DeleteSpamAllow removes a row added by AddSpamAllow.
+// DeleteSpamAllow removes a row added by AddSpamAllow; one that does not
+// exist is reported Absent.
 func (s *Store) DeleteSpamAllow(ctx context.Context, domain, sender string) (Result, error) {
 	d, err := CheckDomain(domain)
 	if err != nil {
@@ -76,7 +77,7 @@ func (s *Store) DeleteSpamAllow(ctx context.Context, domain, sender string) (Res
 			return fmt.Errorf("sqlmaps: delete %s %s: %w", spamAllowNoun, res.Key, err)
 		}
 		if n, _ := r.RowsAffected(); n == 0 {
-			return errf(ErrNotFound, "no %s %s: see 'postkit db spam-allow list'", spamAllowNoun, res.Key)
+			res.Change, res.Detail = Absent, "no such row: nothing to delete"
 		}
 		return nil
 	})

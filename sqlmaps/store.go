@@ -84,6 +84,8 @@ type Store struct {
 
 	stmtMu sync.Mutex
 	stmts  map[string]*sql.Stmt // Lookup's prepared statements, by query
+
+	batch *txn // set on the Store Batch hands to its function
 }
 
 // Errors callers test with errors.Is. Each is wrapped with a message naming
@@ -325,6 +327,9 @@ func (s *Store) tx(ctx context.Context, fn func(*txn) error) error {
 	if s.readOnly {
 		return errors.New("sqlmaps: database opened read-only: open it with Open to change it")
 	}
+	if s.batch != nil {
+		return fn(s.batch)
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlmaps: begin transaction on %s: %w", s.path, err)
@@ -337,6 +342,16 @@ func (s *Store) tx(ctx context.Context, fn func(*txn) error) error {
 		return fmt.Errorf("sqlmaps: commit to %s: %w", s.path, err)
 	}
 	return nil
+}
+
+// Batch runs fn with a Store whose changes all belong to one transaction:
+// it commits when fn returns nil, and nothing of it remains otherwise. The
+// Store given to fn is valid only during the call and only for changes
+// (Add*, SetActive, SetUser, Delete*).
+func (s *Store) Batch(ctx context.Context, fn func(b *Store) error) error {
+	return s.tx(ctx, func(tx *txn) error {
+		return fn(&Store{db: s.db, path: s.path, now: s.now, batch: tx})
+	})
 }
 
 // SetAccess gives the database file mode 0640 and group gid (the postfix

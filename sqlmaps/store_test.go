@@ -313,9 +313,8 @@ func TestBadInputsLeaveDatabaseUnchanged(t *testing.T) {
 				}
 				return s.DeleteDomain(ctx, "toto.fr", false)
 			}, ErrInUse, "domain toto.fr still has 1 user(s) (u@toto.fr) and 1 virtual alias(es) (@toto.fr)"},
-			{"delete unknown domain", func(s *Store) (Result, error) { return s.DeleteDomain(ctx, "nope.fr", true) }, ErrNotFound, "no domain nope.fr"},
 			{"enable unknown user", func(s *Store) (Result, error) { return s.SetActive(ctx, Users, "nope@exemple.fr", true) }, ErrNotFound, "no user nope@exemple.fr"},
-			{"delete unknown alias", func(s *Store) (Result, error) { return s.Delete(ctx, Aliases, "nope") }, ErrNotFound, "no alias nope"},
+			{"delete user still aliased", func(s *Store) (Result, error) { return s.Delete(ctx, Users, "test@exemple.fr") }, ErrInUse, "destination of 1 alias(es) (ycharbi@exemple.fr)"},
 			{"passwd unknown user", func(s *Store) (Result, error) { return s.SetPassword(ctx, "nope@exemple.fr", testHash) }, ErrNotFound, "no user nope@exemple.fr"},
 			{"passwd bad hash", func(s *Store) (Result, error) { return s.SetPassword(ctx, "test@exemple.fr", "") }, ErrInvalid, "{SCHEME}hash"},
 		}
@@ -379,7 +378,7 @@ func TestDeleteDomainCascade(t *testing.T) {
 		}
 		s.AddVirtualAlias(ctx, "@toto.fr", "a@toto.fr")
 		s.AddVirtualAlias(ctx, "x@toto.fr", "a@toto.fr")
-		s.AddVirtualAlias(ctx, "y@sub.toto.fr", "a@toto.fr") // another domain: kept
+		s.AddVirtualAlias(ctx, "y@sub.toto.fr", "a@toto.fr, test@exemple.fr") // another domain: kept, without a@toto.fr
 		r, err := s.DeleteDomain(ctx, "toto.fr", true)
 		if err != nil {
 			t.Fatal(err)
@@ -388,13 +387,16 @@ func TestDeleteDomainCascade(t *testing.T) {
 		for _, c := range r.Cascaded {
 			got = append(got, c.Object+" "+c.Key)
 		}
-		want := "user a@toto.fr,user b@toto.fr,virtual alias @toto.fr,virtual alias x@toto.fr"
+		want := "user a@toto.fr,user b@toto.fr,virtual alias @toto.fr,virtual alias x@toto.fr,virtual alias y@sub.toto.fr"
 		if strings.Join(got, ",") != want {
 			t.Errorf("cascaded = %v; want %s", got, want)
 		}
 		us, _ := s.ListUsers(ctx, "")
 		vs, _ := s.ListAliases(ctx, VirtualAliases)
 		ds, _ := s.ListDomains(ctx)
+		if len(vs) == 2 && vs[1].Destination != "test@exemple.fr" {
+			t.Errorf("y@sub.toto.fr delivers to %q; want test@exemple.fr alone", vs[1].Destination)
+		}
 		if len(us) != 1 || len(vs) != 2 || len(ds) != 1 {
 			t.Errorf("after cascade: %d users, %d valiases, %d domains; want 1, 2, 1", len(us), len(vs), len(ds))
 		}
@@ -428,12 +430,27 @@ func TestToggleAndDelete(t *testing.T) {
 				t.Errorf("%s %s active = %d; want 1", k, key, act)
 			}
 		}
-		for _, k := range []Kind{Users, Aliases, VirtualAliases, SenderBlacklist, RecipientBlacklist} {
-			if _, err := s.Delete(ctx, k, keys[k]); err != nil {
-				t.Errorf("Delete(%s): %v", k, err)
+		// Delete and disable are idempotent: a second delete, or disabling
+		// what is gone, reports Absent and changes nothing.
+		for _, k := range []Kind{VirtualAliases, Users, Aliases, SenderBlacklist, RecipientBlacklist, Domains} {
+			if r, err := s.Delete(ctx, k, keys[k]); err != nil || r.Change != Deleted || !r.Changed() {
+				t.Errorf("Delete(%s) = %v, %v; want deleted", k, r, err)
 			}
 			if ok, _ := exists(ctx, s.db, k, keys[k]); ok {
 				t.Errorf("%s %s still there after Delete", k, keys[k])
+			}
+			before := dump(t, s)
+			if r, err := s.Delete(ctx, k, keys[k]); err != nil || r.Change != Absent || r.Changed() {
+				t.Errorf("second Delete(%s) = %v, %v; want absent", k, r, err)
+			}
+			if r, err := s.SetActive(ctx, k, keys[k], false); err != nil || r.Change != Absent {
+				t.Errorf("disable deleted %s = %v, %v; want absent", k, r, err)
+			}
+			if _, err := s.SetActive(ctx, k, keys[k], true); !errors.Is(err, ErrNotFound) {
+				t.Errorf("enable deleted %s: %v; want ErrNotFound", k, err)
+			}
+			if after := dump(t, s); after != before {
+				t.Errorf("absent delete/disable of %s changed the database:\n%s\n---\n%s", k, before, after)
 			}
 		}
 	})

@@ -81,6 +81,29 @@ func oddValue(kind string, n int) string {
 		return fmt.Sprintf("ODD_TEST_%d", n)
 	case "dnszone":
 		return fmt.Sprintf("bl-%d.odd.example=127.0.[0..255].[1;3]", n)
+	case "postconf":
+		return "smtpd_tls_loglevel"
+	case "postconfvalue":
+		return `odd "quotes" \ & $mail_name % # , ; {} x`
+	case "masteroption":
+		return `smtpd_banner=odd"quotes"\&$mail_name%#,;x`
+	case "masterservice":
+		return fmt.Sprintf("127.0.0.3:%d", 21000+n)
+	case "mastercommand":
+		return "smtpd"
+	case "masterarg":
+		return "-v"
+	case "masterwakeup":
+		return "60?"
+	case "maxproc":
+		return "0"
+	case "dovecotname":
+		if n%2 == 0 {
+			return fmt.Sprintf("odd_plugin_setting_%d", n)
+		}
+		return "login_greeting"
+	case "dovecotvalue":
+		return `odd "quoted" value_1 x.y:z/w=v;a,b @ %u ~`
 	case "homepath":
 		return fmt.Sprintf("~/odd.d-ir_+@/v%d", n)
 	case "size":
@@ -91,6 +114,12 @@ func oddValue(kind string, n int) string {
 		return fmt.Sprintf("postgres://odd_user.%d@[::1]:5433/odd-db.%d?sslmode=prefer&connect_timeout=3", n, n)
 	case "addrglob":
 		return fmt.Sprintf("o_d+d=y-*?%d@*.xn--bcher-kva.example", n)
+	case "signfrom":
+		return fmt.Sprintf("o'd+d%d@xn--bcher-kva.example", n)
+	case "hostglob":
+		return fmt.Sprintf(`/^odd-%d[0-9]*\.(x|y)\.example$/`, n)
+	case "rcptglob":
+		return fmt.Sprintf("o'd+d%d@", n)
 	}
 	return ""
 }
@@ -148,6 +177,13 @@ func oddConfig(t *testing.T) *config.Config {
 	cfg.Listeners.LMTP = q + "/private/odd-lmtp+1"
 	cfg.Listeners.Auth = q + "/private/odd_auth@1"
 	cfg.Milter.Listen = "unix:" + q + "/postkit/odd~milter.sock"
+	// Options for a generated service are lines added inside postkit's
+	// services by design (TestMasterCFOptions), from validated name=value
+	// words; a setting in dovecot.settings must be one Dovecot knows.
+	cfg.Postfix.MasterCFOptions = nil
+	for i := range cfg.Dovecot.Settings {
+		cfg.Dovecot.Settings[i].Name = "login_greeting"
+	}
 	for i := range cfg.Policy.RateLimit.Limits {
 		cfg.Policy.RateLimit.Limits[i].Max = 1
 		cfg.Policy.RateLimit.Limits[i].Window = config.Duration(3600e9)
@@ -347,6 +383,9 @@ func TestOddValuesAsPostfixReadsThem(t *testing.T) {
 		params[k] = v
 	}
 	known := map[string]bool{"config_directory": true} // from -c
+	for _, p := range cfg.Postfix.MainCF {
+		known[p.Name] = true // postfix.main_cf
+	}
 	src, _ := tmplFS.ReadFile("postfix/main.cf.tmpl")
 	for _, m := range regexp.MustCompile(`(?m)^([a-z0-9_]+) =`).FindAllStringSubmatch(string(src), -1) {
 		known[m[1]] = true

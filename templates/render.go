@@ -244,6 +244,14 @@ func Render(cfg *config.Config) ([]File, error) {
 		if err != nil {
 			return err
 		}
+		switch tmpl {
+		case "postfix/main.cf.tmpl":
+			data = overrideMainCF(data, cfg)
+		case "postfix/master.cf.tmpl":
+			if data, err = overrideMasterCF(data, cfg); err != nil {
+				return err
+			}
+		}
 		files = append(files, File{Path: dst, Data: data, Mode: mode, Group: group, Template: tmpl})
 		return nil
 	}

@@ -34,7 +34,7 @@ func load(t *testing.T, path string) *config.Config {
 // fails on a golden file that no render produces any more (-update removes
 // it).
 func TestGolden(t *testing.T) {
-	names := []string{"minimal", "postkit", "full", "postgresql"}
+	names := []string{"minimal", "postkit", "full", "extra", "postgresql"}
 	entries, err := os.ReadDir(filepath.Join("testdata", "golden"))
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +47,7 @@ func TestGolden(t *testing.T) {
 	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
 			src := "../examples/" + name + ".yaml"
-			if name == "full" || name == "postgresql" {
+			if name == "full" || name == "extra" || name == "postgresql" {
 				src = "testdata/" + name + ".yaml"
 			}
 			cfg := load(t, src)
@@ -171,12 +171,12 @@ func TestRenderContents(t *testing.T) {
 			t.Errorf("sqlite-sender-login.cf lacks %q:\n%s", want, sl)
 		}
 	}
-	if len(files) != 25 {
+	if len(files) != 26 {
 		var names []string
 		for _, f := range files {
 			names = append(names, f.Path)
 		}
-		t.Errorf("Render gave %d files; want 25 (3 Postfix, 7 maps, dovecot.conf, 10 conf.d, dovecot-sql, spam.sieve, learn-spam.sieve, learn-ham.sieve):\n%s", len(files), strings.Join(names, "\n"))
+		t.Errorf("Render gave %d files; want 26 (3 Postfix, 7 maps, dovecot.conf, 11 conf.d, dovecot-sql, spam.sieve, learn-spam.sieve, learn-ham.sieve):\n%s", len(files), strings.Join(names, "\n"))
 	}
 }
 

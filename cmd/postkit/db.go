@@ -191,7 +191,11 @@ database.password_file, else PGPASSWORD or ~/.pgpass; never on the command line)
 Every change is one transaction: a refused change leaves the database untouched.
 'add' of a row that already exists with the same values reports "unchanged" and
 exits 0, so playbooks can run it every time; a row that exists with other values
-is an error. --json prints {"changed": bool, …} for changes and arrays for lists.
+is an error. 'delete' of a row that does not exist reports "absent", 'disable'
+of a disabled or absent row "unchanged"/"absent", both exit 0; 'enable' of a
+row that does not exist is an error (it cannot be made so). --json prints
+{"changed": bool, …} for changes and arrays for lists; a failure prints
+{"error": …, "hint": …, "exit": N} on standard output instead.
 Passwords are read from standard input (--password-stdin) or a terminal prompt,
 never from the command line.`,
 	}
@@ -200,7 +204,7 @@ never from the command line.`,
 	pf.StringVarP(&o.cfgPath, "config", "c", "", "postkit.yaml to read (default "+dbDefaultConfig+" when --db is not given)")
 	pf.BoolVar(&o.asJSON, "json", false, "print results as JSON")
 
-	db.AddCommand(dbInitCmd(o), dbDomainCmd(o), dbUserCmd(o), dbAliasCmd(o, sqlmaps.Aliases), dbAliasCmd(o, sqlmaps.VirtualAliases), dbBlacklistCmd(o), dbSpamAllowCmd(o))
+	db.AddCommand(dbInitCmd(o), dbDomainCmd(o), dbUserCmd(o), dbAliasCmd(o, sqlmaps.Aliases), dbAliasCmd(o, sqlmaps.VirtualAliases), dbBlacklistCmd(o), dbSpamAllowCmd(o), dbImportCmd(o))
 	db.AddCommand(dbQuotaCmd(o), dbMigrateCmd(o))
 	return db
 }
@@ -240,24 +244,38 @@ Safe to run again.`,
 	return cmd
 }
 
+// article is "a" or "an" before noun.
+func article(noun string) string {
+	if strings.ContainsRune("aeio", rune(noun[0])) { // "a user": the u of user sounds like "you"
+		return "an " + noun
+	}
+	return "a " + noun
+}
+
 func dbToggle(o *dbOptions, parent *cobra.Command, k sqlmaps.Kind, arg string) {
 	for _, on := range []bool{true, false} {
 		verb := map[bool]string{true: "enable", false: "disable"}[on]
+		short := strings.ToUpper(verb[:1]) + verb[1:] + " " + article(k.String()) + " (active = " + map[bool]string{true: "1", false: "0"}[on] + ")"
+		if on {
+			short += "; an unknown one is an error"
+		} else {
+			short += "; already disabled or absent reports so and exits 0"
+		}
 		parent.AddCommand(&cobra.Command{
 			Use:   verb + " " + arg,
-			Short: strings.ToUpper(verb[:1]) + verb[1:] + " a " + k.String() + " (active = " + map[bool]string{true: "1", false: "0"}[on] + ")",
+			Short: short,
 			Args:  cobra.ExactArgs(1),
 			RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
 				return s.SetActive(ctx, k, args[0], on)
 			}),
 		})
 	}
-	if k == sqlmaps.Domains {
-		return // domain delete has its own --cascade
+	if k == sqlmaps.Domains || k == sqlmaps.Users {
+		return // domain and user delete have their own flags
 	}
 	parent.AddCommand(&cobra.Command{
 		Use:   "delete " + arg,
-		Short: "Delete a " + k.String(),
+		Short: "Delete " + article(k.String()) + "; one that does not exist reports \"absent\" and exits 0",
 		Args:  cobra.ExactArgs(1),
 		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
 			return s.Delete(ctx, k, args[0])
@@ -279,7 +297,7 @@ func dbDomainCmd(o *dbOptions) *cobra.Command {
 	add.Flags().BoolVar(&makeDefault, "default", false, "make this the default domain (exactly one domain is)")
 	del := &cobra.Command{
 		Use:   "delete DOMAIN",
-		Short: "Delete a domain; refused while it has users or virtual aliases unless --cascade",
+		Short: "Delete a domain; refused while it has users or virtual aliases unless --cascade; an absent one exits 0",
 		Args:  cobra.ExactArgs(1),
 		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
 			return s.DeleteDomain(ctx, args[0], cascade)
@@ -316,14 +334,14 @@ func nonNil[T any](s []T) []T {
 }
 
 func dbAliasCmd(o *dbOptions, k sqlmaps.Kind) *cobra.Command {
-	use, short, src := "alias", "Local aliases for alias_maps (postfix_alias): NAME → destinations", "NAME"
+	use, short, src, plural := "alias", "Local aliases for alias_maps (postfix_alias): NAME → destinations", "NAME", "local aliases"
 	if k == sqlmaps.VirtualAliases {
-		use, short, src = "valias", "Virtual aliases for virtual_alias_maps (postfix_alias_virtuels): ADDRESS or @DOMAIN → destinations", "ADDRESS|@DOMAIN"
+		use, short, src, plural = "valias", "Virtual aliases for virtual_alias_maps (postfix_alias_virtuels): ADDRESS or @DOMAIN → destinations", "ADDRESS|@DOMAIN", "virtual aliases"
 	}
 	cmd := &cobra.Command{Use: use, Short: short}
 	add := &cobra.Command{
 		Use:   "add " + src + " DESTINATION...",
-		Short: "Add an alias; several destinations may be given as arguments or as one comma-separated list",
+		Short: "Add " + article(k.String()) + "; several destinations may be given as arguments or as one comma-separated list",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := o.open(cmd.Context(), true)
@@ -346,7 +364,7 @@ func dbAliasCmd(o *dbOptions, k sqlmaps.Kind) *cobra.Command {
 	}
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List " + use + "es",
+		Short: "List " + plural,
 		Args:  cobra.NoArgs,
 		RunE: o.read(func(ctx context.Context, s *sqlmaps.Store, w io.Writer) error {
 			as, err := s.ListAliases(ctx, k)
@@ -373,7 +391,7 @@ func dbBlacklistCmd(o *dbOptions) *cobra.Command {
 	var message string
 	sadd := &cobra.Command{
 		Use:   "add KEY --code 5NN --message TEXT",
-		Short: "Refuse mail from KEY (user@domain, domain or user@) with CODE and MESSAGE",
+		Short: "Refuse mail from KEY (user@domain; a domain, which covers its sub-domains; or user@) with CODE and MESSAGE",
 		Args:  cobra.ExactArgs(1),
 		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
 			return s.AddSenderBlacklist(ctx, args[0], code, message)
@@ -442,7 +460,7 @@ func dbSpamAllowCmd(o *dbOptions) *cobra.Command {
 	}
 	del := &cobra.Command{
 		Use:   "delete DOMAIN SENDER-DOMAIN",
-		Short: "Remove a spam allow list entry",
+		Short: "Remove a spam allow list entry; one that does not exist reports \"absent\" and exits 0",
 		Args:  cobra.ExactArgs(2),
 		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
 			return s.DeleteSpamAllow(ctx, args[0], args[1])

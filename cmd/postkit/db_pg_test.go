@@ -32,7 +32,7 @@ func TestDBMigrateAndPgsqlLookups(t *testing.T) {
 			t.Fatalf("%v: %v", args, r.err)
 		}
 	}
-	if r := run(t, "pw\n", "db", "--db", lite, "user", "add", "test@exemple.fr", "--password-stdin"); r.err != nil {
+	if r := run(t, "a-long-passphrase\n", "db", "--db", lite, "user", "add", "test@exemple.fr", "--password-stdin"); r.err != nil {
 		t.Fatal(r.err)
 	}
 	target, src := dbTarget(t, sqlmaps.DriverPostgreSQL)

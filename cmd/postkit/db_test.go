@@ -63,7 +63,7 @@ func dbTarget(t *testing.T, driver string) ([]string, sqlmaps.Source) {
 	}
 	dsn := pgtest.Start(t).CreateDatabase("postkit")
 	yaml := filepath.Join(dir, "postkit.yaml")
-	os.WriteFile(yaml, []byte("hostname: mail.exemple.fr\ndomains: []\ndatabase: {driver: postgresql, dsn: \""+dsn+"\"}\n"), 0o644)
+	os.WriteFile(yaml, []byte("hostname: mail.exemple.fr\ndomains: [exemple.fr]\ndatabase: {driver: postgresql, dsn: \""+dsn+"\"}\n"), 0o644)
 	return []string{"-c", yaml}, sqlmaps.Source{Driver: driver, DSN: dsn}
 }
 
@@ -83,13 +83,18 @@ func testDBCommands(t *testing.T, driver string) {
 		{"", a("domain", "add", "toto.fr", "--json"), `{"changed":false,`, ""},
 		{"", a("domain", "add", "toto.fr", "--default"), "domain toto.fr: updated (now the default domain)", ""},
 		{"", a("domain", "add", "exemple.fr", "--default"), "updated", ""},
+		{"toto1234567890°+\n", a("user", "add", "test@exemple.fr", "--uid", "5000", "--password-stdin"), "", "accepts only mailbox.uid:gid 3000:3000"},
 		{"toto1234567890°+\n", a("user", "add", "test@exemple.fr", "--name", "Test Dupont", "--password-stdin", "--privilege", "administrateur"), "user test@exemple.fr: created", ""},
 		{"", a("user", "add", "test@exemple.fr", "--name", "Test Dupont", "--privilege", "administrateur", "--json"), `"changed":false`, ""},
 		{"", a("user", "add", "test@exemple.fr", "--name", "Autre"), "", `name "Test Dupont" (asked "Autre")`},
-		{"pw\n", a("user", "add", "x@inconnu.fr", "--password-stdin"), "", "domain inconnu.fr of user x@inconnu.fr is not in the database"},
+		{"a-long-passphrase\n", a("user", "add", "x@inconnu.fr", "--password-stdin"), "", "domain inconnu.fr of user x@inconnu.fr is not in the database"},
 		{"", a("user", "add", "y@exemple.fr"), "", "--password-stdin"},
 		{"\n", a("user", "add", "y@exemple.fr", "--password-stdin"), "", "empty password"},
-		{"s3cret\n", a("user", "passwd", "test@exemple.fr", "--password-stdin", "--scheme", "BLF-CRYPT"), "password changed", ""},
+		{"s3cret\n", a("user", "passwd", "test@exemple.fr", "--password-stdin"), "", "min_length asks for at least 12"},
+		{"Test2024!\n", a("user", "passwd", "test@exemple.fr", "--password-stdin"), "", "at least 12"},
+		{"exemple.fr2024!!\n", a("user", "passwd", "test@exemple.fr", "--password-stdin"), "", "the user's own address"},
+		{"Test@Exemple.fr\n", a("user", "passwd", "test@exemple.fr", "--password-stdin"), "", "the user's own address"},
+		{"s3cret-passphrase\n", a("user", "passwd", "test@exemple.fr", "--password-stdin", "--scheme", "BLF-CRYPT"), "password changed", ""},
 		{"", a("blacklist", "sender", "add", "tata@tata.fr", "--code", "554", "--message", "Parle à ma main"), "created", ""},
 		{"", a("blacklist", "sender", "add", "tata@tata.fr", "--code", "554", "--message", "Parle à ma main"), "unchanged", ""},
 		{"", a("blacklist", "sender", "add", "x@tata.fr", "--code", "250", "--message", "m"), "", "reply code 250"},
@@ -108,7 +113,7 @@ func testDBCommands(t *testing.T, driver string) {
 		{"", a("spam-allow", "add", "exemple.fr", "boss@partner.fr"), "", "holds sender domains"},
 		{"", a("spam-allow", "list"), "exemple.fr  partner.fr     yes", ""},
 		{"", a("spam-allow", "delete", "exemple.fr", "partner.fr"), "deleted", ""},
-		{"", a("spam-allow", "delete", "exemple.fr", "partner.fr"), "", "no spam allow list entry exemple.fr partner.fr"},
+		{"", a("spam-allow", "delete", "exemple.fr", "partner.fr"), "spam allow list entry exemple.fr partner.fr: absent", ""},
 	}
 	for _, tt := range tests {
 		r := run(t, tt.stdin, tt.args...)
@@ -138,7 +143,7 @@ func testDBCommands(t *testing.T, driver string) {
 	}
 	defer s.Close()
 	u, err := s.GetUser(context.Background(), "test@exemple.fr")
-	if err != nil || pwhash.Verify(u.PasswordHash, "s3cret") != nil || !strings.HasPrefix(u.PasswordHash, "{BLF-CRYPT}$2b$") {
+	if err != nil || pwhash.Verify(u.PasswordHash, "s3cret-passphrase") != nil || !strings.HasPrefix(u.PasswordHash, "{BLF-CRYPT}$2b$") {
 		t.Errorf("stored hash %q does not verify s3cret: %v", u.PasswordHash, err)
 	}
 	if driver != sqlmaps.DriverSQLite {
@@ -165,7 +170,7 @@ func TestLookupCommand(t *testing.T) {
 			t.Fatalf("%v: %v", args, r.err)
 		}
 	}
-	if r := run(t, "pw\n", "db", "--db", db, "user", "add", "test@exemple.fr", "--password-stdin"); r.err != nil {
+	if r := run(t, "a-long-passphrase\n", "db", "--db", db, "user", "add", "test@exemple.fr", "--password-stdin"); r.err != nil {
 		t.Fatal(r.err)
 	}
 	// Each answer is compared with Postfix's own postmap -q, except with
@@ -295,7 +300,7 @@ func TestDBInitFileMode(t *testing.T) {
 	}
 	// A later write command puts it back to 0640 too.
 	os.Chmod(db, 0o666)
-	if r := run(t, "pw\n", "db", "--db", db, "user", "add", "a@exemple.fr", "--password-stdin"); r.err != nil {
+	if r := run(t, "a-long-passphrase\n", "db", "--db", db, "user", "add", "a@exemple.fr", "--password-stdin"); r.err != nil {
 		t.Fatal(r.err)
 	}
 	if st, err := os.Stat(db); err != nil || st.Mode().Perm() != 0o640 {

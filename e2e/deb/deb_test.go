@@ -164,6 +164,42 @@ func TestPackage(t *testing.T) {
 		t.Errorf("man postkit shows raw roff:\n%s", page)
 	}
 
+	// The installed binary provisions a tree from the example it ships: a
+	// first apply changes it, a second has nothing to do.
+	tree := t.TempDir()
+	example, err := os.ReadFile("/usr/share/doc/postkit/examples/postkit.yaml")
+	if err != nil {
+		t.Fatalf("the package ships no example postkit.yaml: %v", err)
+	}
+	cfg := filepath.Join(tree, "etc/postkit/postkit.yaml")
+	if err := os.MkdirAll(filepath.Dir(cfg), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, example, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{true, false} {
+		var rep struct {
+			Changed bool `json:"changed"`
+		}
+		cmd := exec.Command("/usr/bin/postkit", "apply", "-c", cfg, "--root", tree, "--json")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("apply %d: %v\n%s%s", i+1, err, out, stderr.String())
+		}
+		if err := json.Unmarshal(out, &rep); err != nil {
+			t.Fatalf("apply %d --json: %v\n%s", i+1, err, out)
+		}
+		if rep.Changed != want {
+			t.Errorf("apply %d with the packaged example: changed=%v, want %v\n%s", i+1, rep.Changed, want, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(tree, "etc/postfix/main.cf")); err != nil {
+		t.Errorf("apply --root wrote no main.cf: %v", err)
+	}
+
 	files := strings.Split(strings.TrimSpace(mustRun(t, "dpkg-query", "-L", pkg)), "\n")
 
 	// Remove: the files go, dpkg keeps the "rc" record until purge.

@@ -54,6 +54,7 @@ func (s *Stack) baseConfig() map[string]any {
 			"postfix_log":    p.PostfixLog,
 			"dovecot_log":    p.DovecotLog,
 			"postkit_run":    p.PostkitRun,
+			"systemd_units":  p.Units,
 			// What the services generated for Dovecot run: this sandbox's
 			// binary.
 			"postkit": s.PostkitBin,

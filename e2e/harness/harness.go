@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,6 +36,7 @@ import (
 	"time"
 
 	"github.com/postkit/postkit/internal/dnstest"
+	"github.com/postkit/postkit/internal/testlib"
 )
 
 // Test names used by the default stack.
@@ -86,6 +86,11 @@ type Options struct {
 	PostgresPasswordFile string
 	// Seed runs after `postkit db init` and before any daemon starts.
 	Seed func(*Stack) error
+	// Apply provisions the sandbox with `postkit apply` (as on a live host:
+	// directories, DKIM keys of milter.dkim.keys, files, units under
+	// Paths.Units, database) instead of `postkit generate` and `postkit db
+	// init`; Stack.Applied holds its JSON report.
+	Apply bool
 	// NoPostfixResolver keeps Postfix on the machine's /etc/resolv.conf instead
 	// of the test DNS server.
 	NoPostfixResolver bool
@@ -123,6 +128,7 @@ type Paths struct {
 	LMTP, Auth    string
 	QuotaStatus   string // Dovecot's quota-status socket Postfix asks at RCPT
 	Resolv        string // resolv.conf Postfix sees
+	Units         string // paths.systemd_units: where postkit apply puts the units
 }
 
 // Stack is a running sandbox.
@@ -136,6 +142,8 @@ type Stack struct {
 	Paths      Paths
 	UID, GID   int // the vmail account
 	SizeLimit  int64
+	// Applied is the JSON report of `postkit apply` (Options.Apply).
+	Applied string
 
 	Sink *Sink
 	DNS  *dnstest.Server
@@ -258,14 +266,20 @@ func (s *Stack) start(ctx context.Context) error {
 	if err := s.startReaper(); err != nil {
 		return err
 	}
-	if out, err := s.run(ctx, "", s.PostkitBin, "generate", "-c", s.Paths.Config, "--root", "/"); err != nil {
-		return fmt.Errorf("harness: postkit generate: %w\n%s", err, out)
+	if s.Opts.Apply {
+		if s.Applied, err = s.Apply(ctx); err != nil {
+			return err
+		}
+	} else {
+		if out, err := s.run(ctx, "", s.PostkitBin, "generate", "-c", s.Paths.Config, "--root", "/"); err != nil {
+			return fmt.Errorf("harness: postkit generate: %w\n%s", err, out)
+		}
+		if out, err := s.run(ctx, "", s.PostkitBin, "db", "-c", s.Paths.Config, "init"); err != nil {
+			return fmt.Errorf("harness: postkit db init: %w\n%s", err, out)
+		}
 	}
 	if err := s.checkSieve(); err != nil {
 		return err
-	}
-	if out, err := s.run(ctx, "", s.PostkitBin, "db", "-c", s.Paths.Config, "init"); err != nil {
-		return fmt.Errorf("harness: postkit db init: %w\n%s", err, out)
 	}
 	if s.Opts.Seed != nil {
 		if err := s.Opts.Seed(s); err != nil {
@@ -331,6 +345,7 @@ func layout(root string) Paths {
 		// Likewise.
 		QuotaStatus: j("spool", "postfix", "private", "quota-status"),
 		Resolv:      j("etc", "resolv.conf"),
+		Units:       j("systemd"),
 	}
 }
 
@@ -449,14 +464,14 @@ func (s *Stack) pickPorts() error {
 	return nil
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, below
+// the kernel's ephemeral range (testlib.FreeLoopbackPort).
 func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := testlib.FreeLoopbackPort()
 	if err != nil {
-		return 0, fmt.Errorf("harness: no free port on 127.0.0.1: %w", err)
+		return 0, fmt.Errorf("harness: %w", err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return p, nil
 }
 
 // Addr returns "127.0.0.1:port".
@@ -493,6 +508,17 @@ func (s *Stack) Postkit(ctx context.Context, stdin string, args ...string) (stri
 	out, err := s.run(ctx, stdin, s.PostkitBin, args...)
 	if err != nil {
 		return out, fmt.Errorf("harness: postkit %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(out))
+	}
+	return out, nil
+}
+
+// Apply runs `postkit apply -c CONFIG --root / --json args...` on the
+// sandbox (every path of its postkit.yaml is inside it) and returns the
+// JSON report; the error carries the output.
+func (s *Stack) Apply(ctx context.Context, args ...string) (string, error) {
+	out, err := s.run(ctx, "", s.PostkitBin, append([]string{"apply", "-c", s.Paths.Config, "--root", "/", "--json"}, args...)...)
+	if err != nil {
+		return out, fmt.Errorf("harness: postkit apply %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return out, nil
 }

@@ -23,7 +23,7 @@ var builtin = map[string]string{
 	// The sockets keep the daemon's own group, so that it runs unprivileged;
 	// without the database there is no sender-login map and no domains of
 	// ours, so own_from is off; DKIM verification and spam scoring are
-	// asked for (--verify, --spam).
+	// asked for (--verify, --spam, --dmarc).
 	"milter": `
 database: {path: ""}
 milter:
@@ -31,6 +31,7 @@ milter:
   own_from: "off"
   dkim: {verify: false}
   spam: {enabled: false}
+  dmarc: {enabled: false}
 `,
 	// The SPF check alone, which needs nothing but DNS; the blacklists, when
 	// listed, are checked by the daemon, there being no Postfix maps; no

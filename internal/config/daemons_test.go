@@ -22,9 +22,10 @@ func TestLoadDaemon(t *testing.T) {
 	want := Defaults()
 	want.Hostname, want.Origin, want.Milter.DKIM.AuthservID = strings.ToLower(host), strings.ToLower(host), strings.ToLower(host)
 	want.Database.Path, want.Milter.SocketGroup, want.Milter.OwnFrom, want.Milter.DKIM.Verify = "", "", "off", false
-	want.Milter.Spam.Enabled = false
+	want.Milter.Spam.Enabled, want.Milter.DMARC.Enabled = false, false
 	want.Policy.StateFile = "/var/lib/postkit/policyd.sqlite"
 	want.Milter.Spam.Bayes.Path = "/var/lib/postkit/bayes.sqlite"
+	want.Milter.DMARC.Report.Path = "/var/lib/postkit/dmarc.sqlite"
 	if !reflect.DeepEqual(m, want) {
 		t.Errorf("milter without -c:\n%+v\nwant\n%+v", m, want)
 	}
@@ -37,6 +38,7 @@ func TestLoadDaemon(t *testing.T) {
 	want.Policy.SocketGroup, want.Policy.Checks, want.Policy.Blacklist.Owner, want.Policy.SPF.OwnDomains = "", []string{"spf"}, "policy", "off"
 	want.Policy.StateFile = "/var/lib/postkit/policyd.sqlite"
 	want.Milter.Spam.Bayes.Path = "/var/lib/postkit/bayes.sqlite"
+	want.Milter.DMARC.Report.Path = "/var/lib/postkit/dmarc.sqlite"
 	if !reflect.DeepEqual(p, want) {
 		t.Errorf("policyd without -c:\n%+v\nwant\n%+v", p, want)
 	}

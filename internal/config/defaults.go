@@ -19,7 +19,8 @@ func Defaults() *Config {
 			OutboundLevel: "may",
 			MinProtocol:   "TLSv1.2",
 		},
-		Database: Database{Driver: "sqlite", Path: "/etc/postfix/bdd/postfix.sqlite"},
+		Database: Database{Driver: "sqlite", Path: "/etc/postfix/bdd/postfix.sqlite",
+			PasswordPolicy: PasswordPolicy{MinLength: 12, MaxLength: 1024, RefuseAddress: true}},
 		Mailbox: Mailbox{
 			BaseDir: "/var/mail/utilisateurs",
 			UID:     3000,
@@ -54,6 +55,7 @@ func Defaults() *Config {
 			DovecotState:  "/var/lib/dovecot",
 			PostkitRun:    "/var/lib/postkit",
 			Postkit:       "/usr/local/bin/postkit",
+			SystemdUnits:  "/etc/systemd/system",
 		},
 		Postfix: Postfix{Chroot: true, MailOwner: "postfix", SetgidGroup: "postdrop", DNSChecks: true},
 		Milter: Milter{
@@ -72,6 +74,7 @@ func Defaults() *Config {
 				Verify:           true,
 				Canonicalization: "relaxed/simple",
 				UnownedFrom:      "reject",
+				BodyLength:       "pass",
 				KeyDir:           "/etc/dkimkeys",
 			},
 			Spam: Spam{
@@ -93,6 +96,12 @@ func Defaults() *Config {
 				},
 				Learn: Learn{IMAPSieve: true, User: "postkit"},
 			},
+			DMARC: DMARC{
+				Enabled: true,
+				Action:  "reject",
+				BadFrom: "permerror",
+				Report:  DMARCReport{Enabled: true, MaxBytes: 10 << 20, Keep: Duration(7 * 24 * time.Hour)},
+			},
 		},
 		Policy: Policy{
 			Listen:      "unix:/var/spool/postfix/postkit/policy.sock",
@@ -101,7 +110,7 @@ func Defaults() *Config {
 			SocketMode:  "0660",
 			TimeBudget:  Duration(10 * time.Second),
 			Checks:      []string{"blacklist", "spf"},
-			SPF:         SPF{Mode: "enforce", HeloReject: true, TempError: "defer", PermError: "accept", OwnDomains: "enforce"},
+			SPF:         SPF{Mode: "enforce", HeloReject: "fail", MailFromReject: "fail", HeaderType: "spf", TempError: "defer", PermError: "accept", OwnDomains: "enforce"},
 			Blacklist:   Blacklist{Owner: "postfix"},
 			DNSBL:       DNSBL{Threshold: 3},
 			Greylist: Greylist{
@@ -109,6 +118,7 @@ func Defaults() *Config {
 				RetryWindow: Duration(48 * time.Hour),
 				MaxAge:      Duration(35 * 24 * time.Hour),
 				AutoAllow:   5,
+				Text:        "Greylisted, please try again in %s seconds",
 			},
 		},
 		Sieve: Sieve{Enabled: true, Dir: "/var/mail/sieve", SpamFolder: "Spam", ManageSieve: "4190",

@@ -92,6 +92,12 @@ var kinds = map[string]kind{
 		hint: "an address with * and ? as wildcards, e.g. *@exemple.fr or newsletter@*.exemple.fr"},
 	"pgdsn": {check: checkPGDSN,
 		hint: "postgres://USER@HOST:PORT/DBNAME, e.g. postgres://postkit@127.0.0.1:5432/postkit, without a password"},
+	"signfrom": {check: checkSignFrom,
+		hint: "user@example.org, *@example.org or *@*.example.org (the sub-domains)"},
+	"hostglob": {check: checkHostGlob,
+		hint: "a host name (its sub-domains match too), /regexp/ over the client name, an address, its first octets such as 192.0.2, or a network such as 192.0.2.0/24"},
+	"rcptglob": {check: checkRcptGlob,
+		hint: "user@, user@example.org, example.org or /regexp/"},
 	"dnsbl": {check: checkDNSBLSite,
 		hint: "e.g. zen.spamhaus.org=127.0.0.[2..11]*3 or list.dnswl.org=127.0.[0..255].[1..3]*-2"},
 }

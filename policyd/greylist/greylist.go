@@ -7,6 +7,8 @@ package greylist
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -85,6 +87,18 @@ type Config struct {
 	// recipient's extension is ignored ("user+tag@example.com" matches
 	// "user@example.com").
 	AllowRecipients []string
+	// Clients and Recipients are postgrey's whitelist_clients and
+	// whitelist_recipients (see ClientList, RecipientList); nil for none.
+	Clients    *ClientList
+	Recipients *RecipientList
+	// RecipientDelimiter is the address extension delimiter ("+") that
+	// Recipients also try without.
+	RecipientDelimiter string
+	// Privacy stores a SHA-256 digest of each triplet instead of its
+	// sender and recipient (postgrey --privacy): the state file holds no
+	// address. Client networks are kept, for auto-allowing. Changing it
+	// starts every triplet over.
+	Privacy bool
 	// Allowlist, when set, exempts the clients it lists (e.g. DNSWL-listed
 	// clients through the DNSBL check).
 	Allowlist Allowlist
@@ -201,6 +215,12 @@ func (g *Check) allowed(ctx context.Context, r *policyd.Request, ip netip.Addr) 
 			}
 		}
 	}
+	if g.cfg.Clients.Match(r.Get("client_name"), ip) {
+		return true
+	}
+	if r.Recipient() != "" && g.cfg.Recipients.Match(r.Recipient(), g.cfg.RecipientDelimiter) {
+		return true
+	}
 	if len(g.cfg.AllowRecipients) > 0 && r.Recipient() != "" {
 		keys := access.Keys(r.Recipient(), "+", true)
 		for _, a := range g.cfg.AllowRecipients {
@@ -258,6 +278,10 @@ func (g *Check) decide(ctx context.Context, r *policyd.Request, ip netip.Addr, n
 		sender = "<>"
 	}
 	key := client + " " + strings.ToLower(sender) + " " + strings.ToLower(r.Recipient())
+	if g.cfg.Privacy {
+		sum := sha256.Sum256([]byte(key))
+		key = client + " " + hex.EncodeToString(sum[:])
+	}
 	t, found, err := g.store.Triplet(ctx, key)
 	if err != nil {
 		return policyd.Decision{}, err

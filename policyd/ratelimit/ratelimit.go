@@ -109,7 +109,7 @@ func ParseCounter(s string) (Counter, error) {
 // year at most).
 func (l Limit) Validate() error {
 	bad := func(why string) error {
-		return fmt.Errorf("ratelimit: limit %s:%s=%d/%v: %s; want e.g. sasl_username:recipients=500/1h", l.Key, l.Counter, l.Max, l.Window, why)
+		return fmt.Errorf("ratelimit: limit %s:%s=%d/%v: %s; want e.g. sasl_user:recipients=500/1h", l.Key, l.Counter, l.Max, l.Window, why)
 	}
 	switch l.Key {
 	case BySASLUser, BySender, ByClient:
@@ -214,7 +214,7 @@ func New(cfg Config, store Store) (*Check, error) {
 		return nil, errors.New("ratelimit: no state store given; open the state database first")
 	}
 	if len(cfg.Limits) == 0 {
-		return nil, errors.New("ratelimit: no limits; give at least one, e.g. sasl_username:recipients=500/1h")
+		return nil, errors.New("ratelimit: no limits; give at least one, e.g. sasl_user:recipients=500/1h")
 	}
 	for _, l := range cfg.Limits {
 		if err := l.Validate(); err != nil {
