@@ -144,24 +144,26 @@ func TestMigrateAdoptsSeedDatabase(t *testing.T) {
 }
 
 func TestMigrateRefuses(t *testing.T) {
-	tests := []struct {
-		name, setup, want string
-	}{
-		{"newer version", "INSERT INTO postkit_schema_version VALUES (99, 'x')", "newer than this postkit"},
-		{"missing column", "DROP TABLE postfix_alias; CREATE TABLE postfix_alias (id INTEGER PRIMARY KEY, alias TEXT)", "has no column destination"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := newStore(t)
-			if _, err := s.db.Exec(tt.setup); err != nil {
-				t.Fatal(err)
-			}
-			err := s.Migrate(context.Background())
-			if !errors.Is(err, ErrSchema) || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Migrate = %v; want ErrSchema containing %q", err, tt.want)
-			}
-		})
-	}
+	eachDriver(t, func(t *testing.T, db *testDB) {
+		tests := []struct {
+			name, setup, want string
+		}{
+			{"newer version", "INSERT INTO postkit_schema_version VALUES (99, 'x')", "newer than this postkit"},
+			{"missing column", "DROP TABLE postfix_alias; CREATE TABLE postfix_alias (id INTEGER PRIMARY KEY, alias TEXT)", "has no column destination"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				s := db.New(t)
+				if _, err := s.db.Exec(tt.setup); err != nil {
+					t.Fatal(err)
+				}
+				err := s.Migrate(context.Background())
+				if !errors.Is(err, ErrSchema) || !strings.Contains(err.Error(), tt.want) {
+					t.Errorf("Migrate = %v; want ErrSchema containing %q", err, tt.want)
+				}
+			})
+		}
+	})
 }
 
 func TestAddIsIdempotent(t *testing.T) {
