@@ -221,6 +221,13 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 }
 
 func (s *Stack) start(ctx context.Context) error {
+	if s.Opts.PostgresDSN != "" {
+		for _, f := range []string{"/usr/lib/postfix/postfix-pgsql.so", "/usr/lib/dovecot/modules/auth/libdriver_pgsql.so"} {
+			if _, err := os.Stat(f); err != nil {
+				return fmt.Errorf("harness: PostgresDSN needs %s: run scripts/install-deps.sh (postfix-pgsql, dovecot-pgsql)", f)
+			}
+		}
+	}
 	if err := prepareRoot(s.Root); err != nil {
 		return err
 	}
