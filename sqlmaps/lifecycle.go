@@ -2,7 +2,6 @@ package sqlmaps
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -38,8 +37,8 @@ func aliasesPointingAt(ctx context.Context, q querier, addr string) ([]AliasRef,
 	var out []AliasRef
 	for _, k := range []Kind{VirtualAliases, Aliases} {
 		t := tables[k]
-		// A cheap filter in SQL, the exact test on the split list below.
-		rows, err := q.QueryContext(ctx, "SELECT "+t.key+", destination FROM "+t.table+" WHERE instr(lower(destination), ?) > 0 ORDER BY id", addr)
+		// A cheap filter in SQL (LIKE: both drivers; a _ or % in addr only widens it), the exact test on the split list below.
+		rows, err := q.QueryContext(ctx, "SELECT "+t.key+", destination FROM "+t.table+" WHERE lower(destination) LIKE '%' || ? || '%' ORDER BY id", addr)
 		if err != nil {
 			return nil, fmt.Errorf("sqlmaps: read %s: %w", t.table, err)
 		}
@@ -91,7 +90,7 @@ func (s *Store) DeleteUser(ctx context.Context, address string, p AliasPolicy) (
 		return Result{}, err
 	}
 	res := Result{Object: Users.String(), Key: addr, Change: Deleted}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		ok, err := exists(ctx, tx, Users, addr)
 		if err != nil {
 			return err
@@ -140,7 +139,7 @@ func (s *Store) DeleteUser(ctx context.Context, address string, p AliasPolicy) (
 // dropQuota deletes the quota row of a user or domain (@domain) being
 // deleted, so that one created again later does not inherit it. A database
 // without the quota table has none.
-func (s *Store) dropQuota(ctx context.Context, tx *sql.Tx, key string) (*Result, error) {
+func (s *Store) dropQuota(ctx context.Context, tx *txn, key string) (*Result, error) {
 	if !s.tableExists(ctx, tx, "postkit_quotas") {
 		return nil, nil
 	}
@@ -156,7 +155,7 @@ func (s *Store) dropQuota(ctx context.Context, tx *sql.Tx, key string) (*Result,
 
 // dropDestination removes addr from r's destination list, or deletes r
 // when addr was its only destination.
-func dropDestination(ctx context.Context, tx *sql.Tx, r AliasRef, addr string) (Result, error) {
+func dropDestination(ctx context.Context, tx *txn, r AliasRef, addr string) (Result, error) {
 	t := tables[r.Kind]
 	var keep []string
 	for _, d := range strings.FieldsFunc(r.Destination, func(c rune) bool { return c == ',' || c == ' ' || c == '\t' }) {
@@ -210,7 +209,7 @@ func (s *Store) SetUser(ctx context.Context, address string, c UserChange) (Resu
 		return Result{}, errf(ErrInvalid, "uid and gid must be above 0: mailboxes must not belong to root")
 	}
 	res := Result{Object: Users.String(), Key: addr, Change: Unchanged}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		old, err := getUser(ctx, tx, addr)
 		if err != nil {
 			return err

@@ -34,7 +34,7 @@ const quotaNoun = "quota"
 
 // errNoQuotaTable says what to do with a database older than schema 3.
 func (s *Store) quotaTableErr(err error) error {
-	if err != nil && strings.Contains(err.Error(), "no such table") {
+	if isNoTable(err) {
 		return errf(ErrSchema, "%s has no quota table (schema version 3): upgrade it with 'postkit db init'", s.path)
 	}
 	return err
@@ -71,7 +71,7 @@ func (s *Store) SetQuota(ctx context.Context, target string, bytes int64) (Resul
 		return Result{}, errf(ErrInvalid, "quota %d for %s: a limit cannot be negative (0 means none)", bytes, key)
 	}
 	res := Result{Object: quotaNoun, Key: key, Detail: bytesize.Format(bytes)}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		var n int
 		if domain {
 			err = tx.QueryRowContext(ctx, "SELECT count(*) FROM postfix_domaines WHERE domaine = ?", key[1:]).Scan(&n)
@@ -120,7 +120,7 @@ func (s *Store) ClearQuota(ctx context.Context, target string) (Result, error) {
 		return Result{}, err
 	}
 	res := Result{Object: quotaNoun, Key: key, Change: Deleted}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		r, err := tx.ExecContext(ctx, "DELETE FROM postkit_quotas WHERE cible = ?", key)
 		if err != nil {
 			return s.quotaTableErr(fmt.Errorf("sqlmaps: clear the quota of %s: %w", key, err))

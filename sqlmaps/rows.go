@@ -143,7 +143,7 @@ func (s *Store) SetActive(ctx context.Context, k Kind, key string, on bool) (Res
 		return Result{}, err
 	}
 	res := Result{Object: t.noun, Key: norm}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		var cur sql.NullInt64
 		err := tx.QueryRowContext(ctx, "SELECT active FROM "+t.table+" WHERE "+t.key+" = ?", norm).Scan(&cur)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -228,7 +228,7 @@ func (s *Store) Delete(ctx context.Context, k Kind, key string) (Result, error) 
 		return Result{}, err
 	}
 	res := Result{Object: t.noun, Key: norm, Change: Deleted}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		err := deleteRow(ctx, tx, k, norm)
 		if errors.Is(err, ErrNotFound) {
 			res.Change, res.Detail = Absent, "no such row: nothing to delete"
@@ -242,7 +242,7 @@ func (s *Store) Delete(ctx context.Context, k Kind, key string) (Result, error) 
 	return res, nil
 }
 
-func deleteRow(ctx context.Context, tx *sql.Tx, k Kind, key string) error {
+func deleteRow(ctx context.Context, tx *txn, k Kind, key string) error {
 	t := tables[k]
 	r, err := tx.ExecContext(ctx, "DELETE FROM "+t.table+" WHERE "+t.key+" = ?", key)
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 func TestSpamAllowLists(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "postfix.sqlite")
-	lists := NewSpamAllowLists(path)
+	lists := NewSpamAllowLists(Source{Path: path})
 	defer lists.Close()
 	if _, err := lists.Allowed(ctx, []string{"u@exemple.fr"}, "partner.fr"); err == nil {
 		t.Fatal("no database yet: no error")

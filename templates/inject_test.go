@@ -112,6 +112,8 @@ func oddValue(kind string, n int) string {
 		return "1.5G"
 	case "grace":
 		return "100%"
+	case "pgdsn":
+		return fmt.Sprintf("postgres://odd_user.%d@[::1]:5433/odd-db.%d?sslmode=prefer&connect_timeout=3", n, n)
 	case "addrglob":
 		return fmt.Sprintf("o_d+d=y-*?%d@*.xn--bcher-kva.example", n)
 	case "signfrom":
@@ -217,7 +219,7 @@ func linePatterns(t *testing.T, name string) []*regexp.Regexp {
 			}
 			continue
 		}
-		pats = append(pats, regexp.MustCompile("^"+strings.ReplaceAll(regexp.QuoteMeta(line), "\x00", ".*")+"$"))
+		pats = append(pats, regexp.MustCompile("^"+strings.NewReplacer("\x00", ".*", "%00", ".*").Replace(regexp.QuoteMeta(line))+"$"))
 	}
 	return pats
 }
@@ -250,10 +252,22 @@ func expandDefines(src string) string {
 func codePatterns(t *testing.T, cfg *config.Config, base string) []*regexp.Regexp {
 	t.Helper()
 	var text string
+	// Values become ".*": NUL, or %00 once percent-encoded.
+	any := sqlmaps.PGParams{Host: "\x00", Port: 5433, User: "\x00", DBName: "\x00", Password: "\x00", SSLMode: "\x00"}
 	if base == "dovecot-sql.conf.ext" {
 		text = string(sqlmaps.DovecotSQL("\x00", "\x00", "\x00", true))
+		if cfg.Database.PostgreSQL() {
+			text = string(sqlmaps.DovecotPGSQL(any, "\x00", "\x00", true))
+		}
 	}
 	for _, m := range sqlmaps.Maps() {
+		if cfg.Database.PostgreSQL() && m.PGFile() == base {
+			m, err := m.With(senderRules(cfg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			text = string(m.PGCF(any))
+		}
 		if m.File == base {
 			m, err := m.With(senderRules(cfg))
 			if err != nil {
@@ -267,7 +281,7 @@ func codePatterns(t *testing.T, cfg *config.Config, base string) []*regexp.Regex
 	}
 	var pats []*regexp.Regexp
 	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
-		pats = append(pats, regexp.MustCompile("^"+strings.ReplaceAll(regexp.QuoteMeta(line), "\x00", ".*")+"$"))
+		pats = append(pats, regexp.MustCompile("^"+strings.NewReplacer("\x00", ".*", "%00", ".*").Replace(regexp.QuoteMeta(line))+"$"))
 	}
 	return pats
 }
@@ -295,6 +309,28 @@ func lineOutside(data []byte, pats []*regexp.Regexp) string {
 // template line, in order.
 func TestNoLineOutsideTemplates(t *testing.T) {
 	cfg := oddConfig(t)
+	// With driver postgresql too: the DSN's odd value and an odd password
+	// (every character but a line break) reach the pgsql maps and Dovecot.
+	pgcfg := *cfg
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("o'\"\\%s$#{}=&?@:/ x\nsecond line\n"), 0o600)
+	pgcfg.Database.Driver, pgcfg.Database.PasswordFile = "postgresql", pw
+	for _, cfg := range []*config.Config{cfg, &pgcfg} {
+		noLineOutside(t, cfg)
+	}
+	// The same check fails when a value does carry a line: the proof can fail.
+	cfg.Postfix.TransportMaps = "inline:{ x=y }\nmynetworks = 0.0.0.0/0"
+	files, _ := Render(cfg)
+	for _, f := range files {
+		if f.Template == "postfix/main.cf.tmpl" {
+			if lineOutside(f.Data, linePatterns(t, f.Template)) == "" {
+				t.Errorf("lineOutside accepted a main.cf with an injected mynetworks line")
+			}
+		}
+	}
+}
+
+func noLineOutside(t *testing.T, cfg *config.Config) {
 	files, err := Render(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -309,16 +345,6 @@ func TestNoLineOutsideTemplates(t *testing.T) {
 		}
 		if bad := lineOutside(f.Data, pats); bad != "" {
 			t.Errorf("%s: %s is no line of %s", f.Path, bad, f.Template)
-		}
-	}
-	// The same check fails when a value does carry a line: the proof can fail.
-	cfg.Postfix.TransportMaps = "inline:{ x=y }\nmynetworks = 0.0.0.0/0"
-	files, _ = Render(cfg)
-	for _, f := range files {
-		if f.Template == "postfix/main.cf.tmpl" {
-			if lineOutside(f.Data, linePatterns(t, f.Template)) == "" {
-				t.Errorf("lineOutside accepted a main.cf with an injected mynetworks line")
-			}
 		}
 	}
 }

@@ -34,7 +34,7 @@ func load(t *testing.T, path string) *config.Config {
 // fails on a golden file that no render produces any more (-update removes
 // it).
 func TestGolden(t *testing.T) {
-	names := []string{"minimal", "postkit", "full", "extra"}
+	names := []string{"minimal", "postkit", "full", "extra", "postgresql"}
 	entries, err := os.ReadDir(filepath.Join("testdata", "golden"))
 	if err != nil {
 		t.Fatal(err)
@@ -47,10 +47,15 @@ func TestGolden(t *testing.T) {
 	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
 			src := "../examples/" + name + ".yaml"
-			if name == "full" || name == "extra" {
+			if name == "full" || name == "extra" || name == "postgresql" {
 				src = "testdata/" + name + ".yaml"
 			}
-			files, err := Render(load(t, src))
+			cfg := load(t, src)
+			if cfg.Database.PasswordFile != "" {
+				pw, _ := filepath.Abs("testdata/pg-password")
+				cfg.Database.PasswordFile = pw
+			}
+			files, err := Render(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -220,8 +225,12 @@ func write(t *testing.T, files []File) {
 // TestPostconf: Postfix itself parses both example configs without a warning.
 func TestPostconf(t *testing.T) {
 	postconf := need(t, "postconf")
-	for _, src := range []string{"../examples/minimal.yaml", "../examples/postkit.yaml", "testdata/full.yaml"} {
-		files, err := Render(load(t, src))
+	for _, src := range []string{"../examples/minimal.yaml", "../examples/postkit.yaml", "testdata/full.yaml", "testdata/postgresql.yaml"} {
+		cfg := load(t, src)
+		if cfg.Database.PasswordFile != "" {
+			cfg.Database.PasswordFile, _ = filepath.Abs("testdata/pg-password")
+		}
+		files, err := Render(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -275,7 +284,8 @@ func TestPostconf(t *testing.T) {
 func unexpectedWarnings(out []byte) []string {
 	var bad []string
 	for _, l := range strings.Split(string(out), "\n") {
-		if strings.Contains(l, "warning") && !strings.Contains(l, `open "sqlite" configuration "/etc/postfix/sqlite-`) {
+		if strings.Contains(l, "warning") && !strings.Contains(l, `open "sqlite" configuration "/etc/postfix/sqlite-`) &&
+			!strings.Contains(l, `open "pgsql" configuration "/etc/postfix/pgsql-`) {
 			bad = append(bad, l)
 		}
 	}

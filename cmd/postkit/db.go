@@ -26,44 +26,58 @@ type dbOptions struct {
 	cfg     *config.Config // loaded lazily by resolve
 }
 
-// resolve finds the database path: --db wins, else database.path of the
-// config file (-c, or /etc/postkit/postkit.yaml when it exists).
-func (o *dbOptions) resolve() (string, error) {
+// resolve finds the database: --db PATH (a SQLite file) wins, else the
+// database section of the config file (-c, or /etc/postkit/postkit.yaml
+// when it exists): a SQLite path or a PostgreSQL DSN.
+func (o *dbOptions) resolve() (sqlmaps.Source, error) {
 	if o.dbPath != "" && o.cfgPath == "" {
-		return o.dbPath, nil
+		return sqlmaps.Source{Driver: sqlmaps.DriverSQLite, Path: o.dbPath}, nil
 	}
 	path := o.cfgPath
 	if path == "" {
 		if _, err := os.Stat(dbDefaultConfig); err != nil {
-			return "", errors.New("db: no database given: pass --db PATH or -c postkit.yaml")
+			return sqlmaps.Source{}, errors.New("db: no database given: pass --db PATH or -c postkit.yaml")
 		}
 		path = dbDefaultConfig
 	}
 	cfg, _, err := config.Load(path)
 	if err != nil {
-		return "", err
+		return sqlmaps.Source{}, err
 	}
 	o.cfg = cfg
 	if o.dbPath != "" {
-		return o.dbPath, nil
+		return sqlmaps.Source{Driver: sqlmaps.DriverSQLite, Path: o.dbPath}, nil
 	}
-	return cfg.Database.Path, nil
+	return cfg.Database.Source(), nil
 }
 
 // open opens an existing database; write commands migrate it first (a
 // no-op once it is current).
 func (o *dbOptions) open(ctx context.Context, write bool) (*sqlmaps.Store, error) {
-	path, err := o.resolve()
+	src, err := o.resolve()
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("db: %w: create it with 'postkit db init'", err)
+	if !src.IsPostgres() {
+		if _, err := os.Stat(src.Path); err != nil {
+			return nil, fmt.Errorf("db: %w: create it with 'postkit db init'", err)
+		}
 	}
 	if !write {
-		return sqlmaps.OpenReadOnly(path)
+		s, err := src.OpenReadOnly()
+		if err != nil || !src.IsPostgres() {
+			return s, err
+		}
+		if v, err := s.Version(ctx); err != nil || v == 0 {
+			s.Close()
+			if err == nil {
+				err = fmt.Errorf("db: the %s has no postkit tables: create them with 'postkit db init'", src)
+			}
+			return nil, err
+		}
+		return s, nil
 	}
-	s, err := sqlmaps.Open(path)
+	s, err := src.Open()
 	if err != nil {
 		return nil, err
 	}
@@ -169,8 +183,10 @@ func newDBCommand() *cobra.Command {
 	db := &cobra.Command{
 		Use:   "db",
 		Short: "Manage the SQL store: domains, users, aliases, blacklists",
-		Long: `Manage the SQLite database Postfix and Dovecot read (the reference installation's
-tables). The database is --db PATH, or database.path of -c postkit.yaml.
+		Long: `Manage the database Postfix and Dovecot read (the reference installation's
+tables): a SQLite file, --db PATH or database.path of -c postkit.yaml, or with
+database.driver: postgresql the PostgreSQL database of database.dsn (password from
+database.password_file, else PGPASSWORD or ~/.pgpass; never on the command line).
 
 Every change is one transaction: a refused change leaves the database untouched.
 'add' of a row that already exists with the same values reports "unchanged" and
@@ -189,7 +205,7 @@ never from the command line.`,
 	pf.BoolVar(&o.asJSON, "json", false, "print results as JSON")
 
 	db.AddCommand(dbInitCmd(o), dbDomainCmd(o), dbUserCmd(o), dbAliasCmd(o, sqlmaps.Aliases), dbAliasCmd(o, sqlmaps.VirtualAliases), dbBlacklistCmd(o), dbSpamAllowCmd(o), dbImportCmd(o))
-	db.AddCommand(dbQuotaCmd(o))
+	db.AddCommand(dbQuotaCmd(o), dbMigrateCmd(o))
 	return db
 }
 
@@ -206,7 +222,7 @@ its rows; its file gets mode 0640 whatever it had (it holds password hashes).
 Safe to run again.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			path, err := o.resolve()
+			src, err := o.resolve()
 			if err != nil {
 				return err
 			}
@@ -214,7 +230,7 @@ Safe to run again.`,
 			if o.cfg != nil {
 				domains = append(domains, o.cfg.Domains...)
 			}
-			res, warn, err := sqlmaps.Init(ctx, path, sqlmaps.InitOptions{Group: group, Domains: append(domains, args...)})
+			res, warn, err := sqlmaps.InitSource(ctx, src, sqlmaps.InitOptions{Group: group, Domains: append(domains, args...)})
 			if err != nil {
 				return err
 			}

@@ -32,7 +32,7 @@ func (s *Stack) baseConfig() map[string]any {
 			"inbound_level":  "may",
 			"outbound_level": "may",
 		},
-		"database": map[string]any{"path": p.Database},
+		"database": s.databaseConfig(),
 		"mailbox": map[string]any{"base_dir": p.MailBase, "uid": s.UID, "gid": s.GID, "user": s.vmailUser().Name,
 			"quota": map[string]any{"status": "unix:" + p.QuotaStatus}},
 		"listeners": map[string]any{
@@ -73,6 +73,19 @@ func (s *Stack) baseConfig() map[string]any {
 			"managesieve": Addr(s.Ports.ManageSieve)},
 		"dns": map[string]any{"servers": []any{s.DNS.Addr()}, "timeout": "2s"},
 	}
+}
+
+// databaseConfig is the SQLite file of the sandbox, or the PostgreSQL
+// database of Options.PostgresDSN.
+func (s *Stack) databaseConfig() map[string]any {
+	if s.Opts.PostgresDSN == "" {
+		return map[string]any{"path": s.Paths.Database}
+	}
+	db := map[string]any{"driver": "postgresql", "dsn": s.Opts.PostgresDSN}
+	if s.Opts.PostgresPasswordFile != "" {
+		db["password_file"] = s.Opts.PostgresPasswordFile
+	}
+	return db
 }
 
 func portOf(hostport string) string {

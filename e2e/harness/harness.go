@@ -77,6 +77,13 @@ type Options struct {
 	// Daemons are started after the database is seeded and before Postfix, so
 	// that Postfix never sees them missing.
 	Daemons []DaemonSpec
+	// PostgresDSN, when set, puts the store in that PostgreSQL database
+	// (database.driver: postgresql, as several MX hosts share one): Postfix
+	// reads it through pgsql maps, Dovecot through its pgsql driver. Empty:
+	// the SQLite file Paths.Database, the default.
+	PostgresDSN string
+	// PostgresPasswordFile is database.password_file with PostgresDSN.
+	PostgresPasswordFile string
 	// Seed runs after `postkit db init` and before any daemon starts.
 	Seed func(*Stack) error
 	// Apply provisions the sandbox with `postkit apply` (as on a live host:
@@ -214,6 +221,13 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 }
 
 func (s *Stack) start(ctx context.Context) error {
+	if s.Opts.PostgresDSN != "" {
+		for _, f := range []string{"/usr/lib/postfix/postfix-pgsql.so", "/usr/lib/dovecot/modules/auth/libdriver_pgsql.so"} {
+			if _, err := os.Stat(f); err != nil {
+				return fmt.Errorf("harness: PostgresDSN needs %s: run scripts/install-deps.sh (postfix-pgsql, dovecot-pgsql)", f)
+			}
+		}
+	}
 	if err := prepareRoot(s.Root); err != nil {
 		return err
 	}
@@ -429,6 +443,9 @@ func (s *Stack) checkSieve() error {
 // user can read (smtpd, cleanup and trivial-rewrite open it); it does not
 // loosen the permissions postkit chose.
 func (s *Stack) checkDatabase() error {
+	if s.Opts.PostgresDSN != "" {
+		return nil // readers connect over the network: nothing to read on disk
+	}
 	if _, err := os.Stat(s.Paths.Database); err != nil {
 		return fmt.Errorf("harness: database not created by postkit db init: %w", err)
 	}

@@ -66,8 +66,11 @@ type TLS struct {
 
 // Database is the SQL store.
 type Database struct {
-	Driver string `yaml:"driver" doc:"Database driver. Only sqlite is supported for now." enum:"sqlite" kind:"enum"`
-	Path   string `yaml:"path" doc:"SQLite file. Postfix (user postfix) and Dovecot's auth process must be able to read it." kind:"path"`
+	Driver string `yaml:"driver" doc:"Database driver: sqlite (one host, a file) or postgresql (several MX hosts sharing one database; Postfix needs postfix-pgsql and Dovecot dovecot-pgsql)." enum:"sqlite,postgresql" kind:"enum"`
+	Path   string `yaml:"path" doc:"SQLite file (driver sqlite). Postfix (user postfix) and Dovecot's auth process must be able to read it." kind:"path"`
+	// DSN and PasswordFile: see database.go.
+	DSN          string `yaml:"dsn" doc:"PostgreSQL database (driver postgresql): postgres://USER@HOST:PORT/DBNAME, with ?sslmode=… or ?host=/socket/dir if needed. Never a password here: see password_file." kind:"pgdsn"`
+	PasswordFile string `yaml:"password_file" doc:"File whose first line is the PostgreSQL password (mode 0600, root). postkit reads it; the generated Postfix and Dovecot files carry it (mode 0640, their group only). Empty: postkit follows libpq (PGPASSWORD, ~/.pgpass) and the generated files hold no password (trust or peer authentication)." kind:"path"`
 	// PasswordPolicy is checked by 'postkit db user add|passwd|import'.
 	PasswordPolicy PasswordPolicy `yaml:"password_policy" doc:"What 'postkit db' accepts as a new password (add, passwd, import of plaintext). Length over composition rules, as NIST SP 800-63B advises; hashes imported as they are cannot be checked."`
 }

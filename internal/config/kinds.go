@@ -90,6 +90,8 @@ var kinds = map[string]kind{
 		hint: "a zone with an optional answer filter, e.g. zen.spamhaus.org=127.0.0.[2..11]"},
 	"addrglob": {check: checkAddrGlob,
 		hint: "an address with * and ? as wildcards, e.g. *@exemple.fr or newsletter@*.exemple.fr"},
+	"pgdsn": {check: checkPGDSN,
+		hint: "postgres://USER@HOST:PORT/DBNAME, e.g. postgres://postkit@127.0.0.1:5432/postkit, without a password"},
 	"signfrom": {check: checkSignFrom,
 		hint: "user@example.org, *@example.org or *@*.example.org (the sub-domains)"},
 	"hostglob": {check: checkHostGlob,

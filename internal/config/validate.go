@@ -224,6 +224,9 @@ func (c *Config) Validate(f *File) error {
 	for _, e := range c.validateMailbox(f, bad) {
 		add(e)
 	}
+	for _, e := range c.validateDatabase(f, bad) {
+		add(e)
+	}
 	for _, e := range c.validateClients(f) {
 		add(e)
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/postkit/postkit/internal/config"
 	"github.com/postkit/postkit/internal/preflight"
-	"github.com/postkit/postkit/sqlmaps"
 )
 
 // mailboxChecks looks at the live mail store before files change, for what
@@ -44,13 +43,16 @@ func mailboxChecks(cfg *config.Config, root string, note preflight.Note) error {
 // quotaSchema refuses quotas over a database older than schema version 3.
 // A database that does not exist yet is left to 'postkit db init'.
 func quotaSchema(cfg *config.Config) error {
-	if !cfg.Mailbox.Quota.Enabled || cfg.Database.Path == "" {
+	src := cfg.Database.Source()
+	if !cfg.Mailbox.Quota.Enabled || !src.Configured() {
 		return nil
 	}
-	if _, err := os.Stat(cfg.Database.Path); errors.Is(err, fs.ErrNotExist) {
-		return nil
+	if !src.IsPostgres() {
+		if _, err := os.Stat(src.Path); errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 	}
-	s, err := sqlmaps.OpenReadOnly(cfg.Database.Path)
+	s, err := src.OpenReadOnly()
 	if err != nil {
 		return fmt.Errorf("generate: mailbox.quota needs the database's quota table: %w", err)
 	}
@@ -59,8 +61,11 @@ func quotaSchema(cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("generate: mailbox.quota needs the database's quota table: %w", err)
 	}
+	if v == 0 && src.IsPostgres() {
+		return nil // no tables yet: left to 'postkit db init'
+	}
 	if v < 3 {
-		return fmt.Errorf("generate: mailbox.quota is enabled but %s is at schema version %d, without the quota table Dovecot's user queries read (every login and delivery would fail): upgrade it first with 'postkit db init -c CONFIG', or set mailbox.quota.enabled: false", cfg.Database.Path, v)
+		return fmt.Errorf("generate: mailbox.quota is enabled but %s is at schema version %d, without the quota table Dovecot's user queries read (every login and delivery would fail): upgrade it first with 'postkit db init -c CONFIG', or set mailbox.quota.enabled: false", src, v)
 	}
 	return nil
 }

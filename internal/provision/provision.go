@@ -237,6 +237,23 @@ func (r *run) config(s *Step) error {
 
 // database creates or upgrades the database (postkit db init).
 func (r *run) database(ctx context.Context, s *Step) error {
+	if src := r.cfg.Database.Source(); src.IsPostgres() {
+		// A shared database: its tables, never a file here.
+		if r.o.Check {
+			s.add(false, "the %s: its schema and domains are checked when applied", src)
+			return nil
+		}
+		res, _, err := sqlmaps.InitSource(ctx, src, sqlmaps.InitOptions{Domains: r.cfg.Domains})
+		if err != nil {
+			return fmt.Errorf("apply: %w", err)
+		}
+		for _, x := range res {
+			if x.Changed() {
+				s.add(true, "%s", x.String())
+			}
+		}
+		return nil
+	}
 	p := r.path(r.cfg.Database.Path)
 	if r.o.Check {
 		if _, err := os.Stat(p); err != nil {

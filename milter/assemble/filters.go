@@ -65,7 +65,7 @@ func newSigner(b *Builder) (filter.Filter, error) {
 	if cfg.Unowned, err = dkimsign.ParseUnowned(d.UnownedFrom); err != nil {
 		return nil, fmt.Errorf("milter: %w", err)
 	}
-	if c.Database.Path == "" {
+	if !c.Database.Source().Configured() {
 		b.Logger.Warn("milter: no database (--db or -c): authenticated mail is signed whatever its From says")
 	} else {
 		rules := SenderRules(c)
@@ -79,7 +79,7 @@ func newSigner(b *Builder) (filter.Filter, error) {
 		if c.SMTPUTF8 {
 			fold = sqlmaps.FoldUTF8
 		}
-		s := newSenders(c.Database.Path, rules, fold)
+		s := newSenders(c.Database.Source(), rules, fold)
 		b.OnClose(s)
 		cfg.Senders = s
 	}
@@ -166,7 +166,7 @@ func newOwnFrom(b *Builder) (filter.Filter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("milter: %w", err)
 	}
-	own := sqlmaps.NewDomainSet(c.Database.Path, c.Domains)
+	own := sqlmaps.NewDomainSet(c.Database.Source(), c.Domains)
 	b.OnClose(own)
 	oc := ownfrom.Config{
 		Own: own.Contains,

@@ -92,8 +92,8 @@ func SpamConfig(c *config.Config, res spam.Resolver, log *slog.Logger) (spam.Con
 		}
 		sc.Resolver = res
 	}
-	if s.DomainAllowLists && c.Database.Path != "" {
-		lists := sqlmaps.NewSpamAllowLists(c.Database.Path)
+	if s.DomainAllowLists && c.Database.Source().Configured() {
+		lists := sqlmaps.NewSpamAllowLists(c.Database.Source())
 		cl = append(cl, lists)
 		sc.AllowDomain = func(ctx context.Context, domain string) (bool, error) {
 			return lists.Allowed(ctx, spamcheck.Recipients(ctx), domain)

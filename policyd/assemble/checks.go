@@ -56,7 +56,7 @@ func newBlacklist(b *Builder) (policyd.Check, error) {
 	}
 	cfg := blacklistConfig(b.Config)
 	cfg.Logger = b.Logger
-	store, err := sqlmaps.OpenReadOnly(b.Config.Database.Path)
+	store, err := b.Config.Database.Source().OpenForDaemon()
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +87,7 @@ func newSPF(b *Builder) (policyd.Check, error) {
 		return nil, err
 	}
 	if b.Config.Policy.SPF.OwnDomains == "enforce" {
-		set := sqlmaps.NewDomainSet(b.Config.Database.Path, b.Config.Domains)
+		set := sqlmaps.NewDomainSet(b.Config.Database.Source(), b.Config.Domains)
 		b.OnClose(set)
 		cfg.OwnDomain = set.Contains
 	}
