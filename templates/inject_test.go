@@ -67,8 +67,6 @@ func oddValue(kind string, n int) string {
 		return `^(?i)from \S+ \(.*\)$`
 	case "text":
 		return `from [127.0.0.1] by x (odd "quotes" \ & $ % # , ; {})`
-	case "pgurl":
-		return fmt.Sprintf("postgres://odd_user@[::1]:%d/odd-db?sslmode=verify-full&application_name=a%%20b", 5432+n)
 	case "mode":
 		return "0640"
 	case "delimiter":

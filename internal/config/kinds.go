@@ -100,8 +100,6 @@ var kinds = map[string]kind{
 		hint: "user@, user@example.org, example.org or /regexp/"},
 	"dnsbl": {check: checkDNSBLSite,
 		hint: "e.g. zen.spamhaus.org=127.0.0.[2..11]*3 or list.dnswl.org=127.0.[0..255].[1..3]*-2"},
-	"pgurl": {check: checkPGURL,
-		hint: "a PostgreSQL URL such as postgres://postkit@db.example:5432/postkit?sslmode=verify-full, special characters as %XX"},
 }
 
 // badRune returns the first rune that no string in postkit.yaml may hold:

@@ -92,7 +92,6 @@ var goodValue = map[string]string{
 	"homepath":  "~/sieve/x",
 	"size":      "1G",
 	"grace":     "10%",
-	"pgurl":     "postgres://postkit@db.example.org:5432/postkit",
 }
 
 func good(sf reflect.StructField) string {

@@ -15,7 +15,7 @@ import (
 // message learned through one host's IMAP is known to every host's Bayes.
 type State struct {
 	Driver       string   `yaml:"driver" doc:"sqlite keeps the state in policy.state_file and milter.spam.bayes.path on this host; postgresql keeps it in the database dsn names, shared by every host that names it. While PostgreSQL is down no mail is refused for it: greylisting and rate limits let mail through, the spam filter scores without Bayes (POSTKIT_BAYES_DOWN in X-Spam-Status); both reconnect by themselves." enum:"sqlite,postgresql" kind:"enum"`
-	DSN          string   `yaml:"dsn" doc:"With driver postgresql: the connection URL, e.g. postgres://postkit@db.example:5432/postkit?sslmode=verify-full (no password here: see password_file; no spaces, quotes, $ or braces: it is written into Dovecot's learning service). The tables are created on first use." kind:"pgurl"`
+	DSN          string   `yaml:"dsn" doc:"With driver postgresql: the connection URL, e.g. postgres://postkit@db.example:5432/postkit?sslmode=verify-full (no password here: see password_file; no spaces, quotes, $ or braces: it is written into Dovecot's learning service). The tables are created on first use." kind:"pgdsn"`
 	PasswordFile string   `yaml:"password_file" doc:"With driver postgresql: a file holding the role's password (first line), readable by the daemons' user only; empty uses the DSN, PGPASSWORD or ~/.pgpass." kind:"path"`
 	OnError      string   `yaml:"on_error" doc:"What greylisting and rate limits answer while their state cannot be read or written (PostgreSQL down, a broken SQLite file): accept lets the mail through unchecked (they fail open); defer answers DEFER_IF_PERMIT 4.3.0 so that the client retries later. Never a refusal: an outage costs no mail." enum:"accept,defer" kind:"enum"`
 	CacheTTL     Duration `yaml:"cache_ttl" doc:"With driver postgresql: how long a host answers from its own memory what a stale answer cannot harm (a greylisting triplet that already passed, a client's auto-allow count); 0 asks the database every time. Triplets still deferred and rate-limit counters are never cached."`
@@ -65,17 +65,4 @@ func (c *Config) validateState(f *File) []*Error {
 		return []*Error{f.Errorf("state.cache_ttl", "e.g. 30s, or 0 for no cache", "must not be negative")}
 	}
 	return nil
-}
-
-// checkPGURL accepts a postgres:// or postgresql:// URL without spaces,
-// quotes, backslashes, $ or braces: it is written into Dovecot's learning
-// service command line, which splits on spaces.
-func checkPGURL(s string) string {
-	if !strings.HasPrefix(s, "postgres://") && !strings.HasPrefix(s, "postgresql://") {
-		return "is not a postgres:// URL"
-	}
-	if strings.ContainsAny(s, " '\"\\${}") {
-		return "holds a space, quote, backslash, $ or brace"
-	}
-	return ""
 }
