@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -32,6 +33,8 @@ func newSpamCommand() *cobra.Command {
 // spamOptions are the engine settings the spam commands take as flags.
 type spamOptions struct {
 	bayes           string
+	bayesDSN        string
+	bayesPassFile   string
 	rulesDirs       []string
 	required        float64
 	whitelist       []string
@@ -41,6 +44,8 @@ type spamOptions struct {
 
 func (o *spamOptions) register(f *pflag.FlagSet) {
 	f.StringVar(&o.bayes, "bayes", "", "Bayes store (SQLite file, created if missing); without it, rules only")
+	f.StringVar(&o.bayesDSN, "bayes-dsn", "", "Bayes store in PostgreSQL, shared by several hosts (state.dsn), instead of --bayes")
+	f.StringVar(&o.bayesPassFile, "bayes-password-file", "", "file holding the PostgreSQL password for --bayes-dsn (state.password_file)")
 	f.StringArrayVar(&o.rulesDirs, "rules-dir", nil, "directory of *.rules files read after the shipped rules (repeatable)")
 	f.Float64Var(&o.required, "required", 5, "score from which a message is spam")
 	f.StringArrayVar(&o.whitelist, "whitelist-from", nil, "sender pattern to let through, e.g. *@exemple.fr (repeatable)")
@@ -50,8 +55,19 @@ func (o *spamOptions) register(f *pflag.FlagSet) {
 }
 
 // config is the one place the commands build the engine's configuration.
-func (o *spamOptions) config() spam.Config {
+func (o *spamOptions) config() (spam.Config, error) {
+	var password string
+	if o.bayesDSN != "" && o.bayesPassFile != "" {
+		b, err := os.ReadFile(o.bayesPassFile)
+		if err != nil {
+			return spam.Config{}, fmt.Errorf("--bayes-password-file: %w", err)
+		}
+		password, _, _ = strings.Cut(string(b), "\n")
+		password = strings.TrimRight(password, "\r")
+	}
 	return spam.Config{
+		BayesDSN:      o.bayesDSN,
+		BayesPassword: password,
 		RulesDirs:     o.rulesDirs,
 		Required:      o.required,
 		WhitelistFrom: o.whitelist,
@@ -60,7 +76,7 @@ func (o *spamOptions) config() spam.Config {
 		MinSpam:       o.minSpam,
 		MinHam:        o.minHam,
 		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}
+	}, nil
 }
 
 func readMessage(cmd *cobra.Command, args []string) ([]byte, error) {
@@ -94,7 +110,11 @@ learned enough (spam learn).`,
 			if len(raw) > mailbox.MaxMessage {
 				return errors.New("spam check: message larger than 32 MiB")
 			}
-			e, err := spam.New(o.config())
+			sc, err := o.config()
+			if err != nil {
+				return err
+			}
+			e, err := spam.New(sc)
 			if err != nil {
 				return err
 			}
@@ -162,10 +182,14 @@ learned the other way is moved.`,
 			if n != 1 {
 				return errors.New("spam learn: give exactly one of --spam, --ham and --forget")
 			}
-			if o.bayes == "" {
-				return errors.New("spam learn: --bayes PATH is required (the Bayes store, e.g. /var/lib/postkit/bayes.sqlite)")
+			if o.bayes == "" && o.bayesDSN == "" {
+				return errors.New("spam learn: --bayes PATH is required (the Bayes store, e.g. /var/lib/postkit/bayes.sqlite), or --bayes-dsn URL for a shared PostgreSQL store")
 			}
-			e, err := spam.New(o.config())
+			sc, err := o.config()
+			if err != nil {
+				return err
+			}
+			e, err := spam.New(sc)
 			if err != nil {
 				return err
 			}
@@ -253,7 +277,11 @@ func spamStatsCmd() *cobra.Command {
 			if _, err := os.Stat(o.bayes); err != nil {
 				return fmt.Errorf("spam stats: %w; learn something first (postkit spam learn)", err)
 			}
-			e, err := spam.New(o.config())
+			sc, err := o.config()
+			if err != nil {
+				return err
+			}
+			e, err := spam.New(sc)
 			if err != nil {
 				return err
 			}

@@ -34,6 +34,7 @@ type Config struct {
 	Sieve            Sieve         `yaml:"sieve" doc:"Server-side filtering with Dovecot's Sieve plugin."`
 	DNS              DNS           `yaml:"dns" doc:"The resolver postkit's daemons use for SPF, DNSBL and DKIM lookups."`
 	Dovecot          Dovecot       `yaml:"dovecot" doc:"Dovecot settings beyond what postkit generates."`
+	State            State         `yaml:"state" doc:"Where the daemons keep what they learn (greylisting, rate limits, Bayes): this host's SQLite files, or one PostgreSQL database shared by several MX hosts."`
 	Log              Log           `yaml:"log" doc:"How the postkit daemons (milter, policyd) log: one line per message or request, with the Postfix queue id as queue_id."`
 }
 

@@ -30,7 +30,7 @@ func checkPGDSN(s string) string {
 		return fmt.Sprintf("%q: %v", s, err)
 	}
 	if _, has := u.User.Password(); has {
-		return "holds a password: remove it and put the password in database.password_file"
+		return "holds a password: remove it and put the password in the password_file beside this key"
 	}
 	if u.User == nil || !pgNameRE.MatchString(u.User.Username()) {
 		return fmt.Sprintf("%q names no user (letters, digits, _ . -) before @", s)

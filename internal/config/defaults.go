@@ -21,6 +21,7 @@ func Defaults() *Config {
 		},
 		Database: Database{Driver: "sqlite", Path: "/etc/postfix/bdd/postfix.sqlite",
 			PasswordPolicy: PasswordPolicy{MinLength: 12, MaxLength: 1024, RefuseAddress: true}},
+		State: State{Driver: "sqlite", OnError: "accept", CacheTTL: Duration(30 * time.Second)},
 		Mailbox: Mailbox{
 			BaseDir: "/var/mail/utilisateurs",
 			UID:     3000,

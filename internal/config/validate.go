@@ -218,6 +218,9 @@ func (c *Config) Validate(f *File) error {
 	for _, e := range c.validatePolicyChecks(f, bad) {
 		add(e)
 	}
+	for _, e := range c.validateState(f) {
+		add(e)
+	}
 	for _, e := range c.validateMailbox(f, bad) {
 		add(e)
 	}

@@ -59,12 +59,21 @@ func SpamConfig(c *config.Config, res spam.Resolver, log *slog.Logger) (spam.Con
 		sc.TokenTTL = -1 // bayes.expiry 0: tokens are kept forever
 	}
 	if s.Bayes.Enabled {
-		// As the policy daemon makes its state file's: the store is
-		// created at first use, its directory too.
-		if err := os.MkdirAll(filepath.Dir(s.Bayes.Path), 0o750); err != nil {
-			return spam.Config{}, nil, fmt.Errorf("milter: milter.spam.bayes.path: %w: create the directory, or set paths.postkit_run", err)
+		driver, dsn, password, err := c.StateStore()
+		if err != nil {
+			return spam.Config{}, nil, fmt.Errorf("milter: %w", err)
 		}
-		sc.BayesPath = s.Bayes.Path
+		if driver == "postgresql" {
+			// Shared by every host naming the same database (state.dsn).
+			sc.BayesDSN, sc.BayesPassword = dsn, password
+		} else {
+			// As the policy daemon makes its state file's: the store is
+			// created at first use, its directory too.
+			if err := os.MkdirAll(filepath.Dir(s.Bayes.Path), 0o750); err != nil {
+				return spam.Config{}, nil, fmt.Errorf("milter: milter.spam.bayes.path: %w: create the directory, or set paths.postkit_run", err)
+			}
+			sc.BayesPath = s.Bayes.Path
+		}
 	}
 	for _, l := range s.DNSBL {
 		sc.DNSBL = append(sc.DNSBL, spam.DNSList{Name: l.Name, Zone: l.Zone, Score: l.Score, Description: l.Description})

@@ -217,6 +217,7 @@ func greylistConfig(c *config.Config, trusted []netip.Prefix) (greylist.Config, 
 		action = "DEFER_IF_PERMIT 4.7.1 " + p.Text
 	}
 	return greylist.Config{
+		OnStoreError:       c.StateErrorAction(),
 		Delay:              p.Delay.D(),
 		RetryWindow:        p.RetryWindow.D(),
 		MaxAge:             p.MaxAge.D(),
@@ -255,6 +256,7 @@ func rateLimitConfig(c *config.Config) (ratelimit.Config, error) {
 		// are mostly about, are counted at all.
 		MessageStage:   "END-OF-MESSAGE",
 		RecipientStage: "END-OF-MESSAGE",
+		OnStoreError:   c.StateErrorAction(),
 	}
 	for i, l := range c.Policy.RateLimit.Limits {
 		where := fmt.Sprintf("policy.ratelimit.limits[%d]", i)
