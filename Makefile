@@ -7,7 +7,7 @@ PKGS    := ./...
 # every go command here, and the binaries the tests build, use it.
 export GOFLAGS := $(GOFLAGS) -tags=openssl
 
-.PHONY: all build test unit e2e bench demo demo-stop check fmt vet fuzz deps clean
+.PHONY: all build deb test unit e2e bench demo demo-stop check fmt vet fuzz deps clean
 
 all: build
 
@@ -17,6 +17,11 @@ LDFLAGS := -X github.com/postkit/postkit/internal/version.Version=$(VERSION)
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/postkit
+
+# The Debian package dist/postkit_<version>_<arch>.deb (binary, units, man pages,
+# completions, examples), built by dpkg-deb.
+deb:
+	GO='$(GO)' VERSION='$(VERSION)' LDFLAGS='$(LDFLAGS)' scripts/build-deb.sh
 
 # Every test: unit tests and the end-to-end suite against real Postfix and Dovecot.
 # As root with POSTKIT_E2E=1 (CI), a missing Postfix/Dovecot fails instead of skipping.
@@ -58,4 +63,4 @@ deps:
 	scripts/install-deps.sh
 
 clean:
-	rm -rf bin demo
+	rm -rf bin demo dist

@@ -15,6 +15,9 @@ echo
 echo "== policy server: postkit policyd vs postfix-policyd-spf-python =="
 bench/policyd/run.sh
 echo
+echo "== policy state: greylisting and rate limits on SQLite vs PostgreSQL, one host and two =="
+bench/policyd/state.sh
+echo
 echo "== spam: postkit spam vs SpamAssassin 4, accuracy on the SpamAssassin public corpus =="
 bench/spam/run.sh
 echo

@@ -22,7 +22,7 @@ var (
 
 	passwords = map[string]string{
 		alice: "Alice-pw-4711",
-		bob:   "Bob-pw-0815",
+		bob:   "Bob-pw-08150",
 		carol: "Carol-pw-1234",
 		dave:  "Dave-pw-9999",
 	}

@@ -225,7 +225,7 @@ func TestSenderSigning(t *testing.T) {
 			!strings.Contains(se.Message, "<"+bob+">: From address not owned by user "+alice) {
 			t.Fatalf("stage %q, err %v; want 550 5.7.1 \"<%s>: From address not owned by user %s\" at end of data", stage, err, bob, alice)
 		}
-		waitLog(t, `msg="dkimsign: refused: From not owned by the login"`, "login="+alice+" from="+bob)
+		waitLog(t, `msg="dkimsign: refused: From not owned by the login"`, "sasl_username="+alice+" from="+bob)
 		time.Sleep(200 * time.Millisecond)
 		for _, m := range s.Sink.Messages() {
 			if bytes.Contains(m.Data, []byte(tok)) {
@@ -269,7 +269,7 @@ func TestSenderSigning(t *testing.T) {
 		if sigs := headerValues(m.Data, "DKIM-Signature"); len(sigs) != 0 {
 			t.Errorf("signed although the From belongs to another user: %q", sigs)
 		}
-		waitLog(t, `msg="dkimsign: not signed: From not owned by the login"`, "login="+alice+" from="+bob,
+		waitLog(t, `msg="dkimsign: not signed: From not owned by the login"`, "sasl_username="+alice+" from="+bob,
 			`reason="From address `+bob+` is not one login `+alice+` may use"`)
 	})
 }

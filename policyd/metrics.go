@@ -1,24 +1,21 @@
 package policyd
 
-// Metrics renders policy counters in the Prometheus text exposition format
-// (https://prometheus.io/docs/instrumenting/exposition_formats/, version
-// 0.0.4), without a client library: two counter families and one histogram.
+// Metrics counts policy decisions for Prometheus (internal/metrics serves
+// them with the process, Go and build families): decisions per check and
+// result, check durations, requests per final action and their durations.
 
 import (
-	"bufio"
-	"fmt"
 	"io"
 	"net/http"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
-)
 
-// durationBuckets are the histogram upper bounds, in seconds: policy checks
-// take from microseconds (a cached lookup) to seconds (a DNS timeout).
-var durationBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/postkit/postkit/internal/metrics"
+)
 
 // maxSeries bounds the label sets of each family: results beyond it are
 // counted under result="other" so that a caller passing free text cannot
@@ -26,61 +23,72 @@ var durationBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 const maxSeries = 1000
 
 // Metrics counts decisions per check and result, check durations, and final
-// actions per request. It is safe for concurrent use; the zero value is not
-// usable, call NewMetrics.
+// actions per request. It is a prometheus.Collector, safe for concurrent
+// use; the zero value is not usable, call NewMetrics.
 type Metrics struct {
-	mu        sync.Mutex
-	decisions map[[2]string]uint64 // {check, result}
-	durations map[string]*histogram
-	requests  map[string]uint64 // final action class
-	reqDur    *histogram
+	decisions *prometheus.CounterVec   // check, result
+	durations *prometheus.HistogramVec // check
+	requests  *prometheus.CounterVec   // action class
+	reqDur    prometheus.Histogram
+
+	mu     sync.Mutex
+	seen   map[[2]string]bool // decision series
+	checks map[string]bool    // duration series
 }
 
-type histogram struct {
-	counts []uint64 // per bucket, not cumulative
-	sum    float64
-	count  uint64
-}
-
-func newHistogram() *histogram { return &histogram{counts: make([]uint64, len(durationBuckets))} }
-
-func (h *histogram) observe(d time.Duration) {
-	s := d.Seconds()
-	h.sum += s
-	h.count++
-	if i := sort.SearchFloat64s(durationBuckets, s); i < len(h.counts) {
-		h.counts[i]++
-	}
-}
-
-// NewMetrics returns an empty registry.
+// NewMetrics returns an empty set of counters.
 func NewMetrics() *Metrics {
 	return &Metrics{
-		decisions: map[[2]string]uint64{},
-		durations: map[string]*histogram{},
-		requests:  map[string]uint64{},
-		reqDur:    newHistogram(),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "postkit_policy_decisions_total", Help: "Policy check decisions by check and result.",
+		}, []string{"check", "result"}),
+		durations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "postkit_policy_check_duration_seconds", Help: "Time spent in each policy check.", Buckets: metrics.DurationBuckets,
+		}, []string{"check"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "postkit_policy_requests_total", Help: "Policy requests by final action.",
+		}, []string{"action"}),
+		reqDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "postkit_policy_request_duration_seconds", Help: "Time to answer one policy request.", Buckets: metrics.DurationBuckets,
+		}),
+		seen:   map[[2]string]bool{},
+		checks: map[string]bool{},
 	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	m.decisions.Describe(ch)
+	m.durations.Describe(ch)
+	m.requests.Describe(ch)
+	m.reqDur.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	m.decisions.Collect(ch)
+	m.durations.Collect(ch)
+	m.requests.Collect(ch)
+	m.reqDur.Collect(ch)
 }
 
 // Observe counts one decision of check with result (see ResultOf) that took dur.
 func (m *Metrics) Observe(check, result string, dur time.Duration) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	k := [2]string{check, result}
-	if _, ok := m.decisions[k]; !ok && len(m.decisions) >= maxSeries {
-		k[1] = "other"
-	}
-	m.decisions[k]++
-	h := m.durations[check]
-	if h == nil {
-		if len(m.durations) >= maxSeries {
-			return
+	m.mu.Lock()
+	if !m.seen[k] {
+		if len(m.seen) >= maxSeries {
+			k[1] = "other"
 		}
-		h = newHistogram()
-		m.durations[check] = h
+		m.seen[k] = true
 	}
-	h.observe(dur)
+	timed := m.checks[check] || len(m.checks) < maxSeries
+	m.checks[check] = m.checks[check] || timed
+	m.mu.Unlock()
+	m.decisions.WithLabelValues(k[0], k[1]).Inc()
+	if timed {
+		m.durations.WithLabelValues(check).Observe(dur.Seconds())
+	}
 }
 
 // ObserveDecision is Observe(check, ResultOf(d, err), dur).
@@ -91,10 +99,8 @@ func (m *Metrics) ObserveDecision(check string, d Decision, err error, dur time.
 // ObserveRequest counts one request answered with the final action sent to
 // Postfix, which took dur in all.
 func (m *Metrics) ObserveRequest(action string, dur time.Duration) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.requests[ActionClass(action)]++
-	m.reqDur.observe(dur)
+	m.requests.WithLabelValues(ActionClass(action)).Inc()
+	m.reqDur.Observe(dur.Seconds())
 }
 
 // ResultOf classifies a check's outcome for the result label: "error" when
@@ -137,97 +143,30 @@ func ActionClass(action string) string {
 	return "other"
 }
 
-// Handler serves the metrics for a Prometheus scrape (GET or HEAD).
+// Handler serves these families alone (no process or Go families) for a
+// Prometheus scrape; the daemon serves them with the rest through
+// internal/metrics.
 func (m *Metrics) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "policyd: metrics: use GET", http.StatusMethodNotAllowed)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		if r.Method == http.MethodHead {
-			return
-		}
-		m.WriteTo(w)
-	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	return metrics.Handler(reg)
 }
 
-// WriteTo writes every family in the text exposition format, series sorted.
+// WriteTo writes these families in the text exposition format.
 func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	fams, err := reg.Gather()
+	if err != nil {
+		return 0, err
+	}
 	cw := &countWriter{w: w}
-	bw := bufio.NewWriter(cw)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-
-	fmt.Fprintf(bw, "# HELP postkit_policy_decisions_total Policy check decisions by check and result.\n")
-	fmt.Fprintf(bw, "# TYPE postkit_policy_decisions_total counter\n")
-	keys := make([][2]string, 0, len(m.decisions))
-	for k := range m.decisions {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i][0] != keys[j][0] {
-			return keys[i][0] < keys[j][0]
+	for _, f := range fams {
+		if _, err := expfmt.MetricFamilyToText(cw, f); err != nil {
+			return cw.n, err
 		}
-		return keys[i][1] < keys[j][1]
-	})
-	for _, k := range keys {
-		fmt.Fprintf(bw, "postkit_policy_decisions_total{check=%s,result=%s} %d\n", quoteLabel(k[0]), quoteLabel(k[1]), m.decisions[k])
 	}
-
-	fmt.Fprintf(bw, "# HELP postkit_policy_check_duration_seconds Time spent in each policy check.\n")
-	fmt.Fprintf(bw, "# TYPE postkit_policy_check_duration_seconds histogram\n")
-	checks := make([]string, 0, len(m.durations))
-	for c := range m.durations {
-		checks = append(checks, c)
-	}
-	sort.Strings(checks)
-	for _, c := range checks {
-		writeHistogram(bw, "postkit_policy_check_duration_seconds", "check="+quoteLabel(c)+",", m.durations[c])
-	}
-
-	fmt.Fprintf(bw, "# HELP postkit_policy_requests_total Policy requests by final action.\n")
-	fmt.Fprintf(bw, "# TYPE postkit_policy_requests_total counter\n")
-	actions := make([]string, 0, len(m.requests))
-	for a := range m.requests {
-		actions = append(actions, a)
-	}
-	sort.Strings(actions)
-	for _, a := range actions {
-		fmt.Fprintf(bw, "postkit_policy_requests_total{action=%s} %d\n", quoteLabel(a), m.requests[a])
-	}
-	fmt.Fprintf(bw, "# HELP postkit_policy_request_duration_seconds Time to answer one policy request.\n")
-	fmt.Fprintf(bw, "# TYPE postkit_policy_request_duration_seconds histogram\n")
-	writeHistogram(bw, "postkit_policy_request_duration_seconds", "", m.reqDur)
-
-	err := bw.Flush()
-	return cw.n, err
-}
-
-// writeHistogram writes the cumulative _bucket series, _sum and _count.
-// labels is "" or a label list ending with a comma.
-func writeHistogram(w io.Writer, name, labels string, h *histogram) {
-	var cum uint64
-	for i, b := range durationBuckets {
-		cum += h.counts[i]
-		fmt.Fprintf(w, "%s_bucket{%sle=\"%s\"} %d\n", name, labels, formatFloat(b), cum)
-	}
-	fmt.Fprintf(w, "%s_bucket{%sle=\"+Inf\"} %d\n", name, labels, h.count)
-	l := strings.TrimSuffix(labels, ",")
-	if l != "" {
-		l = "{" + l + "}"
-	}
-	fmt.Fprintf(w, "%s_sum%s %s\n", name, l, formatFloat(h.sum))
-	fmt.Fprintf(w, "%s_count%s %d\n", name, l, h.count)
-}
-
-func formatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
-
-// quoteLabel quotes a label value: backslash, double quote and line feed are
-// escaped as the exposition format requires.
-func quoteLabel(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s) + `"`
+	return cw.n, nil
 }
 
 type countWriter struct {

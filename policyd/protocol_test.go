@@ -115,3 +115,21 @@ func FuzzReadRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestTemporary(t *testing.T) {
+	for a, want := range map[string]bool{
+		"DEFER_IF_PERMIT 4.3.0 State unavailable": true,
+		"defer try later":                         true,
+		"DEFER_IF_REJECT":                         true,
+		"450 4.3.0 State unavailable":             true,
+		"REJECT no":                               false,
+		"554 5.7.1 no":                            false,
+		"DUNNO":                                   false,
+		"4x0 odd":                                 false,
+		"":                                        false,
+	} {
+		if got := Temporary(a); got != want {
+			t.Errorf("Temporary(%q) = %v; want %v", a, got, want)
+		}
+	}
+}

@@ -300,7 +300,7 @@ func (s *Server) handle(r *Request) string {
 		"recipient", r.Recipient(),
 		"action", action,
 		"reasons", strings.Join(reasons, ","),
-		"ms", float64(s.Now().Sub(start).Microseconds())/1000)
+		"elapsed", s.Now().Sub(start).Round(time.Microsecond))
 	return action
 }
 

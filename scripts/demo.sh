@@ -27,7 +27,7 @@ fi
 
 # The Debian packages the stack runs (postfix-sqlite and dovecot-sqlite read the
 # SQLite database; swaks and curl are the demo's clients).
-pkgs="postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-sieve swaks curl ca-certificates sqlite3"
+pkgs="postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-sieve dovecot-managesieved swaks curl ca-certificates sqlite3"
 missing=
 for p in $pkgs; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

@@ -8,12 +8,16 @@ set -euo pipefail
 # is named here itself (swaks needs libnet-ssleay-perl for -tls and
 # libauthen-sasl-perl for DIGEST-MD5 AUTH; dkimpy verifies Ed25519 only with python3-nacl).
 test_packages=(
-	postfix postfix-sqlite
-	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-sieve dovecot-managesieved
+	postfix postfix-sqlite postfix-pgsql
+	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-pgsql dovecot-sieve dovecot-managesieved
 	opendkim opendkim-tools python3-dkim python3-nacl
+	opendmarc publicsuffix libxml2-utils
 	postfix-policyd-spf-python
 	swaks libnet-ssleay-perl libauthen-sasl-perl
 	curl sqlite3 openssl libssl-dev iproute2 libcrypt-dev
+	dpkg-dev lintian man-db groff-base
+	postgresql-15 postgresql-client-15
+	ansible-core systemd
 )
 
 # Only the benchmarks' peers (make bench), never a test: the SpamAssassin and

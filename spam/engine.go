@@ -31,6 +31,10 @@ const (
 	HitTimeout = "POSTKIT_TIMEOUT"
 	// HitError is the test named when scoring failed.
 	HitError = "POSTKIT_ERROR"
+	// HitBayesDown is the test (score 0) named when the Bayes store could
+	// not be read: the message was scored without Bayes, and X-Spam-Status
+	// says so.
+	HitBayesDown = "POSTKIT_BAYES_DOWN"
 )
 
 // ErrTimeout is returned (wrapped) when the time budget ran out; the Result
@@ -103,6 +107,10 @@ type Config struct {
 	// set, is used instead (and closed by Close). Neither: no Bayes.
 	BayesPath string
 	Store     bayes.Store
+	// BayesDSN, when set, is a PostgreSQL Bayes store shared by several
+	// hosts (bayesdb.OpenPG), with BayesPassword when not empty; it takes
+	// the place of BayesPath.
+	BayesDSN, BayesPassword string
 	// Bayes tunes the classifier.
 	Bayes bayes.Params
 	// MinSpam and MinHam are the learned messages needed before Bayes
@@ -230,6 +238,12 @@ func New(cfg Config) (*Engine, error) {
 	switch {
 	case cfg.Store != nil:
 		e.store = cfg.Store
+	case cfg.BayesDSN != "":
+		db, err := bayesdb.OpenPG(context.Background(), cfg.BayesDSN, cfg.BayesPassword)
+		if err != nil {
+			return nil, fmt.Errorf("spam: %w", err)
+		}
+		e.store = db
 	case cfg.BayesPath != "":
 		db, err := bayesdb.Open(cfg.BayesPath)
 		if err != nil {
@@ -281,7 +295,8 @@ func (e *Engine) Score(ctx context.Context, in Input) (Result, error) {
 		switch {
 		case err != nil:
 			res.BayesNote = "store error"
-			e.log.Warn("bayes store", "err", err)
+			res.Hits = append(res.Hits, Hit{Name: HitBayesDown, Description: "Bayes store unreachable: scored without Bayes"})
+			e.log.Warn("bayes store unreachable; scoring without Bayes", "err", err)
 		default:
 			res.Bayes, res.BayesNote = v.Prob, v.Note
 		}

@@ -33,7 +33,7 @@ func (s *Store) addAlias(ctx context.Context, k Kind, source, destination string
 		return Result{}, err
 	}
 	res := Result{Object: t.noun, Key: key}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		var old string
 		err := tx.QueryRowContext(ctx, "SELECT destination FROM "+t.table+" WHERE "+t.key+" = ?", key).Scan(&old)
 		if err == nil {

@@ -24,7 +24,7 @@ func (s *Store) AddSenderBlacklist(ctx context.Context, key string, code int, me
 		return Result{}, err
 	}
 	res := Result{Object: SenderBlacklist.String(), Key: k}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		var oldCode int
 		var oldMsg string
 		err := tx.QueryRowContext(ctx, "SELECT code_retour, message FROM postfix_liste_noire_expediteurs WHERE courriel = ?", k).Scan(&oldCode, &oldMsg)
@@ -69,7 +69,7 @@ func (s *Store) AddRecipientBlacklist(ctx context.Context, key, action string) (
 		return Result{}, err
 	}
 	res := Result{Object: RecipientBlacklist.String(), Key: k}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		var old string
 		err := tx.QueryRowContext(ctx, "SELECT action FROM postfix_liste_noire_destinataires WHERE courriel = ?", k).Scan(&old)
 		if err == nil {

@@ -19,7 +19,7 @@ func (s *Store) AddDomain(ctx context.Context, name string, makeDefault bool) (R
 		return Result{}, err
 	}
 	res := Result{Object: Domains.String(), Key: d}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		var isDefault bool
 		err := tx.QueryRowContext(ctx, "SELECT defaut FROM postfix_domaines WHERE domaine = ?", d).Scan(&isDefault)
 		found := err == nil
@@ -62,7 +62,7 @@ func (s *Store) AddDomain(ctx context.Context, name string, makeDefault bool) (R
 	return res, nil
 }
 
-func setDefault(ctx context.Context, tx *sql.Tx, d string) error {
+func setDefault(ctx context.Context, tx *txn, d string) error {
 	if _, err := tx.ExecContext(ctx, "UPDATE postfix_domaines SET defaut = CASE WHEN domaine = ? THEN 1 ELSE 0 END", d); err != nil {
 		return fmt.Errorf("sqlmaps: move default domain to %s: %w", d, err)
 	}
@@ -90,9 +90,12 @@ func (s *Store) ListDomains(ctx context.Context) ([]Domain, error) {
 	return out, rows.Err()
 }
 
-// DeleteDomain deletes a domain. While users or virtual aliases of the
+// DeleteDomain deletes a domain; one that does not exist is reported
+// Absent. While users or virtual aliases of the
 // domain remain it refuses (ErrInUse) unless cascade is set; then they are
-// deleted in the same transaction and listed in Result.Cascaded. The default
+// deleted in the same transaction, the deleted users are removed from the
+// destinations of other aliases (an alias left empty is deleted), and all
+// of it is listed in Result.Cascaded. The default
 // domain cannot be deleted while other domains exist: move the default first.
 func (s *Store) DeleteDomain(ctx context.Context, name string, cascade bool) (Result, error) {
 	d, err := CheckDomain(name)
@@ -100,11 +103,12 @@ func (s *Store) DeleteDomain(ctx context.Context, name string, cascade bool) (Re
 		return Result{}, err
 	}
 	res := Result{Object: Domains.String(), Key: d, Change: Deleted}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		var isDefault bool
 		err := tx.QueryRowContext(ctx, "SELECT defaut FROM postfix_domaines WHERE domaine = ?", d).Scan(&isDefault)
 		if errors.Is(err, sql.ErrNoRows) {
-			return notFound(Domains, d)
+			res.Change, res.Detail = Absent, "no such row: nothing to delete"
+			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("sqlmaps: read domain %s: %w", d, err)
@@ -118,11 +122,11 @@ func (s *Store) DeleteDomain(ctx context.Context, name string, cascade bool) (Re
 				return errf(ErrInUse, "domain %s is the default domain: make another one the default first ('postkit db domain add OTHER --default')", d)
 			}
 		}
-		users, err := keysInDomain(ctx, tx, Users, d)
+		users, err := keysInDomain(ctx, tx, tx.d, Users, d)
 		if err != nil {
 			return err
 		}
-		valiases, err := keysInDomain(ctx, tx, VirtualAliases, d)
+		valiases, err := keysInDomain(ctx, tx, tx.d, VirtualAliases, d)
 		if err != nil {
 			return err
 		}
@@ -148,6 +152,29 @@ func (s *Store) DeleteDomain(ctx context.Context, name string, cascade bool) (Re
 			}
 			res.Cascaded = append(res.Cascaded, Result{Object: VirtualAliases.String(), Key: v, Change: Deleted})
 		}
+		// Aliases elsewhere (other domains, local aliases) that deliver to
+		// a deleted user lose that destination, as 'user delete --cascade';
+		// the users' and the domain's quotas go with them.
+		for _, k := range append(append([]string(nil), users...), "@"+d) {
+			if c, err := s.dropQuota(ctx, tx, k); err != nil {
+				return err
+			} else if c != nil {
+				res.Cascaded = append(res.Cascaded, *c)
+			}
+		}
+		for _, u := range users {
+			refs, err := aliasesPointingAt(ctx, tx, u)
+			if err != nil {
+				return err
+			}
+			for _, r := range refs {
+				c, err := dropDestination(ctx, tx, r, u)
+				if err != nil {
+					return err
+				}
+				res.Cascaded = append(res.Cascaded, c)
+			}
+		}
 		return deleteRow(ctx, tx, Domains, d)
 	})
 	if err != nil {
@@ -158,9 +185,9 @@ func (s *Store) DeleteDomain(ctx context.Context, name string, cascade bool) (Re
 
 // keysInDomain lists the keys of k's table ending in "@domain" (users
 // user@domain, virtual aliases user@domain and the catch-all @domain).
-func keysInDomain(ctx context.Context, q querier, k Kind, d string) ([]string, error) {
+func keysInDomain(ctx context.Context, q querier, d2 dialect, k Kind, d string) ([]string, error) {
 	t := tables[k]
-	rows, err := q.QueryContext(ctx, "SELECT "+t.key+" FROM "+t.table+" WHERE lower(substr("+t.key+", -length(?1))) = ?1 ORDER BY id", "@"+d)
+	rows, err := q.QueryContext(ctx, "SELECT "+t.key+" FROM "+t.table+" WHERE "+d2.endsWith(t.key)+" ORDER BY id", "@"+d)
 	if err != nil {
 		return nil, fmt.Errorf("sqlmaps: read %s: %w", t.table, err)
 	}

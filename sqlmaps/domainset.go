@@ -23,14 +23,14 @@ import (
 // file exists.
 type DomainSet struct {
 	listed map[string]bool
-	path   string
+	src    Source
 	live   liveStore
 }
 
 // NewDomainSet returns the set of the listed domains plus those of the
-// database at path ("" for none).
-func NewDomainSet(path string, listed []string) *DomainSet {
-	d := &DomainSet{listed: map[string]bool{}, path: path, live: liveStore{path: path}}
+// database src (a Source with no path for none).
+func NewDomainSet(src Source, listed []string) *DomainSet {
+	d := &DomainSet{listed: map[string]bool{}, src: src, live: liveStore{src: src}}
 	for _, n := range listed {
 		d.listed[normDomain(n)] = true
 	}
@@ -47,7 +47,7 @@ func (d *DomainSet) Contains(ctx context.Context, domain string) (bool, error) {
 	if d.listed[domain] {
 		return true, nil
 	}
-	if d.path == "" {
+	if !d.src.Configured() {
 		return false, nil
 	}
 	st, err := d.live.open()
@@ -55,12 +55,12 @@ func (d *DomainSet) Contains(ctx context.Context, domain string) (bool, error) {
 		return false, err
 	}
 	var one int
-	err = st.db.QueryRowContext(ctx, "SELECT 1 FROM postfix_domaines WHERE domaine = ? COLLATE NOCASE LIMIT 1", domain).Scan(&one)
+	err = st.db.QueryRowContext(ctx, "SELECT 1 FROM postfix_domaines WHERE "+st.db.d.nocaseEq("domaine")+" LIMIT 1", domain).Scan(&one)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return false, nil
 	case err != nil:
-		return false, fmt.Errorf("sqlmaps: look up domain %s in %s: %w", domain, d.path, err)
+		return false, fmt.Errorf("sqlmaps: look up domain %s in %s: %w", domain, d.src, err)
 	}
 	return true, nil
 }
@@ -72,7 +72,7 @@ func (d *DomainSet) Close() error { return d.live.Close() }
 // its file is replaced (a restored backup), for daemons that ask it on
 // every message and start before `postkit db init` may have run.
 type liveStore struct {
-	path string
+	src Source
 
 	mu    sync.Mutex
 	store *Store
@@ -81,8 +81,22 @@ type liveStore struct {
 
 // open returns the store, (re)opening it when the file is new or replaced.
 func (l *liveStore) open() (*Store, error) {
+	if l.src.IsPostgres() {
+		// One pool for the daemon's life: database/sql reconnects by
+		// itself after an outage.
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.store == nil {
+			st, err := l.src.OpenForDaemon()
+			if err != nil {
+				return nil, err
+			}
+			l.store = st
+		}
+		return l.store, nil
+	}
 	var ino uint64
-	if fi, err := os.Stat(l.path); err == nil {
+	if fi, err := os.Stat(l.src.Path); err == nil {
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 			ino = uint64(st.Ino)
 		}
@@ -92,7 +106,7 @@ func (l *liveStore) open() (*Store, error) {
 	if l.store != nil && ino == l.ino {
 		return l.store, nil
 	}
-	st, err := OpenReadOnly(l.path)
+	st, err := OpenReadOnly(l.src.Path)
 	if err != nil {
 		return nil, err
 	}
@@ -121,5 +135,5 @@ func (d *DomainSet) String() string {
 	for n := range d.listed {
 		names = append(names, n)
 	}
-	return fmt.Sprintf("domains %s and database %s", strings.Join(names, ","), d.path)
+	return fmt.Sprintf("domains %s and database %s", strings.Join(names, ","), d.src)
 }

@@ -11,7 +11,7 @@ func TestDomainSet(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "postfix.sqlite")
-	set := NewDomainSet(path, []string{"Example.Test."})
+	set := NewDomainSet(Source{Path: path}, []string{"Example.Test."})
 	defer set.Close()
 
 	// Before `postkit db init`: configured domains answer, others fail

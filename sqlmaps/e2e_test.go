@@ -329,7 +329,7 @@ func startDovecot(t *testing.T, dir, dbpath string) *dovecot {
 	t.Helper()
 	d := &dovecot{conf: filepath.Join(dir, "dovecot.conf"), base: filepath.Join(dir, "run")}
 	sqlConf := filepath.Join(dir, "dovecot-sql.conf.ext")
-	if err := os.WriteFile(sqlConf, DovecotSQL(dbpath, filepath.Join(dir, "mail"), "%d/%n"), 0o600); err != nil {
+	if err := os.WriteFile(sqlConf, DovecotSQL(dbpath, filepath.Join(dir, "mail"), "%d/%n", true), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	conf := fmt.Sprintf(`base_dir = %s
@@ -484,6 +484,30 @@ func TestDovecotAuth(t *testing.T) {
 	for _, want := range []string{"uid\t3002", "gid\t3001", "home\t" + filepath.Join(dir, "mail", "exemple.fr", "u1"), "mail\tmaildir:" + filepath.Join(dir, "mail", "exemple.fr", "u1")} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("doveadm user lacks %q:\n%s", want, out)
+		}
+	}
+	// quota_rule: the user's own row, else the domain's, else none (the
+	// plugin's default applies); changes are seen at once.
+	quotaRule := func(login string) string {
+		t.Helper()
+		out, err := exec.Command(doveadmBin, "-c", d.conf, "user", "-f", "quota_rule", login).CombinedOutput()
+		if err != nil {
+			t.Fatalf("doveadm user -f quota_rule %s: %v: %s", login, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if got := quotaRule("u1@exemple.fr"); got != "" {
+		t.Errorf("quota_rule without a row = %q; want none", got)
+	}
+	if _, err := s.SetQuota(ctx, "@exemple.fr", 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetQuota(ctx, "u2@exemple.fr", 500<<20); err != nil {
+		t.Fatal(err)
+	}
+	for login, want := range map[string]string{"u1@exemple.fr": "*:storage=1073741824B", "U2@exemple.fr": "*:storage=524288000B"} {
+		if got := quotaRule(login); got != want {
+			t.Errorf("quota_rule of %s = %q; want %q", login, got, want)
 		}
 	}
 	out, _ = exec.Command(doveadmBin, "-c", d.conf, "user", "*").CombinedOutput()

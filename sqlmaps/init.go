@@ -69,6 +69,49 @@ func Init(ctx context.Context, path string, o InitOptions) (res []Result, warnin
 	return res, warning, nil
 }
 
+// InitSource is Init for either driver. On PostgreSQL the database must
+// exist (createdb, with its owner the DSN's user): InitSource creates the
+// missing tables, records the schema version and adds the domains, in the
+// same way and as safely again.
+func InitSource(ctx context.Context, src Source, o InitOptions) ([]Result, string, error) {
+	if !src.IsPostgres() {
+		return Init(ctx, src.Path, o)
+	}
+	for _, d := range o.Domains {
+		if _, err := CheckDomain(d); err != nil {
+			return nil, "", err
+		}
+	}
+	s, err := src.Open()
+	if err != nil {
+		return nil, "", err
+	}
+	defer s.Close()
+	before, err := s.Version(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := s.Migrate(ctx); err != nil {
+		return nil, "", err
+	}
+	db := Result{Object: "database", Key: s.Path(), Change: Unchanged, Detail: fmt.Sprintf("schema version %d", SchemaVersion)}
+	if before < SchemaVersion {
+		db.Change = Updated
+		if before == 0 {
+			db.Change = Created
+		}
+	}
+	res := []Result{db}
+	for _, d := range o.Domains {
+		r, err := s.AddDomain(ctx, d, false)
+		if err != nil {
+			return nil, "", err
+		}
+		res = append(res, r)
+	}
+	return res, "", nil
+}
+
 // createFile makes the directory (0750) and an empty file (FileMode) when
 // missing, and says which it created.
 func createFile(path string) (file, dir bool, err error) {

@@ -55,7 +55,11 @@ func (s *Store) Lookup(ctx context.Context, m Map, key string, fold Fold) (value
 		warn("table %q: empty query string -- ignored", table)
 		return "", false, warnings, nil
 	}
-	query, args, ok, err := expandQuery(m.Query, key)
+	q := m.Query
+	if s.db.d.pg() && m.PGQuery != "" {
+		q = m.PGQuery
+	}
+	query, args, ok, err := expandQuery(q, key)
 	if err != nil || !ok {
 		return "", false, warnings, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -15,7 +16,10 @@ type Map struct {
 	Name  string // short name, e.g. "utilisateurs"
 	File  string // file name under the Postfix config directory, e.g. "sqlite-utilisateurs.cf"
 	Query string // sqlite_table(5) query with %s/%u/%d expansions
-	Doc   string // what Postfix uses it for
+	// PGQuery is the pgsql_table(5) query where PostgreSQL needs another
+	// spelling (the sender-login map); "" means Query.
+	PGQuery string
+	Doc     string // what Postfix uses it for
 }
 
 // The map queries are the reference installation's, with two deliberate
@@ -31,25 +35,25 @@ type Map struct {
 // a domain, user@ or @domain, which %u/%d would suppress.
 var maps = []Map{
 	{"alias", "sqlite-alias.cf",
-		"SELECT destination FROM postfix_alias WHERE alias='%s' AND active='1'",
+		"SELECT destination FROM postfix_alias WHERE alias='%s' AND active='1'", "",
 		"alias_maps: local aliases (local name → destinations)"},
 	{"alias-virtuels", "sqlite-alias-virtuels.cf",
-		"SELECT destination FROM postfix_alias_virtuels WHERE courriel='%s' AND active='1'",
+		"SELECT destination FROM postfix_alias_virtuels WHERE courriel='%s' AND active='1'", "",
 		"virtual_alias_maps: address or @domain → destinations"},
 	{"domaines", "sqlite-domaines.cf",
-		"SELECT domaine FROM postfix_domaines WHERE domaine='%s' AND active='1'",
+		"SELECT domaine FROM postfix_domaines WHERE domaine='%s' AND active='1'", "",
 		"virtual_mailbox_domains: domains delivered to Dovecot"},
 	{"liste-noire-destinataires", "sqlite-liste-noire-destinataires.cf",
-		"SELECT action FROM postfix_liste_noire_destinataires WHERE courriel='%s' AND active='1'",
+		"SELECT action FROM postfix_liste_noire_destinataires WHERE courriel='%s' AND active='1'", "",
 		"check_recipient_access: recipient blacklist (access(5) action)"},
 	{"liste-noire-expediteurs", "sqlite-liste-noire-expediteurs.cf",
-		"SELECT code_retour || ' ' || message FROM postfix_liste_noire_expediteurs WHERE courriel='%s' AND active='1'",
+		"SELECT code_retour || ' ' || message FROM postfix_liste_noire_expediteurs WHERE courriel='%s' AND active='1'", "",
 		"check_sender_access: sender blacklist (\"5NN text\")"},
 	{"utilisateurs", "sqlite-utilisateurs.cf",
-		"SELECT rep_perso FROM postfix_utilisateurs WHERE utilisateur='%u@%d' AND active='1'",
+		"SELECT rep_perso FROM postfix_utilisateurs WHERE utilisateur='%u@%d' AND active='1'", "",
 		"virtual_mailbox_maps: existing mailboxes"},
 	{SenderLoginMap, "sqlite-" + SenderLoginMap + ".cf",
-		senderLoginQuery(""),
+		senderLoginQuery(sqliteDialect, ""), senderLoginQuery(postgresDialect, ""),
 		"smtpd_sender_login_maps: the SASL logins that may use a sender address"},
 }
 
@@ -93,13 +97,133 @@ func (m Map) CF(dbpath string) []byte {
 	return b.Bytes()
 }
 
+// PGFile is the map's file name with driver postgresql: pgsql-NAME.cf.
+func (m Map) PGFile() string { return "pgsql-" + strings.TrimPrefix(m.File, "sqlite-") }
+
+// PGCF renders the map as a Postfix pgsql_table(5) file: the same query
+// (PGQuery where PostgreSQL spells it otherwise) over the database p names.
+// The server is given as inet:HOST:PORT (or unix:DIR for the default port's
+// socket) with user, password and dbname apart: with that form Postfix's
+// client logs only the host when a connection fails, where a postgresql://
+// URI would be logged whole, password included. The file carries the
+// password when database.password_file gives one, which is why it is 0640,
+// readable by Postfix's group only. Postfix 3.7 cannot pass sslmode on this
+// form: libpq's default (prefer) applies, and Render refuses stricter modes.
+func (m Map) PGCF(p PGParams) []byte {
+	q := m.Query
+	if m.PGQuery != "" {
+		q = m.PGQuery
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s\n# %s\n# Check it with: postmap -q KEY pgsql:%s\n", Header, m.Doc, m.PGFile())
+	fmt.Fprintf(&b, "hosts = %s\n", p.PostfixHost())
+	fmt.Fprintf(&b, "user = %s\ndbname = %s\n", p.User, p.DBName)
+	if p.Password != "" {
+		fmt.Fprintf(&b, "password = %s\n", p.Password)
+	}
+	fmt.Fprintf(&b, "query = %s\n", q)
+	return b.Bytes()
+}
+
+// PostfixHost is the server as pgsql_table(5)'s hosts takes it.
+func (p PGParams) PostfixHost() string {
+	if strings.HasPrefix(p.Host, "/") && p.Port == 5432 {
+		return "unix:" + p.Host
+	}
+	return "inet:" + p.Host + ":" + strconv.Itoa(int(p.Port))
+}
+
+// PostfixSSLMode reports whether Postfix's pgsql client can honour the
+// DSN's sslmode (it passes none: libpq's default, prefer, applies).
+func (p PGParams) PostfixSSLMode() error {
+	switch p.SSLMode {
+	case "", "disable", "allow", "prefer":
+		return nil
+	}
+	return fmt.Errorf("sqlmaps: database.dsn asks sslmode=%s, which Postfix 3.7's pgsql client cannot be told (it connects with libpq's default, prefer): use sslmode=prefer or disable, or reach PostgreSQL over a unix socket or a trusted network", p.SSLMode)
+}
+
+// URI is the libpq connection URI for p, password included.
+func (p PGParams) URI() string {
+	var b strings.Builder
+	b.WriteString("postgresql://" + pctEncode(p.User))
+	if p.Password != "" {
+		b.WriteString(":" + pctEncode(p.Password))
+	}
+	b.WriteString("@")
+	var query []string
+	if strings.HasPrefix(p.Host, "/") {
+		query = append(query, "host="+pctEncode(p.Host), fmt.Sprintf("port=%d", p.Port))
+	} else if strings.Contains(p.Host, ":") {
+		fmt.Fprintf(&b, "[%s]:%d", p.Host, p.Port)
+	} else {
+		fmt.Fprintf(&b, "%s:%d", p.Host, p.Port)
+	}
+	b.WriteString("/" + pctEncode(p.DBName))
+	if p.SSLMode != "" {
+		query = append(query, "sslmode="+pctEncode(p.SSLMode))
+	}
+	if len(query) > 0 {
+		b.WriteString("?" + strings.Join(query, "&"))
+	}
+	return b.String()
+}
+
+// ConnInfo is p as a libpq key=value string (Dovecot's connect), values
+// quoted as libpq reads them.
+func (p PGParams) ConnInfo() string {
+	quote := func(v string) string {
+		return "'" + strings.NewReplacer(`\`, `\\`, "'", `\'`).Replace(v) + "'"
+	}
+	parts := []string{"host=" + quote(p.Host), fmt.Sprintf("port=%d", p.Port), "dbname=" + quote(p.DBName), "user=" + quote(p.User)}
+	if p.Password != "" {
+		parts = append(parts, "password="+quote(p.Password))
+	}
+	if p.SSLMode != "" {
+		parts = append(parts, "sslmode="+p.SSLMode)
+	}
+	return strings.Join(parts, " ")
+}
+
+// pctEncode percent-encodes every byte but letters, digits and - . _ ~, so
+// that no value can split Postfix's hosts list (space, comma) or the URI.
+func pctEncode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
 // DovecotSQL renders dovecot-sql.conf.ext for a passdb and userdb of driver
 // sql over the store (Dovecot 2.3, doc.dovecot.org "SQL"). Unlike the
 // reference installation, uid and gid come from the user's row (not a
 // hard-coded 3000) and home/mail are baseDir/layout, where layout holds
 // Dovecot variables (%d domain, %n user, the reference's "%d/%n"). Mail is
 // Maildir in the home directory, as in the reference.
-func DovecotSQL(dbpath, baseDir, layout string) []byte {
+//
+// With quota, both queries also return the user's quota rule (quota_rule in
+// the userdb, userdb_quota_rule in the passdb): their own limit in
+// postkit_quotas, else their domain's ('@domain'), else NULL, which Dovecot
+// skips, so that the plugin's default rule applies. The database must be at
+// schema version 3.
+func DovecotSQL(dbpath, baseDir, layout string, quota bool) []byte {
+	return dovecotSQL("sqlite", dbpath, baseDir, layout, quota)
+}
+
+// DovecotPGSQL is DovecotSQL for driver postgresql: the same queries over
+// Dovecot's pgsql driver, connecting as p says (password included when
+// database.password_file gives one: the file is 0640 root:dovecot).
+func DovecotPGSQL(p PGParams, baseDir, layout string, quota bool) []byte {
+	return dovecotSQL("pgsql", p.ConnInfo(), baseDir, layout, quota)
+}
+
+func dovecotSQL(driver, connect, baseDir, layout string, quota bool) []byte {
 	// The path sits inside an SQL string literal ('' escapes a quote) and is
 	// %-expanded by Dovecot first (%% is a literal %); layout keeps its
 	// variables.
@@ -107,15 +231,27 @@ func DovecotSQL(dbpath, baseDir, layout string) []byte {
 	home := sqlq(strings.ReplaceAll(strings.TrimRight(baseDir, "/"), "%", "%%") + "/" + strings.TrimLeft(layout, "/"))
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%s\n", Header)
-	b.WriteString("# Dovecot SQL passdb/userdb over the postkit store (sqlite).\n")
+	fmt.Fprintf(&b, "# Dovecot SQL passdb/userdb over the postkit store (%s).\n", driver)
 	b.WriteString("# %u is the login (Dovecot lower-cases it: auth_username_format = %Lu).\n")
-	fmt.Fprintf(&b, "driver = sqlite\nconnect = %s\n", dbpath)
+	fmt.Fprintf(&b, "driver = %s\nconnect = %s\n", driver, connect)
 	b.WriteString("default_pass_scheme = SHA512-CRYPT\n\n")
+	var pq, uq string
+	if quota {
+		pq = ", " + quotaRuleSQL + " AS userdb_quota_rule"
+		uq = ", " + quotaRuleSQL + " AS quota_rule"
+	}
 	fmt.Fprintf(&b, "password_query = SELECT utilisateur AS user, mot_de_passe AS password, "+
-		"'%s' AS userdb_home, 'maildir:%s' AS userdb_mail, uid AS userdb_uid, gid AS userdb_gid "+
-		"FROM postfix_utilisateurs WHERE utilisateur = '%%u' AND active = '1'\n", home, home)
-	fmt.Fprintf(&b, "user_query = SELECT '%s' AS home, 'maildir:%s' AS mail, uid, gid "+
-		"FROM postfix_utilisateurs WHERE utilisateur = '%%u' AND active = '1'\n", home, home)
+		"'%s' AS userdb_home, 'maildir:%s' AS userdb_mail, uid AS userdb_uid, gid AS userdb_gid%s "+
+		"FROM postfix_utilisateurs WHERE utilisateur = '%%u' AND active = '1'\n", home, home, pq)
+	fmt.Fprintf(&b, "user_query = SELECT '%s' AS home, 'maildir:%s' AS mail, uid, gid%s "+
+		"FROM postfix_utilisateurs WHERE utilisateur = '%%u' AND active = '1'\n", home, home, uq)
 	b.WriteString("iterate_query = SELECT utilisateur AS user FROM postfix_utilisateurs WHERE active = '1'\n")
 	return b.Bytes()
 }
+
+// quotaRuleSQL is the user's Dovecot quota rule from postkit_quotas: the row
+// of the user ('%u') before the row of the domain ('@%d'); NULL when neither
+// has one. octets is bytes (the B suffix), 0 meaning no limit, as Dovecot
+// reads storage=0. Written for Dovecot's %-expansion (%% is a literal %).
+const quotaRuleSQL = "(SELECT '*:storage=' || octets || 'B' FROM postkit_quotas " +
+	"WHERE cible IN ('%u', '@%d') AND active = '1' ORDER BY cible = '@%d' LIMIT 1)"

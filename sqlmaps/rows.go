@@ -55,6 +55,9 @@ const (
 	Updated   Change = "updated"
 	Unchanged Change = "unchanged"
 	Deleted   Change = "deleted"
+	// Absent: delete (or disable) of a row that does not exist. The
+	// database already is as asked, so scripts may run it every time.
+	Absent Change = "absent"
 )
 
 // Result reports one operation on one row, for humans and for --json.
@@ -67,7 +70,7 @@ type Result struct {
 }
 
 // Changed reports whether the database was modified.
-func (r Result) Changed() bool { return r.Change != Unchanged }
+func (r Result) Changed() bool { return r.Change != Unchanged && r.Change != Absent }
 
 // String renders the result as one line, e.g. "domain exemple.fr: created".
 func (r Result) String() string {
@@ -140,10 +143,16 @@ func (s *Store) SetActive(ctx context.Context, k Kind, key string, on bool) (Res
 		return Result{}, err
 	}
 	res := Result{Object: t.noun, Key: norm}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		var cur sql.NullInt64
 		err := tx.QueryRowContext(ctx, "SELECT active FROM "+t.table+" WHERE "+t.key+" = ?", norm).Scan(&cur)
 		if errors.Is(err, sql.ErrNoRows) {
+			if !on {
+				// Nothing to disable: nothing is delivered or looked up
+				// through a row that does not exist.
+				res.Change = Absent
+				return nil
+			}
 			return notFound(k, norm)
 		}
 		if err != nil {
@@ -166,9 +175,16 @@ func (s *Store) SetActive(ctx context.Context, k Kind, key string, on bool) (Res
 	if err != nil {
 		return Result{}, err
 	}
-	if on {
+	switch {
+	case res.Change == Absent:
+		res.Detail = "no such row: nothing to disable"
+	case res.Change == Unchanged && on:
+		res.Detail = "already enabled"
+	case res.Change == Unchanged:
+		res.Detail = "already disabled"
+	case on:
 		res.Detail = "enabled"
-	} else {
+	default:
 		res.Detail = "disabled"
 	}
 	return res, nil
@@ -195,25 +211,38 @@ func cmdNoun(k Kind) string {
 	}
 }
 
-// Delete removes the row of kind k with key. Domains are deleted with
-// DeleteDomain, which checks what still uses them.
+// Delete removes the row of kind k with key; a row that does not exist is
+// reported Absent, not an error, so that scripts may delete every time.
+// Domains are deleted with DeleteDomain and users with DeleteUser, which
+// check what still uses them (here with neither cascade nor keep).
 func (s *Store) Delete(ctx context.Context, k Kind, key string) (Result, error) {
-	if k == Domains {
+	switch k {
+	case Domains:
 		return s.DeleteDomain(ctx, key, false)
+	case Users:
+		return s.DeleteUser(ctx, key, AliasesRefuse)
 	}
 	t := tables[k]
 	norm, err := t.check(key)
 	if err != nil {
 		return Result{}, err
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error { return deleteRow(ctx, tx, k, norm) })
+	res := Result{Object: t.noun, Key: norm, Change: Deleted}
+	err = s.tx(ctx, func(tx *txn) error {
+		err := deleteRow(ctx, tx, k, norm)
+		if errors.Is(err, ErrNotFound) {
+			res.Change, res.Detail = Absent, "no such row: nothing to delete"
+			return nil
+		}
+		return err
+	})
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Object: t.noun, Key: norm, Change: Deleted}, nil
+	return res, nil
 }
 
-func deleteRow(ctx context.Context, tx *sql.Tx, k Kind, key string) error {
+func deleteRow(ctx context.Context, tx *txn, k Kind, key string) error {
 	t := tables[k]
 	r, err := tx.ExecContext(ctx, "DELETE FROM "+t.table+" WHERE "+t.key+" = ?", key)
 	if err != nil {
@@ -237,6 +266,9 @@ func exists(ctx context.Context, q querier, k Kind, key string) (bool, error) {
 
 // conflict builds the error for an add that differs from the stored row.
 func conflict(k Kind, key string, diffs []string) error {
+	if k == Users {
+		return errf(ErrConflict, "%s %s already exists with %s: change it with 'postkit db user set' or keep the stored values", k, key, strings.Join(diffs, ", "))
+	}
 	return errf(ErrConflict, "%s %s already exists with %s: delete it first or keep the stored values", k, key, strings.Join(diffs, ", "))
 }
 

@@ -1,4 +1,4 @@
--- postkit SQL store, schema version 2.
+-- postkit SQL store, schema version 3.
 -- The six postfix_* tables are the reference installation's, with the same
 -- table and column names and types, so an existing database is adopted as it
 -- is. Every statement is idempotent: Migrate runs this file on every open.
@@ -57,6 +57,18 @@ CREATE TABLE IF NOT EXISTS postkit_liste_blanche_spam (
        domaine_expediteur TEXT NOT NULL,
        active INTEGER,
        UNIQUE (domaine, domaine_expediteur)
+);
+
+-- Version 3: storage quotas (mailbox.quota), beside the reference's tables,
+-- which stay untouched. cible is a user's address (their own limit) or
+-- @domain (the limit of the domain's users who have none of their own);
+-- octets is the limit in bytes, 0 for none. Dovecot's SQL userdb returns it
+-- as the user's quota_rule (sqlmaps.DovecotSQL).
+CREATE TABLE IF NOT EXISTS postkit_quotas (
+       id INTEGER PRIMARY KEY AUTOINCREMENT,
+       cible TEXT NOT NULL UNIQUE,
+       octets INTEGER NOT NULL CHECK (octets >= 0),
+       active INTEGER
 );
 
 -- One row per applied schema version; the highest is the current one.

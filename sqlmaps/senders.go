@@ -39,8 +39,8 @@ const SenderLoginMap = "sender-login"
 // destList turns a destination column into ",a@x,b@x,": lower case, every
 // separator virtual(5) accepts (comma, space, tab, line breaks) a comma, one
 // comma at the end so that the recursion below can cut one item at a time.
-func destList(col string) string {
-	return "replace(replace(replace(replace(lower(" + col + "), ' ', ','), char(9), ','), char(10), ','), char(13), ',') || ','"
+func destList(d dialect, col string) string {
+	return "replace(replace(replace(replace(lower(" + col + "), ' ', ','), " + d.char(9) + ", ','), " + d.char(10) + ", ','), " + d.char(13) + ", ',') || ','"
 }
 
 // senderLoginQuery builds the map's query. k holds the keys asked: the
@@ -52,16 +52,36 @@ func destList(col string) string {
 // already seen, so alias loops end. Every step is an index search (the
 // UNIQUE columns courriel and utilisateur; TestSenderLoginPlan). Several
 // recursive parts need SQLite 3.34 or later: Debian 12 has 3.40.
-func senderLoginQuery(delim string) string {
+//
+// PostgreSQL allows one reference to e in the recursive part, so there the
+// two steps are one lateral join from e; the rows are the same.
+func senderLoginQuery(d dialect, delim string) string {
 	keys := "SELECT '%u@%d'"
-	if delim != "" {
-		d := literal(delim)
-		keys += " UNION SELECT substr('%u', 1, instr('%u', " + d + ") - 1) || '@%d' WHERE instr('%u', " + d + ") > 1"
+	if d.pg() {
+		keys = "SELECT CAST('%u@%d' AS TEXT)"
 	}
-	return "WITH RECURSIVE k(addr) AS (" + keys + "), e(addr, rest) AS (" +
-		"SELECT '', " + destList("destination") + " FROM postfix_alias_virtuels WHERE courriel IN (SELECT addr FROM k) AND active = '1' " +
-		"UNION SELECT substr(rest, 1, instr(rest, ',') - 1), substr(rest, instr(rest, ',') + 1) FROM e WHERE rest <> '' " +
-		"UNION SELECT '', " + destList("a.destination") + " FROM e JOIN postfix_alias_virtuels a ON a.courriel = e.addr WHERE e.addr <> '' AND a.active = '1'" +
+	if delim != "" {
+		l := literal(delim)
+		before := "substr('%u', 1, instr('%u', " + l + ") - 1)"
+		if d.pg() {
+			// PostgreSQL folds constants before WHERE and refuses a
+			// negative length, so cut with split_part.
+			before = "split_part('%u', " + l + ", 1)"
+		}
+		keys += " UNION SELECT " + before + " || '@%d' WHERE " + d.instr("'%u'", l) + " > 1"
+	}
+	first := "SELECT '', " + destList(d, "destination") + " FROM postfix_alias_virtuels WHERE courriel IN (SELECT addr FROM k) AND active = '1' "
+	var steps string
+	if d.pg() {
+		first = "SELECT CAST('' AS TEXT), " + destList(d, "destination") + " FROM postfix_alias_virtuels WHERE courriel IN (SELECT addr FROM k) AND active = '1' "
+		steps = "UNION SELECT s.addr, s.rest FROM e CROSS JOIN LATERAL (" +
+			"SELECT split_part(e.rest, ',', 1) AS addr, substr(e.rest, strpos(e.rest, ',') + 1) AS rest WHERE e.rest <> '' " +
+			"UNION ALL SELECT '', " + destList(d, "a.destination") + " FROM postfix_alias_virtuels a WHERE a.courriel = e.addr AND e.addr <> '' AND a.active = '1') s"
+	} else {
+		steps = "UNION SELECT substr(rest, 1, instr(rest, ',') - 1), substr(rest, instr(rest, ',') + 1) FROM e WHERE rest <> '' " +
+			"UNION SELECT '', " + destList(d, "a.destination") + " FROM e JOIN postfix_alias_virtuels a ON a.courriel = e.addr WHERE e.addr <> '' AND a.active = '1'"
+	}
+	return "WITH RECURSIVE k(addr) AS (" + keys + "), e(addr, rest) AS (" + first + steps +
 		") SELECT utilisateur FROM postfix_utilisateurs WHERE active = '1' AND (utilisateur IN (SELECT addr FROM k) OR utilisateur IN (SELECT addr FROM e))"
 }
 
@@ -90,7 +110,8 @@ func (m Map) With(r SenderRules) (Map, error) {
 	if len(r.Delimiter) > 1 || strings.ContainsAny(r.Delimiter, "@ \t\r\n\x00\\") {
 		return m, errf(ErrInvalid, "recipient delimiter %q: use one character such as +", r.Delimiter)
 	}
-	m.Query = senderLoginQuery(r.Delimiter)
+	m.Query = senderLoginQuery(sqliteDialect, r.Delimiter)
+	m.PGQuery = senderLoginQuery(postgresDialect, r.Delimiter)
 	var rows []string
 	for _, g := range r.Grants {
 		sender, err := CheckVirtualSource(g.Sender)
@@ -110,6 +131,8 @@ func (m Map) With(r SenderRules) (Map, error) {
 	}
 	if len(rows) > 0 {
 		m.Query += " UNION SELECT column2 FROM (VALUES " + strings.Join(rows, ", ") + ") WHERE column1 IN (SELECT addr FROM k UNION ALL SELECT '@%d')"
+		// PostgreSQL 15 wants a name for the VALUES list.
+		m.PGQuery += " UNION SELECT column2 FROM (VALUES " + strings.Join(rows, ", ") + ") AS g WHERE column1 IN (SELECT addr FROM k UNION ALL SELECT '@%d')"
 	}
 	return m, nil
 }

@@ -42,7 +42,8 @@ func senderFixture(t testing.TB, s *Store) []SenderGrant {
 	}
 	must(s.SetActive(ctx, VirtualAliases, "dead@example.test", false))
 	// A row the API would refuse: tabs and line breaks as separators.
-	if _, err := s.db.Exec("INSERT INTO postfix_alias_virtuels (courriel, destination, active) VALUES ('tabs@example.test', 'x@example.test' || char(9) || 'bob@example.test' || char(13) || char(10) || 'demo@example.test', 1)"); err != nil {
+	c := s.db.d.char
+	if _, err := s.db.Exec("INSERT INTO postfix_alias_virtuels (courriel, destination, active) VALUES ('tabs@example.test', 'x@example.test' || " + c(9) + " || 'bob@example.test' || " + c(13) + " || " + c(10) + " || 'demo@example.test', 1)"); err != nil {
 		t.Fatal(err)
 	}
 	return []SenderGrant{
@@ -55,91 +56,93 @@ func senderFixture(t testing.TB, s *Store) []SenderGrant {
 }
 
 func TestSenderLogins(t *testing.T) {
-	ctx := context.Background()
-	s := newStore(t)
-	grants := senderFixture(t, s)
-	chk, err := s.Senders(SenderRules{Grants: grants, Delimiter: "+"}, FoldASCII)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// news@ may use every address of example.test by its grant, whatever
-	// the database says: it is in every answer for that domain.
-	tests := []struct {
-		addr string
-		want string // owners, sorted, comma-separated
-	}{
-		{"demo@example.test", "demo,news"},                  // own address
-		{"DEMO@Example.Test", "demo,news"},                  // keys are folded
-		{"contact@example.test", "bob,demo,news"},           // alias to both
-		{"team@example.test", "bob,demo,news"},              // through contact; off is disabled
-		{"loop1@example.test", "demo,news"},                 // loop ends, demo reached
-		{"dead@example.test", "news"},                       // disabled alias
-		{"off@example.test", "news"},                        // disabled user
-		{"x@example.test", "news"},                          // only the catch-all would deliver it
-		{"chain@example.test", "news"},                      // reaches demo only through the catch-all
-		{"outside@example.test", "news"},                    // delivered outside
-		{"sales@example.test", "bob,news,sales"},            // own address kept though forwarded
-		{"tabs@example.test", "bob,demo,news"},              // every separator
-		{"o'k@example.test", "news,o'k"},                    // quote in the key
-		{"billing@example.test", "bob,news"},                // address grant (written with capitals)
-		{"100%@example.test", "bob,news"},                   // percent sign in a grant
-		{"anyone@other.test", "bob,demo"},                   // domain grant
-		{"demo+tag@example.test", "demo,news"},              // extension: judged as demo@ too
-		{"demo+bob@example.test", "bob,demo,news"},          // its own grant and demo@'s owners
-		{"contact+x@example.test", "bob,demo,news"},         // an alias's extension
-		{"+x@example.test", "news"},                         // no local part left: not stripped
-		{"billing+x@example.test", "bob,news"},              // a grant's extension
-		{"@example.test", ""},                               // the catch-all probe is suppressed
-		{"@other.test", ""},                                 //
-		{"demo", ""},                                        // bare local part
-		{"someone@outside.test", ""},                        // foreign
-		{"", ""},                                            //
-		{"x'; DROP TABLE postfix_utilisateurs; --@a.b", ""}, // stays a key
-	}
-	for _, tt := range tests {
-		owners, err := chk.Owners(ctx, tt.addr)
+	eachDriver(t, func(t *testing.T, db *testDB) {
+		ctx := context.Background()
+		s := db.New(t)
+		grants := senderFixture(t, s)
+		chk, err := s.Senders(SenderRules{Grants: grants, Delimiter: "+"}, FoldASCII)
 		if err != nil {
-			t.Fatalf("Owners(%q): %v", tt.addr, err)
+			t.Fatal(err)
 		}
-		var short []string
-		for _, o := range owners {
-			short = append(short, strings.TrimSuffix(o, "@example.test"))
+		// news@ may use every address of example.test by its grant, whatever
+		// the database says: it is in every answer for that domain.
+		tests := []struct {
+			addr string
+			want string // owners, sorted, comma-separated
+		}{
+			{"demo@example.test", "demo,news"},                  // own address
+			{"DEMO@Example.Test", "demo,news"},                  // keys are folded
+			{"contact@example.test", "bob,demo,news"},           // alias to both
+			{"team@example.test", "bob,demo,news"},              // through contact; off is disabled
+			{"loop1@example.test", "demo,news"},                 // loop ends, demo reached
+			{"dead@example.test", "news"},                       // disabled alias
+			{"off@example.test", "news"},                        // disabled user
+			{"x@example.test", "news"},                          // only the catch-all would deliver it
+			{"chain@example.test", "news"},                      // reaches demo only through the catch-all
+			{"outside@example.test", "news"},                    // delivered outside
+			{"sales@example.test", "bob,news,sales"},            // own address kept though forwarded
+			{"tabs@example.test", "bob,demo,news"},              // every separator
+			{"o'k@example.test", "news,o'k"},                    // quote in the key
+			{"billing@example.test", "bob,news"},                // address grant (written with capitals)
+			{"100%@example.test", "bob,news"},                   // percent sign in a grant
+			{"anyone@other.test", "bob,demo"},                   // domain grant
+			{"demo+tag@example.test", "demo,news"},              // extension: judged as demo@ too
+			{"demo+bob@example.test", "bob,demo,news"},          // its own grant and demo@'s owners
+			{"contact+x@example.test", "bob,demo,news"},         // an alias's extension
+			{"+x@example.test", "news"},                         // no local part left: not stripped
+			{"billing+x@example.test", "bob,news"},              // a grant's extension
+			{"@example.test", ""},                               // the catch-all probe is suppressed
+			{"@other.test", ""},                                 //
+			{"demo", ""},                                        // bare local part
+			{"someone@outside.test", ""},                        // foreign
+			{"", ""},                                            //
+			{"x'; DROP TABLE postfix_utilisateurs; --@a.b", ""}, // stays a key
 		}
-		sortStrings(short)
-		if got := strings.Join(short, ","); got != tt.want {
-			t.Errorf("Owners(%q) = %q; want %q", tt.addr, got, tt.want)
+		for _, tt := range tests {
+			owners, err := chk.Owners(ctx, tt.addr)
+			if err != nil {
+				t.Fatalf("Owners(%q): %v", tt.addr, err)
+			}
+			var short []string
+			for _, o := range owners {
+				short = append(short, strings.TrimSuffix(o, "@example.test"))
+			}
+			sortStrings(short)
+			if got := strings.Join(short, ","); got != tt.want {
+				t.Errorf("Owners(%q) = %q; want %q", tt.addr, got, tt.want)
+			}
 		}
-	}
-	if _, err := s.GetUser(ctx, "demo@example.test"); err != nil {
-		t.Errorf("users table lost: %v", err)
-	}
+		if _, err := s.GetUser(ctx, "demo@example.test"); err != nil {
+			t.Errorf("users table lost: %v", err)
+		}
 
-	// Without grants and without recipient_delimiter.
-	plain, err := s.Senders(SenderRules{}, FoldASCII)
-	if err != nil {
-		t.Fatal(err)
-	}
-	may := []struct {
-		login, addr string
-		want        bool
-	}{
-		{"demo@example.test", "demo@example.test", true},
-		{"DEMO@example.test", "demo@example.test", true}, // logins compare without case
-		{"demo@example.test", "contact@example.test", true},
-		{"bob@example.test", "contact@example.test", true},
-		{"bob@example.test", "demo@example.test", false},
-		{"demo@example.test", "billing@example.test", false}, // no such alias
-		{"demo@example.test", "x@example.test", false},       // catch-all
-		{"demo@example.test", "someone@outside.test", false},
-		{"demo@example.test", "demo+tag@example.test", false}, // no delimiter: no stripping
-		{"demo@example.test", "anyone@other.test", false},     // grants not given
-	}
-	for _, tt := range may {
-		got, err := plain.MayUse(ctx, tt.login, tt.addr)
-		if err != nil || got != tt.want {
-			t.Errorf("MayUse(%q, %q) = %v, %v; want %v", tt.login, tt.addr, got, err, tt.want)
+		// Without grants and without recipient_delimiter.
+		plain, err := s.Senders(SenderRules{}, FoldASCII)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		may := []struct {
+			login, addr string
+			want        bool
+		}{
+			{"demo@example.test", "demo@example.test", true},
+			{"DEMO@example.test", "demo@example.test", true}, // logins compare without case
+			{"demo@example.test", "contact@example.test", true},
+			{"bob@example.test", "contact@example.test", true},
+			{"bob@example.test", "demo@example.test", false},
+			{"demo@example.test", "billing@example.test", false}, // no such alias
+			{"demo@example.test", "x@example.test", false},       // catch-all
+			{"demo@example.test", "someone@outside.test", false},
+			{"demo@example.test", "demo+tag@example.test", false}, // no delimiter: no stripping
+			{"demo@example.test", "anyone@other.test", false},     // grants not given
+		}
+		for _, tt := range may {
+			got, err := plain.MayUse(ctx, tt.login, tt.addr)
+			if err != nil || got != tt.want {
+				t.Errorf("MayUse(%q, %q) = %v, %v; want %v", tt.login, tt.addr, got, err, tt.want)
+			}
+		}
+	})
 }
 
 // cpuTime is the process's user and system CPU time so far.

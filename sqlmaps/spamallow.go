@@ -42,8 +42,8 @@ func (s *Store) AddSpamAllow(ctx context.Context, domain, sender string) (Result
 		return Result{}, err
 	}
 	res := Result{Object: spamAllowNoun, Key: d + " " + from}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
-		r, err := tx.ExecContext(ctx, "INSERT OR IGNORE INTO postkit_liste_blanche_spam (domaine, domaine_expediteur, active) VALUES (?, ?, 1)", d, from)
+	err = s.tx(ctx, func(tx *txn) error {
+		r, err := tx.ExecContext(ctx, "INSERT INTO postkit_liste_blanche_spam (domaine, domaine_expediteur, active) VALUES (?, ?, 1) ON CONFLICT DO NOTHING", d, from)
 		if err != nil {
 			return fmt.Errorf("sqlmaps: insert %s %s: %w", spamAllowNoun, res.Key, err)
 		}
@@ -59,7 +59,8 @@ func (s *Store) AddSpamAllow(ctx context.Context, domain, sender string) (Result
 	return res, nil
 }
 
-// DeleteSpamAllow removes a row added by AddSpamAllow.
+// DeleteSpamAllow removes a row added by AddSpamAllow; one that does not
+// exist is reported Absent.
 func (s *Store) DeleteSpamAllow(ctx context.Context, domain, sender string) (Result, error) {
 	d, err := CheckDomain(domain)
 	if err != nil {
@@ -70,13 +71,13 @@ func (s *Store) DeleteSpamAllow(ctx context.Context, domain, sender string) (Res
 		return Result{}, err
 	}
 	res := Result{Object: spamAllowNoun, Key: d + " " + from, Change: Deleted}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		r, err := tx.ExecContext(ctx, "DELETE FROM postkit_liste_blanche_spam WHERE domaine = ? AND domaine_expediteur = ?", d, from)
 		if err != nil {
 			return fmt.Errorf("sqlmaps: delete %s %s: %w", spamAllowNoun, res.Key, err)
 		}
 		if n, _ := r.RowsAffected(); n == 0 {
-			return errf(ErrNotFound, "no %s %s: see 'postkit db spam-allow list'", spamAllowNoun, res.Key)
+			res.Change, res.Detail = Absent, "no such row: nothing to delete"
 		}
 		return nil
 	})
@@ -117,9 +118,9 @@ type SpamAllowLists struct {
 	live liveStore
 }
 
-// NewSpamAllowLists returns the allow lists of the database at path.
-func NewSpamAllowLists(path string) *SpamAllowLists {
-	return &SpamAllowLists{live: liveStore{path: path}}
+// NewSpamAllowLists returns the allow lists of the database src.
+func NewSpamAllowLists(src Source) *SpamAllowLists {
+	return &SpamAllowLists{live: liveStore{src: src}}
 }
 
 // Allowed reports whether the domain of every recipient lists sender, or a
@@ -143,7 +144,7 @@ func (l *SpamAllowLists) Allowed(ctx context.Context, rcpts []string, sender str
 	if err != nil {
 		return false, err
 	}
-	q := "SELECT 1 FROM postkit_liste_blanche_spam WHERE domaine = ? COLLATE NOCASE AND active = 1 AND domaine_expediteur IN (?" +
+	q := "SELECT 1 FROM postkit_liste_blanche_spam WHERE " + st.db.d.nocaseEq("domaine") + " AND active = 1 AND domaine_expediteur IN (?" +
 		strings.Repeat(", ?", len(cands)-1) + ") LIMIT 1"
 	seen := map[string]bool{}
 	for _, r := range rcpts {
@@ -161,10 +162,10 @@ func (l *SpamAllowLists) Allowed(ctx context.Context, rcpts []string, sender str
 		switch {
 		case err == sql.ErrNoRows:
 			return false, nil
-		case err != nil && strings.Contains(err.Error(), "no such table"):
+		case isNoTable(err):
 			return false, nil
 		case err != nil:
-			return false, fmt.Errorf("sqlmaps: read the spam allow list of %s in %s: %w", d, l.live.path, err)
+			return false, fmt.Errorf("sqlmaps: read the spam allow list of %s in %s: %w", d, l.live.src, err)
 		}
 	}
 	return true, nil

@@ -13,7 +13,7 @@ import (
 func TestSpamAllowLists(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "postfix.sqlite")
-	lists := NewSpamAllowLists(path)
+	lists := NewSpamAllowLists(Source{Path: path})
 	defer lists.Close()
 	if _, err := lists.Allowed(ctx, []string{"u@exemple.fr"}, "partner.fr"); err == nil {
 		t.Fatal("no database yet: no error")
@@ -86,7 +86,7 @@ func TestSpamAllowLists(t *testing.T) {
 	if got, _ := lists.Allowed(ctx, []string{"u@exemple.fr"}, "bank.example.org"); got {
 		t.Error("a deleted row still allows: something cached it")
 	}
-	if _, err := s.DeleteSpamAllow(ctx, "exemple.fr", "bank.example.org"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("deleting a missing row: %v, want ErrNotFound", err)
+	if r, err := s.DeleteSpamAllow(ctx, "exemple.fr", "bank.example.org"); err != nil || r.Change != Absent || r.Changed() {
+		t.Errorf("deleting a missing row: %v, %v; want absent", r, err)
 	}
 }

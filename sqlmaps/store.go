@@ -1,7 +1,10 @@
-// Package sqlmaps is postkit's SQLite store of domains, mailbox users,
+// Package sqlmaps is postkit's SQL store of domains, mailbox users,
 // aliases and blacklists, together with the queries Postfix (sqlite_table(5),
-// SQLITE_README) and Dovecot (Authentication > SQL, dovecot-sql.conf.ext) run
-// against it, so that schema and queries cannot drift apart.
+// SQLITE_README; pgsql_table(5)) and Dovecot (Authentication > SQL,
+// dovecot-sql.conf.ext) run against it, so that schema and queries cannot
+// drift apart. The store is a SQLite file (one host) or a PostgreSQL
+// database (several hosts; Source, dialect.go); what follows about files
+// and journals is SQLite's.
 //
 // The tables are the reference installation's (postfix_domaines,
 // postfix_utilisateurs, postfix_alias, postfix_alias_virtuels,
@@ -67,20 +70,22 @@ import (
 var schemaSQL string
 
 // SchemaVersion is the schema version this package writes.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // BusyTimeout is how long a writer waits for another connection's lock.
 const BusyTimeout = 5 * time.Second
 
 // Store is an open database. It is safe for concurrent use.
 type Store struct {
-	db       *sql.DB
-	path     string
+	db       conn   // queries in the store's dialect (dialect.go)
+	path     string // SQLite file, or the PostgreSQL database's name for messages
 	readOnly bool
 	now      func() time.Time
 
 	stmtMu sync.Mutex
 	stmts  map[string]*sql.Stmt // Lookup's prepared statements, by query
+
+	batch *txn // set on the Store Batch hands to its function
 }
 
 // Errors callers test with errors.Is. Each is wrapped with a message naming
@@ -171,7 +176,7 @@ func open(path string, ro bool) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlmaps: open %s: %w: check the path and that this user may read it", path, err)
 	}
-	return &Store{db: db, path: path, readOnly: ro, now: time.Now}, nil
+	return &Store{db: conn{db, sqliteDialect}, path: path, readOnly: ro, now: time.Now}, nil
 }
 
 // Close closes the database.
@@ -185,11 +190,15 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
-// Path returns the database file name.
+// Path returns the database file name (SQLite) or the database's name and
+// server (PostgreSQL), for messages.
 func (s *Store) Path() string { return s.path }
 
+// Driver returns DriverSQLite or DriverPostgreSQL.
+func (s *Store) Driver() string { return s.db.d.name }
+
 // DB returns the underlying handle, for tests and read-only reports.
-func (s *Store) DB() *sql.DB { return s.db }
+func (s *Store) DB() *sql.DB { return s.db.DB }
 
 // expected lists the columns Postfix, Dovecot and this package rely on.
 var expected = map[string][]string{
@@ -200,6 +209,7 @@ var expected = map[string][]string{
 	"postfix_liste_noire_expediteurs":   {"id", "courriel", "code_retour", "message", "active"},
 	"postfix_utilisateurs":              {"id", "utilisateur", "mot_de_passe", "nom_complet", "rep_perso", "uid", "gid", "privilege", "prefixe", "active"},
 	"postkit_liste_blanche_spam":        {"id", "domaine", "domaine_expediteur", "active"},
+	"postkit_quotas":                    {"id", "cible", "octets", "active"},
 	"postkit_schema_version":            {"version", "applied_at"},
 }
 
@@ -212,15 +222,24 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if s.readOnly {
 		return errors.New("sqlmaps: database opened read-only: open it with Open to migrate")
 	}
-	// journal_mode cannot change inside a transaction.
-	var mode string
-	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode=DELETE").Scan(&mode); err != nil {
-		return fmt.Errorf("sqlmaps: set journal mode on %s: %w", s.path, err)
+	if !s.db.d.pg() {
+		// journal_mode cannot change inside a transaction.
+		var mode string
+		if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode=DELETE").Scan(&mode); err != nil {
+			return fmt.Errorf("sqlmaps: set journal mode on %s: %w", s.path, err)
+		}
+		if mode != "delete" {
+			return fmt.Errorf("sqlmaps: %s stays in journal mode %q: close every other program using it and retry", s.path, mode)
+		}
 	}
-	if mode != "delete" {
-		return fmt.Errorf("sqlmaps: %s stays in journal mode %q: close every other program using it and retry", s.path, mode)
-	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
+		if s.db.d.pg() {
+			// Hosts migrating at once take turns (a transaction-scoped
+			// advisory lock; the key is arbitrary but fixed).
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7304112)"); err != nil {
+				return fmt.Errorf("sqlmaps: lock %s for migration: %w", s.path, err)
+			}
+		}
 		var cur sql.NullInt64
 		if s.tableExists(ctx, tx, "postkit_schema_version") {
 			if err := tx.QueryRowContext(ctx, "SELECT max(version) FROM postkit_schema_version").Scan(&cur); err != nil {
@@ -230,10 +249,10 @@ func (s *Store) Migrate(ctx context.Context) error {
 				return errf(ErrSchema, "%s has schema version %d, newer than this postkit's %d: upgrade postkit", s.path, cur.Int64, SchemaVersion)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, schemaSQL); err != nil {
+		if _, err := tx.ExecContext(ctx, s.db.d.schema()); err != nil {
 			return fmt.Errorf("sqlmaps: create tables in %s: %w", s.path, err)
 		}
-		if err := checkColumns(ctx, tx); err != nil {
+		if err := checkColumns(ctx, tx, s.db.d); err != nil {
 			return err
 		}
 		if cur.Int64 < SchemaVersion {
@@ -250,12 +269,15 @@ func (s *Store) Migrate(ctx context.Context) error {
 // not migrated yet (e.g. the reference installation's).
 func (s *Store) Version(ctx context.Context) (int, error) {
 	var v sql.NullInt64
-	err := s.db.QueryRowContext(ctx, "SELECT max(version) FROM postkit_schema_version").Scan(&v)
-	if err != nil {
-		if strings.Contains(err.Error(), "no such table") {
-			return 0, nil
-		}
-		return 0, fmt.Errorf("sqlmaps: read schema version: %w", err)
+	var n int
+	if err := s.db.QueryRowContext(ctx, s.db.d.tableQuery(), "postkit_schema_version").Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlmaps: read schema version of %s: %w", s.path, err)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if err := s.db.QueryRowContext(ctx, "SELECT max(version) FROM postkit_schema_version").Scan(&v); err != nil {
+		return 0, fmt.Errorf("sqlmaps: read schema version of %s: %w", s.path, err)
 	}
 	return int(v.Int64), nil
 }
@@ -267,13 +289,13 @@ type querier interface {
 
 func (s *Store) tableExists(ctx context.Context, q querier, name string) bool {
 	var n int
-	err := q.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", name).Scan(&n)
+	err := q.QueryRowContext(ctx, s.db.d.tableQuery(), name).Scan(&n)
 	return err == nil && n == 1
 }
 
-func checkColumns(ctx context.Context, q querier) error {
+func checkColumns(ctx context.Context, q querier, d dialect) error {
 	for table, cols := range expected {
-		rows, err := q.QueryContext(ctx, "SELECT name FROM pragma_table_info(?)", table)
+		rows, err := q.QueryContext(ctx, d.columnsQuery(), table)
 		if err != nil {
 			return fmt.Errorf("sqlmaps: inspect %s: %w", table, err)
 		}
@@ -299,17 +321,20 @@ func checkColumns(ctx context.Context, q querier) error {
 	return nil
 }
 
-// tx runs fn in one write transaction (BEGIN IMMEDIATE through the DSN's
-// _txlock): every change commits together or not at all.
-func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+// tx runs fn in one write transaction (SQLite: BEGIN IMMEDIATE through the
+// DSN's _txlock): every change commits together or not at all.
+func (s *Store) tx(ctx context.Context, fn func(*txn) error) error {
 	if s.readOnly {
 		return errors.New("sqlmaps: database opened read-only: open it with Open to change it")
+	}
+	if s.batch != nil {
+		return fn(s.batch)
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlmaps: begin transaction on %s: %w", s.path, err)
 	}
-	if err := fn(tx); err != nil {
+	if err := fn(&txn{tx, s.db.d}); err != nil {
 		tx.Rollback()
 		return err
 	}
@@ -317,6 +342,16 @@ func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 		return fmt.Errorf("sqlmaps: commit to %s: %w", s.path, err)
 	}
 	return nil
+}
+
+// Batch runs fn with a Store whose changes all belong to one transaction:
+// it commits when fn returns nil, and nothing of it remains otherwise. The
+// Store given to fn is valid only during the call and only for changes
+// (Add*, SetActive, SetUser, Delete*).
+func (s *Store) Batch(ctx context.Context, fn func(b *Store) error) error {
+	return s.tx(ctx, func(tx *txn) error {
+		return fn(&Store{db: s.db, path: s.path, now: s.now, batch: tx})
+	})
 }
 
 // SetAccess gives the database file mode 0640 and group gid (the postfix

@@ -46,7 +46,7 @@ func (s *Store) AddUser(ctx context.Context, u NewUser) (Result, error) {
 	}
 	local, domain, _ := strings.Cut(addr, "@")
 	res := Result{Object: Users.String(), Key: addr}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		old, err := getUser(ctx, tx, addr)
 		switch {
 		case err == nil:
@@ -142,7 +142,7 @@ func (s *Store) SetPassword(ctx context.Context, address, hash string) (Result, 
 	if err := checkHash(hash); err != nil {
 		return Result{}, err
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		r, err := tx.ExecContext(ctx, "UPDATE postfix_utilisateurs SET mot_de_passe = ? WHERE utilisateur = ?", hash, addr)
 		if err != nil {
 			return fmt.Errorf("sqlmaps: update password of %s: %w", addr, err)
@@ -166,7 +166,7 @@ func (s *Store) ListUsers(ctx context.Context, domain string) ([]User, error) {
 		if err != nil {
 			return nil, err
 		}
-		q = "SELECT " + userCols + " FROM postfix_utilisateurs WHERE lower(substr(utilisateur, -length(?1))) = ?1 ORDER BY id"
+		q = "SELECT " + userCols + " FROM postfix_utilisateurs WHERE " + s.db.d.endsWith("utilisateur") + " ORDER BY id"
 		args = append(args, "@"+d)
 	}
 	rows, err := s.db.QueryContext(ctx, q, args...)

@@ -73,14 +73,53 @@ func oddValue(kind string, n int) string {
 		return "-"
 	case "hostport":
 		return fmt.Sprintf("[::1]:%d", 5300+n)
+	case "ip":
+		return fmt.Sprintf("2001:db8::%x", n)
 	case "dnsbl":
 		return fmt.Sprintf("bl-%d.odd.example=127.0.[0..255].[1;3]*-2", n)
 	case "testname":
 		return fmt.Sprintf("ODD_TEST_%d", n)
 	case "dnszone":
 		return fmt.Sprintf("bl-%d.odd.example=127.0.[0..255].[1;3]", n)
+	case "postconf":
+		return "smtpd_tls_loglevel"
+	case "postconfvalue":
+		return `odd "quotes" \ & $mail_name % # , ; {} x`
+	case "masteroption":
+		return `smtpd_banner=odd"quotes"\&$mail_name%#,;x`
+	case "masterservice":
+		return fmt.Sprintf("127.0.0.3:%d", 21000+n)
+	case "mastercommand":
+		return "smtpd"
+	case "masterarg":
+		return "-v"
+	case "masterwakeup":
+		return "60?"
+	case "maxproc":
+		return "0"
+	case "dovecotname":
+		if n%2 == 0 {
+			return fmt.Sprintf("odd_plugin_setting_%d", n)
+		}
+		return "login_greeting"
+	case "dovecotvalue":
+		return `odd "quoted" value_1 x.y:z/w=v;a,b @ %u ~`
+	case "homepath":
+		return fmt.Sprintf("~/odd.d-ir_+@/v%d", n)
+	case "size":
+		return "1.5G"
+	case "grace":
+		return "100%"
+	case "pgdsn":
+		return fmt.Sprintf("postgres://odd_user.%d@[::1]:5433/odd-db.%d?sslmode=prefer&connect_timeout=3", n, n)
 	case "addrglob":
 		return fmt.Sprintf("o_d+d=y-*?%d@*.xn--bcher-kva.example", n)
+	case "signfrom":
+		return fmt.Sprintf("o'd+d%d@xn--bcher-kva.example", n)
+	case "hostglob":
+		return fmt.Sprintf(`/^odd-%d[0-9]*\.(x|y)\.example$/`, n)
+	case "rcptglob":
+		return fmt.Sprintf("o'd+d%d@", n)
 	}
 	return ""
 }
@@ -138,6 +177,13 @@ func oddConfig(t *testing.T) *config.Config {
 	cfg.Listeners.LMTP = q + "/private/odd-lmtp+1"
 	cfg.Listeners.Auth = q + "/private/odd_auth@1"
 	cfg.Milter.Listen = "unix:" + q + "/postkit/odd~milter.sock"
+	// Options for a generated service are lines added inside postkit's
+	// services by design (TestMasterCFOptions), from validated name=value
+	// words; a setting in dovecot.settings must be one Dovecot knows.
+	cfg.Postfix.MasterCFOptions = nil
+	for i := range cfg.Dovecot.Settings {
+		cfg.Dovecot.Settings[i].Name = "login_greeting"
+	}
 	for i := range cfg.Policy.RateLimit.Limits {
 		cfg.Policy.RateLimit.Limits[i].Max = 1
 		cfg.Policy.RateLimit.Limits[i].Window = config.Duration(3600e9)
@@ -171,7 +217,7 @@ func linePatterns(t *testing.T, name string) []*regexp.Regexp {
 			}
 			continue
 		}
-		pats = append(pats, regexp.MustCompile("^"+strings.ReplaceAll(regexp.QuoteMeta(line), "\x00", ".*")+"$"))
+		pats = append(pats, regexp.MustCompile("^"+strings.NewReplacer("\x00", ".*", "%00", ".*").Replace(regexp.QuoteMeta(line))+"$"))
 	}
 	return pats
 }
@@ -204,10 +250,22 @@ func expandDefines(src string) string {
 func codePatterns(t *testing.T, cfg *config.Config, base string) []*regexp.Regexp {
 	t.Helper()
 	var text string
+	// Values become ".*": NUL, or %00 once percent-encoded.
+	any := sqlmaps.PGParams{Host: "\x00", Port: 5433, User: "\x00", DBName: "\x00", Password: "\x00", SSLMode: "\x00"}
 	if base == "dovecot-sql.conf.ext" {
-		text = string(sqlmaps.DovecotSQL("\x00", "\x00", "\x00"))
+		text = string(sqlmaps.DovecotSQL("\x00", "\x00", "\x00", true))
+		if cfg.Database.PostgreSQL() {
+			text = string(sqlmaps.DovecotPGSQL(any, "\x00", "\x00", true))
+		}
 	}
 	for _, m := range sqlmaps.Maps() {
+		if cfg.Database.PostgreSQL() && m.PGFile() == base {
+			m, err := m.With(senderRules(cfg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			text = string(m.PGCF(any))
+		}
 		if m.File == base {
 			m, err := m.With(senderRules(cfg))
 			if err != nil {
@@ -221,7 +279,7 @@ func codePatterns(t *testing.T, cfg *config.Config, base string) []*regexp.Regex
 	}
 	var pats []*regexp.Regexp
 	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
-		pats = append(pats, regexp.MustCompile("^"+strings.ReplaceAll(regexp.QuoteMeta(line), "\x00", ".*")+"$"))
+		pats = append(pats, regexp.MustCompile("^"+strings.NewReplacer("\x00", ".*", "%00", ".*").Replace(regexp.QuoteMeta(line))+"$"))
 	}
 	return pats
 }
@@ -249,6 +307,28 @@ func lineOutside(data []byte, pats []*regexp.Regexp) string {
 // template line, in order.
 func TestNoLineOutsideTemplates(t *testing.T) {
 	cfg := oddConfig(t)
+	// With driver postgresql too: the DSN's odd value and an odd password
+	// (every character but a line break) reach the pgsql maps and Dovecot.
+	pgcfg := *cfg
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("o'\"\\%s$#{}=&?@:/ x\nsecond line\n"), 0o600)
+	pgcfg.Database.Driver, pgcfg.Database.PasswordFile = "postgresql", pw
+	for _, cfg := range []*config.Config{cfg, &pgcfg} {
+		noLineOutside(t, cfg)
+	}
+	// The same check fails when a value does carry a line: the proof can fail.
+	cfg.Postfix.TransportMaps = "inline:{ x=y }\nmynetworks = 0.0.0.0/0"
+	files, _ := Render(cfg)
+	for _, f := range files {
+		if f.Template == "postfix/main.cf.tmpl" {
+			if lineOutside(f.Data, linePatterns(t, f.Template)) == "" {
+				t.Errorf("lineOutside accepted a main.cf with an injected mynetworks line")
+			}
+		}
+	}
+}
+
+func noLineOutside(t *testing.T, cfg *config.Config) {
 	files, err := Render(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -263,16 +343,6 @@ func TestNoLineOutsideTemplates(t *testing.T) {
 		}
 		if bad := lineOutside(f.Data, pats); bad != "" {
 			t.Errorf("%s: %s is no line of %s", f.Path, bad, f.Template)
-		}
-	}
-	// The same check fails when a value does carry a line: the proof can fail.
-	cfg.Postfix.TransportMaps = "inline:{ x=y }\nmynetworks = 0.0.0.0/0"
-	files, _ = Render(cfg)
-	for _, f := range files {
-		if f.Template == "postfix/main.cf.tmpl" {
-			if lineOutside(f.Data, linePatterns(t, f.Template)) == "" {
-				t.Errorf("lineOutside accepted a main.cf with an injected mynetworks line")
-			}
 		}
 	}
 }
@@ -313,6 +383,9 @@ func TestOddValuesAsPostfixReadsThem(t *testing.T) {
 		params[k] = v
 	}
 	known := map[string]bool{"config_directory": true} // from -c
+	for _, p := range cfg.Postfix.MainCF {
+		known[p.Name] = true // postfix.main_cf
+	}
 	src, _ := tmplFS.ReadFile("postfix/main.cf.tmpl")
 	for _, m := range regexp.MustCompile(`(?m)^([a-z0-9_]+) =`).FindAllStringSubmatch(string(src), -1) {
 		known[m[1]] = true

@@ -89,7 +89,7 @@ func (v *view) DovecotListen() string {
 	seen := map[string]bool{}
 	var hosts []string
 	for _, s := range []string{v.C.Listeners.IMAP, v.C.Listeners.IMAPS, v.C.Sieve.ManageSieve} {
-		if s == "" {
+		if s == "" || (s == v.C.Sieve.ManageSieve && !v.ManageSieveOn()) {
 			continue
 		}
 		h := listen(s).Host
@@ -161,7 +161,8 @@ func (v *view) BlacklistInPostfix() bool {
 	return v.C.Policy.Blacklist.Owner != "policy" || !v.C.Policy.Enabled
 }
 
-func (v *view) MapPath(name string) string {
+// Map is the Postfix lookup table of a map: sqlite:PATH or pgsql:PATH.
+func (v *view) Map(name string) string {
 	p, ok := v.maps[name]
 	if !ok {
 		panic("templates: no map named " + name)
@@ -202,23 +203,54 @@ func Render(cfg *config.Config) ([]File, error) {
 	dc := cfg.Paths.DovecotConfig
 	var files []File
 	rules := senderRules(cfg)
+	// With driver postgresql the maps are pgsql_table(5) files and Dovecot
+	// uses its pgsql driver; the password comes from database.password_file.
+	var pg *sqlmaps.PGParams
+	if cfg.Database.PostgreSQL() {
+		p, err := cfg.Database.Source().Params()
+		if err == nil {
+			err = p.PostfixSSLMode()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("templates: %w", err)
+		}
+		pg = &p
+	}
 	for _, m := range sqlmaps.Maps() {
 		m, err := m.With(rules)
 		if err != nil {
 			return nil, fmt.Errorf("templates: %s: %w", m.File, err)
 		}
+		if pg != nil {
+			p := path.Join(pf, m.PGFile())
+			v.maps[m.Name] = "pgsql:" + p
+			files = append(files, File{Path: p, Data: m.PGCF(*pg), Mode: 0o640, Group: cfg.Postfix.MailOwner})
+			continue
+		}
 		p := path.Join(pf, m.File)
-		v.maps[m.Name] = p
+		v.maps[m.Name] = "sqlite:" + p
 		files = append(files, File{Path: p, Data: m.CF(cfg.Database.Path), Mode: 0o640, Group: cfg.Postfix.MailOwner})
+	}
+	dovecotSQL := sqlmaps.DovecotSQL(cfg.Database.Path, cfg.Mailbox.BaseDir, cfg.Mailbox.Layout, cfg.Mailbox.Quota.Enabled)
+	if pg != nil {
+		dovecotSQL = sqlmaps.DovecotPGSQL(*pg, cfg.Mailbox.BaseDir, cfg.Mailbox.Layout, cfg.Mailbox.Quota.Enabled)
 	}
 	files = append(files, File{
 		Path: path.Join(dc, "dovecot-sql.conf.ext"), Mode: 0o640, Group: "dovecot",
-		Data: sqlmaps.DovecotSQL(cfg.Database.Path, cfg.Mailbox.BaseDir, cfg.Mailbox.Layout),
+		Data: dovecotSQL,
 	})
 	out := func(tmpl, dst string, mode uint32, group string) error {
 		data, err := execute(tmpl, v)
 		if err != nil {
 			return err
+		}
+		switch tmpl {
+		case "postfix/main.cf.tmpl":
+			data = overrideMainCF(data, cfg)
+		case "postfix/master.cf.tmpl":
+			if data, err = overrideMasterCF(data, cfg); err != nil {
+				return err
+			}
 		}
 		files = append(files, File{Path: dst, Data: data, Mode: mode, Group: group, Template: tmpl})
 		return nil

@@ -34,7 +34,7 @@ func load(t *testing.T, path string) *config.Config {
 // fails on a golden file that no render produces any more (-update removes
 // it).
 func TestGolden(t *testing.T) {
-	names := []string{"minimal", "postkit", "full"}
+	names := []string{"minimal", "postkit", "full", "extra", "postgresql"}
 	entries, err := os.ReadDir(filepath.Join("testdata", "golden"))
 	if err != nil {
 		t.Fatal(err)
@@ -47,10 +47,15 @@ func TestGolden(t *testing.T) {
 	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
 			src := "../examples/" + name + ".yaml"
-			if name == "full" {
-				src = "testdata/full.yaml"
+			if name == "full" || name == "extra" || name == "postgresql" {
+				src = "testdata/" + name + ".yaml"
 			}
-			files, err := Render(load(t, src))
+			cfg := load(t, src)
+			if cfg.Database.PasswordFile != "" {
+				pw, _ := filepath.Abs("testdata/pg-password")
+				cfg.Database.PasswordFile = pw
+			}
+			files, err := Render(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,10 +125,19 @@ func TestRenderContents(t *testing.T) {
 			t.Errorf("main.cf lacks %q", want)
 		}
 	}
-	// check_policy_service must follow reject_unauth_destination.
-	rr := main[strings.Index(main, "smtpd_recipient_restrictions"):]
-	if i, j := strings.Index(rr, "reject_unauth_destination"), strings.Index(rr, "check_policy_service"); i < 0 || j < i {
-		t.Errorf("check_policy_service (%d) is not after reject_unauth_destination (%d)", j, i)
+	// postkit's policy service must follow reject_unauth_destination;
+	// Dovecot's quota-status, which never answers OK, comes before the
+	// permits so that it judges every sender's mail.
+	rr := main[strings.Index(main, "\nsmtpd_recipient_restrictions ="):]
+	rr = rr[:strings.Index(rr, "\n\n")]
+	if i, j := strings.Index(rr, "reject_unauth_destination"), strings.Index(rr, "check_policy_service unix:postkit/policy.sock"); i < 0 || j < i {
+		t.Errorf("check_policy_service (%d) is not after reject_unauth_destination (%d):\n%s", j, i, rr)
+	}
+	if i, j := strings.Index(rr, "permit_mynetworks"), strings.Index(rr, "check_policy_service { unix:private/quota-status, default_action=DUNNO }"); j < 0 || j > i {
+		t.Errorf("quota-status (%d) is not before permit_mynetworks (%d):\n%s", j, i, rr)
+	}
+	if !strings.Contains(main, "\nsmtpd_relay_restrictions =\n\tpermit_mynetworks,\n\tpermit_sasl_authenticated,\n\treject_unauth_destination\n") {
+		t.Errorf("main.cf lacks the relay restrictions that keep quota-status from opening a relay")
 	}
 	master := byPath["/etc/postfix/master.cf"]
 	for _, want := range []string{"submission inet", "submissions inet", "-o smtpd_tls_wrappermode=yes", "-o milter_macro_daemon_name=ORIGINATING"} {
@@ -157,12 +171,12 @@ func TestRenderContents(t *testing.T) {
 			t.Errorf("sqlite-sender-login.cf lacks %q:\n%s", want, sl)
 		}
 	}
-	if len(files) != 23 {
+	if len(files) != 26 {
 		var names []string
 		for _, f := range files {
 			names = append(names, f.Path)
 		}
-		t.Errorf("Render gave %d files; want 23 (3 Postfix, 7 maps, dovecot.conf, 8 conf.d, dovecot-sql, spam.sieve, learn-spam.sieve, learn-ham.sieve):\n%s", len(files), strings.Join(names, "\n"))
+		t.Errorf("Render gave %d files; want 26 (3 Postfix, 7 maps, dovecot.conf, 11 conf.d, dovecot-sql, spam.sieve, learn-spam.sieve, learn-ham.sieve):\n%s", len(files), strings.Join(names, "\n"))
 	}
 }
 
@@ -211,8 +225,12 @@ func write(t *testing.T, files []File) {
 // TestPostconf: Postfix itself parses both example configs without a warning.
 func TestPostconf(t *testing.T) {
 	postconf := need(t, "postconf")
-	for _, src := range []string{"../examples/minimal.yaml", "../examples/postkit.yaml", "testdata/full.yaml"} {
-		files, err := Render(load(t, src))
+	for _, src := range []string{"../examples/minimal.yaml", "../examples/postkit.yaml", "testdata/full.yaml", "testdata/postgresql.yaml"} {
+		cfg := load(t, src)
+		if cfg.Database.PasswordFile != "" {
+			cfg.Database.PasswordFile, _ = filepath.Abs("testdata/pg-password")
+		}
+		files, err := Render(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -266,7 +284,8 @@ func TestPostconf(t *testing.T) {
 func unexpectedWarnings(out []byte) []string {
 	var bad []string
 	for _, l := range strings.Split(string(out), "\n") {
-		if strings.Contains(l, "warning") && !strings.Contains(l, `open "sqlite" configuration "/etc/postfix/sqlite-`) {
+		if strings.Contains(l, "warning") && !strings.Contains(l, `open "sqlite" configuration "/etc/postfix/sqlite-`) &&
+			!strings.Contains(l, `open "pgsql" configuration "/etc/postfix/pgsql-`) {
 			bad = append(bad, l)
 		}
 	}
@@ -316,13 +335,26 @@ func TestDoveconf(t *testing.T) {
 	}
 	for _, want := range []string{"sieve_before = " + dir + "/sieve/before/spam.sieve", "port = 30993",
 		// Learning from moves (milter.spam.learn), as Dovecot reads it.
-		"mail_plugins = \" imap_sieve\"",
+		"mail_plugins = \" quota imap_quota imap_sieve\"",
 		"sieve_plugins = sieve_imapsieve sieve_extprograms",
 		"imapsieve_mailbox1_before = file:" + dir + "/sieve/imapsieve/learn-spam.sieve",
 		"imapsieve_mailbox2_from = Spam",
 		"executable = script /usr/local/bin/postkit spam learn --bayes /var/lib/postkit/bayes.sqlite --expiry 4320h0m0s --spam",
 		"executable = script /usr/local/bin/postkit spam learn --bayes /var/lib/postkit/bayes.sqlite --expiry 4320h0m0s --ham",
 		"unix_listener postkit-learn-ham {",
+		// The reference installation's locations and separator, and
+		// ManageSieve as Debian enables it.
+		"sieve = file:~/sieve;active=~/sieve/.dovecot.sieve",
+		"separator = .",
+		"protocols = imap lmtp sieve",
+		"service managesieve-login {\n  inet_listener sieve {\n    port = 4190",
+		// Quotas and the quota-status policy service.
+		"quota = count:User quota",
+		"quota_grace = 10%%",
+		"quota_status_success = DUNNO",
+		"quota_status_overquota = 552 5.2.2 Mailbox is full",
+		"executable = quota-status -p postfix",
+		"unix_listener /var/spool/postfix/private/quota-status {",
 	} {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Errorf("doveconf -n lacks %q:\n%s", want, out)

@@ -60,7 +60,7 @@ const peerName = "postfix-policyd-spf-python"
 const coldDomains = 1 << 30
 
 func main() {
-	mode := flag.String("mode", "compare", "compare (postkit policyd and the peer) | requests (print them)")
+	mode := flag.String("mode", "compare", "compare (postkit policyd and the peer) | state (greylisting and rate-limit state: SQLite vs PostgreSQL) | requests (print them)")
 	postkit := flag.String("postkit", "", "the postkit binary whose `postkit policyd` is measured (run.sh builds it)")
 	base := flag.String("postkit-base", "", "an older postkit binary measured in the same rounds (A/B)")
 	peerCmd := flag.String("peer", "/usr/bin/python3 /usr/bin/policyd-spf", "the peer's command line; empty: postkit alone")
@@ -75,6 +75,9 @@ func main() {
 	rssMaxTime := flag.Duration("rss-max-time", 150*time.Second, "stop the memory phase after this long")
 	logLevel := flag.String("log-level", "warn", "the daemon's --log-level (info: one line per request, as in production)")
 	strict := flag.Bool("strict", false, "exit 1 when the memory target is missed")
+	pgDSN := flag.String("pg-dsn", "", "-mode state: the PostgreSQL database the daemons share (empty: SQLite only)")
+	senders := flag.Int("senders", 1000, "-mode state: distinct senders counted by the rate limit")
+	pool := flag.Int("known", 2000, "-mode state: triplets that passed greylisting before the known scenario")
 	flag.Parse()
 
 	switch *mode {
@@ -104,8 +107,20 @@ func main() {
 		if missed := c.run(*dnsListen, *rounds, *rssN, *rssMaxTime); missed && *strict {
 			os.Exit(1)
 		}
+	case "state":
+		if *postkit == "" {
+			log.Fatal("-postkit: name the postkit binary to measure (go build -o /tmp/postkit ./cmd/postkit)")
+		}
+		d, err := buildlabel.Describe(*postkit)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("postkit policyd, greylisting + rate limit state: SQLite vs PostgreSQL; build %s; load %s\n", d, loadavg())
+		b := &stateBench{bin: *postkit, pgDSN: *pgDSN, n: *n, conc: *conc, senders: *senders, pool: *pool,
+			maxTime: *maxTime, rounds: *rounds, logLevel: *logLevel}
+		b.run()
 	default:
-		log.Fatalf("-mode %q: want compare or requests", *mode)
+		log.Fatalf("-mode %q: want compare, state or requests", *mode)
 	}
 }
 

@@ -43,6 +43,13 @@ func newDaemonCommand(name string, hup <-chan os.Signal) *cobra.Command {
 // returns once it listens.
 func startDaemon(t *testing.T, name string, args ...string) *daemonRun {
 	t.Helper()
+	return startDaemonLogs(t, name, nil, args...)
+}
+
+// startDaemonLogs is startDaemon for a daemon whose lines go elsewhere than
+// its stderr (syslog): logs returns them.
+func startDaemonLogs(t *testing.T, name string, logs func() string, args ...string) *daemonRun {
+	t.Helper()
 	d := &daemonRun{name: name, hup: make(chan os.Signal), log: &testlib.Buffer{}, done: make(chan error, 1)}
 	cmd := newDaemonCommand(name, d.hup)
 	cmd.SetArgs(args)
@@ -57,8 +64,11 @@ func startDaemon(t *testing.T, name string, args ...string) *daemonRun {
 			t.Errorf("%s: %v", name, err)
 		}
 	})
+	if logs == nil {
+		logs = d.log.String
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(d.log.String(), name+" listening") {
+	for !strings.Contains(logs(), name+" listening") {
 		select {
 		case err := <-d.done:
 			d.done <- err

@@ -13,15 +13,13 @@ import (
 	"github.com/postkit/postkit/internal/daemon"
 )
 
-// daemonFlags are the command line of a daemon: -c, --log-level, and the
-// shorthands of config.Shorthands, each a key of postkit.yaml (--set reaches
+// daemonFlags are the command line of a daemon: -c and the shorthands of config.Shorthands, each a key of postkit.yaml (--set reaches
 // every other key). The shorthands have no defaults of their own: a flag
 // not given leaves its key to the file, or to the daemon's built-in
 // document without -c.
 type daemonFlags struct {
 	name    string // "milter" or "policyd"
 	cfgPath string
-	level   string
 	table   []config.Shorthand
 	fs      *pflag.FlagSet
 }
@@ -39,7 +37,6 @@ func addDaemonFlags(cmd *cobra.Command, name string) *daemonFlags {
 			f.fs.String(s.Flag, "", s.Usage)
 		}
 	}
-	f.fs.StringVar(&f.level, "log-level", "info", "log level: debug, info, warn or error")
 	return f
 }
 
@@ -66,14 +63,20 @@ func (f *daemonFlags) load() (*config.Config, *config.File, error) {
 }
 
 // start sets up what both daemons share around daemon.Run: the batched
-// logger and the profiles POSTKIT_CPUPROFILE and POSTKIT_MEMPROFILE ask for.
-// Lines go to w (stderr). stop flushes the log and writes the profiles.
+// logger the log section asks for (read here once; a reload keeps it) and the
+// profiles POSTKIT_CPUPROFILE and POSTKIT_MEMPROFILE ask for. Lines go to
+// stderr (w), or to syslog with w as the fallback. stop flushes the log and
+// writes the profiles.
 func (f *daemonFlags) start(w io.Writer) (log *slog.Logger, stop func(), err error) {
-	lv, err := daemon.ParseLevel(f.level)
+	c, _, err := f.load()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: --%w", f.name, err)
+		return nil, nil, err
 	}
-	log, flush := daemon.NewLogger(w, lv)
+	o, err := c.LogOptions(f.name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", f.name, err)
+	}
+	log, flush := daemon.OpenLogger(w, o)
 	stopProfiles, err := daemon.StartProfiles(os.Getenv("POSTKIT_CPUPROFILE"), os.Getenv("POSTKIT_MEMPROFILE"))
 	if err != nil {
 		flush()

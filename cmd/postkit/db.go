@@ -26,44 +26,58 @@ type dbOptions struct {
 	cfg     *config.Config // loaded lazily by resolve
 }
 
-// resolve finds the database path: --db wins, else database.path of the
-// config file (-c, or /etc/postkit/postkit.yaml when it exists).
-func (o *dbOptions) resolve() (string, error) {
+// resolve finds the database: --db PATH (a SQLite file) wins, else the
+// database section of the config file (-c, or /etc/postkit/postkit.yaml
+// when it exists): a SQLite path or a PostgreSQL DSN.
+func (o *dbOptions) resolve() (sqlmaps.Source, error) {
 	if o.dbPath != "" && o.cfgPath == "" {
-		return o.dbPath, nil
+		return sqlmaps.Source{Driver: sqlmaps.DriverSQLite, Path: o.dbPath}, nil
 	}
 	path := o.cfgPath
 	if path == "" {
 		if _, err := os.Stat(dbDefaultConfig); err != nil {
-			return "", errors.New("db: no database given: pass --db PATH or -c postkit.yaml")
+			return sqlmaps.Source{}, errors.New("db: no database given: pass --db PATH or -c postkit.yaml")
 		}
 		path = dbDefaultConfig
 	}
 	cfg, _, err := config.Load(path)
 	if err != nil {
-		return "", err
+		return sqlmaps.Source{}, err
 	}
 	o.cfg = cfg
 	if o.dbPath != "" {
-		return o.dbPath, nil
+		return sqlmaps.Source{Driver: sqlmaps.DriverSQLite, Path: o.dbPath}, nil
 	}
-	return cfg.Database.Path, nil
+	return cfg.Database.Source(), nil
 }
 
 // open opens an existing database; write commands migrate it first (a
 // no-op once it is current).
 func (o *dbOptions) open(ctx context.Context, write bool) (*sqlmaps.Store, error) {
-	path, err := o.resolve()
+	src, err := o.resolve()
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("db: %w: create it with 'postkit db init'", err)
+	if !src.IsPostgres() {
+		if _, err := os.Stat(src.Path); err != nil {
+			return nil, fmt.Errorf("db: %w: create it with 'postkit db init'", err)
+		}
 	}
 	if !write {
-		return sqlmaps.OpenReadOnly(path)
+		s, err := src.OpenReadOnly()
+		if err != nil || !src.IsPostgres() {
+			return s, err
+		}
+		if v, err := s.Version(ctx); err != nil || v == 0 {
+			s.Close()
+			if err == nil {
+				err = fmt.Errorf("db: the %s has no postkit tables: create them with 'postkit db init'", src)
+			}
+			return nil, err
+		}
+		return s, nil
 	}
-	s, err := sqlmaps.Open(path)
+	s, err := src.Open()
 	if err != nil {
 		return nil, err
 	}
@@ -169,13 +183,19 @@ func newDBCommand() *cobra.Command {
 	db := &cobra.Command{
 		Use:   "db",
 		Short: "Manage the SQL store: domains, users, aliases, blacklists",
-		Long: `Manage the SQLite database Postfix and Dovecot read (the reference installation's
-tables). The database is --db PATH, or database.path of -c postkit.yaml.
+		Long: `Manage the database Postfix and Dovecot read (the reference installation's
+tables): a SQLite file, --db PATH or database.path of -c postkit.yaml, or with
+database.driver: postgresql the PostgreSQL database of database.dsn (password from
+database.password_file, else PGPASSWORD or ~/.pgpass; never on the command line).
 
 Every change is one transaction: a refused change leaves the database untouched.
 'add' of a row that already exists with the same values reports "unchanged" and
 exits 0, so playbooks can run it every time; a row that exists with other values
-is an error. --json prints {"changed": bool, …} for changes and arrays for lists.
+is an error. 'delete' of a row that does not exist reports "absent", 'disable'
+of a disabled or absent row "unchanged"/"absent", both exit 0; 'enable' of a
+row that does not exist is an error (it cannot be made so). --json prints
+{"changed": bool, …} for changes and arrays for lists; a failure prints
+{"error": …, "hint": …, "exit": N} on standard output instead.
 Passwords are read from standard input (--password-stdin) or a terminal prompt,
 never from the command line.`,
 	}
@@ -184,7 +204,8 @@ never from the command line.`,
 	pf.StringVarP(&o.cfgPath, "config", "c", "", "postkit.yaml to read (default "+dbDefaultConfig+" when --db is not given)")
 	pf.BoolVar(&o.asJSON, "json", false, "print results as JSON")
 
-	db.AddCommand(dbInitCmd(o), dbDomainCmd(o), dbUserCmd(o), dbAliasCmd(o, sqlmaps.Aliases), dbAliasCmd(o, sqlmaps.VirtualAliases), dbBlacklistCmd(o), dbSpamAllowCmd(o))
+	db.AddCommand(dbInitCmd(o), dbDomainCmd(o), dbUserCmd(o), dbAliasCmd(o, sqlmaps.Aliases), dbAliasCmd(o, sqlmaps.VirtualAliases), dbBlacklistCmd(o), dbSpamAllowCmd(o), dbImportCmd(o))
+	db.AddCommand(dbQuotaCmd(o), dbMigrateCmd(o))
 	return db
 }
 
@@ -201,7 +222,7 @@ its rows; its file gets mode 0640 whatever it had (it holds password hashes).
 Safe to run again.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			path, err := o.resolve()
+			src, err := o.resolve()
 			if err != nil {
 				return err
 			}
@@ -209,7 +230,7 @@ Safe to run again.`,
 			if o.cfg != nil {
 				domains = append(domains, o.cfg.Domains...)
 			}
-			res, warn, err := sqlmaps.Init(ctx, path, sqlmaps.InitOptions{Group: group, Domains: append(domains, args...)})
+			res, warn, err := sqlmaps.InitSource(ctx, src, sqlmaps.InitOptions{Group: group, Domains: append(domains, args...)})
 			if err != nil {
 				return err
 			}
@@ -223,24 +244,38 @@ Safe to run again.`,
 	return cmd
 }
 
+// article is "a" or "an" before noun.
+func article(noun string) string {
+	if strings.ContainsRune("aeio", rune(noun[0])) { // "a user": the u of user sounds like "you"
+		return "an " + noun
+	}
+	return "a " + noun
+}
+
 func dbToggle(o *dbOptions, parent *cobra.Command, k sqlmaps.Kind, arg string) {
 	for _, on := range []bool{true, false} {
 		verb := map[bool]string{true: "enable", false: "disable"}[on]
+		short := strings.ToUpper(verb[:1]) + verb[1:] + " " + article(k.String()) + " (active = " + map[bool]string{true: "1", false: "0"}[on] + ")"
+		if on {
+			short += "; an unknown one is an error"
+		} else {
+			short += "; already disabled or absent reports so and exits 0"
+		}
 		parent.AddCommand(&cobra.Command{
 			Use:   verb + " " + arg,
-			Short: strings.ToUpper(verb[:1]) + verb[1:] + " a " + k.String() + " (active = " + map[bool]string{true: "1", false: "0"}[on] + ")",
+			Short: short,
 			Args:  cobra.ExactArgs(1),
 			RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
 				return s.SetActive(ctx, k, args[0], on)
 			}),
 		})
 	}
-	if k == sqlmaps.Domains {
-		return // domain delete has its own --cascade
+	if k == sqlmaps.Domains || k == sqlmaps.Users {
+		return // domain and user delete have their own flags
 	}
 	parent.AddCommand(&cobra.Command{
 		Use:   "delete " + arg,
-		Short: "Delete a " + k.String(),
+		Short: "Delete " + article(k.String()) + "; one that does not exist reports \"absent\" and exits 0",
 		Args:  cobra.ExactArgs(1),
 		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
 			return s.Delete(ctx, k, args[0])
@@ -262,7 +297,7 @@ func dbDomainCmd(o *dbOptions) *cobra.Command {
 	add.Flags().BoolVar(&makeDefault, "default", false, "make this the default domain (exactly one domain is)")
 	del := &cobra.Command{
 		Use:   "delete DOMAIN",
-		Short: "Delete a domain; refused while it has users or virtual aliases unless --cascade",
+		Short: "Delete a domain; refused while it has users or virtual aliases unless --cascade; an absent one exits 0",
 		Args:  cobra.ExactArgs(1),
 		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
 			return s.DeleteDomain(ctx, args[0], cascade)
@@ -299,14 +334,14 @@ func nonNil[T any](s []T) []T {
 }
 
 func dbAliasCmd(o *dbOptions, k sqlmaps.Kind) *cobra.Command {
-	use, short, src := "alias", "Local aliases for alias_maps (postfix_alias): NAME → destinations", "NAME"
+	use, short, src, plural := "alias", "Local aliases for alias_maps (postfix_alias): NAME → destinations", "NAME", "local aliases"
 	if k == sqlmaps.VirtualAliases {
-		use, short, src = "valias", "Virtual aliases for virtual_alias_maps (postfix_alias_virtuels): ADDRESS or @DOMAIN → destinations", "ADDRESS|@DOMAIN"
+		use, short, src, plural = "valias", "Virtual aliases for virtual_alias_maps (postfix_alias_virtuels): ADDRESS or @DOMAIN → destinations", "ADDRESS|@DOMAIN", "virtual aliases"
 	}
 	cmd := &cobra.Command{Use: use, Short: short}
 	add := &cobra.Command{
 		Use:   "add " + src + " DESTINATION...",
-		Short: "Add an alias; several destinations may be given as arguments or as one comma-separated list",
+		Short: "Add " + article(k.String()) + "; several destinations may be given as arguments or as one comma-separated list",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := o.open(cmd.Context(), true)
@@ -329,7 +364,7 @@ func dbAliasCmd(o *dbOptions, k sqlmaps.Kind) *cobra.Command {
 	}
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List " + use + "es",
+		Short: "List " + plural,
 		Args:  cobra.NoArgs,
 		RunE: o.read(func(ctx context.Context, s *sqlmaps.Store, w io.Writer) error {
 			as, err := s.ListAliases(ctx, k)
@@ -356,7 +391,7 @@ func dbBlacklistCmd(o *dbOptions) *cobra.Command {
 	var message string
 	sadd := &cobra.Command{
 		Use:   "add KEY --code 5NN --message TEXT",
-		Short: "Refuse mail from KEY (user@domain, domain or user@) with CODE and MESSAGE",
+		Short: "Refuse mail from KEY (user@domain; a domain, which covers its sub-domains; or user@) with CODE and MESSAGE",
 		Args:  cobra.ExactArgs(1),
 		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
 			return s.AddSenderBlacklist(ctx, args[0], code, message)
@@ -425,7 +460,7 @@ func dbSpamAllowCmd(o *dbOptions) *cobra.Command {
 	}
 	del := &cobra.Command{
 		Use:   "delete DOMAIN SENDER-DOMAIN",
-		Short: "Remove a spam allow list entry",
+		Short: "Remove a spam allow list entry; one that does not exist reports \"absent\" and exits 0",
 		Args:  cobra.ExactArgs(2),
 		RunE: o.change(func(ctx context.Context, s *sqlmaps.Store, args []string) (sqlmaps.Result, error) {
 			return s.DeleteSpamAllow(ctx, args[0], args[1])

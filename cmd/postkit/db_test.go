@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/postkit/postkit/internal/config"
+	"github.com/postkit/postkit/internal/pgtest"
 	"github.com/postkit/postkit/internal/testlib"
 	"github.com/postkit/postkit/sqlmaps"
 	"github.com/postkit/postkit/sqlmaps/pwhash"
@@ -47,47 +48,72 @@ func run(t *testing.T, stdin string, args ...string) runResult {
 }
 
 func TestDBCommands(t *testing.T) {
+	for _, driver := range []string{sqlmaps.DriverSQLite, sqlmaps.DriverPostgreSQL} {
+		t.Run(driver, func(t *testing.T) { testDBCommands(t, driver) })
+	}
+}
+
+// dbTarget returns the arguments naming a new, empty database of driver
+// (--db FILE, or -c postkit.yaml with a PostgreSQL DSN) and its source.
+func dbTarget(t *testing.T, driver string) ([]string, sqlmaps.Source) {
 	dir := t.TempDir()
-	db := filepath.Join(dir, "bdd", "postfix.sqlite")
+	if driver == sqlmaps.DriverSQLite {
+		db := filepath.Join(dir, "bdd", "postfix.sqlite")
+		return []string{"--db", db}, sqlmaps.Source{Driver: driver, Path: db}
+	}
+	dsn := pgtest.Start(t).CreateDatabase("postkit")
+	yaml := filepath.Join(dir, "postkit.yaml")
+	os.WriteFile(yaml, []byte("hostname: mail.exemple.fr\ndomains: [exemple.fr]\ndatabase: {driver: postgresql, dsn: \""+dsn+"\"}\n"), 0o644)
+	return []string{"-c", yaml}, sqlmaps.Source{Driver: driver, DSN: dsn}
+}
+
+func testDBCommands(t *testing.T, driver string) {
+	target, src := dbTarget(t, driver)
+	a := func(rest ...string) []string { return append(append([]string{"db"}, target...), rest...) }
 	tests := []struct {
 		stdin   string
 		args    []string
 		wantOut string // substring of stdout
 		wantErr string // substring of the error; "" means success
 	}{
-		{"", []string{"db", "--db", db, "domain", "list"}, "", "postkit db init"},
-		{"", []string{"db", "--db", db, "init", "exemple.fr"}, "domain exemple.fr: created (default domain)", ""},
-		{"", []string{"db", "--db", db, "init", "exemple.fr"}, "domain exemple.fr: unchanged", ""},
-		{"", []string{"db", "--db", db, "domain", "add", "toto.fr", "--json"}, `{"changed":true,"object":"domain","key":"toto.fr","change":"created"}`, ""},
-		{"", []string{"db", "--db", db, "domain", "add", "toto.fr", "--json"}, `{"changed":false,`, ""},
-		{"", []string{"db", "--db", db, "domain", "add", "toto.fr", "--default"}, "domain toto.fr: updated (now the default domain)", ""},
-		{"", []string{"db", "--db", db, "domain", "add", "exemple.fr", "--default"}, "updated", ""},
-		{"toto1234567890°+\n", []string{"db", "--db", db, "user", "add", "test@exemple.fr", "--name", "Test Dupont", "--password-stdin", "--privilege", "administrateur"}, "user test@exemple.fr: created", ""},
-		{"", []string{"db", "--db", db, "user", "add", "test@exemple.fr", "--name", "Test Dupont", "--privilege", "administrateur", "--json"}, `"changed":false`, ""},
-		{"", []string{"db", "--db", db, "user", "add", "test@exemple.fr", "--name", "Autre"}, "", `name "Test Dupont" (asked "Autre")`},
-		{"pw\n", []string{"db", "--db", db, "user", "add", "x@inconnu.fr", "--password-stdin"}, "", "domain inconnu.fr of user x@inconnu.fr is not in the database"},
-		{"", []string{"db", "--db", db, "user", "add", "y@exemple.fr"}, "", "--password-stdin"},
-		{"\n", []string{"db", "--db", db, "user", "add", "y@exemple.fr", "--password-stdin"}, "", "empty password"},
-		{"s3cret\n", []string{"db", "--db", db, "user", "passwd", "test@exemple.fr", "--password-stdin", "--scheme", "BLF-CRYPT"}, "password changed", ""},
-		{"", []string{"db", "--db", db, "blacklist", "sender", "add", "tata@tata.fr", "--code", "554", "--message", "Parle à ma main"}, "created", ""},
-		{"", []string{"db", "--db", db, "blacklist", "sender", "add", "tata@tata.fr", "--code", "554", "--message", "Parle à ma main"}, "unchanged", ""},
-		{"", []string{"db", "--db", db, "blacklist", "sender", "add", "x@tata.fr", "--code", "250", "--message", "m"}, "", "reply code 250"},
-		{"", []string{"db", "--db", db, "blacklist", "recipient", "add", "root@mail.exemple.fr"}, "created", ""},
-		{"", []string{"db", "--db", db, "blacklist", "recipient", "add", "x@exemple.fr", "--action", "BOUNCE"}, "", `action "BOUNCE"`},
-		{"", []string{"db", "--db", db, "alias", "add", "toto", "test"}, "alias toto: created", ""},
-		{"", []string{"db", "--db", db, "valias", "add", "ycharbi@exemple.fr", "test@exemple.fr", "other@exemple.fr"}, "created", ""},
-		{"", []string{"db", "--db", db, "valias", "list"}, "ycharbi@exemple.fr  test@exemple.fr, other@exemple.fr  yes", ""},
-		{"", []string{"db", "--db", db, "domain", "delete", "toto.fr"}, "domain toto.fr: deleted", ""},
-		{"", []string{"db", "--db", db, "domain", "delete", "exemple.fr"}, "", "still has 1 user(s)"},
-		{"", []string{"db", "--db", db, "user", "disable", "test@exemple.fr", "--json"}, `"detail":"disabled"`, ""},
-		{"", []string{"db", "--db", db, "user", "enable", "test@exemple.fr"}, "enabled", ""},
-		{"", []string{"db", "--db", db, "user", "list"}, "test@exemple.fr  Test Dupont  3000:3000  administrateur  yes", ""},
-		{"", []string{"db", "--db", db, "spam-allow", "add", "exemple.fr", "Partner.fr"}, "spam allow list entry exemple.fr partner.fr: created", ""},
-		{"", []string{"db", "--db", db, "spam-allow", "add", "exemple.fr", "*@partner.fr", "--json"}, `"changed":false`, ""},
-		{"", []string{"db", "--db", db, "spam-allow", "add", "exemple.fr", "boss@partner.fr"}, "", "holds sender domains"},
-		{"", []string{"db", "--db", db, "spam-allow", "list"}, "exemple.fr  partner.fr     yes", ""},
-		{"", []string{"db", "--db", db, "spam-allow", "delete", "exemple.fr", "partner.fr"}, "deleted", ""},
-		{"", []string{"db", "--db", db, "spam-allow", "delete", "exemple.fr", "partner.fr"}, "", "no spam allow list entry exemple.fr partner.fr"},
+		{"", a("domain", "list"), "", "postkit db init"},
+		{"", a("init", "exemple.fr"), "domain exemple.fr: created (default domain)", ""},
+		{"", a("init", "exemple.fr"), "domain exemple.fr: unchanged", ""},
+		{"", a("domain", "add", "toto.fr", "--json"), `{"changed":true,"object":"domain","key":"toto.fr","change":"created"}`, ""},
+		{"", a("domain", "add", "toto.fr", "--json"), `{"changed":false,`, ""},
+		{"", a("domain", "add", "toto.fr", "--default"), "domain toto.fr: updated (now the default domain)", ""},
+		{"", a("domain", "add", "exemple.fr", "--default"), "updated", ""},
+		{"toto1234567890°+\n", a("user", "add", "test@exemple.fr", "--uid", "5000", "--password-stdin"), "", "accepts only mailbox.uid:gid 3000:3000"},
+		{"toto1234567890°+\n", a("user", "add", "test@exemple.fr", "--name", "Test Dupont", "--password-stdin", "--privilege", "administrateur"), "user test@exemple.fr: created", ""},
+		{"", a("user", "add", "test@exemple.fr", "--name", "Test Dupont", "--privilege", "administrateur", "--json"), `"changed":false`, ""},
+		{"", a("user", "add", "test@exemple.fr", "--name", "Autre"), "", `name "Test Dupont" (asked "Autre")`},
+		{"a-long-passphrase\n", a("user", "add", "x@inconnu.fr", "--password-stdin"), "", "domain inconnu.fr of user x@inconnu.fr is not in the database"},
+		{"", a("user", "add", "y@exemple.fr"), "", "--password-stdin"},
+		{"\n", a("user", "add", "y@exemple.fr", "--password-stdin"), "", "empty password"},
+		{"s3cret\n", a("user", "passwd", "test@exemple.fr", "--password-stdin"), "", "min_length asks for at least 12"},
+		{"Test2024!\n", a("user", "passwd", "test@exemple.fr", "--password-stdin"), "", "at least 12"},
+		{"exemple.fr2024!!\n", a("user", "passwd", "test@exemple.fr", "--password-stdin"), "", "the user's own address"},
+		{"Test@Exemple.fr\n", a("user", "passwd", "test@exemple.fr", "--password-stdin"), "", "the user's own address"},
+		{"s3cret-passphrase\n", a("user", "passwd", "test@exemple.fr", "--password-stdin", "--scheme", "BLF-CRYPT"), "password changed", ""},
+		{"", a("blacklist", "sender", "add", "tata@tata.fr", "--code", "554", "--message", "Parle à ma main"), "created", ""},
+		{"", a("blacklist", "sender", "add", "tata@tata.fr", "--code", "554", "--message", "Parle à ma main"), "unchanged", ""},
+		{"", a("blacklist", "sender", "add", "x@tata.fr", "--code", "250", "--message", "m"), "", "reply code 250"},
+		{"", a("blacklist", "recipient", "add", "root@mail.exemple.fr"), "created", ""},
+		{"", a("blacklist", "recipient", "add", "x@exemple.fr", "--action", "BOUNCE"), "", `action "BOUNCE"`},
+		{"", a("alias", "add", "toto", "test"), "alias toto: created", ""},
+		{"", a("valias", "add", "ycharbi@exemple.fr", "test@exemple.fr", "other@exemple.fr"), "created", ""},
+		{"", a("valias", "list"), "ycharbi@exemple.fr  test@exemple.fr, other@exemple.fr  yes", ""},
+		{"", a("domain", "delete", "toto.fr"), "domain toto.fr: deleted", ""},
+		{"", a("domain", "delete", "exemple.fr"), "", "still has 1 user(s)"},
+		{"", a("user", "disable", "test@exemple.fr", "--json"), `"detail":"disabled"`, ""},
+		{"", a("user", "enable", "test@exemple.fr"), "enabled", ""},
+		{"", a("user", "list"), "test@exemple.fr  Test Dupont  3000:3000  administrateur  yes", ""},
+		{"", a("spam-allow", "add", "exemple.fr", "Partner.fr"), "spam allow list entry exemple.fr partner.fr: created", ""},
+		{"", a("spam-allow", "add", "exemple.fr", "*@partner.fr", "--json"), `"changed":false`, ""},
+		{"", a("spam-allow", "add", "exemple.fr", "boss@partner.fr"), "", "holds sender domains"},
+		{"", a("spam-allow", "list"), "exemple.fr  partner.fr     yes", ""},
+		{"", a("spam-allow", "delete", "exemple.fr", "partner.fr"), "deleted", ""},
+		{"", a("spam-allow", "delete", "exemple.fr", "partner.fr"), "spam allow list entry exemple.fr partner.fr: absent", ""},
 	}
 	for _, tt := range tests {
 		r := run(t, tt.stdin, tt.args...)
@@ -103,7 +129,7 @@ func TestDBCommands(t *testing.T) {
 		}
 	}
 	// JSON lists parse and never carry password hashes.
-	r := run(t, "", "db", "--db", db, "user", "list", "--json")
+	r := run(t, "", a("user", "list", "--json")...)
 	var users []map[string]any
 	if err := json.Unmarshal([]byte(r.out), &users); err != nil || len(users) != 1 || users[0]["user"] != "test@exemple.fr" {
 		t.Errorf("user list --json = %q, %v", r.out, err)
@@ -111,16 +137,19 @@ func TestDBCommands(t *testing.T) {
 	if strings.Contains(r.out, "$2b$") || strings.Contains(r.out, "CRYPT") {
 		t.Errorf("user list leaks the hash: %s", r.out)
 	}
-	s, err := sqlmaps.OpenReadOnly(db)
+	s, err := src.OpenReadOnly()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	u, err := s.GetUser(context.Background(), "test@exemple.fr")
-	if err != nil || pwhash.Verify(u.PasswordHash, "s3cret") != nil || !strings.HasPrefix(u.PasswordHash, "{BLF-CRYPT}$2b$") {
+	if err != nil || pwhash.Verify(u.PasswordHash, "s3cret-passphrase") != nil || !strings.HasPrefix(u.PasswordHash, "{BLF-CRYPT}$2b$") {
 		t.Errorf("stored hash %q does not verify s3cret: %v", u.PasswordHash, err)
 	}
-	if info, err := os.Stat(db); err != nil || info.Mode().Perm() != 0o640 {
+	if driver != sqlmaps.DriverSQLite {
+		return
+	}
+	if info, err := os.Stat(src.Path); err != nil || info.Mode().Perm() != 0o640 {
 		t.Errorf("database mode %v, %v; want 0640", info.Mode(), err)
 	}
 }
@@ -141,7 +170,7 @@ func TestLookupCommand(t *testing.T) {
 			t.Fatalf("%v: %v", args, r.err)
 		}
 	}
-	if r := run(t, "pw\n", "db", "--db", db, "user", "add", "test@exemple.fr", "--password-stdin"); r.err != nil {
+	if r := run(t, "a-long-passphrase\n", "db", "--db", db, "user", "add", "test@exemple.fr", "--password-stdin"); r.err != nil {
 		t.Fatal(r.err)
 	}
 	// Each answer is compared with Postfix's own postmap -q, except with
@@ -271,7 +300,7 @@ func TestDBInitFileMode(t *testing.T) {
 	}
 	// A later write command puts it back to 0640 too.
 	os.Chmod(db, 0o666)
-	if r := run(t, "pw\n", "db", "--db", db, "user", "add", "a@exemple.fr", "--password-stdin"); r.err != nil {
+	if r := run(t, "a-long-passphrase\n", "db", "--db", db, "user", "add", "a@exemple.fr", "--password-stdin"); r.err != nil {
 		t.Fatal(r.err)
 	}
 	if st, err := os.Stat(db); err != nil || st.Mode().Perm() != 0o640 {

@@ -23,7 +23,7 @@ func init() {
 		Use:   "dkim",
 		Short: "DKIM keys: generate, import from OpenDKIM, print records, sign and verify offline",
 	}
-	dkimCmd.AddCommand(dkimKeygenCmd(), dkimImportCmd(), dkimTXTCmd(), dkimSignCmd(), dkimVerifyCmd())
+	dkimCmd.AddCommand(dkimKeygenCmd(), dkimImportCmd(), dkimTXTCmd(), dkimSignCmd(), dkimVerifyCmd(), dkimTestkeyCmd())
 	rootCmd.AddCommand(dkimCmd)
 }
 
@@ -108,7 +108,15 @@ func dkimImportCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "import",
 		Short: "Read OpenDKIM's KeyTable and SigningTable and print the milter.dkim section of postkit.yaml",
-		Args:  cobra.NoArgs,
+		Long: `Read OpenDKIM's KeyTable and SigningTable, as opendkim.conf names them
+(/path, file:/path or refile:/path), and print the milter.dkim section of
+postkit.yaml: one key per KeyTable entry used, with the From addresses it signs
+(from:) when they are not simply its own domain. Per-user entries, wildcards
+and sub-domain entries carry over; what postkit cannot express, or what OpenDKIM
+never used (a refile: line after one that matches first), is printed as a
+warning on stderr and as a comment. Check the keys against DNS afterwards with
+'postkit dkim testkey'.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if keyTable == "" || signingTable == "" {
 				return fmt.Errorf("dkim import: --keytable and --signingtable are required (see KeyTable and SigningTable in opendkim.conf)")
@@ -129,8 +137,8 @@ func dkimImportCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&keyTable, "keytable", "", "OpenDKIM KeyTable file")
-	cmd.Flags().StringVar(&signingTable, "signingtable", "", "OpenDKIM SigningTable file")
+	cmd.Flags().StringVar(&keyTable, "keytable", "", "OpenDKIM KeyTable (/path, file:/path or refile:/path)")
+	cmd.Flags().StringVar(&signingTable, "signingtable", "", "OpenDKIM SigningTable (/path, file:/path or refile:/path)")
 	return cmd
 }
 
@@ -214,7 +222,7 @@ func dkimSignCmd() *cobra.Command {
 
 func dkimVerifyCmd() *cobra.Command {
 	var servers, records []string
-	var authserv string
+	var authserv, bodyLength string
 	cmd := &cobra.Command{
 		Use:   "verify [FILE]",
 		Short: "Verify the DKIM signatures of a message (file or stdin) and print Authentication-Results",
@@ -243,7 +251,11 @@ system resolver, or --dns servers, or given with --record NAME=TEXT (offline).`,
 			if authserv == "" {
 				authserv, _ = os.Hostname()
 			}
-			v, err := dkimverify.New(dkimverify.Config{Resolver: res, AuthservID: authserv})
+			bl, err := dkimverify.ParseBodyLength(bodyLength)
+			if err != nil {
+				return err
+			}
+			v, err := dkimverify.New(dkimverify.Config{Resolver: res, AuthservID: authserv, BodyLength: bl})
 			if err != nil {
 				return err
 			}
@@ -269,6 +281,7 @@ system resolver, or --dns servers, or given with --record NAME=TEXT (offline).`,
 	cmd.Flags().StringArrayVar(&servers, "dns", nil, "DNS server host:port (repeatable; default /etc/resolv.conf)")
 	cmd.Flags().StringArrayVar(&records, "record", nil, "key record NAME=TEXT, e.g. sel._domainkey.example.org='v=DKIM1; k=ed25519; p=…' (repeatable, no DNS)")
 	cmd.Flags().StringVar(&authserv, "authserv-id", "", "authserv-id of the printed header (default: host name)")
+	cmd.Flags().StringVar(&bodyLength, "body-length", "pass", "what a signature with l= is worth: pass, complete or policy (milter.dkim.body_length)")
 	return cmd
 }
 

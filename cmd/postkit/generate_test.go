@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/md5"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -24,7 +25,7 @@ import (
 func runPostkit(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	for _, c := range rootCmd.Commands() {
-		if c.Name() != "generate" {
+		if c.Name() != "generate" && c.Name() != "apply" {
 			continue
 		}
 		c.Flags().VisitAll(func(f *pflag.Flag) { // scalar flags only here
@@ -52,8 +53,8 @@ func TestGenerateIdempotent(t *testing.T) {
 	root := t.TempDir()
 	cfg := "../../examples/postkit.yaml"
 	out, err := runPostkit(t, "generate", "-c", cfg, "--root", root, "--check", "--json")
-	if err != nil {
-		t.Fatal(err)
+	if exitCode(err) != 2 {
+		t.Fatalf("--check with changes pending: %v; want exit 2", err)
 	}
 	var r genResult
 	if err := json.Unmarshal([]byte(out), &r); err != nil || !r.Changed || len(r.Files) == 0 {
@@ -82,11 +83,54 @@ func TestGenerateIdempotent(t *testing.T) {
 			t.Errorf("second run: %s %s", f.Path, f.Action)
 		}
 	}
-	// A hand edit is reported, diffed and repaired.
-	os.WriteFile(filepath.Join(root, "etc/postfix/main.cf"), append(main, "biff = yes\n"...), 0o644)
+	if _, err := runPostkit(t, "generate", "-c", cfg, "--root", root, "--check"); err != nil {
+		t.Errorf("--check with nothing pending: %v; want exit 0", err)
+	}
+	// A hand edit is reported with its diff and kept; --force replaces it
+	// and keeps a backup.
+	edited := append(main, "biff = yes\n"...)
+	os.WriteFile(filepath.Join(root, "etc/postfix/main.cf"), edited, 0o644)
 	out, err = runPostkit(t, "generate", "-c", cfg, "--root", root, "--check", "--diff")
-	if err != nil || !strings.Contains(out, "-biff = yes") || !strings.Contains(out, "--- /etc/postfix/main.cf") {
+	if exitCode(err) != 6 || !strings.Contains(out, "-biff = yes") || !strings.Contains(out, "--- /etc/postfix/main.cf") {
 		t.Errorf("--diff after a hand edit: %v\n%s", err, out)
+	}
+	out, err = runPostkit(t, "generate", "-c", cfg, "--root", root)
+	if exitCode(err) != 6 || !strings.Contains(out, "-biff = yes") || !strings.Contains(err.Error(), "--force") {
+		t.Errorf("generate over a hand edit: %v; want exit 6 naming --force, with the diff\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "etc/postfix/main.cf")); !bytes.Equal(b, edited) {
+		t.Fatal("generate replaced the hand-edited main.cf")
+	}
+	out, err = runPostkit(t, "generate", "-c", cfg, "--root", root, "--force", "--json")
+	if err != nil {
+		t.Fatalf("--force: %v\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "etc/postfix/main.cf")); !bytes.Equal(b, main) {
+		t.Error("--force did not put the generated main.cf back")
+	}
+	baks, _ := filepath.Glob(filepath.Join(root, "etc/postfix/main.cf.postkit-bak.*"))
+	if len(baks) != 1 {
+		t.Fatalf("backups: %v; want one", baks)
+	}
+	if b, _ := os.ReadFile(baks[0]); !bytes.Equal(b, edited) {
+		t.Error("the backup is not the edited file")
+	}
+	// Files an older postkit wrote, without a manifest, carry its header:
+	// they are replaced.
+	os.Remove(filepath.Join(root, "var/lib/postkit/manifest.json"))
+	os.WriteFile(filepath.Join(root, "etc/postfix/main.cf"), append(main, "# an older postkit\n"...), 0o644)
+	if out, err := runPostkit(t, "generate", "-c", cfg, "--root", root); err != nil {
+		t.Errorf("over files of a postkit without a manifest: %v\n%s", err, out)
+	}
+	// A file postkit never wrote is not replaced either.
+	other := t.TempDir()
+	os.MkdirAll(filepath.Join(other, "etc/postfix"), 0o755)
+	os.WriteFile(filepath.Join(other, "etc/postfix/master.cf"), []byte("# the admin's\n"), 0o644)
+	if _, err := runPostkit(t, "generate", "-c", cfg, "--root", other); exitCode(err) != 6 {
+		t.Errorf("over a file postkit never wrote: %v; want exit 6", err)
+	}
+	if _, err := os.Stat(filepath.Join(other, "etc/postfix/main.cf")); err == nil {
+		t.Error("refused generate wrote main.cf")
 	}
 }
 
@@ -315,7 +359,7 @@ func TestGenerateAllOrNothing(t *testing.T) {
 	// second one that changes nothing.
 	out, err := runPostkit(t, "generate", "-c", moved, "--root", root, "--check", "--json")
 	var r genResult
-	if err != nil || json.Unmarshal([]byte(out), &r) != nil || !r.Changed {
+	if exitCode(err) != 2 || json.Unmarshal([]byte(out), &r) != nil || !r.Changed {
 		t.Fatalf("--check --json: %v %+v\n%s", err, r, out)
 	}
 	sameTree(t, "--check", live, tree(t, root))
@@ -354,5 +398,41 @@ func TestGenerateNotesMissingCheckers(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "etc/postfix/main.cf")); err != nil {
 		t.Error(err)
+	}
+}
+
+// Files Debian's packages installed and nobody changed (dovecot-core's copy
+// of /usr/share/dovecot, a dpkg conffile with its recorded MD5) are
+// replaced without --force; the same files changed by the admin are kept.
+func TestGeneratePristinePackageFiles(t *testing.T) {
+	for _, edited := range []bool{false, true} {
+		root := t.TempDir()
+		put := func(p, data string) {
+			os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755)
+			os.WriteFile(filepath.Join(root, p), []byte(data), 0o644)
+		}
+		shipped := "## Authentication processes\n#disable_plaintext_auth = yes\n"
+		put("usr/share/dovecot/conf.d/10-auth.conf", shipped)
+		mainCF := "# Debian's main.cf\nbiff = no\n"
+		put("var/lib/dpkg/status", fmt.Sprintf("Package: postfix\nStatus: install ok installed\nConffiles:\n /etc/postfix/main.cf %x\n /etc/postfix/other.cf 00000000000000000000000000000000 obsolete\nDescription: x\n", md5.Sum([]byte(mainCF))))
+		if edited {
+			shipped += "auth_mechanisms = plain login\n"
+			mainCF += "relayhost = [smtp.example.net]\n"
+		}
+		put("etc/dovecot/conf.d/10-auth.conf", shipped)
+		put("etc/postfix/main.cf", mainCF)
+		out, err := runPostkit(t, "generate", "-c", "../../examples/postkit.yaml", "--root", root, "--json")
+		var r genResult
+		json.Unmarshal([]byte(out[strings.LastIndex(out, "{\"changed\""):]), &r)
+		if !edited && (err != nil || !r.Changed) {
+			t.Errorf("over pristine package files: %v\n%s", err, out)
+		}
+		if edited && exitCode(err) != 6 {
+			t.Errorf("over package files the admin changed: %v; want exit 6\n%s", err, out)
+		}
+		got, _ := os.ReadFile(filepath.Join(root, "etc/postfix/main.cf"))
+		if replaced := strings.HasPrefix(string(got), "# generated by postkit"); replaced == edited {
+			t.Errorf("edited=%v: main.cf replaced=%v", edited, replaced)
+		}
 	}
 }

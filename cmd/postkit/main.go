@@ -3,7 +3,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -19,13 +18,7 @@ var rootCmd = &cobra.Command{
 }
 
 func main() {
-	if err := rootCmd.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "postkit:", err)
-		var ec interface{ ExitCode() int }
-		if e, ok := err.(interface{ ExitCode() int }); ok {
-			ec = e
-			os.Exit(ec.ExitCode())
-		}
-		os.Exit(1)
+	if cmd, err := rootCmd.ExecuteC(); err != nil {
+		os.Exit(reportError(cmd, err, os.Stdout, os.Stderr))
 	}
 }

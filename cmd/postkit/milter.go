@@ -1,12 +1,14 @@
 package main
 
 import (
+	"net/http"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/postkit/postkit/internal/daemon"
+	pmetrics "github.com/postkit/postkit/internal/metrics"
 	"github.com/postkit/postkit/milter/assemble"
 	"github.com/postkit/postkit/milter/milterd"
 )
@@ -45,7 +47,11 @@ The milter protocol has no authentication: whoever can connect can have mail
 signed. A unix socket gets mode 0660 (milter.socket_mode) in a directory no
 one else may write; an inet address other hosts can reach needs the MTAs'
 networks in --allow-client (milter.allow_clients), and every other
-connection is closed.
+connection is closed. The same holds for the Prometheus metrics endpoint
+(--metrics, milter.metrics; --metrics-allow-client).
+
+Logs go to stderr, or to syslog (--log-target syslog, log.target) under
+facility mail, tagged postkit/milter, beside Postfix's lines in mail.log.
 
 SIGHUP re-reads postkit.yaml and the key files (on error the running chain
 stays; listen addresses and socket permissions need a restart), SIGTERM and
@@ -59,6 +65,12 @@ SIGINT stop accepting and let messages in flight finish.`,
 			return err
 		}
 		defer stop()
+		// The metrics and their endpoint live as long as the process: a
+		// reload builds new chains that count into the same Metrics.
+		mm := milterd.NewMetrics()
+		reg := pmetrics.NewRegistry()
+		reg.MustRegister(mm)
+		var metricsServer *http.Server
 		return daemon.Run(cmd.Context(), daemon.Spec[*milterd.Chain]{
 			Name:   "milter",
 			Logger: log,
@@ -75,7 +87,18 @@ SIGINT stop accepting and let messages in flight finish.`,
 				if p.Listen, err = c.DaemonListeners("milter"); err != nil {
 					return p, err
 				}
-				if p.Chain, err = assemble.New(c, assemble.Options{Logger: log, NoSeal: file.Builtin()}); err != nil {
+				ml, ok, err := c.DaemonMetrics("milter")
+				if err != nil {
+					return p, err
+				}
+				if ok {
+					if metricsServer == nil {
+						metricsServer = pmetrics.NewServer(reg)
+					}
+					p.Extras = []daemon.Extra{{Name: "metrics", Listener: ml, Server: metricsServer, Optional: true}}
+				}
+				p.Restart = c.LogRestart()
+				if p.Chain, err = assemble.New(c, assemble.Options{Logger: log, NoSeal: file.Builtin(), Meter: mm, Observer: mm}); err != nil {
 					return p, err
 				}
 				p.Drain = c.Milter.Drain.D()

@@ -185,7 +185,7 @@ func TestMilterSenderCheck(t *testing.T) {
 		if got := send(t, "demo@example.test", "bob@example.test"); got != (outcome{action: milter.ActAccept}) {
 			t.Errorf("%+v; want accepted without a signature", got)
 		}
-		if !strings.Contains(d.log.String(), `msg="dkimsign: not signed: From not owned by the login" qid=Q1 login=demo@example.test from=bob@example.test`) {
+		if !strings.Contains(d.log.String(), `msg="dkimsign: not signed: From not owned by the login" queue_id=Q1 sasl_username=demo@example.test from=bob@example.test`) {
 			t.Errorf("the log does not say why:\n%s", d.log.String())
 		}
 	})

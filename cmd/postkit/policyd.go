@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/postkit/postkit/internal/daemon"
+	pmetrics "github.com/postkit/postkit/internal/metrics"
 	"github.com/postkit/postkit/policyd"
 	"github.com/postkit/postkit/policyd/assemble"
 )
@@ -41,6 +42,9 @@ other hosts can reach needs the MTAs' networks in --allow-client
 --metrics-allow-client (policy.metrics_allow_clients); every other
 connection is closed.
 
+Logs go to stderr, or to syslog (--log-target syslog, log.target) under
+facility mail, tagged postkit/policyd, beside Postfix's lines in mail.log.
+
 SIGHUP re-reads postkit.yaml and rebuilds the checks (on error the running
 ones stay; the listen address, socket permissions, metrics address and time
 budget need a restart). SIGTERM or SIGINT stops it after the requests in
@@ -57,6 +61,8 @@ progress are answered.`,
 		// The metrics and the time budget live as long as the process: a
 		// reload rebuilds the checks only.
 		metrics := policyd.NewMetrics()
+		reg := pmetrics.NewRegistry()
+		reg.MustRegister(metrics)
 		var metricsServer *http.Server
 		var budget time.Duration
 		return daemon.Run(cmd.Context(), daemon.Spec[policyd.Chain]{
@@ -81,17 +87,16 @@ progress are answered.`,
 				}
 				if ok {
 					if metricsServer == nil {
-						mux := http.NewServeMux()
-						mux.Handle("/metrics", metrics.Handler())
-						metricsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+						metricsServer = pmetrics.NewServer(reg)
 					}
-					p.Extras = []daemon.Extra{{Name: "metrics", Listener: ml, Server: metricsServer}}
+					p.Extras = []daemon.Extra{{Name: "metrics", Listener: ml, Server: metricsServer, Optional: true}}
 				}
 				tb := c.Policy.TimeBudget.D()
 				if budget == 0 {
 					budget = tb
 				}
-				p.Restart = map[string]string{"policy.time_budget": tb.String()}
+				p.Restart = c.LogRestart()
+				p.Restart["policy.time_budget"] = tb.String()
 				// Requests in progress finish within the time budget.
 				p.Drain = tb + 5*time.Second
 				chain, err := assemble.New(c, assemble.Options{Logger: log, NoSeal: file.Builtin()})

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -37,6 +38,8 @@ func newSpamCommand() *cobra.Command {
 type spamOptions struct {
 	cfgPath         string
 	bayes           string
+	bayesDSN        string
+	bayesPassFile   string
 	rulesDirs       []string
 	required        float64
 	whitelist       []string
@@ -54,6 +57,8 @@ func (o *spamOptions) register(f *pflag.FlagSet) {
 	o.flags = f
 	f.StringVarP(&o.cfgPath, "config", "c", "", "postkit.yaml to read milter.spam from (Bayes store, rules_dir, thresholds, sender lists); the other flags override it")
 	f.StringVar(&o.bayes, "bayes", "", "Bayes store (SQLite file, created if missing); without it and without -c, rules only")
+	f.StringVar(&o.bayesDSN, "bayes-dsn", "", "Bayes store in PostgreSQL, shared by several hosts (state.dsn), instead of --bayes")
+	f.StringVar(&o.bayesPassFile, "bayes-password-file", "", "file holding the PostgreSQL password for --bayes-dsn (state.password_file)")
 	f.StringArrayVar(&o.rulesDirs, "rules-dir", nil, "directory of *.rules files read after the shipped rules (repeatable; replaces milter.spam.rules_dir)")
 	f.Float64Var(&o.required, "required", 5, "score from which a message is spam (milter.spam.required_score)")
 	f.StringArrayVar(&o.whitelist, "whitelist-from", nil, "sender pattern to let through, e.g. *@exemple.fr (repeatable; added to milter.spam.whitelist_from)")
@@ -84,8 +89,17 @@ func (o *spamOptions) engineConfig() (spam.Config, io.Closer, error) {
 		o.report = c.Milter.Spam.Report
 		o.subjectTag = c.Milter.Spam.RewriteSubject
 	}
-	if o.cfgPath == "" || o.changed("bayes") {
+	if o.cfgPath == "" || o.changed("bayes") || o.changed("bayes-dsn") {
 		sc.BayesPath = o.bayes
+		sc.BayesDSN, sc.BayesPassword = o.bayesDSN, ""
+		if o.bayesDSN != "" && o.bayesPassFile != "" {
+			b, err := os.ReadFile(o.bayesPassFile)
+			if err != nil {
+				return spam.Config{}, cl, fmt.Errorf("--bayes-password-file: %w", err)
+			}
+			pw, _, _ := strings.Cut(string(b), "\n")
+			sc.BayesPassword = strings.TrimRight(pw, "\r")
+		}
 	}
 	if o.cfgPath == "" || o.changed("rules-dir") {
 		sc.RulesDirs = o.rulesDirs
@@ -134,9 +148,9 @@ func (o *spamOptions) engine() (*spam.Engine, spam.Config, func(), error) {
 // noBayes is the error of a command that needs the Bayes store.
 func (o *spamOptions) noBayes(cmd string) error {
 	if o.cfgPath != "" {
-		return fmt.Errorf("spam %s: %s has no Bayes store (milter.spam.bayes.enabled is false): enable it, or give --bayes PATH", cmd, o.cfgPath)
+		return fmt.Errorf("spam %s: %s has no Bayes store (milter.spam.bayes.enabled is false): enable it, or give --bayes PATH or --bayes-dsn URL", cmd, o.cfgPath)
 	}
-	return fmt.Errorf("spam %s: --bayes PATH or -c postkit.yaml is required (the Bayes store, e.g. /var/lib/postkit/bayes.sqlite)", cmd)
+	return fmt.Errorf("spam %s: --bayes PATH, --bayes-dsn URL or -c postkit.yaml is required (the Bayes store, e.g. /var/lib/postkit/bayes.sqlite)", cmd)
 }
 
 func readMessage(cmd *cobra.Command, args []string) ([]byte, error) {

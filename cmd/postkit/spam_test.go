@@ -76,7 +76,7 @@ func TestSpamLearnAndStats(t *testing.T) {
 		wantOut string
 		wantErr string
 	}{
-		{"", []string{"learn", "--spam", md}, "", "--bayes PATH or -c postkit.yaml is required"},
+		{"", []string{"learn", "--spam", md}, "", "--bayes PATH, --bayes-dsn URL or -c postkit.yaml is required"},
 		{"", []string{"learn", "--bayes", db, md}, "", "exactly one of"},
 		{"", []string{"learn", "--bayes", db, "--spam", md}, "3 learned as spam, 0 already so, 0 unreadable", ""},
 		{"", []string{"learn", "--bayes", db, "--spam", md}, "0 learned as spam, 3 already so", ""},

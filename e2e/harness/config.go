@@ -32,8 +32,9 @@ func (s *Stack) baseConfig() map[string]any {
 			"inbound_level":  "may",
 			"outbound_level": "may",
 		},
-		"database": map[string]any{"path": p.Database},
-		"mailbox":  map[string]any{"base_dir": p.MailBase, "uid": s.UID, "gid": s.GID, "user": s.vmailUser().Name},
+		"database": s.databaseConfig(),
+		"mailbox": map[string]any{"base_dir": p.MailBase, "uid": s.UID, "gid": s.GID, "user": s.vmailUser().Name,
+			"quota": map[string]any{"status": "unix:" + p.QuotaStatus}},
 		"listeners": map[string]any{
 			"smtp":        Addr(s.Ports.SMTP),
 			"submission":  Addr(s.Ports.Submission),
@@ -53,6 +54,7 @@ func (s *Stack) baseConfig() map[string]any {
 			"postfix_log":    p.PostfixLog,
 			"dovecot_log":    p.DovecotLog,
 			"postkit_run":    p.PostkitRun,
+			"systemd_units":  p.Units,
 			// What the services generated for Dovecot run: this sandbox's
 			// binary.
 			"postkit": s.PostkitBin,
@@ -67,9 +69,23 @@ func (s *Stack) baseConfig() map[string]any {
 		// writes the milter's Bayes store.
 		"milter": map[string]any{"enabled": false, "spam": map[string]any{"learn": map[string]any{"user": "root"}}},
 		"policy": map[string]any{"enabled": false},
-		"sieve":  map[string]any{"enabled": true, "dir": p.SieveDir, "spam_folder": "Spam"},
-		"dns":    map[string]any{"servers": []any{s.DNS.Addr()}, "timeout": "2s"},
+		"sieve": map[string]any{"enabled": true, "dir": p.SieveDir, "spam_folder": "Spam",
+			"managesieve": Addr(s.Ports.ManageSieve)},
+		"dns": map[string]any{"servers": []any{s.DNS.Addr()}, "timeout": "2s"},
 	}
+}
+
+// databaseConfig is the SQLite file of the sandbox, or the PostgreSQL
+// database of Options.PostgresDSN.
+func (s *Stack) databaseConfig() map[string]any {
+	if s.Opts.PostgresDSN == "" {
+		return map[string]any{"path": s.Paths.Database}
+	}
+	db := map[string]any{"driver": "postgresql", "dsn": s.Opts.PostgresDSN}
+	if s.Opts.PostgresPasswordFile != "" {
+		db["password_file"] = s.Opts.PostgresPasswordFile
+	}
+	return db
 }
 
 func portOf(hostport string) string {

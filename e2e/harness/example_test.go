@@ -27,7 +27,7 @@ func ExampleMain() {
 			Ready: "unix:{root}/run/postkit/milter.sock",
 		}},
 		Seed: func(s *harness.Stack) error {
-			return s.AddUser(context.Background(), "alice@"+harness.Domain, "secret")
+			return s.AddUser(context.Background(), "alice@"+harness.Domain, "Alice-pw-4711")
 		},
 	}))
 }

@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,6 +36,7 @@ import (
 	"time"
 
 	"github.com/postkit/postkit/internal/dnstest"
+	"github.com/postkit/postkit/internal/testlib"
 )
 
 // Test names used by the default stack.
@@ -77,8 +77,20 @@ type Options struct {
 	// Daemons are started after the database is seeded and before Postfix, so
 	// that Postfix never sees them missing.
 	Daemons []DaemonSpec
+	// PostgresDSN, when set, puts the store in that PostgreSQL database
+	// (database.driver: postgresql, as several MX hosts share one): Postfix
+	// reads it through pgsql maps, Dovecot through its pgsql driver. Empty:
+	// the SQLite file Paths.Database, the default.
+	PostgresDSN string
+	// PostgresPasswordFile is database.password_file with PostgresDSN.
+	PostgresPasswordFile string
 	// Seed runs after `postkit db init` and before any daemon starts.
 	Seed func(*Stack) error
+	// Apply provisions the sandbox with `postkit apply` (as on a live host:
+	// directories, DKIM keys of milter.dkim.keys, files, units under
+	// Paths.Units, database) instead of `postkit generate` and `postkit db
+	// init`; Stack.Applied holds its JSON report.
+	Apply bool
 	// NoPostfixResolver keeps Postfix on the machine's /etc/resolv.conf instead
 	// of the test DNS server.
 	NoPostfixResolver bool
@@ -91,6 +103,7 @@ type Options struct {
 // Ports are the TCP ports of the stack's services, all on 127.0.0.1.
 type Ports struct {
 	SMTP, Submission, Submissions, IMAP, IMAPS int
+	ManageSieve                                int
 }
 
 // Paths are the sandbox's files and directories, all absolute.
@@ -113,7 +126,9 @@ type Paths struct {
 	Database      string
 	Cert, Key     string
 	LMTP, Auth    string
+	QuotaStatus   string // Dovecot's quota-status socket Postfix asks at RCPT
 	Resolv        string // resolv.conf Postfix sees
+	Units         string // paths.systemd_units: where postkit apply puts the units
 }
 
 // Stack is a running sandbox.
@@ -127,6 +142,8 @@ type Stack struct {
 	Paths      Paths
 	UID, GID   int // the vmail account
 	SizeLimit  int64
+	// Applied is the JSON report of `postkit apply` (Options.Apply).
+	Applied string
 
 	Sink *Sink
 	DNS  *dnstest.Server
@@ -162,7 +179,7 @@ func Check() error {
 		errs = append(errs, errors.New("harness: needs root (Postfix and Dovecot switch users, mailboxes belong to vmail): run as root"))
 	}
 	if len(missing) > 0 {
-		errs = append(errs, fmt.Errorf("harness: missing %s: apt-get install postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-sieve", strings.Join(missing, ", ")))
+		errs = append(errs, fmt.Errorf("harness: missing %s: apt-get install postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sqlite dovecot-sieve dovecot-managesieved", strings.Join(missing, ", ")))
 	}
 	return errors.Join(errs...)
 }
@@ -204,6 +221,13 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 }
 
 func (s *Stack) start(ctx context.Context) error {
+	if s.Opts.PostgresDSN != "" {
+		for _, f := range []string{"/usr/lib/postfix/postfix-pgsql.so", "/usr/lib/dovecot/modules/auth/libdriver_pgsql.so"} {
+			if _, err := os.Stat(f); err != nil {
+				return fmt.Errorf("harness: PostgresDSN needs %s: run scripts/install-deps.sh (postfix-pgsql, dovecot-pgsql)", f)
+			}
+		}
+	}
 	if err := prepareRoot(s.Root); err != nil {
 		return err
 	}
@@ -249,14 +273,20 @@ func (s *Stack) start(ctx context.Context) error {
 	if err := s.startReaper(); err != nil {
 		return err
 	}
-	if out, err := s.run(ctx, "", s.PostkitBin, "generate", "-c", s.Paths.Config, "--root", "/"); err != nil {
-		return fmt.Errorf("harness: postkit generate: %w\n%s", err, out)
+	if s.Opts.Apply {
+		if s.Applied, err = s.Apply(ctx); err != nil {
+			return err
+		}
+	} else {
+		if out, err := s.run(ctx, "", s.PostkitBin, "generate", "-c", s.Paths.Config, "--root", "/"); err != nil {
+			return fmt.Errorf("harness: postkit generate: %w\n%s", err, out)
+		}
+		if out, err := s.run(ctx, "", s.PostkitBin, "db", "-c", s.Paths.Config, "init"); err != nil {
+			return fmt.Errorf("harness: postkit db init: %w\n%s", err, out)
+		}
 	}
 	if err := s.checkSieve(); err != nil {
 		return err
-	}
-	if out, err := s.run(ctx, "", s.PostkitBin, "db", "-c", s.Paths.Config, "init"); err != nil {
-		return fmt.Errorf("harness: postkit db init: %w\n%s", err, out)
 	}
 	if s.Opts.Seed != nil {
 		if err := s.Opts.Seed(s); err != nil {
@@ -317,9 +347,12 @@ func layout(root string) Paths {
 		Cert:          j("tls", "cert.pem"),
 		Key:           j("tls", "key.pem"),
 		// Under the queue directory, as a chrooted Postfix would need.
-		LMTP:   j("spool", "postfix", "private", "dovecot-lmtp"),
-		Auth:   j("spool", "postfix", "private", "auth"),
-		Resolv: j("etc", "resolv.conf"),
+		LMTP: j("spool", "postfix", "private", "dovecot-lmtp"),
+		Auth: j("spool", "postfix", "private", "auth"),
+		// Likewise.
+		QuotaStatus: j("spool", "postfix", "private", "quota-status"),
+		Resolv:      j("etc", "resolv.conf"),
+		Units:       j("systemd"),
 	}
 }
 
@@ -410,6 +443,9 @@ func (s *Stack) checkSieve() error {
 // user can read (smtpd, cleanup and trivial-rewrite open it); it does not
 // loosen the permissions postkit chose.
 func (s *Stack) checkDatabase() error {
+	if s.Opts.PostgresDSN != "" {
+		return nil // readers connect over the network: nothing to read on disk
+	}
 	if _, err := os.Stat(s.Paths.Database); err != nil {
 		return fmt.Errorf("harness: database not created by postkit db init: %w", err)
 	}
@@ -422,7 +458,7 @@ func (s *Stack) checkDatabase() error {
 
 // pickPorts fills every zero port with a free one.
 func (s *Stack) pickPorts() error {
-	for _, p := range []*int{&s.Ports.SMTP, &s.Ports.Submission, &s.Ports.Submissions, &s.Ports.IMAP, &s.Ports.IMAPS} {
+	for _, p := range []*int{&s.Ports.SMTP, &s.Ports.Submission, &s.Ports.Submissions, &s.Ports.IMAP, &s.Ports.IMAPS, &s.Ports.ManageSieve} {
 		if *p != 0 {
 			continue
 		}
@@ -435,14 +471,14 @@ func (s *Stack) pickPorts() error {
 	return nil
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, below
+// the kernel's ephemeral range (testlib.FreeLoopbackPort).
 func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := testlib.FreeLoopbackPort()
 	if err != nil {
-		return 0, fmt.Errorf("harness: no free port on 127.0.0.1: %w", err)
+		return 0, fmt.Errorf("harness: %w", err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return p, nil
 }
 
 // Addr returns "127.0.0.1:port".
@@ -479,6 +515,17 @@ func (s *Stack) Postkit(ctx context.Context, stdin string, args ...string) (stri
 	out, err := s.run(ctx, stdin, s.PostkitBin, args...)
 	if err != nil {
 		return out, fmt.Errorf("harness: postkit %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(out))
+	}
+	return out, nil
+}
+
+// Apply runs `postkit apply -c CONFIG --root / --json args...` on the
+// sandbox (every path of its postkit.yaml is inside it) and returns the
+// JSON report; the error carries the output.
+func (s *Stack) Apply(ctx context.Context, args ...string) (string, error) {
+	out, err := s.run(ctx, "", s.PostkitBin, append([]string{"apply", "-c", s.Paths.Config, "--root", "/", "--json"}, args...)...)
+	if err != nil {
+		return out, fmt.Errorf("harness: postkit apply %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return out, nil
 }

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/postkit/postkit/internal/config"
 	"github.com/postkit/postkit/internal/daemon"
 )
 
@@ -76,6 +77,18 @@ func (s *Stack) waitReady(ctx context.Context) error {
 		{"imap", s.Ports.IMAP, false, "* OK"},
 		{"imaps", s.Ports.IMAPS, true, "* OK"},
 	}
+	cfg, _, err := config.Load(s.Paths.Config)
+	if err != nil {
+		return fmt.Errorf("harness: %w", err)
+	}
+	if cfg.Sieve.Enabled && cfg.Sieve.ManageSieve != "" {
+		checks = append(checks, struct {
+			name   string
+			port   int
+			tls    bool
+			prefix string
+		}{"managesieve", s.Ports.ManageSieve, false, `"IMPLEMENTATION"`})
+	}
 	for _, c := range checks {
 		var last error
 		for {
@@ -95,7 +108,11 @@ func (s *Stack) waitReady(ctx context.Context) error {
 		}
 	}
 	// Delivery goes through these sockets: they exist once Dovecot is up.
-	for _, p := range []string{s.Paths.LMTP, s.Paths.Auth} {
+	sockets := []string{s.Paths.LMTP, s.Paths.Auth}
+	if q := cfg.Mailbox.Quota; q.StatusCheck() && strings.HasPrefix(q.Status, "unix:") {
+		sockets = append(sockets, strings.TrimPrefix(q.Status, "unix:"))
+	}
+	for _, p := range sockets {
 		if err := waitDial(ctx, "unix", p); err != nil {
 			return fmt.Errorf("harness: dovecot socket %s: %w", p, err)
 		}

@@ -13,10 +13,17 @@
 // already replaced are renamed back from their links (new files removed,
 // directories it created removed), so the live tree is as it was; only when
 // that also fails are the leftover copies named in the error.
+//
+// With Options.Guard, a file whose live contents are not what postkit last
+// wrote there (Options.Written, kept by the caller in a manifest) is not
+// replaced: Apply returns ErrEdited before writing anything, unless
+// Options.Force, when the edited version is kept as FILE.postkit-bak.STAMP.
 package apply
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -37,6 +44,9 @@ type File struct {
 	Mode  fs.FileMode
 	Owner string // "" keeps the current or default owner
 	Group string
+	// Unguarded files are replaced whatever their contents (the manifest
+	// itself); see Options.Guard.
+	Unguarded bool
 }
 
 // Action says what happens to a file.
@@ -52,6 +62,11 @@ const (
 type Change struct {
 	Path   string `json:"path"` // live path (without the root)
 	Action Action `json:"action"`
+	// Edited: the live file is not what postkit last wrote there (changed
+	// by hand, or never written by postkit); see Options.Guard.
+	Edited bool `json:"edited,omitempty"`
+	// Backup is where the edited version was kept (with Options.Force).
+	Backup string `json:"backup,omitempty"`
 	Old    []byte `json:"-"`
 	New    []byte `json:"-"`
 }
@@ -75,6 +90,22 @@ type Options struct {
 	// binary): they are saved first and put back with the rest.
 	Finish func(changes []Change) error
 	Extra  []string
+	// Guard refuses to replace a file whose live contents are not what
+	// postkit last wrote there (Written holds the SHA-256 of each, by live
+	// path; see Sum): such a change is marked Edited and Apply returns
+	// ErrEdited before writing anything, unless Force is set, when the
+	// edited version is kept as FILE.postkit-bak.TIMESTAMP. A live file
+	// that already has the new contents is never refused.
+	Guard   bool
+	Written map[string]string
+	Force   bool
+	Now     func() time.Time // for backup names; default time.Now
+}
+
+// Sum is the checksum Options.Written holds for a file's contents.
+func Sum(data []byte) string {
+	h := sha256.Sum256(data)
+	return hex.EncodeToString(h[:])
 }
 
 var (
@@ -86,6 +117,9 @@ var (
 	// ErrInconsistent means that putting the files back failed too: the
 	// error names what is left where.
 	ErrInconsistent = errors.New("apply: files could not all be put back")
+	// ErrEdited means that files changed by hand (or never written by
+	// postkit) would have been replaced: nothing was written.
+	ErrEdited = errors.New("apply: files changed since postkit wrote them would be replaced; nothing was written")
 )
 
 // rename is os.Rename; tests make it fail.
@@ -115,10 +149,22 @@ func Apply(files []File, o Options) ([]Change, error) {
 		default:
 			ch.Action = Unchanged
 		}
+		if o.Guard && !f.Unguarded && ch.Action == Update && !bytes.Equal(old, f.Data) && o.Written[f.Path] != Sum(old) {
+			ch.Edited = true
+		}
 		changes = append(changes, ch)
 		if ch.Action != Unchanged {
-			todo = append(todo, &pending{f: f, dst: dst, uid: uid, gid: gid, existed: st != nil})
+			todo = append(todo, &pending{f: f, dst: dst, uid: uid, gid: gid, existed: st != nil, keep: ch.Edited, change: len(changes) - 1})
 		}
+	}
+	var edited []string
+	for _, c := range changes {
+		if c.Edited {
+			edited = append(edited, c.Path)
+		}
+	}
+	if len(edited) > 0 && !o.Force {
+		return changes, fmt.Errorf("%w: %s", ErrEdited, strings.Join(edited, ", "))
 	}
 	if o.Verify != nil {
 		if err := verify(files, o.Verify); err != nil {
@@ -136,7 +182,20 @@ func Apply(files []File, o Options) ([]Change, error) {
 	if o.Finish != nil {
 		finish = func() error { return o.Finish(changes) }
 	}
-	return changes, install(todo, extra, finish)
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
+	}
+	stamp := now().UTC().Format("20060102T150405Z")
+	err := install(todo, extra, finish, stamp)
+	if err == nil {
+		for _, p := range todo {
+			if p.kept != "" {
+				changes[p.change].Backup = p.f.Path + strings.TrimPrefix(p.kept, p.dst)
+			}
+		}
+	}
+	return changes, err
 }
 
 // verify stages every file under a temporary directory and calls fn on it.
@@ -180,6 +239,9 @@ type pending struct {
 	tmp      string // the new contents, next to dst
 	backup   string // a hard link to the old file
 	swapped  bool
+	keep     bool   // keep the old file as dst.postkit-bak.STAMP
+	kept     string // where it was kept
+	change   int    // index in the changes
 }
 
 // saved is an Extra path: a copy of it before Finish, or none if it did
@@ -189,7 +251,7 @@ type saved struct {
 }
 
 // install writes, swaps and finishes; on failure it puts everything back.
-func install(todo []*pending, extra []*saved, finish func() error) error {
+func install(todo []*pending, extra []*saved, finish func() error, stamp string) error {
 	var made []string // directories created, parents first
 	undo := func(cause error) error {
 		var left []string
@@ -264,6 +326,11 @@ func install(todo []*pending, extra []*saved, finish func() error) error {
 	// Commit: drop the old versions, make the renames durable.
 	synced := map[string]bool{}
 	for _, o := range todo {
+		if o.backup != "" && o.keep {
+			if kept, err := keepBackup(o.backup, o.dst, stamp); err == nil {
+				o.kept = kept
+			}
+		}
 		if o.backup != "" {
 			os.Remove(o.backup)
 		}
@@ -339,6 +406,19 @@ func linkBackup(dst string) (string, error) {
 		if err == nil || !errors.Is(err, fs.ErrExist) || i == 100 {
 			return name, err
 		}
+	}
+}
+
+// keepBackup links the old version of dst (at link) as
+// dst.postkit-bak.STAMP, or with a suffix if that name is taken.
+func keepBackup(link, dst, stamp string) (string, error) {
+	name := dst + ".postkit-bak." + stamp
+	for i := 1; ; i++ {
+		err := os.Link(link, name)
+		if err == nil || !errors.Is(err, fs.ErrExist) || i == 100 {
+			return name, err
+		}
+		name = fmt.Sprintf("%s.postkit-bak.%s.%d", dst, stamp, i)
 	}
 }
 

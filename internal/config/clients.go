@@ -35,12 +35,21 @@ func (c *Config) validateClients(f *File) []*Error {
 		errs = append(errs, f.Errorf(d.key, "list the MTAs that may connect in "+d.allowKey+", e.g. [192.0.2.25/32], or listen on inet:127.0.0.1:PORT or a unix: socket",
 			"%q can be reached from other hosts and %s", d.addr, d.what))
 	}
-	if host, port, err := SplitListen(c.Policy.Metrics); c.Policy.Metrics != "" && err == nil && host != "" && len(c.Policy.MetricsAllowClients) == 0 {
-		// A bare port listens on 127.0.0.1 (postkit policyd's serveMetrics).
+	for _, m := range []struct {
+		key, allowKey, addr string
+		allow               []CIDR
+	}{
+		{"policy.metrics", "policy.metrics_allow_clients", c.Policy.Metrics, c.Policy.MetricsAllowClients},
+		{"milter.metrics", "milter.metrics_allow_clients", c.Milter.Metrics, c.Milter.MetricsAllowClients},
+	} {
+		host, port, err := SplitListen(m.addr)
+		if m.addr == "" || err != nil || host == "" || len(m.allow) > 0 {
+			continue // a bare port listens on 127.0.0.1 (DaemonMetrics)
+		}
 		a := daemon.Addr{Network: "tcp", Address: net.JoinHostPort(host, strconv.Itoa(port))}
 		if a.Exposed() {
-			errs = append(errs, f.Errorf("policy.metrics", "list the scrapers that may connect in policy.metrics_allow_clients, e.g. [192.0.2.9/32], or listen on 127.0.0.1:PORT",
-				"%q can be reached from other hosts and the metrics endpoint has no authentication", c.Policy.Metrics))
+			errs = append(errs, f.Errorf(m.key, "list the scrapers that may connect in "+m.allowKey+", e.g. [192.0.2.9/32], or listen on 127.0.0.1:PORT",
+				"%q can be reached from other hosts and the metrics endpoint has no authentication", m.addr))
 		}
 	}
 	return errs

@@ -31,6 +31,11 @@ func TestAllowClients(t *testing.T) {
 		{"metrics allowed", "policy:\n  metrics: 0.0.0.0:9187\n  metrics_allow_clients: [192.0.2.9]\n", nil},
 		{"policy clients do not open the metrics", "policy:\n  metrics: 0.0.0.0:9187\n  allow_clients: [192.0.2.9]\n", []string{"policy.metrics_allow_clients"}},
 		{"bad metrics client", "policy:\n  metrics_allow_clients: [nowhere]\n", []string{"policy.metrics_allow_clients[0]"}},
+		{"milter metrics on loopback", "milter:\n  metrics: 127.0.0.1:9188\n", nil},
+		{"milter metrics on every interface", "milter:\n  metrics: 0.0.0.0:9188\n",
+			[]string{"x.yaml:4:12:", "milter.metrics", "milter.metrics_allow_clients"}},
+		{"milter metrics allowed", "milter:\n  metrics: 0.0.0.0:9188\n  metrics_allow_clients: [192.0.2.9]\n", nil},
+		{"milter clients do not open the metrics", "milter:\n  metrics: 0.0.0.0:9188\n  allow_clients: [192.0.2.9]\n", []string{"milter.metrics_allow_clients"}},
 		{"bad milter client", "milter:\n  allow_clients: [\"10.0.0.0/40\"]\n", []string{"milter.allow_clients[0]"}},
 	}
 	for _, tt := range tests {

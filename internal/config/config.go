@@ -33,6 +33,18 @@ type Config struct {
 	Policy           Policy        `yaml:"policy" doc:"The postkit policy daemon (SPF, blacklists, DNSBL, greylisting, rate limits)."`
 	Sieve            Sieve         `yaml:"sieve" doc:"Server-side filtering with Dovecot's Sieve plugin."`
 	DNS              DNS           `yaml:"dns" doc:"The resolver postkit's daemons use for SPF, DNSBL and DKIM lookups."`
+	Dovecot          Dovecot       `yaml:"dovecot" doc:"Dovecot settings beyond what postkit generates."`
+	State            State         `yaml:"state" doc:"Where the daemons keep what they learn (greylisting, rate limits, Bayes): this host's SQLite files, or one PostgreSQL database shared by several MX hosts."`
+	Log              Log           `yaml:"log" doc:"How the postkit daemons (milter, policyd) log: one line per message or request, with the Postfix queue id as queue_id."`
+}
+
+// Log configures the daemons' logs.
+type Log struct {
+	Level          string `yaml:"level" doc:"Lowest level logged: debug, info (a line per message or request), warn or error." enum:"debug,info,warn,error" kind:"enum"`
+	Format         string `yaml:"format" doc:"Line format: text (key=value, as logfmt) or json (one object per line)." enum:"text,json" kind:"enum"`
+	Target         string `yaml:"target" doc:"Where lines go: stderr (journald reads it under systemd) or syslog, tagged postkit/milter and postkit/policyd like postfix/smtpd, so that they land in mail.log beside Postfix's. A syslog socket that is missing or stops answering never holds the daemon up: lines go to stderr until it answers again, said once." enum:"stderr,syslog" kind:"enum"`
+	SyslogFacility string `yaml:"syslog_facility" doc:"Syslog facility with target syslog; Postfix logs under mail (Debian's rsyslog writes it to /var/log/mail.log)." enum:"mail,daemon,user,local0,local1,local2,local3,local4,local5,local6,local7" kind:"enum"`
+	SyslogSocket   string `yaml:"syslog_socket" doc:"The local syslog socket (unix datagram) with target syslog." kind:"path"`
 }
 
 // SenderLogin lets logins use a sender address, or every address of a domain.
@@ -54,8 +66,20 @@ type TLS struct {
 
 // Database is the SQL store.
 type Database struct {
-	Driver string `yaml:"driver" doc:"Database driver. Only sqlite is supported for now." enum:"sqlite" kind:"enum"`
-	Path   string `yaml:"path" doc:"SQLite file. Postfix (user postfix) and Dovecot's auth process must be able to read it." kind:"path"`
+	Driver string `yaml:"driver" doc:"Database driver: sqlite (one host, a file) or postgresql (several MX hosts sharing one database; Postfix needs postfix-pgsql and Dovecot dovecot-pgsql)." enum:"sqlite,postgresql" kind:"enum"`
+	Path   string `yaml:"path" doc:"SQLite file (driver sqlite). Postfix (user postfix) and Dovecot's auth process must be able to read it." kind:"path"`
+	// DSN and PasswordFile: see database.go.
+	DSN          string `yaml:"dsn" doc:"PostgreSQL database (driver postgresql): postgres://USER@HOST:PORT/DBNAME, with ?sslmode=… or ?host=/socket/dir if needed. Never a password here: see password_file." kind:"pgdsn"`
+	PasswordFile string `yaml:"password_file" doc:"File whose first line is the PostgreSQL password (mode 0600, root). postkit reads it; the generated Postfix and Dovecot files carry it (mode 0640, their group only). Empty: postkit follows libpq (PGPASSWORD, ~/.pgpass) and the generated files hold no password (trust or peer authentication)." kind:"path"`
+	// PasswordPolicy is checked by 'postkit db user add|passwd|import'.
+	PasswordPolicy PasswordPolicy `yaml:"password_policy" doc:"What 'postkit db' accepts as a new password (add, passwd, import of plaintext). Length over composition rules, as NIST SP 800-63B advises; hashes imported as they are cannot be checked."`
+}
+
+// PasswordPolicy is what a new mailbox password must satisfy.
+type PasswordPolicy struct {
+	MinLength     int  `yaml:"min_length" doc:"Fewest characters (Unicode code points) a new password may have."`
+	MaxLength     int  `yaml:"max_length" doc:"Most bytes a new password may have (BLF-CRYPT reads at most 72 whatever this says)."`
+	RefuseAddress bool `yaml:"refuse_address" doc:"Refuse a password that is the user's address, its local part or its domain, in any case, alone or followed only by digits and punctuation (test2024!)."`
 }
 
 // Mailbox is where mail is stored.
@@ -65,6 +89,9 @@ type Mailbox struct {
 	GID     int    `yaml:"gid" doc:"Owner gid of the mailboxes."`
 	User    string `yaml:"user" doc:"Name of the mailbox owner account; created by the demo and the Ansible role." kind:"user"`
 	Layout  string `yaml:"layout" doc:"Maildir path under base_dir, with Dovecot variables (%d domain, %n user)." kind:"layout"`
+	// Separator and Quota: see mailbox.go.
+	Separator string `yaml:"separator" doc:"Hierarchy separator IMAP clients see between folder levels (Projets.Clients). The reference installation sets none, so Dovecot uses Maildir++'s '.'; '/' shows the same folders as Projets/Clients (folders on disk are unchanged, but clients re-read the whole tree and some lose their settings)." enum:".,/" kind:"enum"`
+	Quota     Quota  `yaml:"quota" doc:"Storage quotas: Dovecot's quota plugin, with limits per user and per domain from the database ('postkit db quota'), and Dovecot's quota-status service as a Postfix policy so that mail to a full mailbox is refused at RCPT (552 5.2.2) instead of bounced later."`
 }
 
 // Listeners are the network services.
@@ -90,6 +117,7 @@ type Paths struct {
 	DovecotLog    string `yaml:"dovecot_log" doc:"Dovecot log_path; empty logs to syslog." kind:"path"`
 	PostkitRun    string `yaml:"postkit_run" doc:"Directory for postkit's state files (greylisting, rate limits, the spam filter's Bayes store)." kind:"path"`
 	Postkit       string `yaml:"postkit" doc:"The postkit binary, as the services generated for Dovecot run it (learning from the spam folder, milter.spam.learn)." kind:"path"`
+	SystemdUnits  string `yaml:"systemd_units" doc:"Directory where 'postkit apply' installs the systemd units of postkit's daemons; empty installs none." kind:"path"`
 }
 
 // Postfix holds the remaining Postfix knobs.
@@ -102,6 +130,12 @@ type Postfix struct {
 	DisableDNS         bool   `yaml:"disable_dns_lookups" doc:"Do not look up MX/A records when relaying (smtp_dns_support_level = disabled); for sandboxes with a relay host."`
 	AllowPlaintextAuth bool   `yaml:"allow_plaintext_auth" doc:"Allow SASL AUTH before STARTTLS. Never in production."`
 	DNSChecks          bool   `yaml:"dns_checks" doc:"Refuse senders and recipients whose domain has no DNS records (reject_unknown_sender_domain, reject_unknown_recipient_domain). Turn off only in sandboxes without DNS."`
+	// MainCF, MasterCF, MiltersBefore and MiltersAfter: see extra.go.
+	MainCF          []PostfixParam   `yaml:"main_cf" doc:"Extra main.cf parameters, written at the end of main.cf in place of postkit's own setting of the same name. The parameters that decide who may relay (mynetworks, smtpd_relay_restrictions, smtpd_recipient_restrictions, relay_domains, …) and the milter lists cannot be set here." example:"{name: smtpd_tls_loglevel, value: \"1\"}|{name: header_size_limit, value: \"204800\"}"`
+	MasterCF        []MasterService  `yaml:"master_cf" doc:"Extra master.cf services, written after postkit's. A service postkit generates cannot be redefined: add options to it with master_cf_options." example:"{service: dovecot, type: unix, command: pipe, unpriv: n, chroot: n, args: [flags=DRhu, user=vmail, argv=/usr/lib/dovecot/deliver]}"`
+	MasterCFOptions []MasterOverride `yaml:"master_cf_options" doc:"-o options added to services postkit generates. Relay and sender-check parameters cannot be set." example:"{service: submission, type: inet, options: [smtpd_client_connection_rate_limit=10]}"`
+	MiltersBefore   []string         `yaml:"milters_before" doc:"Milters Postfix calls before postkit's (smtpd_milters and non_smtpd_milters), e.g. clamav-milter's socket." kind:"addr" example:"unix:/var/spool/postfix/clamav/clamav-milter.ctl"`
+	MiltersAfter    []string         `yaml:"milters_after" doc:"Milters Postfix calls after postkit's, e.g. rspamd's proxy. They see postkit's changes, DKIM signature included, and may break it if they edit the message." kind:"addr" example:"inet:127.0.0.1:11332"`
 }
 
 // Milter configures the postkit milter daemon and its Postfix hook.
@@ -121,6 +155,10 @@ type Milter struct {
 	Scrub         Scrub    `yaml:"scrub" doc:"Privacy scrubbing of outbound headers."`
 	DKIM          DKIM     `yaml:"dkim" doc:"DKIM signing (outbound) and verification (inbound)."`
 	Spam          Spam     `yaml:"spam" doc:"Spam scoring of inbound mail, with SpamAssassin's X-Spam-* header fields and a Bayes classifier that learns from what users file as spam."`
+	DMARC         DMARC    `yaml:"dmarc" doc:"DMARC (RFC 7489) for inbound mail: SPF and the DKIM results of this pass aligned with the From domain, the domain's policy applied, dmarc= in Authentication-Results, evaluations recorded for aggregate reports ('postkit dmarc report')."`
+
+	Metrics             string `yaml:"metrics" doc:"Optional host:port serving Prometheus metrics on /metrics (messages, filter outcomes, DKIM signatures, spam verdicts, durations; a bare port listens on 127.0.0.1); empty disables. A scrape never touches mail." kind:"listen"`
+	MetricsAllowClients []CIDR `yaml:"metrics_allow_clients" doc:"Networks that may fetch the milter's metrics, e.g. the Prometheus server's [192.0.2.9/32]; every other connection is closed and logged. Required when metrics can be reached from other hosts (any address but loopback)." kind:"cidr"`
 }
 
 // Spam configures the milter's spam filter and its engine.
@@ -167,7 +205,7 @@ type Bayes struct {
 // Learn configures learning from users' moves.
 type Learn struct {
 	IMAPSieve bool   `yaml:"imapsieve" doc:"Generate Dovecot's IMAPSieve rules (Pigeonhole's imapsieve and extprograms plugins) that run 'postkit spam learn' when a user moves a message into or out of the spam folder. Needs milter.enabled, milter.spam.enabled, bayes.enabled and sieve.enabled."`
-	User      string `yaml:"user" doc:"Account Dovecot runs 'postkit spam learn' as: it must be able to write bayes.path, so it is the account the milter runs as (postkit in examples/systemd). It must exist before Dovecot starts; generate checks it when writing the live system." kind:"user"`
+	User      string `yaml:"user" doc:"Account Dovecot runs 'postkit spam learn' as: it must be able to write bayes.path, so it is the account postkit's daemons run as: 'postkit apply' creates it (with a group of the same name) and its systemd units run the milter and the policy daemon as it. It must exist before Dovecot starts; generate checks it when writing the live system." kind:"user"`
 }
 
 // Scrub is the header scrubbing filter.
@@ -192,16 +230,18 @@ type DKIM struct {
 	Subdomains       bool      `yaml:"subdomains" doc:"Sign mail from sub.example.org with the key of example.org when the sub-domain has none."`
 	AuthservID       string    `yaml:"authserv_id" doc:"authserv-id in Authentication-Results. Default: the hostname." kind:"name"`
 	UnownedFrom      string    `yaml:"unowned_from" doc:"Mail from an authenticated user whose From header is not an address that login may use (the rule of sender_logins, read from the database for each message): reject refuses it with 550 5.7.1; unsigned lets it pass without a DKIM signature and logs why. Mail from trusted_networks and local submission (sendmail) carries no login and is signed as before: those are your own hosts. A database fault defers the message (451 4.3.0) whatever on_error says: it never passes unchecked." enum:"reject,unsigned" kind:"enum"`
+	BodyLength       string    `yaml:"body_length" doc:"What a signature with a body length count (l=) is worth, whose signed part verifies: pass (as OpenDKIM and dkimpy: text appended after the signed part, by a mailing list or anyone else, does not matter); complete (pass only when nothing follows the signed part, else dkim=policy); policy (every l= signature is dkim=policy)." enum:"pass,complete,policy" kind:"enum"`
 	KeyDir           string    `yaml:"key_dir" doc:"Directory of keys made by 'postkit dkim keygen' (DOMAIN/SELECTOR.private)." kind:"path"`
-	Keys             []DKIMKey `yaml:"keys" doc:"Signing keys. Two keys for one domain (e.g. RSA and Ed25519) give two signatures." example:"{domain: exemple.fr, selector: mail, key_file: /etc/dkimkeys/exemple.fr/mail.private}|{domain: exemple.fr, selector: ed1, key_file: /etc/dkimkeys/exemple.fr/ed1.private}"`
+	Keys             []DKIMKey `yaml:"keys" doc:"Signing keys. Two keys for one domain (e.g. RSA and Ed25519) give two signatures." example:"{domain: exemple.fr, selector: mail, key_file: /etc/dkimkeys/exemple.fr/mail.private}|{domain: exemple.fr, selector: ed1, key_file: /etc/dkimkeys/exemple.fr/ed1.private}|{domain: exemple.fr, selector: mail, key_file: /etc/dkimkeys/exemple.fr/mail.private, from: [\"*@exemple.fr\", \"*@toto.fr\"]}"`
 }
 
 // DKIMKey is one signing key.
 type DKIMKey struct {
-	Domain   string `yaml:"domain" doc:"Signing domain (d=)." required:"true" kind:"domain"`
-	Selector string `yaml:"selector" doc:"Selector (s=)." required:"true" kind:"selector"`
-	KeyFile  string `yaml:"key_file" doc:"PEM private key. Default: key_dir/DOMAIN/SELECTOR.private." kind:"path"`
-	Disabled bool   `yaml:"disabled" doc:"Keep the key published but stop signing with it (rotation)."`
+	Domain   string   `yaml:"domain" doc:"Signing domain (d=)." required:"true" kind:"domain"`
+	Selector string   `yaml:"selector" doc:"Selector (s=)." required:"true" kind:"selector"`
+	KeyFile  string   `yaml:"key_file" doc:"PEM private key. Default: key_dir/DOMAIN/SELECTOR.private." kind:"path"`
+	Disabled bool     `yaml:"disabled" doc:"Keep the key published but stop signing with it (rotation)."`
+	From     []string `yaml:"from" doc:"From addresses this key signs, as an OpenDKIM SigningTable names them: user@example.org (one address), *@example.org (the domain), *@*.example.org (its sub-domains). Empty: every address of domain. The most specific rule wins (address, then domain, then the closest parent's sub-domains) and all its keys sign; a key may sign for other domains than its d= (one key for several domains)." kind:"signfrom"`
 }
 
 // Policy configures the policy daemon and its Postfix hook.
@@ -229,13 +269,17 @@ type Policy struct {
 
 // SPF configures the SPF check.
 type SPF struct {
-	Mode         string   `yaml:"mode" doc:"enforce rejects SPF fail with 550 5.7.23; header only adds Received-SPF (a safe roll-out)." enum:"enforce,header" kind:"enum"`
-	HeloReject   bool     `yaml:"helo_reject" doc:"Reject when the HELO identity fails."`
-	TempError    string   `yaml:"temperror" doc:"On a DNS temporary error: defer (DEFER_IF_PERMIT) or accept." enum:"defer,accept" kind:"enum"`
-	PermError    string   `yaml:"permerror" doc:"On a broken SPF record: accept (with a header) or reject." enum:"accept,reject" kind:"enum"`
-	AllowIPs     []CIDR   `yaml:"allow_ips" doc:"Clients never checked (also exempt from own_domains and milter.own_from)." kind:"cidr"`
-	AllowDomains []string `yaml:"allow_domains" doc:"Sender domains never checked (except by own_domains: the client chooses the sender)." kind:"domain"`
-	OwnDomains   string   `yaml:"own_domains" doc:"Mail from a client that neither authenticated nor is in trusted_networks or allow_ips, whose envelope sender is in one of our domains (domains and the database): enforce refuses it at RCPT unless SPF passes (550; a DNS error defers with 4xx), whatever the mode; off leaves it to the rules above. Every other host that sends as your domains (a second server, a newsletter service) must be in their SPF record; a forwarder that keeps our senders must rewrite them (SRS) or be in allow_ips." enum:"enforce,off" kind:"enum"`
+	Mode                 string   `yaml:"mode" doc:"enforce rejects SPF fail with 550 5.7.23; header only adds Received-SPF (a safe roll-out)." enum:"enforce,header" kind:"enum"`
+	HeloReject           BoolWord `yaml:"helo_reject" doc:"When the HELO identity's result refuses the message (enforce mode), as postfix-policyd-spf-python's HELO_reject: fail; softfail (softfail or fail); spf_not_pass (fail, softfail or neutral; permerror follows permerror); null (fail, for the null sender only); false (never, the result is recorded); no_check (HELO not evaluated, nor a null sender, whose only identity it is). permerror (below) applies to both identities. true, from older files, is fail." enum:"fail,softfail,spf_not_pass,null,false,no_check,true" kind:"enum"`
+	MailFromReject       BoolWord `yaml:"mail_from_reject" doc:"When the MAIL FROM identity's result refuses the message (enforce mode), as the peer's Mail_From_reject: fail; softfail (softfail or fail; RFC 7208 advises against it); spf_not_pass (fail, softfail or neutral; permerror follows permerror); false (never, the result is recorded); no_check (not evaluated; a sender in one of our domains still is, for own_domains)." enum:"fail,softfail,spf_not_pass,false,no_check" kind:"enum"`
+	RejectNotPassDomains []string `yaml:"reject_not_pass_domains" doc:"Sender domains whose softfail or neutral result is refused like a fail (the peer's Reject_Not_Pass_Domains), for commonly forged domains that publish ~all. Not with mail_from_reject false." kind:"domain"`
+	HeloWhitelist        []string `yaml:"helo_whitelist" doc:"HELO names never checked (the peer's HELO_Whitelist): trusted relays, a secondary MX. A name counts only when it has an A or AAAA record holding the client's address, so a forged HELO skips nothing." kind:"domain"`
+	HeaderType           string   `yaml:"header_type" doc:"The field recording the result (the peer's Header_Type): spf prepends Received-SPF; ar prepends Authentication-Results with milter.dkim.authserv_id (the milter keeps it, sealed like Received-SPF, and its spam filter reads the spf= result from it); none prepends nothing (the spam filter then has no SPF result)." enum:"spf,ar,none" kind:"enum"`
+	TempError            string   `yaml:"temperror" doc:"On a DNS temporary error: defer (DEFER_IF_PERMIT) or accept." enum:"defer,accept" kind:"enum"`
+	PermError            string   `yaml:"permerror" doc:"On a broken SPF record: accept (with a header) or reject." enum:"accept,reject" kind:"enum"`
+	AllowIPs             []CIDR   `yaml:"allow_ips" doc:"Clients never checked (the peer's skip_addresses and Whitelist; also exempt from own_domains and milter.own_from)." kind:"cidr"`
+	AllowDomains         []string `yaml:"allow_domains" doc:"Sender domains never checked (except by own_domains: the client chooses the sender)." kind:"domain"`
+	OwnDomains           string   `yaml:"own_domains" doc:"Mail from a client that neither authenticated nor is in trusted_networks or allow_ips, whose envelope sender is in one of our domains (domains and the database): enforce refuses it at RCPT unless SPF passes (550; a DNS error defers with 4xx), whatever the mode; off leaves it to the rules above. Every other host that sends as your domains (a second server, a newsletter service) must be in their SPF record; a forwarder that keeps our senders must rewrite them (SRS) or be in allow_ips." enum:"enforce,off" kind:"enum"`
 }
 
 // Blacklist configures the SQL blacklists.
@@ -253,11 +297,17 @@ type DNSBL struct {
 
 // Greylist configures greylisting.
 type Greylist struct {
-	Delay       Duration `yaml:"delay" doc:"How long a new triplet is deferred."`
-	RetryWindow Duration `yaml:"retry_window" doc:"How long a deferred triplet waits for its retry."`
-	MaxAge      Duration `yaml:"max_age" doc:"How long a passed triplet is remembered."`
-	AutoAllow   int      `yaml:"auto_allow" doc:"Allow a client outright after this many passed triplets; 0 never."`
-	AllowIPs    []CIDR   `yaml:"allow_ips" doc:"Clients never greylisted." kind:"cidr"`
+	Delay          Duration `yaml:"delay" doc:"How long a new triplet is deferred."`
+	RetryWindow    Duration `yaml:"retry_window" doc:"How long a deferred triplet waits for its retry."`
+	MaxAge         Duration `yaml:"max_age" doc:"How long a passed triplet is remembered."`
+	AutoAllow      int      `yaml:"auto_allow" doc:"Allow a client outright after this many passed triplets; 0 never."`
+	AllowIPs       []CIDR   `yaml:"allow_ips" doc:"Clients never greylisted." kind:"cidr"`
+	Clients        []string `yaml:"clients" doc:"Clients never greylisted, written as lines of postgrey's whitelist_clients: a host name (Postfix's verified client name, or any name under it), /regexp/ over that name (RE2, case-insensitive), an address, its first octets (192.0.2), or a network." kind:"hostglob"`
+	ClientFiles    []string `yaml:"client_files" doc:"Files in postgrey's whitelist_clients format, read as they are (comments with #), e.g. Debian's /etc/postgrey/whitelist_clients and whitelist_clients.local; read again on SIGHUP. A missing file or a bad line stops the daemon with file:line." kind:"path"`
+	Recipients     []string `yaml:"recipients" doc:"Recipients never greylisted, written as lines of postgrey's whitelist_recipients: user@ (that local part in every domain), user@example.org, example.org (and its sub-domains) or /regexp/ over the address. A recipient with an extension (user+tag@) also matches without it." kind:"rcptglob"`
+	RecipientFiles []string `yaml:"recipient_files" doc:"Files in postgrey's whitelist_recipients format, e.g. /etc/postgrey/whitelist_recipients." kind:"path"`
+	Text           string   `yaml:"text" doc:"Text of the deferral (postgrey --greylist-text), sent as DEFER_IF_PERMIT 4.7.1 TEXT: %s is replaced by the seconds left, %r by the recipient domain, %% by %." kind:"text"`
+	Privacy        bool     `yaml:"privacy" doc:"Store a SHA-256 digest of each (client network, sender, recipient) triplet instead of the addresses (postgrey --privacy); the state file then holds no address. Switching it starts every triplet over."`
 }
 
 // RateLimit configures rate limits.
@@ -267,7 +317,7 @@ type RateLimit struct {
 
 // Limit is one rate limit.
 type Limit struct {
-	Key    string   `yaml:"key" doc:"What is counted per: sasl_user, sender or client_ip." enum:"sasl_user,sender,client_ip" required:"true" kind:"enum"`
+	Key    string   `yaml:"key" doc:"What is counted per: sasl_user, sender or client_ip. The policy protocol's names sasl_username and client_address are accepted too, as --ratelimit accepts both." enum:"sasl_user,sender,client_ip" required:"true" kind:"enum"`
 	Count  string   `yaml:"count" doc:"messages or recipients." enum:"messages,recipients" kind:"enum"`
 	Max    int      `yaml:"max" doc:"Allowed within the window." required:"true"`
 	Window Duration `yaml:"window" doc:"Sliding window, e.g. 1m, 1h, 24h." required:"true"`
@@ -278,13 +328,17 @@ type Sieve struct {
 	Enabled     bool   `yaml:"enabled" doc:"Enable Sieve in LMTP and install the global spam rule."`
 	Dir         string `yaml:"dir" doc:"Directory of global Sieve scripts." kind:"path"`
 	SpamFolder  string `yaml:"spam_folder" doc:"Folder that receives mail flagged X-Spam-Flag: YES." kind:"folder"`
-	ManageSieve string `yaml:"managesieve" doc:"ManageSieve listener (RFC 5804); empty disables." kind:"listen"`
+	ManageSieve string `yaml:"managesieve" doc:"ManageSieve listener (RFC 5804) where users manage their own scripts; Debian's dovecot-managesieved listens on 4190. Empty disables." kind:"listen"`
+	// UserDir and UserActive: see mailbox.go.
+	UserDir    string `yaml:"user_dir" doc:"Where each user's own scripts live (~ is the user's home, the Maildir). The reference installation's sieve_dir." kind:"homepath"`
+	UserActive string `yaml:"user_active" doc:"The user's active script (a symbolic link into user_dir that ManageSieve maintains, or a plain file). The default is the reference installation's location, so existing scripts keep running." kind:"homepath"`
 }
 
 // DNS configures postkit's resolver.
 type DNS struct {
-	Servers []string `yaml:"servers" doc:"DNS servers as host:port. Empty uses /etc/resolv.conf." kind:"hostport"`
-	Timeout Duration `yaml:"timeout" doc:"Per-query timeout."`
+	Servers       []string `yaml:"servers" doc:"DNS servers as host:port. Empty uses /etc/resolv.conf." kind:"hostport"`
+	Timeout       Duration `yaml:"timeout" doc:"Per-query timeout."`
+	HostAddresses []string `yaml:"host_addresses" doc:"Public IPv4 and IPv6 addresses of this host (hostname): the A/AAAA records 'postkit dns records' prints and 'postkit dns check' checks, with their reverse DNS (PTR)." kind:"ip"`
 }
 
 // Duration is a time.Duration written as "300s", "5m", "24h".

@@ -23,7 +23,7 @@ var builtin = map[string]string{
 	// The sockets keep the daemon's own group, so that it runs unprivileged;
 	// without the database there is no sender-login map and no domains of
 	// ours, so own_from is off; DKIM verification and spam scoring are
-	// asked for (--verify, --spam).
+	// asked for (--verify, --spam, --dmarc).
 	"milter": `
 database: {path: ""}
 milter:
@@ -31,6 +31,7 @@ milter:
   own_from: "off"
   dkim: {verify: false}
   spam: {enabled: false}
+  dmarc: {enabled: false}
 `,
 	// The SPF check alone, which needs nothing but DNS; the blacklists, when
 	// listed, are checked by the daemon, there being no Postfix maps; no
@@ -128,25 +129,68 @@ func (c *Config) DaemonListeners(name string) ([]daemon.Listener, error) {
 // MetricsListener is the policy daemon's metrics endpoint (policy.metrics;
 // a bare port listens on 127.0.0.1); ok is false when there is none.
 func (c *Config) MetricsListener() (l daemon.Listener, ok bool, err error) {
-	if c.Policy.Metrics == "" {
+	return c.DaemonMetrics("policyd")
+}
+
+// DaemonMetrics is the metrics endpoint of the daemon named name:
+// milter.metrics or policy.metrics (a bare port listens on 127.0.0.1); ok
+// is false when there is none.
+func (c *Config) DaemonMetrics(name string) (l daemon.Listener, ok bool, err error) {
+	addr, cidrs, key := c.Policy.Metrics, c.Policy.MetricsAllowClients, "policy"
+	hint := "policy.metrics_allow_clients in postkit.yaml, --metrics-allow-client"
+	switch name {
+	case "policyd":
+	case "milter":
+		addr, cidrs, key = c.Milter.Metrics, c.Milter.MetricsAllowClients, "milter"
+		hint = "milter.metrics_allow_clients in postkit.yaml, --metrics-allow-client"
+	default:
+		return l, false, fmt.Errorf("config: no daemon named %q: want milter or policyd", name)
+	}
+	if addr == "" {
 		return l, false, nil
 	}
-	host, port, err := SplitListen(c.Policy.Metrics)
+	host, port, err := SplitListen(addr)
 	if err != nil {
-		return l, false, fmt.Errorf("config: policy.metrics %q: %w; write host:port such as 127.0.0.1:9187", c.Policy.Metrics, err)
+		return l, false, fmt.Errorf("config: %s.metrics %q: %w; write host:port such as 127.0.0.1:9187", key, addr, err)
 	}
 	if host == "" {
 		host = "127.0.0.1"
 	}
-	allow, err := Prefixes(c.Policy.MetricsAllowClients)
+	allow, err := Prefixes(cidrs)
 	if err != nil {
 		return l, false, err
 	}
 	return daemon.Listener{
 		Addr:      daemon.Addr{Network: "tcp", Address: net.JoinHostPort(host, strconv.Itoa(port))},
 		Allow:     allow,
-		AllowHint: "policy.metrics_allow_clients in postkit.yaml, --metrics-allow-client",
+		AllowHint: hint,
 	}, true, nil
+}
+
+// LogOptions are the daemon's log settings (the log section) for
+// daemon.OpenLogger; name is "milter" or "policyd", the syslog tag's second
+// half.
+func (c *Config) LogOptions(name string) (daemon.LogOptions, error) {
+	lv, err := daemon.ParseLevel(c.Log.Level)
+	if err != nil {
+		return daemon.LogOptions{}, fmt.Errorf("config: log.level: %w", err)
+	}
+	o := daemon.LogOptions{Level: lv, Format: c.Log.Format, Syslog: c.Log.Target == "syslog",
+		Socket: c.Log.SyslogSocket, Tag: "postkit/" + name}
+	if o.Syslog {
+		if o.Facility, err = daemon.ParseFacility(c.Log.SyslogFacility); err != nil {
+			return o, fmt.Errorf("config: log.syslog_facility: %w", err)
+		}
+	}
+	return o, nil
+}
+
+// LogRestart are the log settings a running daemon keeps until restarted,
+// for daemon.Plan.Restart.
+func (c *Config) LogRestart() map[string]string {
+	l := c.Log
+	return map[string]string{"log.level": l.Level, "log.format": l.Format, "log.target": l.Target,
+		"log.syslog_facility": l.SyslogFacility, "log.syslog_socket": l.SyslogSocket}
 }
 
 // Prefixes parses networks that Validate has passed.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -21,9 +22,10 @@ func TestLoadDaemon(t *testing.T) {
 	want := Defaults()
 	want.Hostname, want.Origin, want.Milter.DKIM.AuthservID = strings.ToLower(host), strings.ToLower(host), strings.ToLower(host)
 	want.Database.Path, want.Milter.SocketGroup, want.Milter.OwnFrom, want.Milter.DKIM.Verify = "", "", "off", false
-	want.Milter.Spam.Enabled = false
+	want.Milter.Spam.Enabled, want.Milter.DMARC.Enabled = false, false
 	want.Policy.StateFile = "/var/lib/postkit/policyd.sqlite"
 	want.Milter.Spam.Bayes.Path = "/var/lib/postkit/bayes.sqlite"
+	want.Milter.DMARC.Report.Path = "/var/lib/postkit/dmarc.sqlite"
 	if !reflect.DeepEqual(m, want) {
 		t.Errorf("milter without -c:\n%+v\nwant\n%+v", m, want)
 	}
@@ -36,6 +38,7 @@ func TestLoadDaemon(t *testing.T) {
 	want.Policy.SocketGroup, want.Policy.Checks, want.Policy.Blacklist.Owner, want.Policy.SPF.OwnDomains = "", []string{"spf"}, "policy", "off"
 	want.Policy.StateFile = "/var/lib/postkit/policyd.sqlite"
 	want.Milter.Spam.Bayes.Path = "/var/lib/postkit/bayes.sqlite"
+	want.Milter.DMARC.Report.Path = "/var/lib/postkit/dmarc.sqlite"
 	if !reflect.DeepEqual(p, want) {
 		t.Errorf("policyd without -c:\n%+v\nwant\n%+v", p, want)
 	}
@@ -95,5 +98,37 @@ func TestDaemonListeners(t *testing.T) {
 	}
 	if _, err := c.DaemonListeners("spamd"); err == nil {
 		t.Error("DaemonListeners(spamd) = nil error")
+	}
+}
+
+// The log section becomes the daemon's logger options: stderr text at info
+// by default; syslog with the facility's code and the daemon's tag; a value
+// outside its enum is refused at load.
+func TestLogOptions(t *testing.T) {
+	c, _, err := LoadDaemon("", "policyd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := c.LogOptions("policyd")
+	if err != nil || o.Syslog || o.Format != "text" || o.Level.String() != "INFO" {
+		t.Errorf("default LogOptions = %+v, %v; want text on stderr at info", o, err)
+	}
+	c, _, err = LoadDaemon("", "milter", Override{Key: "log.target", Value: "syslog"}, Override{Key: "log.syslog_facility", Value: "local3"},
+		Override{Key: "log.format", Value: "json"}, Override{Key: "log.level", Value: "debug"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err = c.LogOptions("milter")
+	want := "{Level:DEBUG Format:json Syslog:true Socket:/dev/log Facility:19 Tag:postkit/milter}"
+	if got := strings.TrimPrefix(fmt.Sprintf("%+v", o), "daemon.LogOptions"); err != nil || got != want {
+		t.Errorf("LogOptions = %s, %v; want %s", got, err, want)
+	}
+	if got := c.LogRestart(); got["log.target"] != "syslog" || len(got) != 5 {
+		t.Errorf("LogRestart = %v", got)
+	}
+	for _, kv := range [][2]string{{"log.format", "xml"}, {"log.target", "file"}, {"log.syslog_facility", "kern"}, {"log.level", "loud"}, {"log.syslog_socket", "dev/log"}} {
+		if _, _, err := LoadDaemon("", "milter", Override{Key: kv[0], Value: kv[1]}); err == nil || !strings.Contains(err.Error(), kv[0]) {
+			t.Errorf("%s=%s: %v; want an error naming the key", kv[0], kv[1], err)
+		}
 	}
 }

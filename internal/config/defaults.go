@@ -19,13 +19,24 @@ func Defaults() *Config {
 			OutboundLevel: "may",
 			MinProtocol:   "TLSv1.2",
 		},
-		Database: Database{Driver: "sqlite", Path: "/etc/postfix/bdd/postfix.sqlite"},
+		Database: Database{Driver: "sqlite", Path: "/etc/postfix/bdd/postfix.sqlite",
+			PasswordPolicy: PasswordPolicy{MinLength: 12, MaxLength: 1024, RefuseAddress: true}},
+		State: State{Driver: "sqlite", OnError: "accept", CacheTTL: Duration(30 * time.Second)},
 		Mailbox: Mailbox{
 			BaseDir: "/var/mail/utilisateurs",
 			UID:     3000,
 			GID:     3000,
 			User:    "vmail",
 			Layout:  "%d/%n",
+			// The reference installation sets no separator: Maildir++'s.
+			Separator: ".",
+			Quota: Quota{
+				Enabled: true,
+				Backend: "count",
+				Default: "0",
+				Grace:   "10%",
+				Status:  "unix:/var/spool/postfix/private/quota-status",
+			},
 		},
 		Listeners: Listeners{
 			SMTP:        "25",
@@ -45,6 +56,7 @@ func Defaults() *Config {
 			DovecotState:  "/var/lib/dovecot",
 			PostkitRun:    "/var/lib/postkit",
 			Postkit:       "/usr/local/bin/postkit",
+			SystemdUnits:  "/etc/systemd/system",
 		},
 		Postfix: Postfix{Chroot: true, MailOwner: "postfix", SetgidGroup: "postdrop", DNSChecks: true},
 		Milter: Milter{
@@ -63,6 +75,7 @@ func Defaults() *Config {
 				Verify:           true,
 				Canonicalization: "relaxed/simple",
 				UnownedFrom:      "reject",
+				BodyLength:       "pass",
 				KeyDir:           "/etc/dkimkeys",
 			},
 			Spam: Spam{
@@ -84,6 +97,12 @@ func Defaults() *Config {
 				},
 				Learn: Learn{IMAPSieve: true, User: "postkit"},
 			},
+			DMARC: DMARC{
+				Enabled: true,
+				Action:  "reject",
+				BadFrom: "permerror",
+				Report:  DMARCReport{Enabled: true, MaxBytes: 10 << 20, Keep: Duration(7 * 24 * time.Hour)},
+			},
 		},
 		Policy: Policy{
 			Listen:      "unix:/var/spool/postfix/postkit/policy.sock",
@@ -92,7 +111,7 @@ func Defaults() *Config {
 			SocketMode:  "0660",
 			TimeBudget:  Duration(10 * time.Second),
 			Checks:      []string{"blacklist", "spf"},
-			SPF:         SPF{Mode: "enforce", HeloReject: true, TempError: "defer", PermError: "accept", OwnDomains: "enforce"},
+			SPF:         SPF{Mode: "enforce", HeloReject: "fail", MailFromReject: "fail", HeaderType: "spf", TempError: "defer", PermError: "accept", OwnDomains: "enforce"},
 			Blacklist:   Blacklist{Owner: "postfix"},
 			DNSBL:       DNSBL{Threshold: 3},
 			Greylist: Greylist{
@@ -100,9 +119,13 @@ func Defaults() *Config {
 				RetryWindow: Duration(48 * time.Hour),
 				MaxAge:      Duration(35 * 24 * time.Hour),
 				AutoAllow:   5,
+				Text:        "Greylisted, please try again in %s seconds",
 			},
 		},
-		Sieve: Sieve{Enabled: true, Dir: "/var/mail/sieve", SpamFolder: "Spam"},
-		DNS:   DNS{Timeout: Duration(2 * time.Second)},
+		Sieve: Sieve{Enabled: true, Dir: "/var/mail/sieve", SpamFolder: "Spam", ManageSieve: "4190",
+			// The reference installation's sieve_dir and sieve.
+			UserDir: "~/sieve", UserActive: "~/sieve/.dovecot.sieve"},
+		DNS: DNS{Timeout: Duration(2 * time.Second)},
+		Log: Log{Level: "info", Format: "text", Target: "stderr", SyslogFacility: "mail", SyslogSocket: "/dev/log"},
 	}
 }

@@ -82,12 +82,22 @@ var kinds = map[string]kind{
 		hint: "one of + - _ . ="},
 	"hostport": {check: checkHostPort,
 		hint: "write host:port, e.g. 127.0.0.1:53 or [::1]:53"},
+	"ip": {check: checkIP,
+		hint: "an IPv4 or IPv6 address such as 192.0.2.25 or 2001:db8::25"},
 	"testname": {check: checkTestName,
 		hint: "capital letters, digits and _, e.g. RCVD_IN_ZEN"},
 	"dnszone": {check: checkDNSZone,
 		hint: "a zone with an optional answer filter, e.g. zen.spamhaus.org=127.0.0.[2..11]"},
 	"addrglob": {check: checkAddrGlob,
 		hint: "an address with * and ? as wildcards, e.g. *@exemple.fr or newsletter@*.exemple.fr"},
+	"pgdsn": {check: checkPGDSN,
+		hint: "postgres://USER@HOST:PORT/DBNAME, e.g. postgres://postkit@127.0.0.1:5432/postkit, without a password"},
+	"signfrom": {check: checkSignFrom,
+		hint: "user@example.org, *@example.org or *@*.example.org (the sub-domains)"},
+	"hostglob": {check: checkHostGlob,
+		hint: "a host name (its sub-domains match too), /regexp/ over the client name, an address, its first octets such as 192.0.2, or a network such as 192.0.2.0/24"},
+	"rcptglob": {check: checkRcptGlob,
+		hint: "user@, user@example.org, example.org or /regexp/"},
 	"dnsbl": {check: checkDNSBLSite,
 		hint: "e.g. zen.spamhaus.org=127.0.0.[2..11]*3 or list.dnswl.org=127.0.[0..255].[1..3]*-2"},
 }
@@ -515,6 +525,14 @@ func checkDelimiter(s string) string {
 	}
 	if !strings.Contains("+-_.=", s) {
 		return fmt.Sprintf("%q is not a delimiter Postfix and Dovecot agree on", s)
+	}
+	return ""
+}
+
+func checkIP(s string) string {
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" || a.Is4In6() {
+		return fmt.Sprintf("%q is not an IPv4 or IPv6 address", s)
 	}
 	return ""
 }

@@ -58,6 +58,7 @@ func schemaStrings(t reflect.Type, path []string) []stringKey {
 // A kind without one fails TestEveryStringHasAKind.
 var goodValue = map[string]string{
 	"path":      "/var/spool/postfix/private/x", // under the queue: fits listeners.lmtp too
+	"pgdsn":     "postgres://postkit@127.0.0.1:5432/postkit?sslmode=disable",
 	"listen":    "127.0.0.1:2525",
 	"addr":      "inet:127.0.0.1:9999",
 	"hostname":  "mx.example.org",
@@ -80,10 +81,17 @@ var goodValue = map[string]string{
 	"mode":      "0660",
 	"delimiter": "+",
 	"hostport":  "127.0.0.1:53",
+	"ip":        "192.0.2.25",
 	"dnsbl":     "bl.example.org=127.0.0.2*3",
 	"addrglob":  "*@example.org",
+	"signfrom":  "*@*.example.org",
+	"rcptglob":  "postmaster@",
+	"hostglob":  "/^mail[0-9]*\\.example\\.org$/",
 	"testname":  "RCVD_IN_TEST",
 	"dnszone":   "bl.example.org=127.0.0.2",
+	"homepath":  "~/sieve/x",
+	"size":      "1G",
+	"grace":     "10%",
 }
 
 func good(sf reflect.StructField) string {
@@ -266,8 +274,12 @@ func TestKinds(t *testing.T) {
 		{"header", []string{"X-Mailer", "Received"}, []string{"X Mailer", "X:Mailer", "Xé"}},
 		{"regexp", []string{`^from .* with ESMTPSA`, `\s+`}, []string{"(", "a{2,1}"}},
 		{"mode", []string{"0660", "660"}, []string{"999", "0o660", "u+rw"}},
+		{"pgdsn", []string{"postgres://postkit@127.0.0.1:5432/postkit", "postgresql://mail@db.example.net/mail?sslmode=verify-full", "postgres://postkit@/postkit?host=/var/run/postgresql", "postgres://postkit@[::1]:5433/postkit?connect_timeout=3"},
+			[]string{"postgres://postkit:secret@127.0.0.1/postkit", "host=127.0.0.1 user=postkit dbname=postkit", "postgres://127.0.0.1/postkit", "postgres://postkit@127.0.0.1/", "postgres://postkit@127.0.0.1/a b",
+				"postgres://postkit@127.0.0.1/postkit?password=x", "postgres://postkit@127.0.0.1/postkit?sslmode=maybe", "postgres://postkit@127.0.0.1:0/postkit", "postgres://post'kit@127.0.0.1/postkit", "postgres://postkit@a$b/postkit"}},
 		{"delimiter", []string{"+", "-"}, []string{"++", "$", "#", ","}},
 		{"hostport", []string{"127.0.0.1:53", "[::1]:53", "ns.example:53"}, []string{"127.0.0.1", "1.2.3.4:0", "a b:53", "[fe80::1%eth0]:53"}},
+		{"ip", []string{"192.0.2.25", "2001:db8::25"}, []string{"192.0.2.256", "mail.example.org", "::ffff:192.0.2.1", "fe80::1%eth0", "192.0.2.0/24"}},
 		{"dnsbl", []string{"zen.spamhaus.org=127.0.0.[2..11]*3", "list.dnswl.org=127.0.[0..255].[1..3]*-2", "bl.example"},
 			[]string{"bl example", "bl.example=a", "bl.example*x"}},
 	}

@@ -149,7 +149,7 @@ func tooLarge(name string, size int64) *Error {
 		what = "more than 1 MiB"
 	}
 	return &Error{File: name, Msg: fmt.Sprintf("file is %s; a postkit.yaml may be at most 1 MiB (%d bytes)", what, MaxSize),
-		Hint: "is this the right file? A complete postkit.yaml is a few kilobytes: start from examples/postkit.yaml"}
+		Hint: "is this the right file? A complete postkit.yaml is a few kilobytes: start from the output of 'postkit config example'"}
 }
 
 // Parse decodes and validates config text, with the overrides applied to
@@ -167,12 +167,12 @@ func parse(f *File, data []byte, overrides []Override) (*Config, *File, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-		return nil, nil, &Error{File: name, Msg: "file is empty", Hint: "start from examples/minimal.yaml"}
+		return nil, nil, &Error{File: name, Msg: "file is empty", Hint: "start from 'postkit config example', or write hostname and domains"}
 	} else if err != nil {
 		return nil, nil, &Error{File: name, Pos: yamlErrPos(err), Msg: "not valid YAML: " + cleanYAMLErr(err), Hint: "check indentation and quoting"}
 	}
 	if len(doc.Content) == 0 {
-		return nil, nil, &Error{File: name, Msg: "file is empty", Hint: "start from examples/minimal.yaml"}
+		return nil, nil, &Error{File: name, Msg: "file is empty", Hint: "start from 'postkit config example', or write hostname and domains"}
 	}
 	root := doc.Content[0]
 	if f.builtin {
@@ -187,12 +187,24 @@ func parse(f *File, data []byte, overrides []Override) (*Config, *File, error) {
 	}
 	d := decoder{file: f, errs: &errs}
 	d.decode(root, reflect.ValueOf(cfg).Elem(), "")
-	if len(errs) > 0 {
-		return nil, nil, errs
-	}
+	// Validation runs even when decoding failed, so that one run reports
+	// every problem of the file; a key that could not be decoded kept its
+	// default and is not judged again.
 	cfg.normalize()
 	if err := cfg.Validate(f); err != nil {
-		return nil, nil, err
+		var verrs Errors
+		if !errors.As(err, &verrs) {
+			return nil, nil, err
+		}
+		for _, e := range verrs {
+			if !under(e.Key, errs) {
+				errs = append(errs, e)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		sortErrors(errs)
+		return nil, nil, errs
 	}
 	if f.builtin && cfg.Hostname == "" {
 		// As the daemons always did without postkit.yaml; not validated:
@@ -202,6 +214,37 @@ func parse(f *File, data []byte, overrides []Override) (*Config, *File, error) {
 	}
 	cfg.applyDerived()
 	return cfg, f, nil
+}
+
+// under reports whether key is, or is inside, a key of an error in errs.
+func under(key string, errs Errors) bool {
+	for _, e := range errs {
+		if e.Key == "" {
+			continue
+		}
+		if key == e.Key || strings.HasPrefix(key, e.Key+".") || strings.HasPrefix(key, e.Key+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// sortErrors orders errors by file position; those without one (defaults,
+// overrides) keep their order after the positioned ones of their source.
+func sortErrors(errs Errors) {
+	sort.SliceStable(errs, func(i, j int) bool {
+		a, b := errs[i], errs[j]
+		if a.File != b.File {
+			return false
+		}
+		if (a.Pos.Line > 0) != (b.Pos.Line > 0) {
+			return a.Pos.Line > 0
+		}
+		if a.Pos.Line != b.Pos.Line {
+			return a.Pos.Line < b.Pos.Line
+		}
+		return a.Pos.Column < b.Pos.Column
+	})
 }
 
 func yamlErrPos(err error) Pos {
@@ -248,6 +291,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, key string) {
 	}
 	if key != "" {
 		d.file.pos[key] = Pos{n.Line, n.Column}
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" && v.Type() == boolWordType && n.Value != "" && n.Value != "~" {
+		v.SetString(strings.ToLower(n.Value)) // helo_reject: null is the word
+		return
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		v.Set(reflect.Zero(v.Type()))
@@ -310,6 +357,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, key string) {
 func (d *decoder) scalar(n *yaml.Node, v reflect.Value, key string) {
 	switch v.Kind() {
 	case reflect.String:
+		if n.Tag == "!!bool" && v.Type() == boolWordType {
+			v.SetString(strings.ToLower(n.Value)) // e.g. helo_reject: false
+			return
+		}
 		if n.Tag != "!!str" && n.Tag != "!!int" && n.Tag != "!!float" {
 			d.fail(n, key, "quote it if you mean the text "+strconv.Quote(n.Value), "want a string, got %s", n.Value)
 			return

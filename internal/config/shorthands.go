@@ -116,9 +116,15 @@ func Shorthands(name string) []Shorthand {
 			t.value("unowned-from", "milter.dkim.unowned_from", "authenticated mail whose From the login may not use: reject or unsigned"),
 			t.flag("verify", "milter.dkim.verify", "verify inbound DKIM signatures and add Authentication-Results"),
 			t.flag("spam", "milter.spam.enabled", "score inbound mail for spam and add X-Spam-* fields"),
+			t.flag("dmarc", "milter.dmarc.enabled", "evaluate DMARC for inbound mail (with --verify for DKIM) and apply milter.dmarc.action"),
 			t.value("authserv-id", "milter.dkim.authserv_id", "authserv-id in Authentication-Results"),
 			t.list("dns-server", "dns.servers", "DNS server HOST:PORT for DKIM key lookups"),
 			t.value("drain", "milter.drain", "how long SIGTERM waits for messages in flight"),
+			t.value("metrics", "milter.metrics", "HOST:PORT serving Prometheus metrics on /metrics; empty: none"),
+			t.list("metrics-allow-client", "milter.metrics_allow_clients", "network that may fetch the metrics, CIDR; required for a metrics address other hosts can reach"),
+			t.value("log-level", "log.level", "log level: debug, info, warn or error"),
+			t.value("log-format", "log.format", "log line format: text or json"),
+			t.value("log-target", "log.target", "where lines go: stderr or syslog (facility log.syslog_facility, socket log.syslog_socket)"),
 			setFlag,
 		}
 	case "policyd":
@@ -143,12 +149,16 @@ func Shorthands(name string) []Shorthand {
 			t.list("dnsbl-site", "policy.dnsbl.sites", "DNSBL site, e.g. zen.spamhaus.org=127.0.0.[2..11]*3"),
 			t.value("dnsbl-threshold", "policy.dnsbl.threshold", "refuse clients whose summed DNSBL weight reaches this"),
 			t.value("greylist-delay", "policy.greylist.delay", "how long greylisting defers a new triplet"),
+			t.value("greylist-text", "policy.greylist.text", "text of the greylisting deferral; %s: seconds left, %r: recipient domain"),
 			{Flag: "ratelimit", Key: "policy.ratelimit.limits", Kind: FlagList, expand: rateLimits,
 				Usage: "rate limit KEY:COUNTER=MAX/WINDOW, e.g. sasl_user:recipients=500/1h (repeatable; the values are policy.ratelimit.limits)"},
 			t.value("metrics", "policy.metrics", "HOST:PORT serving Prometheus metrics on /metrics; empty: none"),
 			t.value("socket-owner", "policy.socket_owner", "unix socket owner (user name or uid)"),
 			t.value("socket-group", "policy.socket_group", "unix socket group (group name or gid)"),
 			t.value("socket-mode", "policy.socket_mode", "unix socket mode, octal"),
+			t.value("log-level", "log.level", "log level: debug, info, warn or error"),
+			t.value("log-format", "log.format", "log line format: text or json"),
+			t.value("log-target", "log.target", "where lines go: stderr or syslog (facility log.syslog_facility, socket log.syslog_socket)"),
 			setFlag,
 		}
 	}

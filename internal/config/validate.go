@@ -21,6 +21,17 @@ func (c *Config) normalize() {
 	for i, d := range c.Domains {
 		c.Domains[i] = strings.ToLower(strings.TrimSuffix(d, "."))
 	}
+	// One name per rate-limit key, in the file as on the command line
+	// (--ratelimit): the policy protocol's attribute names are accepted.
+	for i := range c.Policy.RateLimit.Limits {
+		l := &c.Policy.RateLimit.Limits[i]
+		switch l.Key {
+		case "sasl_username":
+			l.Key = "sasl_user"
+		case "client_address":
+			l.Key = "client_ip"
+		}
+	}
 }
 
 // applyDerived fills defaults that depend on other values. Parse calls it
@@ -49,6 +60,9 @@ func (c *Config) applyDerived() {
 	}
 	if c.Milter.Spam.Bayes.Path == "" {
 		c.Milter.Spam.Bayes.Path = strings.TrimSuffix(c.Paths.PostkitRun, "/") + "/bayes.sqlite"
+	}
+	if c.Milter.DMARC.Report.Path == "" {
+		c.Milter.DMARC.Report.Path = strings.TrimSuffix(c.Paths.PostkitRun, "/") + "/dmarc.sqlite"
 	}
 	if c.Policy.StateFile == "" {
 		c.Policy.StateFile = strings.TrimSuffix(c.Paths.PostkitRun, "/") + "/policyd.sqlite"
@@ -123,12 +137,17 @@ func (c *Config) Validate(f *File) error {
 	walk(reflect.ValueOf(c).Elem(), "", func(key string, fv reflect.Value, sf reflect.StructField) {
 		_, written := f.pos[key]
 		number := fv.Kind() == reflect.Int || fv.Kind() == reflect.Int64
+		empty := fv.IsZero() || (fv.Kind() == reflect.Slice && fv.Len() == 0)
 		switch {
-		case sf.Tag.Get("required") != "true" || !fv.IsZero():
+		case sf.Tag.Get("required") != "true" || !empty:
 		case f.builtin && (key == "hostname" || key == "domains"):
 		case number && written: // a 0 written gets the value's own message
 		default:
-			add(f.Errorf(key, "see examples/postkit.yaml", "is required"))
+			hint := "see 'postkit config example'"
+			if fv.Kind() == reflect.Slice {
+				hint = "give at least one item; " + hint
+			}
+			add(f.Errorf(key, hint, "is required"))
 			bad[key] = true
 		}
 	})
@@ -159,6 +178,9 @@ func (c *Config) Validate(f *File) error {
 	}
 	if c.Mailbox.UID < 1 || c.Mailbox.GID < 1 {
 		add(f.Errorf("mailbox.uid", "use a dedicated account such as vmail (3000)", "mailbox uid and gid must be above 0"))
+	}
+	if pp := c.Database.PasswordPolicy; pp.MinLength < 1 || pp.MaxLength < pp.MinLength {
+		add(f.Errorf("database.password_policy.min_length", "e.g. min_length: 12, max_length: 1024", "min_length must be at least 1 and at most max_length (%d, %d)", pp.MinLength, pp.MaxLength))
 	}
 	if !strings.Contains(c.Mailbox.Layout, "%") {
 		add(f.Errorf("mailbox.layout", "e.g. %d/%n", "%q has no %%d/%%n variable: every user would share one Maildir", c.Mailbox.Layout))
@@ -196,7 +218,19 @@ func (c *Config) Validate(f *File) error {
 	for _, e := range c.validatePolicyChecks(f, bad) {
 		add(e)
 	}
+	for _, e := range c.validateState(f) {
+		add(e)
+	}
+	for _, e := range c.validateMailbox(f, bad) {
+		add(e)
+	}
+	for _, e := range c.validateDatabase(f, bad) {
+		add(e)
+	}
 	for _, e := range c.validateClients(f) {
+		add(e)
+	}
+	for _, e := range c.validateExtra(f, bad) {
 		add(e)
 	}
 	if len(errs) > 0 {

@@ -74,6 +74,11 @@ type Extra struct {
 	Name     string // for errors and logs, e.g. "metrics"
 	Listener Listener
 	Server   Server
+	// Optional extras never stop the daemon: one whose address cannot be
+	// opened at start (taken, say) is logged and left out, and one whose
+	// server fails is logged; the protocol server, and mail, go on. A
+	// metrics endpoint is optional.
+	Optional bool
 }
 
 // Plan is what a daemon's Load builds from its configuration: the chain, and
@@ -171,21 +176,27 @@ func Run[C io.Closer](ctx context.Context, s Spec[C]) error {
 		}()
 	}
 	for i, ln := range d.extraLns {
-		x := plan.Extras[i]
+		x := d.extras[i]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := x.Server.Serve(ln); err != nil && !closed(err) {
+				if x.Optional {
+					log.Error(s.Name+": "+x.Name+" stopped; the daemon goes on without it", "err", err)
+					return
+				}
 				errc <- fmt.Errorf("%s: %s: %w", s.Name, x.Name, err)
 				return
 			}
-			errc <- nil
+			if !x.Optional {
+				errc <- nil
+			}
 		}()
 	}
 	for _, l := range plan.Listen {
 		log.Info(s.Name+" listening", append([]any{"addr", l.Addr.String()}, plan.Attrs...)...)
 	}
-	for _, x := range plan.Extras {
+	for _, x := range d.extras {
 		log.Info(s.Name+" "+x.Name+" listening", "addr", x.Listener.Addr.String())
 	}
 
@@ -233,7 +244,7 @@ loop:
 		}
 	}()
 	var wgx sync.WaitGroup
-	for _, x := range plan.Extras {
+	for _, x := range d.extras {
 		wgx.Add(1)
 		go func() {
 			defer wgx.Done()
@@ -264,6 +275,7 @@ type running[C io.Closer] struct {
 	holder   *Holder[C]
 	lns      []net.Listener
 	extraLns []net.Listener
+	extras   []Extra  // served, with extraLns
 	unix     []string // socket paths to remove at exit
 
 	mu      sync.Mutex
@@ -296,11 +308,16 @@ func (d *running[C]) listen(p Plan[C]) error {
 	}
 	for _, x := range p.Extras {
 		ln, err := open(x.Listener, x.Name)
+		if err != nil && x.Optional && !errors.Is(err, ErrExposed) {
+			d.log.Error(d.name+": "+x.Name+" not served; the daemon runs without it", "err", err)
+			continue
+		}
 		if err != nil {
 			d.closeListeners()
 			return err
 		}
 		d.extraLns = append(d.extraLns, ln)
+		d.extras = append(d.extras, x)
 	}
 	return nil
 }

@@ -544,3 +544,58 @@ func TestRunLogsCloseErrors(t *testing.T) {
 		t.Errorf("%d close errors logged; want 2 (reload, exit):\n%s", n, d.logs.String())
 	}
 }
+
+// An optional extra (the metrics endpoint) never stops the daemon: an
+// address in use at start, or its server failing, is logged and the
+// protocol server goes on.
+func TestRunOptionalExtra(t *testing.T) {
+	occupied, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer occupied.Close()
+	free := Listener{Addr: Addr{Network: "tcp", Address: fmt.Sprintf("127.0.0.1:%d", testlib.FreePort(t))}}
+	busy := Listener{Addr: Addr{Network: "tcp", Address: occupied.Addr().String()}}
+	for _, tt := range []struct {
+		name  string
+		extra Extra
+		want  string
+	}{
+		{"address in use", Extra{Name: "metrics", Listener: busy, Server: &toyServer{}, Optional: true}, `msg="toy: metrics not served; the daemon runs without it"`},
+		{"server fails", Extra{Name: "metrics", Listener: free, Server: failingServer{errors.New("broken")}, Optional: true}, `msg="toy: metrics stopped; the daemon goes on without it" err=broken`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			sock := filepath.Join(dir, "t.sock")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			logs := &testlib.Buffer{}
+			done := make(chan error, 1)
+			go func() {
+				done <- Run(ctx, Spec[*toyChain]{
+					Name: "toy", Logger: logs.Logger(),
+					Hangup: make(chan os.Signal), Stop: make(chan os.Signal),
+					Load: func() (Plan[*toyChain], error) {
+						return Plan[*toyChain]{Chain: &toyChain{name: "main"}, Listen: []Listener{{Addr: Addr{Network: "unix", Address: sock}}},
+							Extras: []Extra{tt.extra}}, nil
+					},
+					NewServer: func(h *Holder[*toyChain]) (Server, error) { return &toyServer{h: h}, nil },
+				})
+			}()
+			testlib.Eventually(t, 5*time.Second, "the failure logged", func() bool { return strings.Contains(logs.String(), tt.want) })
+			conn, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatalf("the protocol server does not answer: %v\n%s", err, logs.String())
+			}
+			name, _ := bufio.NewReader(conn).ReadString('\n')
+			conn.Close()
+			if name != "main\n" {
+				t.Errorf("protocol server said %q; want main", name)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run = %v; want nil", err)
+			}
+		})
+	}
+}

@@ -45,9 +45,10 @@ func TestParseSigningTable(t *testing.T) {
 	tests := []struct {
 		in, want string
 	}{
-		{"exemple.fr mail._domainkey.exemple.fr\n", "[{exemple.fr [mail._domainkey.exemple.fr] 1}]"},
-		{"*@Example.org k1,k2\n", "[{*@example.org [k1 k2] 1}]"},
-		{"\n# c\n*.example.org\tk1 k2\n", "[{*.example.org [k1 k2] 3}]"},
+		{"exemple.fr mail._domainkey.exemple.fr\n", "[{exemple.fr [mail._domainkey.exemple.fr]  1}]"},
+		{"*@Example.org k1,k2\n", "[{*@example.org [k1 k2]  1}]"},
+		{"*@example.org k1:joe@example.org\n", "[{*@example.org [k1] joe@example.org 1}]"},
+		{"\n# c\n*.example.org\tk1 k2\n", "[{*.example.org [k1 k2]  3}]"},
 		{"lonely\n", "err:s.st:1:"},
 	}
 	for _, tc := range tests {
@@ -70,35 +71,38 @@ func TestImportTables(t *testing.T) {
 	dir := t.TempDir()
 	kt := filepath.Join(dir, "TableClefs")
 	st := filepath.Join(dir, "TableSignatures")
+	// The reference's plain tables, plus the other forms a plain table has.
 	os.WriteFile(kt, []byte(`mail._domainkey.exemple.fr exemple.fr:mail:/etc/dkimkeys/clefs/exemple.fr/mail.private
 ed._domainkey.exemple.fr exemple.fr:ed:./clefs/ed.private
-any %:2024:/k/any.private
+any %:2024:/k/%/any.private
 other other.example:o:/k/o.private
 `), 0o600)
 	os.WriteFile(st, []byte(`exemple.fr mail._domainkey.exemple.fr
-*@exemple.fr ed._domainkey.exemple.fr,mail._domainkey.exemple.fr
-*@*.sub.example any
-joe@exemple.fr mail._domainkey.exemple.fr
-*@third.example other
+exemple.fr ed._domainkey.exemple.fr
+.sub.example other
+joe@toto.fr any
+*@exemple.fr mail._domainkey.exemple.fr
+boss@.exemple.fr other
+* other
+third.example other:me@third.example
 `), 0o600)
-	im, err := ImportTables(kt, st)
+	im, err := ImportTables(kt, "file:"+st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("[{exemple.fr mail /etc/dkimkeys/clefs/exemple.fr/mail.private} {exemple.fr ed %s/clefs/ed.private} {sub.example 2024 /k/any.private} {other.example o /k/o.private}]", dir)
+	want := fmt.Sprintf("[{exemple.fr mail /etc/dkimkeys/clefs/exemple.fr/mail.private []} {exemple.fr ed %s/clefs/ed.private []} {other.example o /k/o.private [*@*.sub.example *@third.example]} {toto.fr 2024 /k/toto.fr/any.private [joe@toto.fr]}]", dir)
 	if got := fmt.Sprint(im.Keys); got != want {
 		t.Errorf("keys = %s\nwant %s", got, want)
 	}
-	if !im.Subdomains {
-		t.Error("Subdomains = false; want true for *@*.sub.example")
-	}
-	if len(im.Warnings) != 2 || !strings.Contains(im.Warnings[0], st+":4:") || !strings.Contains(im.Warnings[1], "d=other.example") {
-		t.Errorf("warnings = %q", im.Warnings)
+	for i, w := range []string{st + ":5: *@exemple.fr: a plain SigningTable has no wildcards", st + ":6: boss@.exemple.fr: per-user", st + ":7: *: catch-all", st + ":8: third.example: the signer"} {
+		if i >= len(im.Warnings) || !strings.HasPrefix(im.Warnings[i], w) {
+			t.Errorf("warning %d = %q; want %q…", i, im.Warnings, w)
+		}
 	}
 	y := im.YAML()
-	for _, s := range []string{"milter:\n  dkim:\n    sign: true\n    subdomains: true\n    keys:\n",
-		"      - domain: exemple.fr\n        selector: mail\n        key_file: /etc/dkimkeys/clefs/exemple.fr/mail.private\n",
-		"selector: \"2024\"", "# warning: "} {
+	for _, s := range []string{"milter:\n  dkim:\n    sign: true\n    keys:\n",
+		"      - domain: exemple.fr\n        selector: mail\n        key_file: /etc/dkimkeys/clefs/exemple.fr/mail.private\n      - ",
+		"selector: \"2024\"", "        from: [\"*@*.sub.example\", \"*@third.example\"]\n", "# warning: "} {
 		if !strings.Contains(y, s) {
 			t.Errorf("YAML lacks %q:\n%s", s, y)
 		}
@@ -110,6 +114,52 @@ joe@exemple.fr mail._domainkey.exemple.fr
 	}
 	if _, err := ImportTables(filepath.Join(dir, "nope"), st); err == nil {
 		t.Error("missing KeyTable: no error")
+	}
+	if _, err := ImportTables(kt, "db:/etc/opendkim/signing.db"); err == nil || !strings.Contains(err.Error(), "flat file") {
+		t.Errorf("db: data set: err = %v", err)
+	}
+}
+
+// TestImportRefile: a refile: SigningTable holds wildcard patterns over the
+// whole From address, first match wins.
+func TestImportRefile(t *testing.T) {
+	dir := t.TempDir()
+	kt := filepath.Join(dir, "key.table")
+	st := filepath.Join(dir, "signing.table")
+	os.WriteFile(kt, []byte(`k1 example.org:s1:/k/1.private
+k2 example.org:s2:/k/2.private
+k3 %:s3:/k/%.private
+`), 0o600)
+	os.WriteFile(st, []byte(`ceo@example.org k2
+*@example.org k1
+*@example.net k1
+*@*.example.org k1
+bob@example.org k1
+*@a.example.org k1
+example.com k1
+*example.info k3
+*@toto.fr k3
+*@lists.* k1
+*@exemple.fr k1,k3:%
+`), 0o600)
+	im, err := ImportTables("file:"+kt, "refile:"+st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "[{example.org s2 /k/2.private [ceo@example.org]} {example.org s1 /k/1.private [*@example.org *@example.net *@*.example.org *@exemple.fr]} {example.info s3 /k/example.info.private []} {toto.fr s3 /k/toto.fr.private []} {exemple.fr s3 /k/exemple.fr.private []}]"
+	if got := fmt.Sprint(im.Keys); got != want {
+		t.Errorf("keys = %s\nwant %s", got, want)
+	}
+	for i, w := range []string{":5: bob@example.org: never used", ":6: *@a.example.org: never used", ":7: example.com: OpenDKIM matches refile", ":8: *example.info: also matched", ":10: *@lists.*: wildcards inside a domain", ":11: *@exemple.fr: the signer"} {
+		if i >= len(im.Warnings) || !strings.Contains(im.Warnings[i], w) {
+			t.Errorf("warning %d: %q; want …%s…", i, im.Warnings, w)
+		}
+	}
+	// Two files for one selector is a conflict the admin must settle.
+	os.WriteFile(kt, []byte("a example.org:s:/k/a.private\nb example.org:s:/k/b.private\n"), 0o600)
+	os.WriteFile(st, []byte("*@example.org a\n*@example.net b\n"), 0o600)
+	if _, err := ImportTables(kt, "refile:"+st); err == nil || !strings.Contains(err.Error(), "two key files") {
+		t.Errorf("conflicting key files: err = %v", err)
 	}
 }
 
@@ -134,7 +184,8 @@ func FuzzParseTables(f *testing.F) {
 				if len(r.KeyNames) == 0 {
 					t.Fatalf("rule without key from %q", in)
 				}
-				patternDomain(r.Pattern)
+				rulePattern(r.Pattern, true)
+				rulePattern(r.Pattern, false)
 			}
 		}
 	})

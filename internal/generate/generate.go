@@ -28,6 +28,20 @@ type Options struct {
 	// Note receives what could not be checked (a validator that is not
 	// installed); nil drops it.
 	Note preflight.Note
+	// Force replaces files changed by hand since postkit wrote them (or
+	// never written by postkit), keeping them as FILE.postkit-bak.STAMP;
+	// without it they stop the run (ErrEdited) before anything is written.
+	Force bool
+	// AccountsMade: the caller creates the service accounts (postkit
+	// apply), so they are not required to exist yet.
+	AccountsMade bool
+	// Extra files written with the generated ones, all or nothing (the
+	// systemd units of postkit apply).
+	Extra []apply.File
+	// Finish runs once every changed file is in place, before the old
+	// versions are dropped; an error puts every file back (postkit apply
+	// runs `postfix check` on the live system there).
+	Finish func(changes []apply.Change) error
 }
 
 // Run renders cfg and puts it under o.Root:
@@ -52,7 +66,12 @@ func Run(cfg *config.Config, o Options) ([]apply.Change, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := accounts(cfg, o.Root); err != nil {
+	if !o.AccountsMade {
+		if err := accounts(cfg, o.Root); err != nil {
+			return nil, err
+		}
+	}
+	if err := mailboxChecks(cfg, o.Root, note); err != nil {
 		return nil, err
 	}
 	set := preflight.Set{
@@ -61,7 +80,7 @@ func Run(cfg *config.Config, o Options) ([]apply.Change, error) {
 		MaillogFile:   cfg.Paths.PostfixLog != "",
 		DovecotConfig: path.Join(cfg.Paths.DovecotConfig, "dovecot.conf"),
 	}
-	af := make([]apply.File, len(files))
+	af := make([]apply.File, len(files), len(files)+len(o.Extra)+1)
 	var svbins []string
 	for i, f := range files {
 		af[i] = apply.File{Path: f.Path, Data: f.Data, Mode: fs.FileMode(f.Mode), Owner: f.Owner, Group: f.Group}
@@ -71,16 +90,40 @@ func Run(cfg *config.Config, o Options) ([]apply.Change, error) {
 			svbins = append(svbins, strings.TrimSuffix(f.Path, ".sieve")+".svbin")
 		}
 	}
+	af = append(af, o.Extra...)
+	mpath := ManifestPath(cfg)
+	recorded, adopted, err := readManifest(cfg, o.Root, mpath, af)
+	if err != nil {
+		return nil, err
+	}
+	// What postkit wrote and what it may replace as if it had.
+	written := make(map[string]string, len(recorded)+len(adopted))
+	for p, sum := range recorded {
+		written[p] = sum
+	}
+	for p, sum := range adopted {
+		written[p] = sum
+	}
+	af = append(af, manifestFile(mpath, recorded, af))
 	return apply.Apply(af, apply.Options{
-		Root:  o.Root,
-		Check: o.Check,
-		Chown: os.Geteuid() == 0,
+		Root:    o.Root,
+		Check:   o.Check,
+		Chown:   os.Geteuid() == 0,
+		Guard:   true,
+		Written: written,
+		Force:   o.Force,
 		Verify: func(stage string) error {
 			set.Stage = stage
 			return preflight.Check(set, note)
 		},
 		Finish: func(changes []apply.Change) error {
-			return compileSieve(o.Root, set.DovecotConfig, changes, note)
+			if err := compileSieve(o.Root, set.DovecotConfig, changes, note); err != nil {
+				return err
+			}
+			if o.Finish != nil {
+				return o.Finish(changes)
+			}
+			return nil
 		},
 		Extra: svbins,
 	})
@@ -126,6 +169,8 @@ const (
 	ExitRefused      = 3 // Postfix or Dovecot refused the staged files: nothing written
 	ExitRestored     = 4 // writing failed and every file was put back
 	ExitInconsistent = 5 // writing failed and some files could not be put back
+	ExitPending      = 2 // --check: something would change
+	ExitEdited       = 6 // files changed by hand would be replaced: nothing written (--force replaces them)
 )
 
 // Explain returns the exit status of Run's error and a message that says
@@ -140,6 +185,8 @@ func Explain(err error, root, cfgPath string) (int, error) {
 		return ExitRefused, fmt.Errorf("generate: %w\nnothing under %s was changed: fix what the message names (a value of %s, a file it refers to, or the program itself) and run generate again", err, root, cfgPath)
 	case errors.Is(err, apply.ErrRestored):
 		return ExitRestored, fmt.Errorf("generate: %w; nothing under %s is left changed: fix the cause and run generate again", err, root)
+	case errors.Is(err, apply.ErrEdited):
+		return ExitEdited, fmt.Errorf("generate: %w\nthey were changed since postkit wrote them, or postkit never wrote them; nothing under %s was changed. Move the change into %s (see --diff for it), or run again with --force to replace them (each is kept as FILE.postkit-bak.TIMESTAMP)", err, root, cfgPath)
 	case errors.Is(err, apply.ErrInconsistent):
 		return ExitInconsistent, fmt.Errorf("generate: %w: move the old versions back by hand (or run generate again once the cause is fixed)", err)
 	}

@@ -71,13 +71,25 @@ type Key struct{ b []byte }
 func (k Key) Valid() bool { return len(k.b) == keySize }
 
 // Seal returns line ("Name: value") with the code appended as a last
-// "x-postkit-seal=CODE;" pair. With an invalid key it returns line unchanged.
+// "x-postkit-seal=CODE;" pair. An Authentication-Results field, whose
+// grammar has no room for such a pair (RFC 8601 section 2.2), carries it in
+// a final comment instead: "(x-postkit-seal=CODE)". With an invalid key it
+// returns line unchanged.
 func (k Key) Seal(tx Tx, line string) string {
 	name, value, ok := strings.Cut(line, ":")
 	if !ok || !k.Valid() {
 		return line
 	}
-	return line + " " + Param + "=" + k.code(tx, name, canonical(value)) + ";"
+	code := k.code(tx, name, canonical(value))
+	if commentForm(name) {
+		return line + " (" + Param + "=" + code + ")"
+	}
+	return line + " " + Param + "=" + code + ";"
+}
+
+// commentForm reports whether a field carries its code in a comment.
+func commentForm(name string) bool {
+	return strings.EqualFold(strings.TrimSpace(name), "Authentication-Results")
 }
 
 // Verify reports whether a field (name and value as the milter sees them,
@@ -87,11 +99,15 @@ func (k Key) Verify(tx Tx, name, value string) bool {
 		return false
 	}
 	v := " " + canonical(value) // the pair may be all there is
-	i := strings.LastIndex(v, " "+Param+"=")
-	if i < 0 || !strings.HasSuffix(v, ";") {
+	open, end := " "+Param+"=", ";"
+	if commentForm(name) {
+		open, end = " ("+Param+"=", ")"
+	}
+	i := strings.LastIndex(v, open)
+	if i < 0 || !strings.HasSuffix(v, end) {
 		return false
 	}
-	got := v[i+len(Param)+2 : len(v)-1]
+	got := v[i+len(open) : len(v)-1]
 	want := k.code(tx, name, strings.TrimPrefix(v[:i], " "))
 	return hmac.Equal([]byte(got), []byte(want))
 }

@@ -168,3 +168,31 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// An Authentication-Results field carries the code in a final comment, so
+// that the field stays valid RFC 8601 syntax for every reader.
+func TestSealAuthenticationResults(t *testing.T) {
+	k := testKey(t)
+	const ar = "Authentication-Results: mail.example.test; spf=pass (mail.example.test: domain of someone@outside.test designates 192.0.2.7 as permitted sender) smtp.mailfrom=someone@outside.test"
+	sealed := k.Seal(tx, ar)
+	if !strings.HasPrefix(sealed, ar+" ("+Param+"=") || !strings.HasSuffix(sealed, ")") {
+		t.Fatalf("Seal = %q, want the field with a last (%s=…) comment", sealed, Param)
+	}
+	name, value := split(sealed)
+	if !k.Verify(tx, name, value) || !k.Verify(tx, "authentication-results", strings.Replace(value, " smtp.", "\r\n\tsmtp.", 1)) {
+		t.Fatal("a sealed Authentication-Results does not verify")
+	}
+	for what, v := range map[string]string{
+		"result changed": strings.Replace(value, "spf=pass", "spf=fail", 1),
+		"dkim added":     strings.Replace(value, "; spf=pass", "; dkim=pass header.d=outside.test; spf=pass", 1),
+		"pair form":      strings.TrimSuffix(strings.Replace(value, " ("+Param, " "+Param, 1), ")") + ";",
+		"no code":        ar[len("Authentication-Results: "):],
+	} {
+		if k.Verify(tx, name, v) {
+			t.Errorf("%s: verifies, want refused", what)
+		}
+	}
+	if k.Verify(tx, "Received-SPF", value) {
+		t.Error("an Authentication-Results code verifies as Received-SPF")
+	}
+}

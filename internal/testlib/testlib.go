@@ -14,11 +14,14 @@ package testlib
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -118,15 +121,57 @@ func NeedRoot(t testing.TB) {
 	}
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago. It is
+// drawn below the kernel's ephemeral range (ip_local_port_range), so that no
+// outgoing connection of a concurrent test or daemon takes it as a source
+// port before the daemon under test binds it; the draw is random so that
+// test packages running at once rarely pick the same one.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := FreeLoopbackPort()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
+
+// FreeLoopbackPort is FreePort for code without a testing.TB (the e2e
+// harness).
+func FreeLoopbackPort() (int, error) {
+	low := ephemeralLow()
+	for range 200 {
+		p := freePortFloor + rand.IntN(low-freePortFloor)
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return p, nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("no free TCP port on 127.0.0.1: %w", err)
+	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// freePortFloor keeps FreePort above the well-known and registered ports
+// that Debian's daemons use.
+const freePortFloor = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768 on
+// Debian), or 32768 when it cannot be read or leaves no room below it.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > freePortFloor+1000 {
+				return n
+			}
+		}
+	}
+	return 32768
 }
 
 // PublicTempDir returns t.TempDir made traversable by other users (postfix,

@@ -2,8 +2,10 @@ package testlib
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -125,4 +127,19 @@ func ExampleBuffer() {
 	fmt.Println(strings.Contains(line, `level=INFO msg=reloaded checks=spf,greylist`))
 	Discard().Error("not written anywhere")
 	// Output: true
+}
+
+func TestFreePortBelowEphemeral(t *testing.T) {
+	low := ephemeralLow()
+	for range 20 {
+		p := FreePort(t)
+		if p < freePortFloor || p >= low {
+			t.Fatalf("FreePort = %d; want it in [%d, %d), below the ephemeral range", p, freePortFloor, low)
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			t.Fatalf("port %d from FreePort cannot be bound: %v", p, err)
+		}
+		ln.Close()
+	}
 }

@@ -40,6 +40,11 @@ type Options struct {
 	// policy daemon keeps its seal key. By default the key is seal.KeyFile
 	// under paths.postkit_run.
 	NoSeal bool
+	// Meter counts what the filters do and Observer each message and
+	// filter outcome, for the daemon's metrics (milterd.Metrics is both);
+	// they outlive the chains a reload builds. Nil counts nothing.
+	Meter    filter.Meter
+	Observer milterd.Observer
 }
 
 // Constructor builds one filter from what b offers: the configuration, the
@@ -65,12 +70,14 @@ type Entry struct {
 type Table []Entry
 
 // Filters returns the daemon's chain, in order: scrub → dkimsign →
-// dkimverify → forged → ownfrom → spam. Scrubbing runs before signing so
+// dkimverify → forged → dmarc → ownfrom → spam. Scrubbing runs before signing so
 // that the signature covers the final header; scrub and dkimsign act on
 // outbound mail only and dkimverify on inbound mail only, so one chain
 // serves both. forged removes at end of headers, before any filter signs
 // at end of message, and after dkimverify took the header as received;
-// ownfrom reads dkimverify's result at end of message; spam reads it too,
+// dmarc adds spf= and dmarc= to dkimverify's Authentication-Results at end
+// of message, and may refuse or quarantine (spam scores the quarantine
+// field); ownfrom reads dkimverify's result at end of message; spam reads it too,
 // with our policy daemon's Received-SPF (forged has removed every other),
 // and comes last so that mail ownfrom refuses is not scored. The table is
 // a fresh copy: a caller may add to it.
@@ -83,6 +90,9 @@ func Filters() Table {
 		// dkimverify.DefaultMessageTimeout.
 		{Name: "dkimverify", Budget: dkimverify.DefaultLookupTimeout, New: newVerifier},
 		{Name: "forged", New: newForged},
+		// Policy discovery, a non-existence test for np=, and one SPF
+		// evaluation (at most 10 DNS lookups, RFC 7208 section 4.6.4).
+		{Name: "dmarc", Budget: 8 * time.Second, New: newDMARC},
 		// One SPF evaluation (RFC 7208 section 4.6.4: at most 10 DNS
 		// lookups) per domain of ours in From, as the policy daemon's.
 		{Name: "ownfrom", Budget: 8 * time.Second, New: newOwnFrom},
@@ -118,7 +128,7 @@ func (t Table) Build(c *config.Config, o Options) (_ *milterd.Chain, err error) 
 			res.Close()
 		}
 	}()
-	cfg := milterd.Config{Logger: b.Logger, Originating: append([]string{}, c.Milter.Originating...), OnErrorSet: true}
+	cfg := milterd.Config{Logger: b.Logger, Observer: o.Observer, Originating: append([]string{}, c.Milter.Originating...), OnErrorSet: true}
 	if cfg.OnError, err = milterd.ParseFaultAction(c.Milter.OnError); err != nil {
 		return nil, fmt.Errorf("milter: milter.on_error: %w", err)
 	}

@@ -75,16 +75,18 @@ func TestNew(t *testing.T) {
 		wantChain string
 		wantErr   string
 	}{
-		{"defaults with a key", "", "    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimsign,dkimverify,forged,ownfrom,spam", ""},
-		{"no key: not signed", "", "", "scrub,dkimverify,forged,ownfrom,spam", ""},
-		{"scrub off", "  scrub: {enabled: false}\n", "    keys: [{domain: example.test, selector: ed1}]\n", "dkimsign,dkimverify,forged,ownfrom,spam", ""},
-		{"sign off", "", "    sign: false\n    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimverify,forged,ownfrom,spam", ""},
-		{"verify off", "", "    verify: false\n", "scrub,forged,ownfrom,spam", ""},
-		{"explicit key file", "", "    keys: [{domain: Example.Test, selector: ed1, key_file: KEYDIR/example.test/ed1.private}]\n", "scrub,dkimsign,dkimverify,forged,ownfrom,spam", ""},
+		{"defaults with a key", "", "    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimsign,dkimverify,forged,dmarc,ownfrom,spam", ""},
+		{"no key: not signed", "", "", "scrub,dkimverify,forged,dmarc,ownfrom,spam", ""},
+		{"scrub off", "  scrub: {enabled: false}\n", "    keys: [{domain: example.test, selector: ed1}]\n", "dkimsign,dkimverify,forged,dmarc,ownfrom,spam", ""},
+		{"sign off", "", "    sign: false\n    keys: [{domain: example.test, selector: ed1}]\n", "scrub,dkimverify,forged,dmarc,ownfrom,spam", ""},
+		{"verify off", "", "    verify: false\n", "scrub,forged,dmarc,ownfrom,spam", ""},
+		{"explicit key file", "", "    keys: [{domain: Example.Test, selector: ed1, key_file: KEYDIR/example.test/ed1.private}]\n", "scrub,dkimsign,dkimverify,forged,dmarc,ownfrom,spam", ""},
 		{"missing key file under key_dir", "", "    keys: [{domain: example.test, selector: nope}]\n", "", "KEYDIR/example.test/nope.private"},
-		{"custom scrub rules", "  scrub:\n    rules: [{header: X-Secret, action: replace, with: hidden}]\n", "    verify: false\n", "scrub,forged,ownfrom,spam", ""},
-		{"own_from off", "  own_from: off\n", "", "scrub,dkimverify,forged,spam", ""},
-		{"spam off", "  spam: {enabled: false}\n", "", "scrub,dkimverify,forged,ownfrom", ""},
+		{"custom scrub rules", "  scrub:\n    rules: [{header: X-Secret, action: replace, with: hidden}]\n", "    verify: false\n", "scrub,forged,dmarc,ownfrom,spam", ""},
+		{"own_from off", "  own_from: off\n", "", "scrub,dkimverify,forged,dmarc,spam", ""},
+		{"spam off", "  spam: {enabled: false}\n", "", "scrub,dkimverify,forged,dmarc,ownfrom", ""},
+		{"dmarc off", "  dmarc: {enabled: false}\n", "", "scrub,dkimverify,forged,ownfrom,spam", ""},
+		{"dmarc store not writable", "  dmarc: {trusted_forwarders: [192.0.2.0/24], report: {path: /dev/null/dmarc.sqlite}}\n", "", "", "milter.dmarc.report.path"},
 		{"bad spam rules dir", "  spam: {rules_dir: /nonexistent/spam.d}\n", "", "", "/nonexistent/spam.d"},
 	}
 	for _, tt := range tests {
@@ -158,7 +160,7 @@ func TestTableAddsFilter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(assemble.Names(ch), ","); got != "scrub,dkimsign,dkimverify,forged,ownfrom,spam,nothing" {
+	if got := strings.Join(assemble.Names(ch), ","); got != "scrub,dkimsign,dkimverify,forged,dmarc,ownfrom,spam,nothing" {
 		t.Errorf("chain %s; want the built-in filters, then nothing", got)
 	}
 	h := daemon.NewHolder(ch)

@@ -25,7 +25,8 @@ func ExampleTable_Build() {
 	c := config.Defaults()
 	c.DNS.Servers = []string{"127.0.0.1:53"} // nothing is looked up while building
 	c.Milter.Scrub.Enabled = false
-	c.Milter.Spam.Bayes.Enabled = false // no Bayes store in an example
+	c.Milter.Spam.Bayes.Enabled = false   // no Bayes store in an example
+	c.Milter.DMARC.Report.Enabled = false // nor a DMARC report store
 	table := append(assemble.Filters(), assemble.Entry{
 		Name: "audit",
 		New:  func(b *assemble.Builder) (filter.Filter, error) { return audit{}, nil },
@@ -38,5 +39,5 @@ func ExampleTable_Build() {
 	defer ch.Close()
 	// No key in milter.dkim.keys: nothing to sign with.
 	fmt.Println(strings.Join(assemble.Names(ch), " → "))
-	// Output: dkimverify → forged → ownfrom → spam → audit
+	// Output: dkimverify → forged → dmarc → ownfrom → spam → audit
 }

@@ -53,19 +53,19 @@ func newSigner(b *Builder) (filter.Filter, error) {
 			// The layout of `postkit dkim keygen` and Debian's /etc/dkimkeys.
 			file = filepath.Join(d.KeyDir, dom, k.Selector+".private")
 		}
-		keys = append(keys, dkimsign.Key{Domain: dom, Selector: k.Selector, KeyFile: file, Disabled: k.Disabled})
+		keys = append(keys, dkimsign.Key{Domain: dom, Selector: k.Selector, KeyFile: file, Disabled: k.Disabled, From: k.From})
 	}
 	if len(keys) == 0 {
 		b.Logger.Warn("milter: no DKIM key configured (milter.dkim.keys or --dkim-key): outbound mail is not DKIM-signed")
 		return nil, nil
 	}
 	cfg := dkimsign.Config{Keys: keys, Canonicalization: d.Canonicalization, Subdomains: d.Subdomains,
-		SenderTimeout: b.Budget, Logger: b.Logger}
+		SenderTimeout: b.Budget, Logger: b.Logger, Meter: b.opts.Meter}
 	var err error
 	if cfg.Unowned, err = dkimsign.ParseUnowned(d.UnownedFrom); err != nil {
 		return nil, fmt.Errorf("milter: %w", err)
 	}
-	if c.Database.Path == "" {
+	if !c.Database.Source().Configured() {
 		b.Logger.Warn("milter: no database (--db or -c): authenticated mail is signed whatever its From says")
 	} else {
 		rules := SenderRules(c)
@@ -79,7 +79,7 @@ func newSigner(b *Builder) (filter.Filter, error) {
 		if c.SMTPUTF8 {
 			fold = sqlmaps.FoldUTF8
 		}
-		s := newSenders(c.Database.Path, rules, fold)
+		s := newSenders(c.Database.Source(), rules, fold)
 		b.OnClose(s)
 		cfg.Senders = s
 	}
@@ -100,7 +100,11 @@ func newVerifier(b *Builder) (filter.Filter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("milter: DKIM verification resolver: %w", err)
 	}
-	return dkimverify.New(dkimverify.Config{Resolver: res, AuthservID: d.AuthservID, LookupTimeout: b.Budget, Logger: b.Logger})
+	bl, err := dkimverify.ParseBodyLength(d.BodyLength)
+	if err != nil {
+		return nil, fmt.Errorf("milter: milter.dkim.body_length: %w", err)
+	}
+	return dkimverify.New(dkimverify.Config{Resolver: res, AuthservID: d.AuthservID, LookupTimeout: b.Budget, BodyLength: bl, Sealed: sealed(b), Logger: b.Logger, Meter: b.opts.Meter})
 }
 
 // authservID is the id of our Authentication-Results: milter.dkim.authserv_id,
@@ -114,29 +118,36 @@ func authservID(b *Builder) string {
 }
 
 // newForged removes the verdicts only this server may write; a
-// Received-SPF is ours when it carries the seal of the policy daemon's key.
+// Received-SPF, or an Authentication-Results with our authserv-id, is ours
+// when it carries the seal of the policy daemon's key.
 func newForged(b *Builder) (filter.Filter, error) {
-	fc := forged.Config{AuthservID: authservID(b), Logger: b.Logger}
-	if !b.opts.NoSeal {
-		kf := seal.NewFile(filepath.Join(b.Config.Paths.PostkitRun, seal.KeyFile))
-		log := b.Logger
-		var warned sync.Once
-		fc.Sealed = func(m *filter.Message, value string) bool {
-			k, err := kf.Key()
-			if err != nil {
-				warned.Do(func() {
-					log.Warn("milter: no seal key: every Received-SPF is removed, including our policy daemon's; start postkit policyd -c with the same paths.postkit_run", "err", err)
-				})
-				return false
-			}
-			return k.Verify(seal.Tx{Addr: m.Conn.Addr, Port: m.Conn.Port, Helo: m.Conn.Helo, Sender: m.MailFrom}, "Received-SPF", value)
-		}
-	}
+	fc := forged.Config{AuthservID: authservID(b), Sealed: sealed(b), Logger: b.Logger}
 	f, err := forged.New(fc)
 	if err != nil {
 		return nil, fmt.Errorf("milter: %w", err)
 	}
 	return f, nil
+}
+
+// sealed is the check of the policy daemon's seal on a field, or nil
+// without seals (Options.NoSeal).
+func sealed(b *Builder) func(m *filter.Message, name, value string) bool {
+	if b.opts.NoSeal {
+		return nil
+	}
+	kf := seal.NewFile(filepath.Join(b.Config.Paths.PostkitRun, seal.KeyFile))
+	log := b.Logger
+	var warned sync.Once
+	return func(m *filter.Message, name, value string) bool {
+		k, err := kf.Key()
+		if err != nil {
+			warned.Do(func() {
+				log.Warn("milter: no seal key: every Received-SPF is removed, including our policy daemon's; start postkit policyd -c with the same paths.postkit_run", "err", err)
+			})
+			return false
+		}
+		return k.Verify(seal.Tx{Addr: m.Conn.Addr, Port: m.Conn.Port, Helo: m.Conn.Helo, Sender: m.MailFrom}, name, value)
+	}
 }
 
 // newOwnFrom is milter.own_from: our domains (domains and the database's)
@@ -155,7 +166,7 @@ func newOwnFrom(b *Builder) (filter.Filter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("milter: %w", err)
 	}
-	own := sqlmaps.NewDomainSet(c.Database.Path, c.Domains)
+	own := sqlmaps.NewDomainSet(c.Database.Source(), c.Domains)
 	b.OnClose(own)
 	oc := ownfrom.Config{
 		Own: own.Contains,

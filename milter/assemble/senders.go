@@ -25,7 +25,7 @@ import (
 // old handle is closed a minute later, when questions in flight on it are
 // long done, or when the chain is closed.
 type senders struct {
-	path  string
+	src   sqlmaps.Source
 	rules sqlmaps.SenderRules
 	fold  sqlmaps.Fold
 
@@ -41,8 +41,8 @@ type senders struct {
 // that started on it.
 const retireAfter = time.Minute
 
-func newSenders(path string, rules sqlmaps.SenderRules, fold sqlmaps.Fold) *senders {
-	return &senders{path: path, rules: rules, fold: fold, retired: map[*sqlmaps.Store]*time.Timer{}}
+func newSenders(src sqlmaps.Source, rules sqlmaps.SenderRules, fold sqlmaps.Fold) *senders {
+	return &senders{src: src, rules: rules, fold: fold, retired: map[*sqlmaps.Store]*time.Timer{}}
 }
 
 // MayUse implements dkimsign.Senders.
@@ -61,9 +61,25 @@ func (s *senders) check() (*sqlmaps.Senders, error) {
 	if s.closed {
 		return nil, errors.New("the daemon's chain was closed")
 	}
-	fi, err := os.Stat(s.path)
+	if s.src.IsPostgres() {
+		// One pool for the chain's life; it reconnects by itself.
+		if s.store == nil {
+			st, err := s.src.OpenForDaemon()
+			if err != nil {
+				return nil, err
+			}
+			chk, err := st.Senders(s.rules, s.fold)
+			if err != nil {
+				st.Close()
+				return nil, err
+			}
+			s.store, s.chk = st, chk
+		}
+		return s.chk, nil
+	}
+	fi, err := os.Stat(s.src.Path)
 	if err != nil {
-		return nil, fmt.Errorf("milter: database %s: %w", s.path, err)
+		return nil, fmt.Errorf("milter: database %s: %w", s.src.Path, err)
 	}
 	if s.store != nil {
 		if os.SameFile(s.file, fi) {
@@ -73,7 +89,7 @@ func (s *senders) check() (*sqlmaps.Senders, error) {
 		s.retired[old] = time.AfterFunc(retireAfter, func() { s.retire(old) })
 		s.store, s.file, s.chk = nil, nil, nil
 	}
-	st, err := sqlmaps.OpenReadOnly(s.path)
+	st, err := sqlmaps.OpenReadOnly(s.src.Path)
 	if err != nil {
 		return nil, err
 	}

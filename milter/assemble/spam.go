@@ -59,12 +59,21 @@ func SpamConfig(c *config.Config, res spam.Resolver, log *slog.Logger) (spam.Con
 		sc.TokenTTL = -1 // bayes.expiry 0: tokens are kept forever
 	}
 	if s.Bayes.Enabled {
-		// As the policy daemon makes its state file's: the store is
-		// created at first use, its directory too.
-		if err := os.MkdirAll(filepath.Dir(s.Bayes.Path), 0o750); err != nil {
-			return spam.Config{}, nil, fmt.Errorf("milter: milter.spam.bayes.path: %w: create the directory, or set paths.postkit_run", err)
+		driver, dsn, password, err := c.StateStore()
+		if err != nil {
+			return spam.Config{}, nil, fmt.Errorf("milter: %w", err)
 		}
-		sc.BayesPath = s.Bayes.Path
+		if driver == "postgresql" {
+			// Shared by every host naming the same database (state.dsn).
+			sc.BayesDSN, sc.BayesPassword = dsn, password
+		} else {
+			// As the policy daemon makes its state file's: the store is
+			// created at first use, its directory too.
+			if err := os.MkdirAll(filepath.Dir(s.Bayes.Path), 0o750); err != nil {
+				return spam.Config{}, nil, fmt.Errorf("milter: milter.spam.bayes.path: %w: create the directory, or set paths.postkit_run", err)
+			}
+			sc.BayesPath = s.Bayes.Path
+		}
 	}
 	for _, l := range s.DNSBL {
 		sc.DNSBL = append(sc.DNSBL, spam.DNSList{Name: l.Name, Zone: l.Zone, Score: l.Score, Description: l.Description})
@@ -83,8 +92,8 @@ func SpamConfig(c *config.Config, res spam.Resolver, log *slog.Logger) (spam.Con
 		}
 		sc.Resolver = res
 	}
-	if s.DomainAllowLists && c.Database.Path != "" {
-		lists := sqlmaps.NewSpamAllowLists(c.Database.Path)
+	if s.DomainAllowLists && c.Database.Source().Configured() {
+		lists := sqlmaps.NewSpamAllowLists(c.Database.Source())
 		cl = append(cl, lists)
 		sc.AllowDomain = func(ctx context.Context, domain string) (bool, error) {
 			return lists.Allowed(ctx, spamcheck.Recipients(ctx), domain)
@@ -151,6 +160,7 @@ func newSpam(b *Builder) (filter.Filter, error) {
 		MaxScanBytes:       int(s.MaxScanBytes),
 		TimeBudget:         s.TimeBudget.D(),
 		Logger:             b.Logger,
+		Meter:              b.opts.Meter,
 	}
 	if fc.OnError, err = spamcheck.ParseOnError(s.OnError); err != nil {
 		return nil, fmt.Errorf("milter: %w", err)

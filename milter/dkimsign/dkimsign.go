@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"github.com/postkit/postkit/internal/dkimkey"
+	"github.com/postkit/postkit/internal/mailaddr"
 	"github.com/postkit/postkit/milter/filter"
 	"github.com/postkit/postkit/milter/header"
 )
@@ -76,6 +77,12 @@ type Key struct {
 	// Disabled keeps a key configured (its record stays published during
 	// rotation) without signing with it. Its key file is not read.
 	Disabled bool
+	// From are the From addresses the key signs, as mailaddr.Pattern
+	// strings: user@example.org, *@example.org, *@*.example.org. Empty
+	// means every address of Domain (and, with Config.Subdomains, of its
+	// sub-domains that have no key of their own). See lookup for which
+	// rule wins.
+	From []string
 }
 
 // Config configures a Signer.
@@ -106,8 +113,10 @@ type Config struct {
 	// the login may not use. Default: UnownedReject.
 	Unowned Unowned
 	Logger  *slog.Logger
-	Now     func() time.Time // default time.Now
-	Rand    io.Reader        // default crypto/rand; RSA PKCS#1 v1.5 and Ed25519 ignore it
+	// Meter counts the signatures made (filter.EventDKIMSigned); nil counts none.
+	Meter filter.Meter
+	Now   func() time.Time // default time.Now
+	Rand  io.Reader        // default crypto/rand; RSA PKCS#1 v1.5 and Ed25519 ignore it
 }
 
 // Senders answers whether a SASL login may use a sender address. In the
@@ -154,9 +163,11 @@ type key struct {
 
 // keySet is one loaded configuration; Reload swaps it whole.
 type keySet struct {
-	byDomain       map[string][]*key
-	headers        []string        // lowercase
-	oversign       map[string]bool // lowercase
+	byDomain       map[string][]*key // every address of the domain
+	byAddr         map[string][]*key // one address (user@domain)
+	bySub          map[string][]*key // the sub-domains of the domain
+	headers        []string          // lowercase
+	oversign       map[string]bool   // lowercase
 	hRelaxed       bool
 	bRelaxed       bool
 	subdomains     bool
@@ -169,15 +180,16 @@ type keySet struct {
 
 // Signer is the "dkimsign" filter. It is safe for concurrent use.
 type Signer struct {
-	set  atomic.Pointer[keySet]
-	log  *slog.Logger
-	now  func() time.Time
-	rand io.Reader
+	set   atomic.Pointer[keySet]
+	log   *slog.Logger
+	meter filter.Meter
+	now   func() time.Time
+	rand  io.Reader
 }
 
 // New loads the keys of cfg and returns the filter.
 func New(cfg Config) (*Signer, error) {
-	s := &Signer{log: cfg.Logger, now: cfg.Now, rand: cfg.Rand}
+	s := &Signer{log: cfg.Logger, meter: cfg.Meter, now: cfg.Now, rand: cfg.Rand}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -252,7 +264,7 @@ func load(cfg Config) (*keySet, error) {
 	if err != nil {
 		return nil, err
 	}
-	set := &keySet{byDomain: map[string][]*key{}, hRelaxed: hr, bRelaxed: br,
+	set := &keySet{byDomain: map[string][]*key{}, byAddr: map[string][]*key{}, bySub: map[string][]*key{}, hRelaxed: hr, bRelaxed: br,
 		subdomains: cfg.Subdomains, expiration: cfg.Expiration, oversign: map[string]bool{},
 		senders: cfg.Senders, senderTimeout: cfg.SenderTimeout, unowned: cfg.Unowned}
 	if set.senderTimeout <= 0 {
@@ -331,19 +343,55 @@ func load(cfg Config) (*keySet, error) {
 			kk.opts = crypto.Hash(0)
 		}
 		kk.prefix = "v=1; a=" + string(alg) + "-sha256; c=" + c + "; d=" + dom + "; s=" + k.Selector + ";"
-		if len(set.byDomain[dom]) == 0 {
-			set.domains++
+		if len(k.From) == 0 {
+			set.byDomain[dom] = addKey(set.byDomain[dom], kk)
 		}
-		set.byDomain[dom] = append(set.byDomain[dom], kk)
+		for _, f := range k.From {
+			p, err := mailaddr.ParsePattern(f)
+			if err != nil {
+				return nil, fmt.Errorf("dkimsign: key %s: %w", id, err)
+			}
+			switch {
+			case p.Local != "":
+				a := p.Local + "@" + p.Domain
+				set.byAddr[a] = addKey(set.byAddr[a], kk)
+			case p.Sub:
+				set.bySub[p.Domain] = addKey(set.bySub[p.Domain], kk)
+			default:
+				set.byDomain[p.Domain] = addKey(set.byDomain[p.Domain], kk)
+			}
+		}
 		set.total++
 	}
+	set.domains = len(set.byDomain)
 	return set, nil
 }
 
-// lookup returns the keys for a From domain: its own, or with Subdomains
-// those of the closest parent that has keys.
-func (set *keySet) lookup(dom string) []*key {
-	if ks := set.byDomain[dom]; len(ks) > 0 || !set.subdomains {
+// addKey appends k to ks unless it is there already.
+func addKey(ks []*key, k *key) []*key {
+	for _, o := range ks {
+		if o == k {
+			return ks
+		}
+	}
+	return append(ks, k)
+}
+
+// lookup returns the keys for a From address: the most specific rule wins,
+// and every key of that rule signs (an RSA and an Ed25519 key, say). In
+// order: keys for that very address (user@domain); keys for its domain;
+// then, climbing from the closest parent, keys for the parent's sub-domains
+// (*@*.parent), or with Subdomains the keys of the parent itself. This is
+// the order OpenDKIM looks a plain SigningTable up in (address, domain,
+// parents); with a refile: table OpenDKIM takes the first line that
+// matches instead, and 'postkit dkim import' says when the two differ.
+func (set *keySet) lookup(addr string) []*key {
+	addr = strings.ToLower(addr)
+	if ks := set.byAddr[addr]; len(ks) > 0 {
+		return ks
+	}
+	dom := addr[strings.LastIndexByte(addr, '@')+1:]
+	if ks := set.byDomain[dom]; len(ks) > 0 {
 		return ks
 	}
 	for {
@@ -355,7 +403,10 @@ func (set *keySet) lookup(dom string) []*key {
 		if !strings.Contains(dom, ".") {
 			return nil // never climb to a top-level domain
 		}
-		if ks := set.byDomain[dom]; len(ks) > 0 {
+		if ks := set.bySub[dom]; len(ks) > 0 {
+			return ks
+		}
+		if ks := set.byDomain[dom]; len(ks) > 0 && set.subdomains {
 			return ks
 		}
 	}
@@ -399,20 +450,20 @@ func (s *Signer) Headers(m *filter.Message, c *filter.Changes) (filter.Body, err
 	if login := m.Macro("{auth_authen}"); login != "" && set.senders != nil && !s.fromOwned(set, login, m, c) {
 		return nil, nil
 	}
-	dom, err := header.FromDomain(m.Headers)
+	from, err := header.FromAddress(m.Headers)
 	if err != nil {
-		s.log.Info("dkimsign: not signed", "qid", m.QueueID, "reason", reason(err))
+		s.log.Info("dkimsign: not signed", "queue_id", m.QueueID, "reason", reason(err))
 		return nil, nil
 	}
-	keys := set.lookup(dom)
+	keys := set.lookup(from)
 	if len(keys) == 0 {
-		s.log.Info("dkimsign: not signed: no key for the From domain", "qid", m.QueueID, "domain", dom)
+		s.log.Info("dkimsign: not signed: no key for the From address", "queue_id", m.QueueID, "from", from)
 		return nil, nil
 	}
 	var use []*key
 	for _, k := range keys {
 		if signedBy(m.Headers, k.domain, k.selector) {
-			s.log.Info("dkimsign: already signed", "qid", m.QueueID, "d", k.domain, "s", k.selector)
+			s.log.Info("dkimsign: already signed", "queue_id", m.QueueID, "d", k.domain, "s", k.selector)
 			continue
 		}
 		use = append(use, k)
@@ -437,7 +488,7 @@ func (s *Signer) fromOwned(set *keySet, login string, m *filter.Message, c *filt
 		ok, err = set.senders.MayUse(ctx, login, addr)
 		cancel()
 		if err != nil {
-			s.log.Error("dkimsign: deferred: cannot check the From address against the login", "qid", m.QueueID, "login", login, "from", addr, "err", err.Error())
+			s.log.Error("dkimsign: deferred: cannot check the From address against the login", "queue_id", m.QueueID, "sasl_username", login, "from", addr, "err", err.Error())
 			c.Refuse(filter.Tempfail, "451", "4.3.0", "Cannot check the From address now, try again later")
 			return false
 		}
@@ -448,10 +499,10 @@ func (s *Signer) fromOwned(set *keySet, login string, m *filter.Message, c *filt
 	}
 	why := reason(err)
 	if set.unowned == UnownedUnsigned {
-		s.log.Warn("dkimsign: not signed: From not owned by the login", "qid", m.QueueID, "login", login, "from", addr, "reason", why)
+		s.log.Warn("dkimsign: not signed: From not owned by the login", "queue_id", m.QueueID, "sasl_username", login, "from", addr, "reason", why)
 		return false
 	}
-	s.log.Warn("dkimsign: refused: From not owned by the login", "qid", m.QueueID, "login", login, "from", addr, "reason", why)
+	s.log.Warn("dkimsign: refused: From not owned by the login", "queue_id", m.QueueID, "sasl_username", login, "from", addr, "reason", why)
 	text := "From header must hold one address user " + login + " may send as"
 	if addr != "" {
 		text = "<" + addr + ">: From address not owned by user " + login
@@ -490,12 +541,13 @@ func (ms *message) End(m *filter.Message, c *filter.Changes) error {
 	}
 	for i := len(sigs) - 1; i >= 0; i-- {
 		c.InsertHeader(0, "DKIM-Signature", sigs[i])
+		filter.Count(ms.s.meter, filter.EventDKIMSigned, ms.keys[min(i, len(ms.keys)-1)].domain)
 	}
 	sel := make([]string, len(ms.keys))
 	for i, k := range ms.keys {
 		sel[i] = k.selector
 	}
-	ms.s.log.Info("dkimsign: signed", "qid", m.QueueID, "d", ms.keys[0].domain, "s", strings.Join(sel, ","))
+	ms.s.log.Info("dkimsign: signed", "queue_id", m.QueueID, "d", ms.keys[0].domain, "s", strings.Join(sel, ","))
 	return nil
 }
 

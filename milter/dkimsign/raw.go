@@ -20,11 +20,11 @@ func (s *Signer) Sign(r io.Reader) ([]string, error) {
 		return nil, err
 	}
 	set := s.set.Load()
-	dom, err := header.FromDomain(hs)
+	from, err := header.FromAddress(hs)
 	if err != nil {
 		return nil, err
 	}
-	keys := set.lookup(dom)
+	keys := set.lookup(from)
 	var use []*key
 	for _, k := range keys {
 		if !signedBy(hs, k.domain, k.selector) {

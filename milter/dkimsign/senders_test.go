@@ -82,9 +82,9 @@ func TestSignsOnlyOwnedFrom(t *testing.T) {
 			"demo@example.org contact@Example.org", "dkimsign: signed"},
 		{"another user: refused", owners, UnownedReject, "demo@example.org", true, from("Billing <billing@example.org>"), 0, filter.Reject,
 			"550 5.7.1 <billing@example.org>: From address not owned by user demo@example.org",
-			"demo@example.org billing@example.org", `msg="dkimsign: refused: From not owned by the login" qid=Q1 login=demo@example.org from=billing@example.org`},
+			"demo@example.org billing@example.org", `msg="dkimsign: refused: From not owned by the login" queue_id=Q1 sasl_username=demo@example.org from=billing@example.org`},
 		{"another user: unsigned", owners, UnownedUnsigned, "demo@example.org", true, from("billing@example.org"), 0, filter.Accept, "",
-			"demo@example.org billing@example.org", `msg="dkimsign: not signed: From not owned by the login" qid=Q1 login=demo@example.org from=billing@example.org reason="From address billing@example.org is not one login demo@example.org may use"`},
+			"demo@example.org billing@example.org", `msg="dkimsign: not signed: From not owned by the login" queue_id=Q1 sasl_username=demo@example.org from=billing@example.org reason="From address billing@example.org is not one login demo@example.org may use"`},
 		{"foreign From: refused", owners, UnownedReject, "demo@example.org", true, from("someone@outside.test"), 0, filter.Reject,
 			"550 5.7.1 <someone@outside.test>: From address not owned by user demo@example.org", "demo@example.org someone@outside.test", "refused"},
 		{"no From: refused", owners, UnownedReject, "demo@example.org", true, []filter.Header{{Name: "Subject", Value: "x"}}, 0, filter.Reject,
@@ -97,7 +97,7 @@ func TestSignsOnlyOwnedFrom(t *testing.T) {
 		{"inbound: untouched", owners, UnownedReject, "demo@example.org", false, from("billing@example.org"), 0, filter.Accept, "", "", ""},
 		{"lookup fault: deferred", broken, UnownedUnsigned, "demo@example.org", true, from("demo@example.org"), 0, filter.Tempfail,
 			"451 4.3.0 Cannot check the From address now, try again later", "demo@example.org demo@example.org",
-			`level=ERROR msg="dkimsign: deferred: cannot check the From address against the login" qid=Q1 login=demo@example.org from=demo@example.org err="sqlmaps: lookup in sqlite-sender-login.cf: database is locked"`},
+			`level=ERROR msg="dkimsign: deferred: cannot check the From address against the login" queue_id=Q1 sasl_username=demo@example.org from=demo@example.org err="sqlmaps: lookup in sqlite-sender-login.cf: database is locked"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -54,7 +54,16 @@ type Config struct {
 	// connection) so its verification does not linger. Default:
 	// DefaultMessageTimeout, above Postfix's milter_content_timeout.
 	MessageTimeout time.Duration
-	Logger         *slog.Logger
+	// BodyLength is what a signature with l= is worth. Default:
+	// BodyLengthPass, as OpenDKIM and dkimpy.
+	BodyLength BodyLength
+	// Sealed reports whether an Authentication-Results field with our
+	// authserv-id was added by our policy daemon for m (its SPF result,
+	// sealed: internal/seal); such a field is kept. Nil: none is.
+	Sealed func(m *filter.Message, name, value string) bool
+	Logger *slog.Logger
+	// Meter counts each signature's result (filter.EventDKIMVerified); nil counts none.
+	Meter filter.Meter
 }
 
 // Verifier is the "dkimverify" filter. It is safe for concurrent use.
@@ -64,7 +73,10 @@ type Verifier struct {
 	timeout    time.Duration
 	maxSigs    int
 	msgTimeout time.Duration
+	bodyLength BodyLength
+	sealed     func(m *filter.Message, name, value string) bool
 	log        *slog.Logger
+	meter      filter.Meter
 }
 
 // New checks cfg and returns the filter.
@@ -73,7 +85,10 @@ func New(cfg Config) (*Verifier, error) {
 		return nil, errors.New("dkimverify: no resolver configured")
 	}
 	v := &Verifier{res: cfg.Resolver, id: cfg.AuthservID, timeout: cfg.LookupTimeout,
-		maxSigs: cfg.MaxSignatures, msgTimeout: cfg.MessageTimeout, log: cfg.Logger}
+		maxSigs: cfg.MaxSignatures, msgTimeout: cfg.MessageTimeout, bodyLength: cfg.BodyLength, sealed: cfg.Sealed, log: cfg.Logger, meter: cfg.Meter}
+	if v.bodyLength < BodyLengthPass || v.bodyLength > BodyLengthPolicy {
+		return nil, fmt.Errorf("dkimverify: BodyLength %d: want BodyLengthPass, BodyLengthComplete or BodyLengthPolicy", v.bodyLength)
+	}
 	if v.id == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
@@ -102,8 +117,9 @@ func New(cfg Config) (*Verifier, error) {
 // Name implements filter.Filter.
 func (v *Verifier) Name() string { return "dkimverify" }
 
-// Needs declares that verification reads only the message and Message.Outbound.
-func (v *Verifier) Needs() filter.Needs { return filter.Needs{} }
+// Needs declares that verification reads only the message and
+// Message.Outbound, and the HELO name when seals are checked (Config.Sealed).
+func (v *Verifier) Needs() filter.Needs { return filter.Needs{Helo: v.sealed != nil} }
 
 // AuthservID returns the authserv-id used in Authentication-Results.
 func (v *Verifier) AuthservID() string { return v.id }
@@ -134,9 +150,9 @@ func (v *Verifier) Headers(m *filter.Message, c *filter.Changes) (filter.Body, e
 		if !strings.EqualFold(h.Name, "Authentication-Results") {
 			continue
 		}
-		if strings.EqualFold(header.ServID(h.Value), v.id) {
+		if strings.EqualFold(header.ServID(h.Value), v.id) && (v.sealed == nil || !v.sealed(m, h.Name, h.Value)) {
 			c.DeleteHeader("Authentication-Results", nth)
-			v.log.Info("dkimverify: deleted forged Authentication-Results", "qid", m.QueueID, "value", h.Value)
+			v.log.Info("dkimverify: deleted forged Authentication-Results", "queue_id", m.QueueID, "value", h.Value)
 			continue
 		}
 		nth++
@@ -157,10 +173,14 @@ func (b *body) Write(chunk []byte) error {
 }
 
 func (b *body) End(m *filter.Message, c *filter.Changes) error {
-	results := b.s.finish()
+	results := b.s.finish(b.v)
 	c.InsertHeader(0, "Authentication-Results", Format(b.v.id, results))
-	args := []any{"qid", m.QueueID}
+	args := []any{"queue_id", m.QueueID}
+	if len(results) == 0 {
+		filter.Count(b.v.meter, filter.EventDKIMVerified, "none")
+	}
 	for _, r := range results {
+		filter.Count(b.v.meter, filter.EventDKIMVerified, string(r.Value))
 		args = append(args, "dkim", string(r.Value)+" d="+r.Domain+" s="+r.Selector)
 		if r.Reason != "" {
 			args = append(args, "reason", r.Reason)
@@ -177,17 +197,25 @@ func (b *body) Abort() { b.s.abort() }
 // session is the verification of one message: go-msgauth reads the message
 // through a filter.Stream while the chain writes the body chunk by chunk.
 type session struct {
+	hs      []filter.Header
 	sigs    []sigTags
+	lsigs   []*lengthSig   // signatures with l= that postkit verifies itself
+	perSig  bool           // results has one entry per signature checked
 	stream  *filter.Stream // nil without signatures
 	results []Result       // set by the stream's consumer, read after Close
 }
 
 // start begins the verification of a message with headers hs.
 func (v *Verifier) start(ctx context.Context, hs []filter.Header) *session {
-	s := &session{}
+	s := &session{hs: hs}
 	for _, h := range hs {
 		if strings.EqualFold(h.Name, "DKIM-Signature") {
-			s.sigs = append(s.sigs, parseTags(h.Value))
+			t := parseTags(h.Value)
+			t.malformed = malformed(h.Value)
+			if t.l && t.malformed == "" && v.bodyLength != BodyLengthPolicy && len(s.sigs) < v.maxSigs {
+				s.lsigs = append(s.lsigs, newLengthSig(len(s.sigs), h))
+			}
+			s.sigs = append(s.sigs, t)
 		}
 	}
 	if len(s.sigs) == 0 {
@@ -199,6 +227,7 @@ func (v *Verifier) start(ctx context.Context, hs []filter.Header) *session {
 			MaxVerifications: v.maxSigs,
 		})
 		s.results = v.results(s.sigs, vs, err)
+		s.perSig = err == nil || errors.Is(err, dkim.ErrTooManySignatures)
 	})
 	// The header block as the MTA has it, then the separator line.
 	var hb strings.Builder
@@ -209,23 +238,39 @@ func (v *Verifier) start(ctx context.Context, hs []filter.Header) *session {
 		hb.WriteString("\r\n")
 	}
 	hb.WriteString("\r\n")
-	s.write([]byte(hb.String()))
+	s.stream.Write([]byte(hb.String()))
 	return s
 }
 
+// write takes a chunk of the body.
 func (s *session) write(p []byte) {
 	if s.stream != nil {
 		s.stream.Write(p)
 	}
+	for _, ls := range s.lsigs {
+		ls.canon.Write(p)
+	}
 }
 
-// finish ends the body and waits for the results.
-func (s *session) finish() []Result {
+// finish ends the body and waits for the results; signatures with l= are
+// checked here, with v's resolver.
+func (s *session) finish(v *Verifier) []Result {
 	if s.stream == nil {
 		return []Result{{Value: authres.ResultNone}}
 	}
 	if !s.stream.Close() {
 		return []Result{{Value: authres.ResultTempError, Reason: "message not received in time"}}
+	}
+	for _, ls := range s.lsigs {
+		if !s.perSig || ls.index >= len(s.results) {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), v.timeout)
+		r := ls.verify(ctx, v, s.hs, v.bodyLength)
+		cancel()
+		old := s.results[ls.index]
+		r.Domain, r.Selector, r.Algorithm, r.B, r.Identity = old.Domain, old.Selector, old.Algorithm, old.B, old.Identity
+		s.results[ls.index] = r
 	}
 	return s.results
 }
@@ -257,7 +302,11 @@ func (v *Verifier) lookup(ctx context.Context) func(string) ([]string, error) {
 }
 
 // sigTags are the tags of a DKIM-Signature needed for the report.
-type sigTags struct{ d, s, a, b, i string }
+type sigTags struct {
+	d, s, a, b, i string
+	l             bool   // has a body length count
+	malformed     string // why the signature does not parse, or ""
+}
 
 // parseTags reads the tag=value list of a DKIM-Signature (RFC 6376 section
 // 3.2) leniently: a malformed signature still gets a line in the report.
@@ -278,6 +327,8 @@ func parseTags(value string) sigTags {
 			t.a = val
 		case "i":
 			t.i = val
+		case "l":
+			t.l = true
 		case "b":
 			t.b = val
 			if len(t.b) > 8 {
@@ -307,7 +358,10 @@ func (v *Verifier) results(sigs []sigTags, vs []*dkim.Verification, err error) [
 		if ver.Identifier != "" {
 			r.Identity = ver.Identifier
 		}
-		if e := ver.Err; e != nil {
+		if i < len(sigs) && sigs[i].malformed != "" {
+			// RFC 6376 section 6.1.1: PERMFAIL, whatever else is wrong.
+			r.Value, r.Reason = authres.ResultPermError, "malformed signature: "+sigs[i].malformed
+		} else if e := ver.Err; e != nil {
 			r.Reason = reason(e)
 			switch {
 			case dkim.IsTempFail(e):
@@ -317,7 +371,9 @@ func (v *Verifier) results(sigs []sigTags, vs []*dkim.Verification, err error) [
 				// evaluated (syntax, missing or revoked key) is PERMFAIL.
 				r.Value = authres.ResultPermError
 			case strings.Contains(e.Error(), "body length"):
-				r.Value = authres.ResultPolicy // l= refused by local policy
+				// l= refused by local policy (BodyLengthPolicy); the
+				// other settings replace this result in finish.
+				r.Value = authres.ResultPolicy
 			default:
 				r.Value = authres.ResultFail
 			}
@@ -382,7 +438,7 @@ func (v *Verifier) VerifyMessage(ctx context.Context, r io.Reader) ([]Result, er
 			return nil, fmt.Errorf("dkimverify: reading message: %w", err)
 		}
 	}
-	return s.finish(), nil
+	return s.finish(v), nil
 }
 
 var _ filter.Declarer = (*Verifier)(nil)

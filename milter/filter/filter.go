@@ -244,3 +244,26 @@ func (c *Changes) Quarantine(reason string) {
 func (c *Changes) Refuse(v Verdict, code, ext, text string) {
 	c.Verdict, c.Code, c.Ext, c.Text = v, code, ext, text
 }
+
+// A Meter counts what filters do, for the daemon's metrics: event names a
+// counter (EventDKIMSigned, EventDKIMVerified, EventSpamVerdict) and value
+// its label, from a small fixed set (a DKIM result, a spam verdict). It
+// must be safe for concurrent use. Filters call it through Count, which
+// takes a nil Meter.
+type Meter interface {
+	Count(event, value string)
+}
+
+// Events a filter counts with a Meter.
+const (
+	EventDKIMSigned   = "dkim_signed"   // one DKIM-Signature made; value: the d= domain
+	EventDKIMVerified = "dkim_verified" // one signature verified; value: its result (pass, fail, permerror…), none for a message without
+	EventSpamVerdict  = "spam_verdict"  // one message scored; value: ham, spam, reject or error
+)
+
+// Count counts one event on m; a nil m counts nothing.
+func Count(m Meter, event, value string) {
+	if m != nil {
+		m.Count(event, value)
+	}
+}

@@ -1,6 +1,7 @@
 // Package forged removes header fields that only this server may write
 // when they come with the message instead: spam verdicts (X-Spam-*, which
-// the generated Sieve rule files into the spam folder), SPF results
+// the generated Sieve rule files into the spam folder), the DMARC filter's
+// quarantine field (X-Postkit-DMARC, filed there too), SPF results
 // (Received-SPF, RFC 7208 section 9.1) that our policy daemon did not add
 // for this transaction, and Authentication-Results fields claiming our
 // authserv-id (RFC 8601 section 5: "MUST delete"). It acts on every message
@@ -38,17 +39,18 @@ type Config struct {
 	// AuthservID is this server's authserv-id (RFC 8601 section 2.5), as
 	// the DKIM verifier writes it. Required.
 	AuthservID string
-	// Sealed reports whether a Received-SPF value was added by our policy
-	// daemon for m (a valid seal). Nil: none was, every Received-SPF field
-	// is removed.
-	Sealed func(m *filter.Message, value string) bool
+	// Sealed reports whether a field (Received-SPF, or an
+	// Authentication-Results with our authserv-id when the policy daemon
+	// writes its SPF result there) was added by our policy daemon for m (a
+	// valid seal). Nil: none was, every such field is removed.
+	Sealed func(m *filter.Message, name, value string) bool
 	Logger *slog.Logger
 }
 
 // Filter is the "forged" filter of the milter chain.
 type Filter struct {
 	id     string
-	sealed func(m *filter.Message, value string) bool
+	sealed func(m *filter.Message, name, value string) bool
 	log    *slog.Logger
 }
 
@@ -75,6 +77,8 @@ func (f *Filter) Needs() filter.Needs { return filter.Needs{Helo: f.sealed != ni
 // Why a field is removed.
 const (
 	whySpam     = "spam verdict"
+	whyDMARC    = "DMARC quarantine verdict"
+	headerDMARC = "x-postkit-dmarc"
 	whySPF      = "Received-SPF not added by our policy daemon"
 	whyAuthRes  = "Authentication-Results with our authserv-id"
 	headerSPF   = "received-spf"
@@ -88,13 +92,15 @@ func (f *Filter) Judge(m *filter.Message, h filter.Header) string {
 	switch {
 	case strings.HasPrefix(name, prefixSpamH):
 		return whySpam
+	case name == headerDMARC:
+		return whyDMARC
 	case name == headerSPF:
-		if f.sealed != nil && f.sealed(m, h.Value) {
+		if f.sealed != nil && f.sealed(m, h.Name, h.Value) {
 			return ""
 		}
 		return whySPF
 	case name == headerAR:
-		if strings.EqualFold(header.ServID(h.Value), f.id) {
+		if strings.EqualFold(header.ServID(h.Value), f.id) && (f.sealed == nil || !f.sealed(m, h.Name, h.Value)) {
 			return whyAuthRes
 		}
 	}
@@ -114,15 +120,15 @@ func (f *Filter) Headers(m *filter.Message, c *filter.Changes) (filter.Body, err
 				return nil, errors.New("forged: header view out of step with its occurrence index")
 			}
 			removed = append(removed, h.Name)
-			f.log.Debug("forged: removed", "qid", m.QueueID, "header", h.Name, "why", why, "value", h.Value)
+			f.log.Debug("forged: removed", "queue_id", m.QueueID, "header", h.Name, "why", why, "value", h.Value)
 			continue // the view shrank: the next field is now at i
 		}
 		seen[key]++
 		i++
 	}
 	if len(removed) > 0 {
-		f.log.Info("forged: removed header fields only this server may write", "qid", m.QueueID,
-			"outbound", m.Outbound, "from", m.MailFrom, "headers", strings.Join(removed, ","))
+		f.log.Info("forged: removed header fields only this server may write", "queue_id", m.QueueID,
+			"outbound", m.Outbound, "sender", m.MailFrom, "headers", strings.Join(removed, ","))
 	}
 	return nil, nil
 }

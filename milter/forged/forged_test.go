@@ -27,9 +27,9 @@ func newKey(t *testing.T) seal.Key {
 
 // sealedBy is the Config.Sealed that `postkit milter` wires: the
 // transaction as the milter saw it.
-func sealedBy(k seal.Key) func(m *filter.Message, value string) bool {
-	return func(m *filter.Message, value string) bool {
-		return k.Verify(seal.Tx{Addr: m.Conn.Addr, Port: m.Conn.Port, Helo: m.Conn.Helo, Sender: m.MailFrom}, "Received-SPF", value)
+func sealedBy(k seal.Key) func(m *filter.Message, name, value string) bool {
+	return func(m *filter.Message, name, value string) bool {
+		return k.Verify(seal.Tx{Addr: m.Conn.Addr, Port: m.Conn.Port, Helo: m.Conn.Helo, Sender: m.MailFrom}, name, value)
 	}
 }
 
@@ -120,7 +120,7 @@ func TestNoSealKeepsNoReceivedSPF(t *testing.T) {
 }
 
 func TestJudge(t *testing.T) {
-	f, err := forged.New(forged.Config{AuthservID: authservID, Sealed: func(_ *filter.Message, v string) bool { return v == "ours" }})
+	f, err := forged.New(forged.Config{AuthservID: authservID, Sealed: func(_ *filter.Message, _, v string) bool { return v == "ours" }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,6 +131,7 @@ func TestJudge(t *testing.T) {
 		{"X-Spam-Flag", "NO", true},
 		{"X-SPAM-Level", "***", true},
 		{"X-Spam", "yes", false}, // not the X-Spam-* family
+		{"X-Postkit-DMARC", "quarantine; domain=example.com; policy=reject", true},
 		{"X-Spamd-Result", "x", false},
 		{"Received-SPF", "ours", false},
 		{"received-spf", "pass", true},
@@ -145,6 +146,36 @@ func TestJudge(t *testing.T) {
 		got := f.Judge(&filter.Message{}, filter.Header{Name: tt.name, Value: tt.value}) != ""
 		if got != tt.remove {
 			t.Errorf("Judge(%s: %s) removes = %v, want %v", tt.name, tt.value, got, tt.remove)
+		}
+	}
+}
+
+// With policy.spf.header_type ar the policy daemon writes its result as an
+// Authentication-Results field with our authserv-id, sealed: that one is
+// kept, an unsealed or replayed copy goes.
+func TestSealedAuthenticationResults(t *testing.T) {
+	k := newKey(t)
+	f, err := forged.New(forged.Config{AuthservID: authservID, Sealed: sealedBy(k)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := seal.Tx{Addr: netip.MustParseAddr("192.0.2.7"), Port: 40001, Helo: "client.outside.test", Sender: "a@outside.test"}
+	m := &filter.Message{Conn: &filter.Conn{Addr: tx.Addr, Port: tx.Port, Helo: tx.Helo}, MailFrom: tx.Sender}
+	const ar = "Authentication-Results: mx.postkit.test; spf=pass (mx.postkit.test: ok) smtp.mailfrom=a@outside.test"
+	other := tx
+	other.Port++
+	for _, c := range []struct {
+		line string
+		keep bool
+	}{
+		{k.Seal(tx, ar), true},
+		{k.Seal(other, ar), false},
+		{ar, false},
+		{strings.Replace(k.Seal(tx, ar), "spf=pass", "spf=pass; dkim=pass header.d=outside.test", 1), false},
+	} {
+		name, value, _ := strings.Cut(c.line, ": ")
+		if why := f.Judge(m, filter.Header{Name: name, Value: value}); (why == "") != c.keep {
+			t.Errorf("%q: judged %q; keep %v", c.line, why, c.keep)
 		}
 	}
 }

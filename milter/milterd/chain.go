@@ -16,6 +16,7 @@ type msgState struct {
 	release    func() // gives st back to the Holder
 	filters    []filter.Filter
 	timings    []time.Duration
+	outcome    []uint8 // per filter: ranNone, ranPass, ranModified, ranDecided
 	start      time.Time
 	msg        *filter.Message
 	changes    *filter.Changes
@@ -25,6 +26,7 @@ type msgState struct {
 
 	fault       error
 	faultFilter string
+	faultIdx    int
 }
 
 type chainBody struct {
@@ -46,24 +48,33 @@ func (m *msgState) qid() string {
 func (m *msgState) call(idx int, fn func() error) (ok bool) {
 	f := m.filters[idx]
 	nops := len(m.changes.Ops)
+	before := m.changes.Verdict
 	t0 := time.Now()
 	defer func() {
 		m.timings[idx] += time.Since(t0)
 		if r := recover(); r != nil {
-			m.st.log.Error("milter filter panicked", "qid", m.qid(), "filter", f.Name(), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			m.setFault(f, fmt.Errorf("milterd: filter %s panicked: %v", f.Name(), r), nops)
+			m.st.log.Error("milter filter panicked", "queue_id", m.qid(), "filter", f.Name(), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			m.setFault(idx, fmt.Errorf("milterd: filter %s panicked: %v", f.Name(), r), nops)
 			ok = false
 		}
 	}()
 	if err := fn(); err != nil {
-		m.setFault(f, err, nops)
+		m.setFault(idx, err, nops)
 		return false
+	}
+	switch {
+	case before == filter.Accept && m.changes.Verdict != filter.Accept:
+		m.outcome[idx] = ranDecided
+	case len(m.changes.Ops) > nops:
+		m.outcome[idx] = max(m.outcome[idx], ranModified)
+	default:
+		m.outcome[idx] = max(m.outcome[idx], ranPass)
 	}
 	return true
 }
 
-func (m *msgState) setFault(f filter.Filter, err error, nops int) {
-	m.fault, m.faultFilter = err, f.Name()
+func (m *msgState) setFault(idx int, err error, nops int) {
+	m.fault, m.faultFilter, m.faultIdx = err, m.filters[idx].Name(), idx
 	m.changes.Ops = m.changes.Ops[:nops]
 }
 
@@ -136,7 +147,7 @@ func (m *msgState) abort() {
 		func() {
 			defer func() {
 				if r := recover(); r != nil {
-					m.st.log.Error("milter filter panicked in Abort", "qid", m.qid(), "filter", m.filters[cb.idx].Name(), "panic", fmt.Sprint(r))
+					m.st.log.Error("milter filter panicked in Abort", "queue_id", m.qid(), "filter", m.filters[cb.idx].Name(), "panic", fmt.Sprint(r))
 				}
 			}()
 			a.Abort()

@@ -69,7 +69,10 @@ type Config struct {
 	// WriteTimeout bounds one reply. Default 1 minute.
 	WriteTimeout time.Duration
 	Logger       *slog.Logger
-	Now          func() time.Time
+	// Observer, when not nil, receives each message's verdict and each
+	// filter's outcome for the daemon's metrics.
+	Observer Observer
+	Now      func() time.Time
 	// Closer releases what the filters of Chains hold beyond a message
 	// (databases, resolvers): the Chain built from this Config closes it
 	// once, when it is closed (see Chain). Nil: nothing to release.
@@ -240,6 +243,7 @@ type Chain struct {
 	writeTO     time.Duration
 	log         *slog.Logger
 	now         func() time.Time
+	observer    Observer
 
 	closer    io.Closer
 	closeOnce sync.Once
@@ -279,6 +283,7 @@ func NewChain(cfg Config) (*Chain, error) {
 		writeTO:     cfg.WriteTimeout,
 		log:         cfg.Logger,
 		now:         cfg.Now,
+		observer:    cfg.Observer,
 	}
 	for name, fs := range cfg.Chains {
 		for i, f := range fs {

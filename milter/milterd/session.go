@@ -119,16 +119,19 @@ func (s *session) serve() {
 		}
 		if errors.Is(err, errQuit) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 			if s.msg != nil {
-				s.log.Warn("milter connection closed by the MTA in the middle of a message", "qid", s.msg.qid(), "chain", s.chain)
+				s.log.Warn("milter connection closed by the MTA in the middle of a message", "queue_id", s.msg.qid(), "chain", s.chain)
 			}
 			return
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) && s.srv.isClosing() {
 			return
 		}
+		if o := s.settings().observer; o != nil {
+			o.ObserveError("connection")
+		}
 		attrs := []any{"err", err, "remote", s.conn.RemoteAddr().String(), "chain", s.chain}
 		if s.msg != nil {
-			attrs = append(attrs, "qid", s.msg.qid())
+			attrs = append(attrs, "queue_id", s.msg.qid())
 		}
 		s.log.Error("milter connection dropped; the MTA applies milter_default_action to the message in progress", attrs...)
 		return
@@ -279,7 +282,7 @@ func (s *session) handle(cmd byte, data []byte) error {
 		// SMFIC_ABORT: the MTA gave up on the message (RSET, client
 		// disconnect, another milter refused); the connection stays.
 		if s.msg != nil && s.msg.headersRun {
-			s.log.Debug("milter message aborted by the MTA", "qid", s.msg.qid(), "chain", s.chain)
+			s.log.Debug("milter message aborted by the MTA", "queue_id", s.msg.qid(), "chain", s.chain)
 		}
 		s.resetMessage()
 		return nil
@@ -395,6 +398,7 @@ func (s *session) message() *msgState {
 		release: release,
 		filters: fs,
 		timings: make([]time.Duration, len(fs)),
+		outcome: make([]uint8, len(fs)),
 		start:   st.now(),
 		msg:     &filter.Message{Conn: s.connection(), Macros: s.msgMacros},
 	}
@@ -472,6 +476,9 @@ func (s *session) finish(m *msgState) error {
 			return err
 		}
 	}
+	// Counted before the answer goes out, so that a scrape that follows
+	// the MTA's reply sees the message.
+	m.observe(verdict)
 	if err := s.sendVerdict(verdict, code, ext, text); err != nil {
 		return err
 	}
@@ -608,11 +615,11 @@ func (s *session) sendOps(m *msgState) (int, error) {
 			s.wr.begin(repQuarantine)
 			s.wr.cstr(sanitizeLine(op.Value))
 		default:
-			s.log.Warn("milter filter recorded an unknown modification; skipped", "qid", m.qid(), "kind", int(op.Kind))
+			s.log.Warn("milter filter recorded an unknown modification; skipped", "queue_id", m.qid(), "kind", int(op.Kind))
 			continue
 		}
 		if s.actions&need == 0 {
-			s.log.Warn("milter modification not allowed by the MTA; skipped (check milter_protocol = 6)", "qid", m.qid(), "kind", int(op.Kind), "name", op.Name)
+			s.log.Warn("milter modification not allowed by the MTA; skipped (check milter_protocol = 6)", "queue_id", m.qid(), "kind", int(op.Kind), "name", op.Name)
 			continue
 		}
 		if err := s.wr.end(); err != nil {
@@ -642,9 +649,10 @@ func (s *session) logMessage(m *msgState, v filter.Verdict, nops int) {
 		b = append(b, '=')
 		b = append(b, m.timings[i].Round(time.Microsecond).String()...)
 	}
-	attrs := make([]slog.Attr, 0, 10)
+	attrs := make([]slog.Attr, 0, 12)
 	attrs = append(attrs,
-		slog.String("qid", m.qid()), slog.String("chain", s.chain), slog.String("verdict", verdictName(v)),
+		slog.String("queue_id", m.qid()), slog.String("chain", s.chain), slog.String("verdict", verdictName(v)),
+		slog.String("client", clientOf(m.msg.Conn)), slog.String("sender", m.msg.MailFrom),
 		slog.Bool("outbound", m.msg.Outbound), slog.Int("ops", nops), slog.Int64("body_bytes", m.bodyBytes),
 		slog.String("filters", string(b)), slog.Duration("elapsed", m.st.now().Sub(m.start).Round(time.Microsecond)))
 	if m.fault != nil {
@@ -665,4 +673,13 @@ func verdictName(v filter.Verdict) string {
 		return "discard"
 	}
 	return fmt.Sprintf("verdict(%d)", int(v))
+}
+
+// clientOf is the client's address as the policy daemon logs it
+// (client_address), "" for local submission.
+func clientOf(c *filter.Conn) string {
+	if c == nil || !c.Addr.IsValid() {
+		return ""
+	}
+	return c.Addr.String()
 }

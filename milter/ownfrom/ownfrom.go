@@ -114,7 +114,7 @@ func (f *Filter) Headers(m *filter.Message, c *filter.Changes) (filter.Body, err
 		}
 		own, err := f.cfg.Own(ctx, d)
 		if err != nil {
-			f.cfg.Logger.Warn("ownfrom: cannot tell whether the From domain is ours; deferring", "qid", m.QueueID, "domain", d, "err", err)
+			f.cfg.Logger.Warn("ownfrom: cannot tell whether the From domain is ours; deferring", "queue_id", m.QueueID, "domain", d, "err", err)
 			c.Refuse(filter.Tempfail, "451", "4.3.0", "Cannot check the From domain "+d+" now; try again later")
 			return nil, nil
 		}
@@ -157,13 +157,13 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 	for _, addr := range b.ours {
 		d := domainOf(addr)
 		if aligned(d, signed) {
-			f.cfg.Logger.Info("ownfrom: our domain in From, DKIM verified", "qid", m.QueueID, "from", addr, "client", m.Conn.Addr)
+			f.cfg.Logger.Info("ownfrom: our domain in From, DKIM verified", "queue_id", m.QueueID, "from", addr, "client", m.Conn.Addr)
 			continue
 		}
 		res := f.cfg.SPF(ctx, m.Conn.Addr, m.Conn.Helo, addr)
 		switch res {
 		case SPFPass:
-			f.cfg.Logger.Info("ownfrom: our domain in From, SPF pass", "qid", m.QueueID, "from", addr, "client", m.Conn.Addr)
+			f.cfg.Logger.Info("ownfrom: our domain in From, SPF pass", "queue_id", m.QueueID, "from", addr, "client", m.Conn.Addr)
 			continue
 		case SPFTempError:
 			deferred = append(deferred, d)
@@ -173,12 +173,12 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 	}
 	switch {
 	case len(refused) > 0:
-		f.cfg.Logger.Warn("ownfrom: refused: our domain in From from a host it does not authorise", "qid", m.QueueID, "client", m.Conn.Addr, "envelope", m.MailFrom, "domains", strings.Join(refused, "; "))
+		f.cfg.Logger.Warn("ownfrom: refused: our domain in From from a host it does not authorise", "queue_id", m.QueueID, "client", m.Conn.Addr, "sender", m.MailFrom, "domains", strings.Join(refused, "; "))
 		// RFC 3463 section 3.8: X.7.1, delivery not authorized.
 		c.Refuse(filter.Reject, "550", "5.7.1", "From: header names our domain "+strings.Join(refused, ", ")+
 			": mail from it must come through our submission service, a host its SPF record lists, or carry its DKIM signature")
 	case len(deferred) > 0:
-		f.cfg.Logger.Warn("ownfrom: deferred: SPF temporary error for our domain in From", "qid", m.QueueID, "client", m.Conn.Addr, "domains", strings.Join(deferred, ","))
+		f.cfg.Logger.Warn("ownfrom: deferred: SPF temporary error for our domain in From", "queue_id", m.QueueID, "client", m.Conn.Addr, "domains", strings.Join(deferred, ","))
 		// RFC 7372 section 3.2: X.7.24; DNS trouble is never a 5xx.
 		c.Refuse(filter.Tempfail, "451", "4.7.24", "SPF temporary error checking "+strings.Join(deferred, ", ")+"; try again later")
 	}
@@ -196,7 +196,7 @@ func (b *body) dkimDomains(m *filter.Message) []string {
 		}
 		_, results, err := authres.Parse(header.Unfold(h.Value))
 		if err != nil {
-			b.f.cfg.Logger.Warn("ownfrom: cannot read our own Authentication-Results", "qid", m.QueueID, "err", err)
+			b.f.cfg.Logger.Warn("ownfrom: cannot read our own Authentication-Results", "queue_id", m.QueueID, "err", err)
 			continue
 		}
 		for _, r := range results {

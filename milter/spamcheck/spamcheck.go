@@ -130,6 +130,8 @@ type Config struct {
 	// OnError is what happens to a message without a full verdict.
 	OnError OnError
 	Logger  *slog.Logger
+	// Meter counts verdicts (filter.EventSpamVerdict); nil counts none.
+	Meter filter.Meter
 }
 
 // Filter is the "spam" filter of the milter chain. It is safe for
@@ -204,7 +206,7 @@ func (f *Filter) Headers(m *filter.Message, c *filter.Changes) (filter.Body, err
 		i++
 	}
 	if seen > 0 {
-		f.log.Info("spam: removed X-Spam-* fields that came with the message", "qid", m.QueueID, "count", seen)
+		f.log.Info("spam: removed X-Spam-* fields that came with the message", "queue_id", m.QueueID, "count", seen)
 	}
 	return &body{f: f, auth: auth, buf: getBuf()}, nil
 }
@@ -265,20 +267,22 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 	elapsed := time.Since(start)
 	if fault != "" {
 		if f.cfg.OnError == Tempfail {
-			f.log.Warn("spam: no verdict; deferring", "qid", m.QueueID, "why", fault, "elapsed", elapsed.Round(time.Millisecond))
+			filter.Count(f.cfg.Meter, filter.EventSpamVerdict, "error")
+			f.log.Warn("spam: no verdict; deferring", "queue_id", m.QueueID, "why", fault, "elapsed", elapsed.Round(time.Millisecond))
 			// RFC 3463 section 3.8: X.7.1; the client retries later.
 			c.Refuse(filter.Tempfail, "451", "4.7.1", "Cannot check this message for spam now; try again later")
 			return nil
 		}
-		f.log.Warn("spam: no full verdict; delivering it marked", "qid", m.QueueID, "why", fault, "partial", partial,
+		f.log.Warn("spam: no full verdict; delivering it marked", "queue_id", m.QueueID, "why", fault, "partial", partial,
 			"elapsed", elapsed.Round(time.Millisecond))
 	}
 	isSpam := res.Spam()
 	// A partial verdict marks, never refuses: what was not looked at
 	// might have spoken for the message.
 	if fault == "" && f.cfg.RejectScore > 0 && res.Score >= f.cfg.RejectScore {
-		f.log.Info("spam: refused", "qid", m.QueueID, "score", fmt.Sprintf("%.1f", res.Score), "reject", f.cfg.RejectScore,
-			"tests", testNames(res), "client", in.Client, "from", m.MailFrom, "elapsed", elapsed.Round(time.Millisecond))
+		filter.Count(f.cfg.Meter, filter.EventSpamVerdict, "reject")
+		f.log.Info("spam: refused", "queue_id", m.QueueID, "score", fmt.Sprintf("%.1f", res.Score), "reject", f.cfg.RejectScore,
+			"tests", testNames(res), "client", in.Client, "sender", m.MailFrom, "elapsed", elapsed.Round(time.Millisecond))
 		// RFC 3463 section 3.8: X.7.1, delivery not authorized.
 		c.Refuse(filter.Reject, "550", "5.7.1", fmt.Sprintf("Message refused as spam (score %.1f, limit %.1f)", res.Score, f.cfg.RejectScore))
 		return nil
@@ -291,7 +295,15 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 	if isSpam && f.cfg.RewriteSubject != "" {
 		rewriteSubject(m, c, f.cfg.RewriteSubject)
 	}
-	f.log.Info("spam: scored", "qid", m.QueueID, "spam", isSpam, "score", fmt.Sprintf("%.1f", res.Score),
+	switch {
+	case fault != "":
+		filter.Count(f.cfg.Meter, filter.EventSpamVerdict, "error")
+	case isSpam:
+		filter.Count(f.cfg.Meter, filter.EventSpamVerdict, "spam")
+	default:
+		filter.Count(f.cfg.Meter, filter.EventSpamVerdict, "ham")
+	}
+	f.log.Info("spam: scored", "queue_id", m.QueueID, "spam", isSpam, "score", fmt.Sprintf("%.1f", res.Score),
 		"required", res.Required, "tests", testNames(res), "bayes", fmt.Sprintf("%.3f", res.Bayes), "autolearn", res.Autolearn,
 		"truncated", in.Truncated, "elapsed", elapsed.Round(time.Millisecond))
 	return nil

@@ -10,6 +10,7 @@
 package assemble
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -141,7 +142,7 @@ type Builder struct {
 	building map[string]bool
 	closers  []io.Closer
 	res      *dnsclient.Resolver
-	st       *state.DB
+	st       state.Store
 }
 
 // Check returns the check policy.checks lists under name, building it on
@@ -188,23 +189,40 @@ func (b *Builder) Resolver() (*dnsclient.Resolver, error) {
 	return r, nil
 }
 
-// State returns the chain's state database (greylisting, rate limits),
-// opened on first use and closed with the chain.
-func (b *Builder) State() (*state.DB, error) {
+// State returns the chain's state store (greylisting, rate limits), opened
+// on first use and closed with the chain: this host's SQLite file
+// (policy.state_file), or the PostgreSQL database of state.dsn behind a
+// host-local cache of state.cache_ttl.
+func (b *Builder) State() (state.Store, error) {
 	if b.st != nil {
 		return b.st, nil
 	}
-	path := b.Config.Policy.StateFile
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return nil, fmt.Errorf("policyd: state directory: %w; set policy.state_file (--state) to a file in a directory the daemon may write", err)
-	}
-	db, err := state.Open(path)
+	driver, dsn, password, err := b.Config.StateStore()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("policyd: %w", err)
 	}
-	b.st = db
-	b.OnClose(db)
-	return db, nil
+	var st state.Store
+	switch driver {
+	case "postgresql":
+		pg, err := state.OpenPG(context.Background(), dsn, state.PGOptions{Password: password})
+		if err != nil {
+			return nil, fmt.Errorf("policyd: %w", err)
+		}
+		st = state.NewCached(pg, b.Config.State.CacheTTL.D(), 100000, nil)
+	default:
+		path := b.Config.Policy.StateFile
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			return nil, fmt.Errorf("policyd: state directory: %w; set policy.state_file (--state) to a file in a directory the daemon may write", err)
+		}
+		db, err := state.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		st = db
+	}
+	b.st = st
+	b.OnClose(st)
+	return st, nil
 }
 
 // Chain is one built list of checks with the resources they opened. It

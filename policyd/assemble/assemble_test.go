@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -49,7 +51,7 @@ func TestConfigMapping(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.Mode != spfcheck.Enforce || s.IgnoreHeloFail || !s.TempErrorDefer || s.PermErrorReject || s.Hostname != "mx.example.test" {
+		if s.Mode != spfcheck.Enforce || s.HeloReject != spfcheck.RejectFail || s.MailFromReject != spfcheck.RejectFail || s.HeaderType != spfcheck.ReceivedSPF || !s.TempErrorDefer || s.PermErrorReject || s.Hostname != "mx.example.test" {
 			t.Errorf("spf %+v: want enforce, HELO fail refused, temperror deferred, permerror accepted", s)
 		}
 		if !reflect.DeepEqual(s.Trusted, loopback) || s.Timeout != 8*time.Second {
@@ -75,6 +77,26 @@ func TestConfigMapping(t *testing.T) {
 			t.Errorf("greylist %+v, %v; want AutoAllowClients 0 (never), allow_ips and trusted", g, err)
 		}
 	})
+	t.Run("postgrey lists text privacy", func(t *testing.T) {
+		dir := t.TempDir()
+		cf, rf := filepath.Join(dir, "whitelist_clients"), filepath.Join(dir, "whitelist_recipients")
+		os.WriteFile(cf, []byte("# postgrey format\nbulk.example\n/^smtp[0-9]+\\.news\\.example$/\n"), 0o600)
+		os.WriteFile(rf, []byte("postmaster@\n"), 0o600)
+		g, err := greylistConfig(parse(t, "policy:\n  greylist:\n    clients: [192.0.2]\n    client_files: ["+cf+"]\n    recipients: [partners.example]\n    recipient_files: ["+rf+"]\n    text: \"Come back in %s seconds (%r)\"\n    privacy: true\n"), loopback)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Clients.Len() != 3 || g.Recipients.Len() != 2 || !g.Privacy || g.Action != "DEFER_IF_PERMIT 4.7.1 Come back in %s seconds (%r)" || g.RecipientDelimiter != "+" {
+			t.Errorf("greylist %+v", g)
+		}
+		if !g.Clients.Match("smtp3.news.example", netip.MustParseAddr("198.51.100.1")) || !g.Recipients.Match("postmaster@x.example", "+") {
+			t.Error("lists read from the files do not match")
+		}
+		os.WriteFile(cf, []byte("ok.example\n/(unclosed/\n"), 0o600)
+		if _, err := greylistConfig(parse(t, "policy:\n  greylist:\n    client_files: ["+cf+"]\n"), loopback); err == nil || !strings.Contains(err.Error(), cf+":2:") {
+			t.Errorf("bad client file: %v; want file:line", err)
+		}
+	})
 	t.Run("parent_domains", func(t *testing.T) {
 		if b := blacklistConfig(parse(t, "policy:\n  blacklist: {owner: policy, parent_domains: true}\n")); b.SubdomainsNeedDot {
 			t.Errorf("blacklist %+v, want parent domains matching", b)
@@ -85,9 +107,33 @@ func TestConfigMapping(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.Mode != spfcheck.Header || !s.IgnoreHeloFail || s.TempErrorDefer || !s.PermErrorReject ||
+		if s.Mode != spfcheck.Header || s.HeloReject != spfcheck.RejectNever || s.TempErrorDefer || !s.PermErrorReject ||
 			len(s.AllowIPs) != 1 || s.AllowIPs[0].String() != "192.0.2.1/32" || s.AllowSenderDomains[0] != "example.net" || s.Timeout != 4*time.Second {
 			t.Errorf("spf %+v", s)
+		}
+		s, err = spfConfig(parse(t, "milter:\n  dkim:\n    authserv_id: ar.example.test\npolicy:\n  spf: {helo_reject: spf_not_pass, mail_from_reject: softfail, reject_not_pass_domains: [example.org], helo_whitelist: [relay.example.net], header_type: ar}\n"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.HeloReject != spfcheck.RejectNotPass || s.MailFromReject != spfcheck.RejectSoftfail || s.HeaderType != spfcheck.AuthResults || s.AuthservID != "ar.example.test" ||
+			len(s.RejectNotPassDomains) != 1 || s.RejectNotPassDomains[0] != "example.org" || len(s.AllowHelos) != 1 || s.AllowHelos[0] != "relay.example.net" {
+			t.Errorf("policyd-spf levels: spf %+v", s)
+		}
+		if _, err := spfcheck.New(s, net.DefaultResolver); err != nil {
+			t.Errorf("spfcheck refuses the mapped config: %v", err)
+		}
+		for _, bad := range []string{"helo_reject: pass", "mail_from_reject: null", "header_type: both"} {
+			if _, _, err := config.Parse("postkit.yaml", []byte("hostname: mx.example.test\ndomains: [example.test]\npolicy:\n  spf:\n    "+bad+"\n")); err == nil {
+				t.Errorf("%s accepted", bad)
+			}
+		}
+		if c := parse(t, "policy:\n  spf:\n    helo_reject: null\n"); c.Policy.SPF.HeloReject != "null" {
+			t.Errorf("helo_reject: null read as %q", c.Policy.SPF.HeloReject)
+		}
+		for _, ok := range []string{"helo_reject: true", "helo_reject: False", "mail_from_reject: false", "helo_reject: null"} {
+			if _, _, err := config.Parse("postkit.yaml", []byte("hostname: mx.example.test\ndomains: [example.test]\npolicy:\n  spf:\n    "+ok+"\n")); err != nil {
+				t.Errorf("%s: %v", ok, err)
+			}
 		}
 	})
 	t.Run("rate limits", func(t *testing.T) {

@@ -56,7 +56,7 @@ func newBlacklist(b *Builder) (policyd.Check, error) {
 	}
 	cfg := blacklistConfig(b.Config)
 	cfg.Logger = b.Logger
-	store, err := sqlmaps.OpenReadOnly(b.Config.Database.Path)
+	store, err := b.Config.Database.Source().OpenForDaemon()
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +87,7 @@ func newSPF(b *Builder) (policyd.Check, error) {
 		return nil, err
 	}
 	if b.Config.Policy.SPF.OwnDomains == "enforce" {
-		set := sqlmaps.NewDomainSet(b.Config.Database.Path, b.Config.Domains)
+		set := sqlmaps.NewDomainSet(b.Config.Database.Source(), b.Config.Domains)
 		b.OnClose(set)
 		cfg.OwnDomain = set.Contains
 	}
@@ -114,15 +114,20 @@ func spfConfig(c *config.Config, trusted []netip.Prefix) (spfcheck.Config, error
 		return spfcheck.Config{}, err
 	}
 	return spfcheck.Config{
-		Mode:               spfcheck.Mode(p.Mode),
-		Hostname:           c.Hostname,
-		TempErrorDefer:     p.TempError == "defer",
-		PermErrorReject:    p.PermError == "reject",
-		IgnoreHeloFail:     !p.HeloReject,
-		Trusted:            append([]netip.Prefix{}, trusted...),
-		AllowIPs:           allow,
-		AllowSenderDomains: append([]string{}, p.AllowDomains...),
-		Timeout:            spfBudget(c.Policy.TimeBudget.D()),
+		Mode:                 spfcheck.Mode(p.Mode),
+		Hostname:             c.Hostname,
+		TempErrorDefer:       p.TempError == "defer",
+		PermErrorReject:      p.PermError == "reject",
+		HeloReject:           spfcheck.Level(p.HeloReject),
+		MailFromReject:       spfcheck.Level(p.MailFromReject),
+		RejectNotPassDomains: append([]string{}, p.RejectNotPassDomains...),
+		AllowHelos:           append([]string{}, p.HeloWhitelist...),
+		HeaderType:           spfcheck.HeaderType(p.HeaderType),
+		AuthservID:           c.Milter.DKIM.AuthservID,
+		Trusted:              append([]netip.Prefix{}, trusted...),
+		AllowIPs:             allow,
+		AllowSenderDomains:   append([]string{}, p.AllowDomains...),
+		Timeout:              spfBudget(c.Policy.TimeBudget.D()),
 	}, nil
 }
 
@@ -186,13 +191,44 @@ func greylistConfig(c *config.Config, trusted []netip.Prefix) (greylist.Config, 
 	if err != nil {
 		return greylist.Config{}, err
 	}
+	clients, rcpts := &greylist.ClientList{}, &greylist.RecipientList{}
+	for i, e := range p.Clients {
+		if err := clients.Add(e); err != nil {
+			return greylist.Config{}, fmt.Errorf("policyd: policy.greylist.clients[%d]: %w", i, err)
+		}
+	}
+	for _, f := range p.ClientFiles {
+		if err := clients.ReadClientFile(f); err != nil {
+			return greylist.Config{}, fmt.Errorf("policyd: policy.greylist.client_files: %w", err)
+		}
+	}
+	for i, e := range p.Recipients {
+		if err := rcpts.Add(e); err != nil {
+			return greylist.Config{}, fmt.Errorf("policyd: policy.greylist.recipients[%d]: %w", i, err)
+		}
+	}
+	for _, f := range p.RecipientFiles {
+		if err := rcpts.ReadRecipientFile(f); err != nil {
+			return greylist.Config{}, fmt.Errorf("policyd: policy.greylist.recipient_files: %w", err)
+		}
+	}
+	action := ""
+	if p.Text != "" {
+		action = "DEFER_IF_PERMIT 4.7.1 " + p.Text
+	}
 	return greylist.Config{
-		Delay:            p.Delay.D(),
-		RetryWindow:      p.RetryWindow.D(),
-		MaxAge:           p.MaxAge.D(),
-		AutoAllowClients: p.AutoAllow,
-		AllowClients:     append(allow, trusted...),
-		Hostname:         c.Hostname,
+		OnStoreError:       c.StateErrorAction(),
+		Delay:              p.Delay.D(),
+		RetryWindow:        p.RetryWindow.D(),
+		MaxAge:             p.MaxAge.D(),
+		AutoAllowClients:   p.AutoAllow,
+		AllowClients:       append(allow, trusted...),
+		Clients:            clients,
+		Recipients:         rcpts,
+		RecipientDelimiter: c.RecipientDelim,
+		Privacy:            p.Privacy,
+		Action:             action,
+		Hostname:           c.Hostname,
 	}, nil
 }
 
@@ -220,6 +256,7 @@ func rateLimitConfig(c *config.Config) (ratelimit.Config, error) {
 		// are mostly about, are counted at all.
 		MessageStage:   "END-OF-MESSAGE",
 		RecipientStage: "END-OF-MESSAGE",
+		OnStoreError:   c.StateErrorAction(),
 	}
 	for i, l := range c.Policy.RateLimit.Limits {
 		where := fmt.Sprintf("policy.ratelimit.limits[%d]", i)

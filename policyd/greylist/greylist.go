@@ -7,6 +7,8 @@ package greylist
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,7 +25,7 @@ import (
 	"github.com/postkit/postkit/policyd/state"
 )
 
-// Store keeps the greylisting state; *state.DB implements it.
+// Store keeps the greylisting state; every state.Store implements it.
 type Store interface {
 	Triplet(ctx context.Context, key string) (t state.Triplet, found bool, err error)
 	PutTriplet(ctx context.Context, key string, t state.Triplet) error
@@ -85,9 +87,26 @@ type Config struct {
 	// recipient's extension is ignored ("user+tag@example.com" matches
 	// "user@example.com").
 	AllowRecipients []string
+	// Clients and Recipients are postgrey's whitelist_clients and
+	// whitelist_recipients (see ClientList, RecipientList); nil for none.
+	Clients    *ClientList
+	Recipients *RecipientList
+	// RecipientDelimiter is the address extension delimiter ("+") that
+	// Recipients also try without.
+	RecipientDelimiter string
+	// Privacy stores a SHA-256 digest of each triplet instead of its
+	// sender and recipient (postgrey --privacy): the state file holds no
+	// address. Client networks are kept, for auto-allowing. Changing it
+	// starts every triplet over.
+	Privacy bool
 	// Allowlist, when set, exempts the clients it lists (e.g. DNSWL-listed
 	// clients through the DNSBL check).
 	Allowlist Allowlist
+	// OnStoreError is the action sent when the state cannot be read or
+	// written (its database is down): empty lets the request through
+	// (fail open, the default); e.g. "DEFER_IF_PERMIT 4.3.0 …" asks the
+	// client to retry. Never a 5xx: validated by New.
+	OnStoreError string
 	// CleanupInterval is how often expired rows are deleted. Default 1h.
 	CleanupInterval time.Duration
 	Logger          *slog.Logger
@@ -102,6 +121,7 @@ type Check struct {
 
 	mu          sync.Mutex
 	lastCleanup time.Time
+	cleaning    bool
 }
 
 var _ policyd.Check = (*Check)(nil)
@@ -113,6 +133,9 @@ func New(cfg Config, store Store) (*Check, error) {
 	}
 	if cfg.Delay <= 0 || cfg.RetryWindow <= cfg.Delay || cfg.MaxAge < cfg.RetryWindow {
 		return nil, fmt.Errorf("greylist: want 0 < delay (%v) < retry window (%v) <= max age (%v), e.g. 5m, 48h, 840h", cfg.Delay, cfg.RetryWindow, cfg.MaxAge)
+	}
+	if a := cfg.OnStoreError; a != "" && !policyd.Temporary(a) {
+		return nil, fmt.Errorf("greylist: on store error %q: want a temporary answer, e.g. DEFER_IF_PERMIT 4.3.0 State unavailable, or empty to let mail through", a)
 	}
 	if cfg.AutoAllowClients < 0 {
 		return nil, fmt.Errorf("greylist: auto-allow after %d passes: want 0 (never) or more", cfg.AutoAllowClients)
@@ -179,9 +202,13 @@ func (g *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision
 		return policyd.Decision{Reason: "greylist=allowlisted"}, nil
 	}
 	now := g.cfg.Now()
-	g.maybeCleanup(ctx, now)
+	g.maybeCleanup(now)
 	d, err := g.decide(ctx, r, ip, now)
 	if err != nil {
+		if g.cfg.OnStoreError != "" {
+			g.log.Error("greylist state unavailable; deferring", "queue_id", r.Get("queue_id"), "err", err)
+			return policyd.Decision{Action: g.cfg.OnStoreError, Reason: "greylist=error"}, nil
+		}
 		g.log.Error("greylist state unavailable; letting the message through", "queue_id", r.Get("queue_id"), "err", err)
 		return policyd.Decision{Reason: "greylist=error"}, nil
 	}
@@ -200,6 +227,12 @@ func (g *Check) allowed(ctx context.Context, r *policyd.Request, ip netip.Addr) 
 				return true
 			}
 		}
+	}
+	if g.cfg.Clients.Match(r.Get("client_name"), ip) {
+		return true
+	}
+	if r.Recipient() != "" && g.cfg.Recipients.Match(r.Recipient(), g.cfg.RecipientDelimiter) {
+		return true
 	}
 	if len(g.cfg.AllowRecipients) > 0 && r.Recipient() != "" {
 		keys := access.Keys(r.Recipient(), "+", true)
@@ -258,6 +291,10 @@ func (g *Check) decide(ctx context.Context, r *policyd.Request, ip netip.Addr, n
 		sender = "<>"
 	}
 	key := client + " " + strings.ToLower(sender) + " " + strings.ToLower(r.Recipient())
+	if g.cfg.Privacy {
+		sum := sha256.Sum256([]byte(key))
+		key = client + " " + hex.EncodeToString(sum[:])
+	}
 	t, found, err := g.store.Triplet(ctx, key)
 	if err != nil {
 		return policyd.Decision{}, err
@@ -308,28 +345,41 @@ func (g *Check) decide(ctx context.Context, r *policyd.Request, ip netip.Addr, n
 	return d, nil
 }
 
-// maybeCleanup deletes expired state at most once per CleanupInterval.
-func (g *Check) maybeCleanup(ctx context.Context, now time.Time) {
+// maybeCleanup starts the deletion of expired state at most once per
+// CleanupInterval, as a job of its own: no request waits for it (with a
+// shared store it may take longer than a request may wait).
+func (g *Check) maybeCleanup(now time.Time) {
 	g.mu.Lock()
-	due := now.Sub(g.lastCleanup) >= g.cfg.CleanupInterval
+	due := now.Sub(g.lastCleanup) >= g.cfg.CleanupInterval && !g.cleaning
 	if due {
 		g.lastCleanup = now
+		g.cleaning = true
 	}
 	g.mu.Unlock()
 	if !due {
 		return
 	}
-	if n, err := g.Expire(ctx); err != nil {
-		g.log.Warn("greylist cleanup failed; will retry", "err", err)
-	} else if n > 0 {
-		g.log.Info("greylist cleanup", "deleted", n)
-	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if n, err := g.expireAt(ctx, now); err != nil {
+			g.log.Warn("greylist cleanup failed; will retry", "err", err)
+		} else if n > 0 {
+			g.log.Info("greylist cleanup", "deleted", n)
+		}
+		g.mu.Lock()
+		g.cleaning = false
+		g.mu.Unlock()
+	}()
 }
 
 // Expire deletes the triplets whose retry window or maximum age is over and
 // the auto-allowed clients not seen for the maximum age.
 func (g *Check) Expire(ctx context.Context) (int64, error) {
-	now := g.cfg.Now()
+	return g.expireAt(ctx, g.cfg.Now())
+}
+
+func (g *Check) expireAt(ctx context.Context, now time.Time) (int64, error) {
 	return g.store.ExpireGreylist(ctx, now.Add(-g.cfg.RetryWindow), now.Add(-g.cfg.MaxAge))
 }
 

@@ -20,9 +20,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,7 +35,7 @@ import (
 	"github.com/postkit/postkit/policyd/state"
 )
 
-// Store keeps the rate-limit counters; *state.DB implements it.
+// Store keeps the rate-limit counters; every state.Store implements it.
 type Store interface {
 	RateBuckets(ctx context.Context, key string, since time.Time) ([]state.Bucket, error)
 	RateAdd(ctx context.Context, key string, start time.Time, n int64, expires time.Time) error
@@ -109,7 +111,7 @@ func ParseCounter(s string) (Counter, error) {
 // year at most).
 func (l Limit) Validate() error {
 	bad := func(why string) error {
-		return fmt.Errorf("ratelimit: limit %s:%s=%d/%v: %s; want e.g. sasl_username:recipients=500/1h", l.Key, l.Counter, l.Max, l.Window, why)
+		return fmt.Errorf("ratelimit: limit %s:%s=%d/%v: %s; want e.g. sasl_user:recipients=500/1h", l.Key, l.Counter, l.Max, l.Window, why)
 	}
 	switch l.Key {
 	case BySASLUser, BySender, ByClient:
@@ -184,6 +186,11 @@ type Config struct {
 	ExemptClients   []netip.Prefix
 	ExemptSASLUsers []string
 	ExemptSenders   []string
+	// OnStoreError is the action sent when the counters cannot be read or
+	// written (their database is down): empty lets the message through
+	// (fail open, the default); e.g. "DEFER_IF_PERMIT 4.3.0 …" asks the
+	// client to retry. Never a 5xx: validated by New.
+	OnStoreError string
 	// Code starts the refusal. Default "450 4.7.1" (temporary: the client
 	// retries later, when the window has moved).
 	Code string
@@ -201,9 +208,17 @@ type Check struct {
 	store Store
 	log   *slog.Logger
 
-	mu          sync.Mutex // serialises read-check-add so that concurrent requests cannot both take the last slot
+	mu          sync.Mutex // guards lastCleanup, cleaning and seen
 	lastCleanup time.Time
+	cleaning    bool
 	seen        map[string]time.Time // message instances already counted at RCPT
+	// keyLocks serialise read-check-add per counter key on this host, so
+	// that concurrent requests for one key cannot both take the last slot
+	// while requests for other keys run in parallel. Between hosts sharing
+	// a store the check and the add are two statements: a limit may be
+	// overshot by the requests that other hosts answer between them (one
+	// round trip), never undercounted, since every add is atomic.
+	keyLocks [64]sync.Mutex
 }
 
 var _ policyd.Check = (*Check)(nil)
@@ -214,7 +229,7 @@ func New(cfg Config, store Store) (*Check, error) {
 		return nil, errors.New("ratelimit: no state store given; open the state database first")
 	}
 	if len(cfg.Limits) == 0 {
-		return nil, errors.New("ratelimit: no limits; give at least one, e.g. sasl_username:recipients=500/1h")
+		return nil, errors.New("ratelimit: no limits; give at least one, e.g. sasl_user:recipients=500/1h")
 	}
 	for _, l := range cfg.Limits {
 		if err := l.Validate(); err != nil {
@@ -232,6 +247,9 @@ func New(cfg Config, store Store) (*Check, error) {
 		if s != "RCPT" && s != "END-OF-MESSAGE" {
 			return nil, fmt.Errorf("ratelimit: stage %q: want RCPT or END-OF-MESSAGE", s)
 		}
+	}
+	if a := cfg.OnStoreError; a != "" && !policyd.Temporary(a) {
+		return nil, fmt.Errorf("ratelimit: on store error %q: want a temporary answer, e.g. DEFER_IF_PERMIT 4.3.0 State unavailable, or empty to let mail through", a)
 	}
 	if cfg.Code == "" {
 		cfg.Code = "450 4.7.1"
@@ -353,12 +371,13 @@ func (rl *Check) events(r *policyd.Request, now time.Time) (msgs, rcpts int64, m
 func (rl *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision, error) {
 	now := rl.cfg.Now()
 	rl.mu.Lock()
-	defer rl.mu.Unlock()
-	rl.maybeCleanup(ctx, now)
+	rl.maybeCleanup(now)
 	msgs, rcpts, markSeen := rl.events(r, now)
+	rl.mu.Unlock()
 	if msgs == 0 && rcpts == 0 || rl.exempt(r) {
 		return policyd.Decision{}, nil
 	}
+	defer rl.lockKeys(r)()
 
 	type pending struct {
 		l     Limit
@@ -379,8 +398,7 @@ func (rl *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decisio
 		key := string(l.Key) + ":" + string(l.Counter) + ":" + strconv.FormatInt(int64(l.Window/time.Second), 10) + ":" + v
 		used, err := rl.count(ctx, key, l.Window, now)
 		if err != nil {
-			rl.log.Error("rate counters unavailable; not limiting", "queue_id", r.Get("queue_id"), "err", err)
-			return policyd.Decision{Reason: "ratelimit=error"}, nil
+			return rl.storeError(r, err), nil
 		}
 		if used+float64(n) > float64(l.Max) {
 			action := fmt.Sprintf("%s Rate limit reached: %s %s may send %d %s per %s; please try again later",
@@ -395,14 +413,26 @@ func (rl *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decisio
 		w := rl.bucketWidth(p.l.Window)
 		start := now.Truncate(w)
 		if err := rl.store.RateAdd(ctx, p.key, start, p.n, start.Add(p.l.Window+w)); err != nil {
-			rl.log.Error("rate counters unavailable; not limiting", "queue_id", r.Get("queue_id"), "err", err)
-			return policyd.Decision{Reason: "ratelimit=error"}, nil
+			return rl.storeError(r, err), nil
 		}
 	}
 	if markSeen != "" {
+		rl.mu.Lock()
 		rl.seen[markSeen] = now
+		rl.mu.Unlock()
 	}
 	return policyd.Decision{}, nil
+}
+
+// storeError is the answer when the counters are out of reach: no opinion
+// (fail open) or the configured temporary answer.
+func (rl *Check) storeError(r *policyd.Request, err error) policyd.Decision {
+	if rl.cfg.OnStoreError != "" {
+		rl.log.Error("rate counters unavailable; deferring", "queue_id", r.Get("queue_id"), "err", err)
+		return policyd.Decision{Action: rl.cfg.OnStoreError, Reason: "ratelimit=error"}
+	}
+	rl.log.Error("rate counters unavailable; not limiting", "queue_id", r.Get("queue_id"), "err", err)
+	return policyd.Decision{Reason: "ratelimit=error"}
 }
 
 func keyNoun(k Key) string {
@@ -451,10 +481,12 @@ func (rl *Check) count(ctx context.Context, key string, window time.Duration, no
 	return sum, nil
 }
 
-// maybeCleanup deletes expired buckets and forgets old message instances at
-// most once per CleanupInterval. rl.mu is held.
-func (rl *Check) maybeCleanup(ctx context.Context, now time.Time) {
-	if now.Sub(rl.lastCleanup) < rl.cfg.CleanupInterval {
+// maybeCleanup forgets old message instances and starts the deletion of
+// expired buckets at most once per CleanupInterval. The deletion runs as a
+// job of its own, never inside a request: with a shared store it may take
+// longer than a request may wait. rl.mu is held.
+func (rl *Check) maybeCleanup(now time.Time) {
+	if now.Sub(rl.lastCleanup) < rl.cfg.CleanupInterval || rl.cleaning {
 		return
 	}
 	rl.lastCleanup = now
@@ -464,7 +496,42 @@ func (rl *Check) maybeCleanup(ctx context.Context, now time.Time) {
 			delete(rl.seen, k)
 		}
 	}
-	if _, err := rl.store.ExpireRates(ctx, now); err != nil {
-		rl.log.Warn("rate counter cleanup failed; will retry", "err", err)
+	rl.cleaning = true
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := rl.store.ExpireRates(ctx, now); err != nil {
+			rl.log.Warn("rate counter cleanup failed; will retry", "err", err)
+		}
+		rl.mu.Lock()
+		rl.cleaning = false
+		rl.mu.Unlock()
+	}()
+}
+
+// lockKeys takes the key locks of every value r is counted under, in
+// order, and returns their release.
+func (rl *Check) lockKeys(r *policyd.Request) func() {
+	var idx []int
+	for _, l := range rl.cfg.Limits {
+		v := keyValue(l.Key, r)
+		if v == "" {
+			continue
+		}
+		h := fnv.New32a()
+		h.Write([]byte(string(l.Key) + ":" + v))
+		i := int(h.Sum32() % uint32(len(rl.keyLocks)))
+		if !slices.Contains(idx, i) {
+			idx = append(idx, i)
+		}
+	}
+	slices.Sort(idx)
+	for _, i := range idx {
+		rl.keyLocks[i].Lock()
+	}
+	return func() {
+		for _, i := range idx {
+			rl.keyLocks[i].Unlock()
+		}
 	}
 }

@@ -426,3 +426,17 @@ func TestParseKeyAndCounter(t *testing.T) {
 		t.Errorf("ParseCounter(bytes) = %q; want an error", got)
 	}
 }
+
+func TestStoreErrorDefers(t *testing.T) {
+	rl, err := New(Config{Limits: mustLimits(t, "client:recipients=1/1h"), Logger: quietLogger(), OnStoreError: "450 4.3.0 try later"}, brokenRates{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := rl.Check(context.Background(), submitReq("RCPT", "", "a@example.org", "192.0.2.1"))
+	if err != nil || d.Action != "450 4.3.0 try later" || d.Reason != "ratelimit=error" {
+		t.Errorf("Check with a failing store = %+v, %v; want the configured deferral", d, err)
+	}
+	if _, err := New(Config{Limits: mustLimits(t, "client:recipients=1/1h"), OnStoreError: "554 5.3.0 down"}, brokenRates{}); err == nil {
+		t.Error("New accepted a permanent answer for store errors")
+	}
+}

@@ -78,6 +78,23 @@ type Config struct {
 	// FROM result decides (postfix-policyd-spf-python's HELO_reject =
 	// False). Default false: a HELO fail is refused, as §2.3 allows.
 	IgnoreHeloFail bool
+	// HeloReject and MailFromReject are when each identity's result
+	// refuses the message in enforce mode (see Level). Default RejectFail;
+	// IgnoreHeloFail makes the HELO level RejectNever when HeloReject is
+	// unset.
+	HeloReject     Level
+	MailFromReject Level
+	// RejectNotPassDomains are sender domains whose MAIL FROM softfail or
+	// neutral is refused as a fail would be (the peer's
+	// Reject_Not_Pass_Domains): commonly forged domains that publish ~all.
+	// Not with MailFromReject RejectNever.
+	RejectNotPassDomains []string
+	// HeaderType is the field prepended with the result. Default
+	// ReceivedSPF.
+	HeaderType HeaderType
+	// AuthservID names this host in Authentication-Results (HeaderType
+	// AuthResults). Default: Hostname.
+	AuthservID string
 	// CheckAuthenticated also checks SASL-authenticated clients (skipped by
 	// default: they are our users, sending through us).
 	CheckAuthenticated bool
@@ -87,7 +104,9 @@ type Config struct {
 	Trusted []netip.Prefix
 	// AllowIPs, AllowSenderDomains and AllowHelos skip the check for these
 	// clients, envelope sender domains (exact, case-insensitive) or HELO
-	// names.
+	// names. A HELO name skips only when it has an address record holding
+	// the client's address, so a forged HELO skips nothing (as the peer's
+	// HELO_Whitelist).
 	AllowIPs           []netip.Prefix
 	AllowSenderDomains []string
 	AllowHelos         []string
@@ -153,6 +172,29 @@ func New(cfg Config, res Resolver) (*Check, error) {
 		}
 		cfg.Hostname = h
 	}
+	var err error
+	if cfg.HeloReject == "" && cfg.IgnoreHeloFail {
+		cfg.HeloReject = RejectNever
+	}
+	if cfg.HeloReject, err = ParseLevel(string(cfg.HeloReject), true); err != nil {
+		return nil, err
+	}
+	if cfg.MailFromReject, err = ParseLevel(string(cfg.MailFromReject), false); err != nil {
+		return nil, err
+	}
+	switch cfg.HeaderType {
+	case "":
+		cfg.HeaderType = ReceivedSPF
+	case ReceivedSPF, AuthResults, NoHeader:
+	default:
+		return nil, fmt.Errorf("spfcheck: header type %q: want spf, ar or none", cfg.HeaderType)
+	}
+	if cfg.AuthservID == "" {
+		cfg.AuthservID = cfg.Hostname
+	}
+	if strings.ContainsAny(cfg.AuthservID, " \t\r\n;()\"") {
+		return nil, fmt.Errorf("spfcheck: authserv-id %q must be a single token such as mail.example.org", cfg.AuthservID)
+	}
 	if cfg.Timeout < 0 {
 		return nil, fmt.Errorf("spfcheck: timeout %v: want a positive duration, or 0 for none", cfg.Timeout)
 	}
@@ -195,7 +237,7 @@ func (c *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision
 	if !ip.IsValid() {
 		return policyd.Decision{Reason: "spf=skip(no-client-ip)"}, nil
 	}
-	why := c.skip(r, ip)
+	why := c.skip(ctx, r, ip)
 	own, err := c.ownSender(ctx, r, why)
 	if err != nil {
 		c.cfg.Logger.Warn("spf: cannot tell whether the sender's domain is ours; deferring", "sender", r.Sender(), "err", err)
@@ -215,8 +257,8 @@ func (c *Check) Check(ctx context.Context, r *policyd.Request) (policyd.Decision
 	// The decision (result, explanation, header) is kept until the first
 	// DNS answer it used expires.
 	ctx, exp := dnsclient.WithExpiry(ctx)
-	v := c.Evaluate(ctx, ip, r.Helo(), r.Sender())
-	d := c.decide(v, own)
+	v := c.evaluate(ctx, ip, r.Helo(), r.Sender(), own)
+	d := c.decide(v, own, ip, r.Sender() == "")
 	if expires, ok := exp.Earliest(); ok {
 		c.cache.Put(key, d, expires, c.cfg.Now())
 	}
@@ -249,7 +291,7 @@ func (c *Check) seal(r *policyd.Request, d policyd.Decision) policyd.Decision {
 	}
 	p := make([]string, len(d.Prepend))
 	for i, line := range d.Prepend {
-		if strings.HasPrefix(strings.ToLower(line), "received-spf:") {
+		if l := strings.ToLower(line); strings.HasPrefix(l, "received-spf:") || strings.HasPrefix(l, "authentication-results:") {
 			line = c.cfg.Seal(r, line)
 		}
 		p[i] = line
@@ -258,7 +300,7 @@ func (c *Check) seal(r *policyd.Request, d policyd.Decision) policyd.Decision {
 	return d
 }
 
-func (c *Check) skip(r *policyd.Request, ip netip.Addr) string {
+func (c *Check) skip(ctx context.Context, r *policyd.Request, ip netip.Addr) string {
 	if r.SASLUser() != "" && !c.cfg.CheckAuthenticated {
 		return "authenticated"
 	}
@@ -280,7 +322,7 @@ func (c *Check) skip(r *policyd.Request, ip netip.Addr) string {
 		}
 	}
 	for _, a := range c.cfg.AllowHelos {
-		if r.Helo() != "" && strings.EqualFold(strings.TrimSuffix(a, "."), strings.TrimSuffix(r.Helo(), ".")) {
+		if r.Helo() != "" && strings.EqualFold(strings.TrimSuffix(a, "."), strings.TrimSuffix(r.Helo(), ".")) && c.heloConfirmed(ctx, r.Helo(), ip) {
 			return "allow-helo"
 		}
 	}
@@ -302,6 +344,7 @@ type Outcome struct {
 	Explanation string // for fail: the exp= text (§6.2) or our default
 	Problem     string // for errors: what went wrong
 	Header      string // the Received-SPF header line (§9.1)
+	AR          string // the same result as an Authentication-Results line (RFC 8601)
 }
 
 // Evaluate checks the HELO identity (if it is a domain) and the MAIL FROM
@@ -312,11 +355,22 @@ type Outcome struct {
 // are independent (§2.3, §2.4), and a request then waits for the slower of
 // the two rather than for their sum.
 func (c *Check) Evaluate(ctx context.Context, ip netip.Addr, helo, sender string) Verdict {
+	return c.evaluate(ctx, ip, helo, sender, false)
+}
+
+// evaluate is Evaluate; forceMailFrom checks the MAIL FROM identity even
+// when MailFromReject is NoCheck (a sender in one of our domains).
+func (c *Check) evaluate(ctx context.Context, ip netip.Addr, helo, sender string, forceMailFrom bool) Verdict {
 	ip = ip.Unmap()
 	var v Verdict
 	h := strings.TrimSuffix(helo, ".")
-	// §2.3: check HELO whenever it is a domain name.
-	checkHelo := h != "" && !strings.HasPrefix(h, "[")
+	// §2.3: check HELO whenever it is a domain name (and not told not to).
+	checkHelo := h != "" && !strings.HasPrefix(h, "[") && c.cfg.HeloReject != NoCheck
+	if sender == "" && c.cfg.HeloReject == NoCheck && !forceMailFrom {
+		// The null sender's only identity is its HELO name, which the
+		// HELO setting says not to check (the peer then answers DUNNO).
+		return v
+	}
 	if sender == "" {
 		// §2.4: the null sender's identity is postmaster@HELO: one check.
 		v.MailFrom = c.checkHost(ctx, "helo", ip, h, "postmaster@"+h, h)
@@ -330,6 +384,12 @@ func (c *Check) Evaluate(ctx context.Context, ip netip.Addr, helo, sender string
 		// §4.3: an empty local part is taken as "postmaster".
 		sender = "postmaster@" + domain
 	}
+	if c.cfg.MailFromReject == NoCheck && !forceMailFrom {
+		if checkHelo {
+			v.Helo = c.checkHost(ctx, "helo", ip, h, "postmaster@"+h, h)
+		}
+		return v
+	}
 	if !checkHelo {
 		v.MailFrom = c.checkHost(ctx, "mailfrom", ip, h, sender, domain)
 		return v
@@ -341,15 +401,21 @@ func (c *Check) Evaluate(ctx context.Context, ip netip.Addr, helo, sender string
 	// ends within ctx, and cancelling it would also fail the identical DNS
 	// questions other requests share with it.
 	mf := <-done
-	if !c.heloRefused(v) {
+	if !c.heloRefused(v, false) {
 		v.MailFrom = mf
 	}
 	return v
 }
 
 // heloRefused reports whether the HELO outcome alone refuses the message.
-func (c *Check) heloRefused(v Verdict) bool {
-	return v.Helo.Result == Fail && c.cfg.Mode == Enforce && !c.cfg.IgnoreHeloFail
+func (c *Check) heloRefused(v Verdict, nullSender bool) bool {
+	if c.cfg.Mode != Enforce || v.Helo.Result == "" {
+		return false
+	}
+	if v.Helo.Result == PermError && c.cfg.PermErrorReject && c.cfg.HeloReject != RejectNever {
+		return true // PermError_reject covers both identities
+	}
+	return c.cfg.HeloReject.refuses(v.Helo.Result, nullSender)
 }
 
 // CheckHost evaluates check_host() (§4) for the MAIL FROM identity of
@@ -376,12 +442,23 @@ func splitSender(s string) (local, domain string) {
 
 // decide maps a verdict to a policy decision. own says the envelope sender
 // is in one of our domains (see Config.OwnDomain).
-func (c *Check) decide(v Verdict, own bool) policyd.Decision {
+func (c *Check) decide(v Verdict, own bool, ip netip.Addr, nullSender bool) policyd.Decision {
 	enforce := c.cfg.Mode == Enforce
-	if c.heloRefused(v) {
-		return policyd.Decision{Action: "550 5.7.23 " + v.Helo.Explanation, Reason: "spf-helo=fail"}
+	if c.heloRefused(v, nullSender) {
+		if v.Helo.Result == Fail {
+			return policyd.Decision{Action: "550 5.7.23 " + v.Helo.Explanation, Reason: "spf-helo=fail"}
+		}
+		return policyd.Decision{Action: rejectText(v.Helo, ip, "this server accepts only HELO names that pass SPF or publish no policy"),
+			Reason: "spf-helo=" + string(v.Helo.Result)}
 	}
 	o := v.MailFrom
+	if o.Result == "" {
+		// MAIL FROM not checked (no_check): the HELO result, if any.
+		if v.Helo.Result == "" {
+			return policyd.Decision{Reason: "spf=skip(no-check)"}
+		}
+		return policyd.Decision{Prepend: c.prepend(v.Helo), Reason: "spf-helo=" + string(v.Helo.Result)}
+	}
 	reason := "spf=" + string(o.Result)
 	if o.Identity == "helo" {
 		reason = "spf-helo=" + string(o.Result)
@@ -402,17 +479,41 @@ func (c *Check) decide(v Verdict, own bool) policyd.Decision {
 		}
 	}
 	if enforce {
+		level := c.cfg.MailFromReject
+		if o.Identity == "helo" && c.cfg.HeloReject != NoCheck {
+			// A null sender's only identity is its HELO name (§2.4):
+			// postfix-policyd-spf-python judges it by HELO_reject alone,
+			// and so does postkit (TestLevelsAgreeWithPolicydSPF).
+			level = c.cfg.HeloReject
+		}
 		switch {
-		case o.Result == Fail:
+		case o.Result == Fail && level.refuses(Fail, nullSender):
 			return policyd.Decision{Action: "550 5.7.23 " + o.Explanation, Reason: reason}
-		case o.Result == TempError && c.cfg.TempErrorDefer:
+		case level.refuses(o.Result, nullSender):
+			return policyd.Decision{Action: rejectText(o, ip, "this server accepts only senders whose domain passes SPF or publishes no policy"), Reason: reason}
+		case (o.Result == SoftFail || o.Result == Neutral) && o.Identity == "mailfrom" && level != RejectNever && c.notPassDomain(o.Domain):
+			return policyd.Decision{Action: rejectText(o, ip, o.Domain+" is a domain whose mail must pass SPF here"), Reason: reason + " reject-not-pass-domain"}
+		case o.Result == TempError && c.cfg.TempErrorDefer && level != RejectNever:
+			// The peer's TempError_Defer and PermError_reject cover both
+			// identities, unless that identity's level is false.
 			// RFC 7372 §3.2: X.7.24, SPF validation error.
 			return policyd.Decision{Action: "DEFER_IF_PERMIT 4.7.24 SPF temporary error checking " + o.Domain + "; try again later", Reason: reason}
-		case o.Result == PermError && c.cfg.PermErrorReject:
+		case o.Result == PermError && c.cfg.PermErrorReject && level != RejectNever:
 			return policyd.Decision{Action: "550 5.7.24 SPF permanent error in the policy of " + o.Domain + ": " + o.Problem, Reason: reason}
 		}
 	}
-	return policyd.Decision{Prepend: []string{o.Header}, Reason: reason}
+	return policyd.Decision{Prepend: c.prepend(o), Reason: reason}
+}
+
+// prepend is the field recording outcome o, as Config.HeaderType says.
+func (c *Check) prepend(o Outcome) []string {
+	switch c.cfg.HeaderType {
+	case AuthResults:
+		return []string{o.AR}
+	case NoHeader:
+		return nil
+	}
+	return []string{o.Header}
 }
 
 // checkHost runs check_host() (§4) for one identity and fills the outcome.
@@ -455,6 +556,7 @@ func (c *Check) checkHost(ctx context.Context, identity string, ip netip.Addr, h
 		o.Explanation = c.explain(ctx, env, domain)
 	}
 	o.Header = c.header(o, ip, helo)
+	o.AR = c.arHeader(o, ip, helo)
 	if o.Result == PermError || o.Result == TempError {
 		c.cfg.Logger.Debug("spf: error result", "identity", identity, "domain", domain, "result", o.Result, "problem", o.Problem)
 	}
@@ -475,8 +577,28 @@ func validSPFDomain(d string) bool {
 	return true
 }
 
-// header renders the §9.1 Received-SPF header field.
-func (c *Check) header(o Outcome, ip netip.Addr, helo string) string {
+// arHeader renders the outcome as an Authentication-Results field (RFC 8601
+// section 2.7.2: spf with smtp.mailfrom, or smtp.helo for the HELO
+// identity), the comment as in Received-SPF.
+func (c *Check) arHeader(o Outcome, ip netip.Addr, helo string) string {
+	var b strings.Builder
+	b.WriteString("Authentication-Results: ")
+	b.WriteString(c.cfg.AuthservID)
+	b.WriteString("; spf=")
+	b.WriteString(string(o.Result))
+	b.WriteString(" (")
+	b.WriteString(commentText(c.cfg.Hostname + ": " + c.comment(o, ip)))
+	b.WriteString(")")
+	if o.Identity == "mailfrom" {
+		b.WriteString(" smtp.mailfrom=" + headerValue(o.Sender))
+	} else {
+		b.WriteString(" smtp.helo=" + headerValue(o.Domain))
+	}
+	return b.String()
+}
+
+// comment is the human-readable part of a result field.
+func (c *Check) comment(o Outcome, ip netip.Addr) string {
 	var comment string
 	switch o.Result {
 	case Pass:
@@ -494,6 +616,12 @@ func (c *Check) header(o Outcome, ip netip.Addr, helo string) string {
 	case PermError:
 		comment = fmt.Sprintf("permanent error in the policy of %s: %s", o.Domain, o.Problem)
 	}
+	return comment
+}
+
+// header renders the §9.1 Received-SPF header field.
+func (c *Check) header(o Outcome, ip netip.Addr, helo string) string {
+	comment := c.comment(o, ip)
 	var b strings.Builder
 	b.WriteString("Received-SPF: ")
 	b.WriteString(string(o.Result))

@@ -36,6 +36,10 @@ var testZone = []string{
 	`helofail.example. 300 IN TXT "v=spf1 -all exp=why.helo.example"`,
 	`why.helo.example. 300 IN TXT "helo %{h} refused"`,
 	`helopass.example. 300 IN TXT "v=spf1 ip4:192.0.2.0/24 -all"`,
+	`x.example. 300 IN A 198.51.100.7`,
+	`forged.example. 300 IN A 192.0.2.99`,
+	`helosoft.example. 300 IN TXT "v=spf1 ~all"`,
+	`heloneutral.example. 300 IN TXT "v=spf1 ?all"`,
 }
 
 func newTestCheck(t *testing.T, cfg Config, extra ...string) (*Check, *dnstest.Server) {
@@ -155,6 +159,7 @@ func TestDecisions(t *testing.T) {
 		{"allow ip", Config{AllowIPs: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")}}, request("198.51.100.7", "x.example", "a@plain.example"), "", "", "spf=skip(allow-ip)"},
 		{"allow sender domain", Config{AllowSenderDomains: []string{"PLAIN.example"}}, request("198.51.100.7", "x.example", "a@plain.example"), "", "", "spf=skip(allow-sender)"},
 		{"allow helo", Config{AllowHelos: []string{"x.example."}}, request("198.51.100.7", "x.example", "a@plain.example"), "", "", "spf=skip(allow-helo)"},
+		{"allow helo forged: its A record is another host", Config{AllowHelos: []string{"forged.example"}}, request("198.51.100.7", "forged.example", "a@plain.example"), "550 5.7.23 ", "", "spf=fail"},
 		{"no client address", Config{}, request("unknown", "x.example", "a@plain.example"), "", "", "spf=skip(no-client-ip)"},
 		{"other stage ignored", Config{}, &policyd.Request{Attrs: map[string]string{"protocol_state": "END-OF-MESSAGE", "client_address": "198.51.100.7", "sender": "a@plain.example"}}, "", "", ""},
 		{"ipv4-mapped client", Config{}, request("::ffff:192.0.2.10", "client.example", "a@pass.example"), "", "Received-SPF: pass ", "spf=pass"},

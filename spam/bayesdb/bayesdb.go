@@ -207,10 +207,16 @@ func readRecord(ctx context.Context, q queryer, id string) (bayes.Record, bool, 
 		return bayes.Record{}, false, fmt.Errorf("bayesdb: read learned message: %w", err)
 	}
 	r := bayes.Record{ID: id, Spam: isSpam != 0, At: time.Unix(at, 0).UTC()}
-	for i := 0; i+8 <= len(blob); i += 8 {
-		r.Tokens = append(r.Tokens, bayes.Token(binary.LittleEndian.Uint64(blob[i:])))
-	}
+	r.Tokens = decodeTokens(blob)
 	return r, true, nil
+}
+
+func decodeTokens(blob []byte) []bayes.Token {
+	var out []bayes.Token
+	for i := 0; i+8 <= len(blob); i += 8 {
+		out = append(out, bayes.Token(binary.LittleEndian.Uint64(blob[i:])))
+	}
+	return out
 }
 
 func encodeTokens(toks []bayes.Token) []byte {

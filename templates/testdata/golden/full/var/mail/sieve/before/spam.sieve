@@ -5,3 +5,8 @@ if header :contains "X-Spam-Flag" "YES" {
   fileinto :create "Spam";
   stop;
 }
+# File mail the DMARC filter quarantined (the sender domain's policy) there too.
+if header :contains "X-Postkit-DMARC" "quarantine" {
+  fileinto :create "Spam";
+  stop;
+}
