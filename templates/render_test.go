@@ -339,8 +339,8 @@ func TestDoveconf(t *testing.T) {
 		"sieve_plugins = sieve_imapsieve sieve_extprograms",
 		"imapsieve_mailbox1_before = file:" + dir + "/sieve/imapsieve/learn-spam.sieve",
 		"imapsieve_mailbox2_from = Spam",
-		"executable = script /usr/local/bin/postkit spam learn --bayes /var/lib/postkit/bayes.sqlite --spam",
-		"executable = script /usr/local/bin/postkit spam learn --bayes /var/lib/postkit/bayes.sqlite --ham",
+		"executable = script /usr/local/bin/postkit spam learn --bayes /var/lib/postkit/bayes.sqlite --expiry 4320h0m0s --spam",
+		"executable = script /usr/local/bin/postkit spam learn --bayes /var/lib/postkit/bayes.sqlite --expiry 4320h0m0s --ham",
 		"unix_listener postkit-learn-ham {",
 		// The reference installation's locations and separator, and
 		// ManageSieve as Debian enables it.

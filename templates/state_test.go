@@ -12,9 +12,9 @@ import (
 // and a DSN that would split the command line is refused.
 func TestLearnServiceUsesSharedState(t *testing.T) {
 	for _, tc := range []struct{ state, want string }{
-		{"", "spam learn --bayes /var/lib/postkit/bayes.sqlite --spam"},
+		{"", "spam learn --bayes /var/lib/postkit/bayes.sqlite --expiry 4320h0m0s --spam"},
 		{"state: {driver: postgresql, dsn: \"postgres://postkit@db.example.org:5432/postkit?sslmode=verify-full\", password_file: /etc/postkit/pg.pass}",
-			"spam learn --bayes-dsn postgres://postkit@db.example.org:5432/postkit?sslmode=verify-full --bayes-password-file /etc/postkit/pg.pass --spam"},
+			"spam learn --bayes-dsn postgres://postkit@db.example.org:5432/postkit?sslmode=verify-full --bayes-password-file /etc/postkit/pg.pass --expiry 4320h0m0s --spam"},
 	} {
 		y := "hostname: mail.exemple.fr\ndomains: [exemple.fr]\npaths: {postkit_run: /var/lib/postkit}\nmilter: {enabled: true, spam: {enabled: true, bayes: {enabled: true}, learn: {imapsieve: true}}}\nsieve: {enabled: true}\n" + tc.state + "\n"
 		cfg, _, err := config.Parse("state.yaml", []byte(y))

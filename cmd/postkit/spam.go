@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/postkit/postkit/internal/config"
+	"github.com/postkit/postkit/milter/assemble"
 	"github.com/postkit/postkit/spam"
 	"github.com/postkit/postkit/spam/mailbox"
 )
@@ -30,8 +32,11 @@ func newSpamCommand() *cobra.Command {
 	return spamCmd
 }
 
-// spamOptions are the engine settings the spam commands take as flags.
+// spamOptions are the engine settings the spam commands take: postkit.yaml's
+// milter.spam with -c (read through assemble.SpamConfig, as the milter reads
+// it), and flags that override it.
 type spamOptions struct {
+	cfgPath         string
 	bayes           string
 	bayesDSN        string
 	bayesPassFile   string
@@ -40,43 +45,112 @@ type spamOptions struct {
 	whitelist       []string
 	blacklist       []string
 	minSpam, minHam int64
+	expiry          time.Duration
+	flags           *pflag.FlagSet
+
+	// Set by engineConfig, for the commands' output.
+	report     string // milter.spam.report with -c: none, spam or all
+	subjectTag string // milter.spam.rewrite_subject with -c
 }
 
 func (o *spamOptions) register(f *pflag.FlagSet) {
-	f.StringVar(&o.bayes, "bayes", "", "Bayes store (SQLite file, created if missing); without it, rules only")
+	o.flags = f
+	f.StringVarP(&o.cfgPath, "config", "c", "", "postkit.yaml to read milter.spam from (Bayes store, rules_dir, thresholds, sender lists); the other flags override it")
+	f.StringVar(&o.bayes, "bayes", "", "Bayes store (SQLite file, created if missing); without it and without -c, rules only")
 	f.StringVar(&o.bayesDSN, "bayes-dsn", "", "Bayes store in PostgreSQL, shared by several hosts (state.dsn), instead of --bayes")
 	f.StringVar(&o.bayesPassFile, "bayes-password-file", "", "file holding the PostgreSQL password for --bayes-dsn (state.password_file)")
-	f.StringArrayVar(&o.rulesDirs, "rules-dir", nil, "directory of *.rules files read after the shipped rules (repeatable)")
-	f.Float64Var(&o.required, "required", 5, "score from which a message is spam")
-	f.StringArrayVar(&o.whitelist, "whitelist-from", nil, "sender pattern to let through, e.g. *@exemple.fr (repeatable)")
-	f.StringArrayVar(&o.blacklist, "blacklist-from", nil, "sender pattern to mark as spam (repeatable)")
-	f.Int64Var(&o.minSpam, "min-spam", 200, "learned spam needed before Bayes votes")
-	f.Int64Var(&o.minHam, "min-ham", 200, "learned ham needed before Bayes votes")
+	f.StringArrayVar(&o.rulesDirs, "rules-dir", nil, "directory of *.rules files read after the shipped rules (repeatable; replaces milter.spam.rules_dir)")
+	f.Float64Var(&o.required, "required", 5, "score from which a message is spam (milter.spam.required_score)")
+	f.StringArrayVar(&o.whitelist, "whitelist-from", nil, "sender pattern to let through, e.g. *@exemple.fr (repeatable; added to milter.spam.whitelist_from)")
+	f.StringArrayVar(&o.blacklist, "blacklist-from", nil, "sender pattern to mark as spam (repeatable; added to milter.spam.blacklist_from)")
+	f.Int64Var(&o.minSpam, "min-spam", 200, "learned spam needed before Bayes votes (milter.spam.bayes.min_trained)")
+	f.Int64Var(&o.minHam, "min-ham", 200, "learned ham needed before Bayes votes (milter.spam.bayes.min_trained)")
+	f.DurationVar(&o.expiry, "expiry", 180*24*time.Hour, "forget tokens no learning touched for this long; 0 keeps them forever (milter.spam.bayes.expiry)")
 }
 
-// config is the one place the commands build the engine's configuration.
-func (o *spamOptions) config() (spam.Config, error) {
-	var password string
-	if o.bayesDSN != "" && o.bayesPassFile != "" {
-		b, err := os.ReadFile(o.bayesPassFile)
+func (o *spamOptions) changed(name string) bool { return o.flags != nil && o.flags.Changed(name) }
+
+// engineConfig is the one place the commands build the engine's
+// configuration: milter.spam of postkit.yaml with -c, else the built-in
+// defaults; then the flags given. The Closer (nil without -c) releases what
+// the configuration opened; close it after the engine.
+func (o *spamOptions) engineConfig() (spam.Config, io.Closer, error) {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	sc := spam.Config{Required: 5, MinSpam: 200, MinHam: 200, Logger: log}
+	var cl io.Closer
+	if o.cfgPath != "" {
+		c, _, err := config.Load(o.cfgPath)
 		if err != nil {
-			return spam.Config{}, fmt.Errorf("--bayes-password-file: %w", err)
+			return spam.Config{}, nil, err
 		}
-		password, _, _ = strings.Cut(string(b), "\n")
-		password = strings.TrimRight(password, "\r")
+		if sc, cl, err = assemble.SpamConfig(c, nil, log); err != nil {
+			return spam.Config{}, nil, err
+		}
+		o.report = c.Milter.Spam.Report
+		o.subjectTag = c.Milter.Spam.RewriteSubject
 	}
-	return spam.Config{
-		BayesDSN:      o.bayesDSN,
-		BayesPassword: password,
-		RulesDirs:     o.rulesDirs,
-		Required:      o.required,
-		WhitelistFrom: o.whitelist,
-		BlacklistFrom: o.blacklist,
-		BayesPath:     o.bayes,
-		MinSpam:       o.minSpam,
-		MinHam:        o.minHam,
-		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	if o.cfgPath == "" || o.changed("bayes") || o.changed("bayes-dsn") {
+		sc.BayesPath = o.bayes
+		sc.BayesDSN, sc.BayesPassword = o.bayesDSN, ""
+		if o.bayesDSN != "" && o.bayesPassFile != "" {
+			b, err := os.ReadFile(o.bayesPassFile)
+			if err != nil {
+				return spam.Config{}, cl, fmt.Errorf("--bayes-password-file: %w", err)
+			}
+			pw, _, _ := strings.Cut(string(b), "\n")
+			sc.BayesPassword = strings.TrimRight(pw, "\r")
+		}
+	}
+	if o.cfgPath == "" || o.changed("rules-dir") {
+		sc.RulesDirs = o.rulesDirs
+	}
+	if o.cfgPath == "" || o.changed("required") {
+		sc.Required = o.required
+	}
+	if o.cfgPath == "" || o.changed("min-spam") {
+		sc.MinSpam = o.minSpam
+	}
+	if o.cfgPath == "" || o.changed("min-ham") {
+		sc.MinHam = o.minHam
+	}
+	if o.cfgPath == "" || o.changed("expiry") {
+		sc.TokenTTL = o.expiry
+		if sc.TokenTTL == 0 {
+			sc.TokenTTL = -1 // the engine's "never"
+		}
+	}
+	sc.WhitelistFrom = append(sc.WhitelistFrom, o.whitelist...)
+	sc.BlacklistFrom = append(sc.BlacklistFrom, o.blacklist...)
+	return sc, cl, nil
+}
+
+// engine builds the engine; close it with the returned func.
+func (o *spamOptions) engine() (*spam.Engine, spam.Config, func(), error) {
+	sc, cl, err := o.engineConfig()
+	if err != nil {
+		return nil, sc, nil, err
+	}
+	e, err := spam.New(sc)
+	if err != nil {
+		if cl != nil {
+			cl.Close()
+		}
+		return nil, sc, nil, err
+	}
+	return e, sc, func() {
+		e.Close()
+		if cl != nil {
+			cl.Close()
+		}
 	}, nil
+}
+
+// noBayes is the error of a command that needs the Bayes store.
+func (o *spamOptions) noBayes(cmd string) error {
+	if o.cfgPath != "" {
+		return fmt.Errorf("spam %s: %s has no Bayes store (milter.spam.bayes.enabled is false): enable it, or give --bayes PATH or --bayes-dsn URL", cmd, o.cfgPath)
+	}
+	return fmt.Errorf("spam %s: --bayes PATH, --bayes-dsn URL or -c postkit.yaml is required (the Bayes store, e.g. /var/lib/postkit/bayes.sqlite)", cmd)
 }
 
 func readMessage(cmd *cobra.Command, args []string) ([]byte, error) {
@@ -100,7 +174,9 @@ the milter would add (X-Spam-Flag on spam only, X-Spam-Level, X-Spam-Status,
 X-Spam-Checker-Version; X-Spam-Report with --report), then the score and
 each test that hit with its score, like spamassassin -t. The shipped rules
 work before any training; --bayes adds the Bayes classifier once it has
-learned enough (spam learn).`,
+learned enough (spam learn). With -c postkit.yaml, the engine is the milter's:
+milter.spam's Bayes store, rules_dir, required_score, sender lists, DNS lists,
+report and rewrite_subject; flags given override them.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			raw, err := readMessage(cmd, args)
@@ -110,19 +186,21 @@ learned enough (spam learn).`,
 			if len(raw) > mailbox.MaxMessage {
 				return errors.New("spam check: message larger than 32 MiB")
 			}
-			sc, err := o.config()
+			e, _, closeEngine, err := o.engine()
 			if err != nil {
 				return err
 			}
-			e, err := spam.New(sc)
-			if err != nil {
-				return err
-			}
-			defer e.Close()
+			defer closeEngine()
 			ctx := context.Background()
 			res, err := e.Score(ctx, spam.Input{Raw: raw})
 			if err != nil && !errors.Is(err, spam.ErrTimeout) {
 				return err
+			}
+			if !cmd.Flags().Changed("report") {
+				report = o.report == "all" || o.report == "spam" && res.Spam()
+			}
+			if !cmd.Flags().Changed("rewrite-subject") {
+				subjectTag = o.subjectTag
 			}
 			host, _ := os.Hostname()
 			tag := ""
@@ -182,12 +260,15 @@ learned the other way is moved.`,
 			if n != 1 {
 				return errors.New("spam learn: give exactly one of --spam, --ham and --forget")
 			}
-			if o.bayes == "" && o.bayesDSN == "" {
-				return errors.New("spam learn: --bayes PATH is required (the Bayes store, e.g. /var/lib/postkit/bayes.sqlite), or --bayes-dsn URL for a shared PostgreSQL store")
-			}
-			sc, err := o.config()
+			sc, cl, err := o.engineConfig()
 			if err != nil {
 				return err
+			}
+			if cl != nil {
+				defer cl.Close()
+			}
+			if sc.BayesPath == "" && sc.Store == nil {
+				return o.noBayes("learn")
 			}
 			e, err := spam.New(sc)
 			if err != nil {
@@ -271,15 +352,18 @@ func spamStatsCmd() *cobra.Command {
 		Short: "Print the Bayes store's counts: learned spam and ham, tokens, expiry",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.bayes == "" {
-				return errors.New("spam stats: --bayes PATH is required (the Bayes store, e.g. /var/lib/postkit/bayes.sqlite)")
-			}
-			if _, err := os.Stat(o.bayes); err != nil {
-				return fmt.Errorf("spam stats: %w; learn something first (postkit spam learn)", err)
-			}
-			sc, err := o.config()
+			sc, cl, err := o.engineConfig()
 			if err != nil {
 				return err
+			}
+			if cl != nil {
+				defer cl.Close()
+			}
+			if sc.BayesPath == "" {
+				return o.noBayes("stats")
+			}
+			if _, err := os.Stat(sc.BayesPath); err != nil {
+				return fmt.Errorf("spam stats: %w; learn something first (postkit spam learn)", err)
 			}
 			e, err := spam.New(sc)
 			if err != nil {
@@ -302,8 +386,8 @@ func spamStatsCmd() *cobra.Command {
 			if !st.LastExpire.IsZero() {
 				fmt.Fprintf(out, "expired before:  %s (%d tokens in all)\n", st.LastExpire.Format(time.RFC3339), st.ExpiredTotal)
 			}
-			votes := st.Spam >= o.minSpam && st.Ham >= o.minHam
-			fmt.Fprintf(out, "Bayes votes:     %v (needs %d spam and %d ham)\n", votes, o.minSpam, o.minHam)
+			votes := st.Spam >= sc.MinSpam && st.Ham >= sc.MinHam
+			fmt.Fprintf(out, "Bayes votes:     %v (needs %d spam and %d ham)\n", votes, sc.MinSpam, sc.MinHam)
 			return nil
 		},
 	}

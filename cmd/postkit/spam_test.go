@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
 )
 
 func runSpam(t *testing.T, stdin string, args ...string) (string, string, error) {
@@ -73,7 +76,7 @@ func TestSpamLearnAndStats(t *testing.T) {
 		wantOut string
 		wantErr string
 	}{
-		{"", []string{"learn", "--spam", md}, "", "--bayes PATH is required"},
+		{"", []string{"learn", "--spam", md}, "", "--bayes PATH, --bayes-dsn URL or -c postkit.yaml is required"},
 		{"", []string{"learn", "--bayes", db, md}, "", "exactly one of"},
 		{"", []string{"learn", "--bayes", db, "--spam", md}, "3 learned as spam, 0 already so, 0 unreadable", ""},
 		{"", []string{"learn", "--bayes", db, "--spam", md}, "0 learned as spam, 3 already so", ""},
@@ -95,6 +98,122 @@ func TestSpamLearnAndStats(t *testing.T) {
 		}
 		if err != nil || !strings.Contains(out, s.wantOut) {
 			t.Errorf("%v: %v\n%s\nwant %q", s.args, err, out, s.wantOut)
+		}
+	}
+}
+
+// With -c, the commands read milter.spam as the milter does: the Bayes
+// store, rules_dir, required_score, whitelist_from, report and
+// rewrite_subject; flags override.
+func TestSpamConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "state", "bayes.sqlite")
+	rulesDir := filepath.Join(dir, "rules")
+	if err := os.MkdirAll(rulesDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rulesDir, "local.rules"), []byte("body LOCAL_LUNCH /\\blunch\\b/i\nscore LOCAL_LUNCH 3.5\ndescribe LOCAL_LUNCH Talks about lunch\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "postkit.yaml")
+	y := milterYAMLBase + fmt.Sprintf(`milter:
+  enabled: true
+  spam:
+    enabled: true
+    required_score: 3
+    rules_dir: %s
+    whitelist_from: ["*@friends.example"]
+    report: all
+    rewrite_subject: "[SPAM]"
+    bayes: {enabled: true, path: %s, min_trained: 1, expiry: 0s}
+`, rulesDir, db)
+	if err := os.WriteFile(cfg, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lunch := "From: a@b.example\nSubject: lunch\n\nlunch at noon\n"
+
+	out, _, err := runSpam(t, lunch, "check", "-c", cfg)
+	for _, want := range []string{"X-Spam-Flag: YES", "required=3.0", "LOCAL_LUNCH", "X-Spam-Report: ", "Subject: [SPAM] lunch"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Errorf("check -c: %v; output lacks %q:\n%s", err, want, out)
+		}
+	}
+	// Flags override the file.
+	out, _, err = runSpam(t, lunch, "check", "-c", cfg, "--required", "5", "--rules-dir", t.TempDir())
+	if err != nil || !strings.Contains(out, "X-Spam-Status: No, ") || strings.Contains(out, "LOCAL_LUNCH") {
+		t.Errorf("check -c --required 5 --rules-dir EMPTY: %v\n%s", err, out)
+	}
+	out, _, err = runSpam(t, strings.Replace(lunch, "a@b.example", "pal@friends.example", 1), "check", "-c", cfg)
+	if err != nil || !strings.Contains(out, "ALLOWLIST_FROM") || strings.Contains(out, "X-Spam-Flag") {
+		t.Errorf("check -c, whitelisted sender: %v\n%s", err, out)
+	}
+
+	// learn and stats find the store through the file.
+	out, _, err = runSpam(t, "Message-ID: <s1@x>\nSubject: pills\n\ncheap pills\n", "learn", "-c", cfg, "--spam")
+	if err != nil || !strings.Contains(out, "1 learned as spam") {
+		t.Fatalf("learn -c: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(db); err != nil {
+		t.Fatalf("learn -c did not write milter.spam.bayes.path: %v", err)
+	}
+	out, _, err = runSpam(t, "", "stats", "-c", cfg)
+	if err != nil || !strings.Contains(out, "spam learned:    1\n") || !strings.Contains(out, "needs 1 spam and 1 ham") {
+		t.Errorf("stats -c: %v\n%s", err, out)
+	}
+	// --bayes overrides milter.spam.bayes.path.
+	other := filepath.Join(dir, "other.sqlite")
+	if out, _, err = runSpam(t, "Message-ID: <h1@x>\nSubject: notes\n\nthe notes\n", "learn", "-c", cfg, "--bayes", other, "--ham"); err != nil {
+		t.Fatalf("learn -c --bayes: %v\n%s", err, out)
+	}
+	out, _, err = runSpam(t, "", "stats", "-c", cfg, "--bayes", other)
+	if err != nil || !strings.Contains(out, "spam learned:    0\nham learned:     1\n") {
+		t.Errorf("stats -c --bayes: %v\n%s", err, out)
+	}
+
+	// A file without a Bayes store says so; a broken file names its line.
+	noBayes := filepath.Join(dir, "nobayes.yaml")
+	os.WriteFile(noBayes, []byte(milterYAMLBase+"milter: {enabled: true, spam: {enabled: true, bayes: {enabled: false}}}\n"), 0o644)
+	if _, _, err := runSpam(t, "", "stats", "-c", noBayes); err == nil || !strings.Contains(err.Error(), "milter.spam.bayes.enabled is false") {
+		t.Errorf("stats -c without Bayes: %v", err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte(milterYAMLBase+"milter: {spam: {required_score: lots}}\n"), 0o644)
+	if _, _, err := runSpam(t, lunch, "check", "-c", bad); err == nil || !strings.Contains(err.Error(), "bad.yaml:") {
+		t.Errorf("check -c with a bad value: %v", err)
+	}
+}
+
+// --expiry (what Dovecot's learn service is generated with) and
+// milter.spam.bayes.expiry reach the engine; 0 keeps tokens forever.
+func TestSpamExpiryOption(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postkit.yaml")
+	os.WriteFile(cfg, []byte(milterYAMLBase+fmt.Sprintf("milter: {enabled: true, spam: {enabled: true, bayes: {enabled: true, path: %s, expiry: 720h}}}\n", filepath.Join(dir, "b.sqlite"))), 0o644)
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{nil, 180 * 24 * time.Hour},
+		{[]string{"--expiry", "0s"}, -1},
+		{[]string{"--expiry", "48h0m0s"}, 48 * time.Hour},
+		{[]string{"-c", cfg}, 720 * time.Hour},
+		{[]string{"-c", cfg, "--expiry", "0s"}, -1},
+	} {
+		var o spamOptions
+		fs := pflag.NewFlagSet("learn", pflag.ContinueOnError)
+		o.register(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		sc, cl, err := o.engineConfig()
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if cl != nil {
+			cl.Close()
+		}
+		if sc.TokenTTL != tc.want {
+			t.Errorf("%v: TokenTTL %v, want %v", tc.args, sc.TokenTTL, tc.want)
 		}
 	}
 }

@@ -199,7 +199,7 @@ type Bayes struct {
 	AutolearnSpam float64  `yaml:"autolearn_spam" doc:"Score (the Bayes tests left out) from which a message is learned as spam (SpamAssassin's bayes_auto_learn_threshold_spam)."`
 	AutolearnHam  float64  `yaml:"autolearn_ham" doc:"Score up to which a message is learned as ham (SpamAssassin's bayes_auto_learn_threshold_nonspam)."`
 	MinTrained    int      `yaml:"min_trained" doc:"How many spam and how many ham messages the classifier must have learned before it votes (SpamAssassin's bayes_min_spam_num and bayes_min_ham_num)."`
-	Expiry        Duration `yaml:"expiry" doc:"Tokens no learning touched for this long are forgotten (checked at most once a day, after a learning), so that the store follows what mail looks like now; 0 keeps them forever. 'postkit spam learn' run by hand or by Dovecot uses the engine's default, 180 days."`
+	Expiry        Duration `yaml:"expiry" doc:"Tokens no learning touched for this long are forgotten (checked at most once a day, after a learning), so that the store follows what mail looks like now; 0 keeps them forever. 'postkit spam learn' reads it with -c postkit.yaml (else --expiry, default 180 days); Dovecot's learn service is generated with it."`
 }
 
 // Learn configures learning from users' moves.

@@ -2,6 +2,7 @@ package bayes_test
 
 import (
 	"context"
+	"hash/fnv"
 	"math"
 	"testing"
 	"time"
@@ -77,16 +78,20 @@ func TestCombine(t *testing.T) {
 func TestTokenProb(t *testing.T) {
 	var p bayes.Params
 	// 3 of 10 spam and 1 of 10 ham: p(w) = 0.3/(0.3+0.1) = 0.75, n = 4,
-	// f = (0.45·0.5 + 4·0.75) / 4.45.
-	if got, want := p.TokenProb(bayes.Count{Spam: 3, Ham: 1}, 10, 10), (0.225+3)/4.45; !near(got, want) {
+	// f = (0.2·0.5 + 4·0.75) / 4.2 (the default strength s = 0.2).
+	if got, want := p.TokenProb(bayes.Count{Spam: 3, Ham: 1}, 10, 10), (0.1+3)/4.2; !near(got, want) {
 		t.Errorf("TokenProb = %v; want %v", got, want)
+	}
+	// SpamBayes' strength, given.
+	if got, want := (bayes.Params{Strength: 0.45}).TokenProb(bayes.Count{Spam: 3, Ham: 1}, 10, 10), (0.225+3)/4.45; !near(got, want) {
+		t.Errorf("TokenProb(s=0.45) = %v; want %v", got, want)
 	}
 	// Class sizes are normalized: 10 of 100 spam vs 1 of 10 ham is even.
 	if got := p.TokenProb(bayes.Count{Spam: 10, Ham: 1}, 100, 10); !near(got, 0.5) {
 		t.Errorf("TokenProb = %v; want 0.5", got)
 	}
 	// Seen once in spam only: pulled towards the prior.
-	if got := p.TokenProb(bayes.Count{Spam: 1}, 10, 10); !near(got, (0.225+1)/1.45) {
+	if got := p.TokenProb(bayes.Count{Spam: 1}, 10, 10); !near(got, (0.1+1)/1.2) {
 		t.Errorf("TokenProb = %v", got)
 	}
 }
@@ -105,7 +110,7 @@ func TestWords(t *testing.T) {
 	raw := "From: \"Jane Doe\" <jane@mail.example.co.uk>\r\n" +
 		"To: a@b.example, c@d.example\r\n" +
 		"Subject: =?iso-8859-1?q?R=E9union_demain?=\r\n" +
-		"Received: from relay.example.net (relay.example.net [192.0.2.44]) by mx; Tue, 1 Dec 2026 10:00:00 +0100\r\n" +
+		"Received: from relay.example.net (relay.example.net [192.0.2.44]) by mx with ESMTP id 1; Tue, 1 Dec 2026 10:00:00 +0100\r\n" +
 		"X-Spam-Status: Yes, score=9\r\n" +
 		"List-Id: <list.example>\r\n" +
 		"Message-ID: <abc123@mail.example.co.uk>\r\n" +
@@ -126,6 +131,7 @@ func TestWords(t *testing.T) {
 		"to:n:2", "s:réunion", "s:demain", "rcvd:example.net", "rcvd:ip:192.0.2",
 		"mid:dom:co.uk", "café", "crème", "brûlée", "url:shop.example", "url:p:buy",
 		"proto:http", "html:style:hidden", "part:text/html", "part:cte:base64", "h:subject",
+		"rcvd:with:esmtp", "rcvd:shape:a a.a.a (a.a.a [9.9.9.9]) a a a",
 	} {
 		if !have[w] {
 			t.Errorf("token %q missing", w)
@@ -174,4 +180,36 @@ func FuzzTokenize(f *testing.F) {
 			seen[tk] = true
 		}
 	})
+}
+
+// Tokenize hashes exactly the strings Words returns, as Hash does, and Hash
+// is FNV-1a (stores written before keep their meaning).
+func TestTokenizeIsHashedWords(t *testing.T) {
+	raw := "From: \"Jane Doe\" <jane@mail.example.co.uk>\r\nTo: a@b.example\r\nSubject: Cheap-pills FREE!!\r\n" +
+		"Received: from relay.example.net (relay.example.net [192.0.2.44]) by mx with ESMTP; Tue, 1 Dec 2026 10:00:00 +0100\r\n" +
+		"Content-Type: text/html; charset=utf-8\r\n\r\n<p>Grüße, CLICK here: http://shop.example/a/b?c=d jane@x.example</p>\r\n"
+	m := content.Parse(context.Background(), []byte(raw), content.Limits{})
+	var want []bayes.Token
+	seen := map[bayes.Token]bool{}
+	for _, w := range bayes.Words(m) {
+		h := fnv.New64a()
+		h.Write([]byte(w))
+		tok := bayes.Token(h.Sum64())
+		if bayes.Hash(w) != tok {
+			t.Fatalf("Hash(%q) = %x; FNV-1a gives %x", w, bayes.Hash(w), tok)
+		}
+		if !seen[tok] {
+			seen[tok] = true
+			want = append(want, tok)
+		}
+	}
+	got := bayes.Tokenize(m)
+	if len(got) != len(want) || len(got) < 20 {
+		t.Fatalf("Tokenize: %d tokens, Words: %d", len(got), len(want))
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("token %d: %x, want %x", i, got[i], want[i])
+		}
+	}
 }

@@ -3,7 +3,6 @@ package bayes
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"hash/fnv"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -22,27 +21,30 @@ const maxReceived = 20
 // MaxTokens bounds the distinct tokens taken from one message.
 const MaxTokens = 3000
 
-// Hash returns the token of the string s.
-func Hash(s string) Token {
-	h := fnv.New64a()
-	h.Write([]byte(s))
-	return Token(h.Sum64())
+// FNV-1a, 64 bits (hash/fnv's New64a), over strings without copying them.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnvAdd(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
 }
 
+// Hash returns the token of the string s.
+func Hash(s string) Token { return Token(fnvAdd(fnvOffset, s)) }
+
 // Tokenize returns the distinct tokens of a message (at most MaxTokens), in
-// the order found.
+// the order found: the hashes of Words, computed without building the
+// strings.
 func Tokenize(m *content.Message) []Token {
-	words := Words(m)
-	out := make([]Token, 0, len(words))
-	seen := make(map[Token]bool, len(words))
-	for _, w := range words {
-		t := Hash(w)
-		if !seen[t] {
-			seen[t] = true
-			out = append(out, t)
-		}
-	}
-	return out
+	t := &tokenizer{hashOnly: true, seenTok: make(map[Token]struct{}, 512), toks: make([]Token, 0, 512)}
+	t.message(m)
+	return t.toks
 }
 
 // ignoredFields are header fields that carry no evidence of their own, or
@@ -87,29 +89,60 @@ var wordFields = map[string]string{
 }
 
 type tokenizer struct {
+	// Words: the strings, each once.
 	out  []string
 	seen map[string]bool
+	// Tokenize: their hashes, each once.
+	hashOnly bool
+	toks     []Token
+	seenTok  map[Token]struct{}
 }
 
-func (t *tokenizer) add(s string) {
-	if len(t.out) >= MaxTokens || t.seen[s] {
+func (t *tokenizer) full() bool {
+	if t.hashOnly {
+		return len(t.toks) >= MaxTokens
+	}
+	return len(t.out) >= MaxTokens
+}
+
+func (t *tokenizer) add(s string) { t.add2("", s) }
+
+// add2 adds the token p+s.
+func (t *tokenizer) add2(p, s string) {
+	if t.hashOnly {
+		if len(t.toks) >= MaxTokens {
+			return
+		}
+		h := Token(fnvAdd(fnvAdd(fnvOffset, p), s))
+		if _, ok := t.seenTok[h]; !ok {
+			t.seenTok[h] = struct{}{}
+			t.toks = append(t.toks, h)
+		}
 		return
 	}
-	t.seen[s] = true
-	t.out = append(t.out, s)
+	w := p + s
+	if len(t.out) >= MaxTokens || t.seen[w] {
+		return
+	}
+	t.seen[w] = true
+	t.out = append(t.out, w)
 }
 
 // Words returns the tokens of a message as strings (for tests and
 // reports); Tokenize hashes them.
 func Words(m *content.Message) []string {
 	t := &tokenizer{seen: map[string]bool{}}
+	t.message(m)
+	return t.out
+}
+
+func (t *tokenizer) message(m *content.Message) {
 	t.header(m)
 	t.structure(m)
 	for _, u := range m.URIs {
 		t.uri(u)
 	}
 	t.text("", m.Text)
-	return t.out
 }
 
 func (t *tokenizer) header(m *content.Message) {
@@ -198,7 +231,11 @@ var (
 )
 
 // received tokenizes a Received field's host names (the last two and three
-// labels) and IPv4 addresses (/8, /16, /24).
+// labels), IPv4 addresses (/8, /16, /24), its protocol (with ESMTP, with
+// SMTP, with HTTP…) and its shape: which software wrote it, as the clauses
+// and punctuation it uses tell (measured on the SpamAssassin corpus by
+// cross-validation on the train part: the protocol and shape lower the
+// Bayes log loss from 0.0176 to 0.0169).
 func (t *tokenizer) received(v string) {
 	v = clip(v, 600)
 	for _, h := range rcvdHostRE.FindAllString(v, 10) {
@@ -221,6 +258,16 @@ func (t *tokenizer) received(v string) {
 	}
 	if i := strings.LastIndexByte(v, ';'); i >= 0 {
 		t.date(v[i+1:])
+	}
+	lv := strings.ToLower(v)
+	f := strings.Fields(lv)
+	for i, w := range f {
+		if w == "with" && i+1 < len(f) {
+			t.add("rcvd:with:" + clip(strings.Trim(f[i+1], ";()"), 20))
+		}
+	}
+	if i := strings.IndexByte(lv, ';'); i > 0 {
+		t.add("rcvd:shape:" + shape(clip(lv[:i], 80)))
 	}
 }
 
@@ -358,7 +405,7 @@ func (t *tokenizer) uri(u string) {
 // the subject).
 func (t *tokenizer) text(p, s string) {
 	for _, w := range strings.Fields(s) {
-		if len(t.out) >= MaxTokens {
+		if t.full() {
 			return
 		}
 		w = strings.Trim(w, `.,;:!?"'()[]{}<>*«»“”‘’`)
@@ -379,14 +426,14 @@ func (t *tokenizer) text(p, s string) {
 		case n < 3:
 			// short words are too common to tell anything
 		case n <= 12:
-			t.add(p + lw)
+			t.add2(p, lw)
 			if p == "" && w != lw && strings.ToUpper(w) == w && n >= 4 {
 				t.add("caps:" + lw)
 			}
 			if strings.ContainsAny(lw, "-/") {
 				for _, part := range strings.FieldsFunc(lw, func(r rune) bool { return r == '-' || r == '/' }) {
 					if utf8.RuneCountInString(part) >= 3 {
-						t.add(p + part)
+						t.add2(p, part)
 					}
 				}
 			}
@@ -395,7 +442,7 @@ func (t *tokenizer) text(p, s string) {
 			t.add(p + "skip:" + string(r) + " " + strconv.Itoa(n/10*10))
 		}
 		if nonASCII(lw) {
-			t.add(p + "8bit")
+			t.add2(p, "8bit")
 		}
 	}
 }

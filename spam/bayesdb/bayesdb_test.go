@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/postkit/postkit/spam/bayes"
 	"github.com/postkit/postkit/spam/bayes/bayestest"
 )
 
@@ -47,5 +48,23 @@ func TestOpen(t *testing.T) {
 	}
 	if _, err := Open("x.sqlite?mode=ro"); err == nil {
 		t.Error("Open accepted a DSN")
+	}
+}
+
+func TestParseCounts(t *testing.T) {
+	out := map[bayes.Token]bayes.Count{}
+	if err := parseCounts("-5 1 2 7 0 3", out); err != nil {
+		t.Fatal(err)
+	}
+	if out[bayes.Token(1<<64-5)] != (bayes.Count{Spam: 1, Ham: 2}) || out[7] != (bayes.Count{Ham: 3}) || len(out) != 2 {
+		t.Errorf("parseCounts = %v", out)
+	}
+	for _, bad := range []string{"1 2", "1 x 2", "1 2 3 4"} {
+		if err := parseCounts(bad, map[bayes.Token]bayes.Count{}); err == nil {
+			t.Errorf("parseCounts(%q): no error", bad)
+		}
+	}
+	if err := parseCounts("", out); err != nil {
+		t.Errorf("parseCounts(\"\"): %v", err)
 	}
 }

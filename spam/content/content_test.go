@@ -178,3 +178,20 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFindURIs: reading only the lines that may hold a link finds what the
+// regexp finds over the whole text.
+func FuzzFindURIs(f *testing.F) {
+	f.Add("see http://a.example/x and WWW.b.example.\nno link here\nftp://c.example, www.d")
+	f.Add("wwW.x.y\r\nhttps://[::1]/z")
+	f.Fuzz(func(t *testing.T, text string) {
+		want := uriRE.FindAllString(text, maxURIs)
+		for i, u := range want {
+			want[i] = strings.TrimRight(u, ".,;:!?*")
+		}
+		got := findURIs(text)
+		if strings.Join(got, "\x00") != strings.Join(want, "\x00") || len(got) != len(want) {
+			t.Fatalf("findURIs(%q) = %q; the regexp over the whole text finds %q", text, got, want)
+		}
+	})
+}

@@ -122,13 +122,44 @@ var blockTag = map[string]bool{
 // www. host.
 var uriRE = regexp.MustCompile(`(?i)\b(?:https?://|ftp://|www\.)[^\s<>"'()\[\]{}]{2,}`)
 
-// findURIs returns the links in text, at most a few hundred.
+// maxURIs bounds the links findURIs returns.
+const maxURIs = 300
+
+// findURIs returns the links in text, at most maxURIs. A link holds no
+// white space, so it lies within a line: the regexp reads only the lines
+// that hold "://" or "www." (the text around them is most of a message).
 func findURIs(text string) []string {
-	locs := uriRE.FindAllString(text, 300)
+	var locs []string
+	for len(text) > 0 && len(locs) < maxURIs {
+		line := text
+		if i := strings.IndexByte(text, '\n'); i >= 0 {
+			line, text = text[:i], text[i+1:]
+		} else {
+			text = ""
+		}
+		if !strings.Contains(line, "://") && !containsWWW(line) {
+			continue
+		}
+		locs = append(locs, uriRE.FindAllString(line, maxURIs-len(locs))...)
+	}
 	for i, u := range locs {
 		locs[i] = strings.TrimRight(u, ".,;:!?*")
 	}
 	return locs
+}
+
+// containsWWW reports whether s holds "www." in any case.
+func containsWWW(s string) bool {
+	for {
+		i := strings.IndexAny(s, "wW")
+		if i < 0 || len(s)-i < 4 {
+			return false
+		}
+		if strings.EqualFold(s[i:i+4], "www.") {
+			return true
+		}
+		s = s[i+1:]
+	}
 }
 
 // Host returns the lower-case host of a URI (or of a bare "www.host/…"),

@@ -30,6 +30,40 @@ type Context struct {
 	rawFold   string
 	rawFoldOK bool
 	headers   map[string]string
+	// Which prefilter strings the folded body and raw text hold, found in
+	// one pass over each (litMatcher), when a rule first asks.
+	lit               *litMatcher
+	bodyLits, rawLits []bool
+}
+
+// mayMatch reports whether the found strings satisfy every clause of the
+// prefilter ids (true when it has none); *found is computed from folded
+// when first needed.
+func (c *Context) mayMatch(r *Rule, folded string, found *[]bool) bool {
+	ids := r.litIDs
+	if len(ids) == 0 {
+		return true
+	}
+	if c.lit == nil {
+		return mayMatch(r.lits, folded)
+	}
+	if *found == nil {
+		*found = c.lit.scan(folded)
+	}
+	f := *found
+	for _, cl := range ids {
+		ok := false
+		for _, id := range cl {
+			if f[id] {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Context) foldedBody() string {
@@ -156,6 +190,16 @@ var funcs = map[string]struct {
 			}
 			return letters >= 100 && float64(caps)/float64(letters) >= v
 		}, nil
+	}},
+	"shouting": {"shouting(N): N or more words in a row of four or more capitals (A to Z) in the body text, as /\\b[A-Z]{4,}(?:\\s+[A-Z]{4,}){N-1}\\b/ finds them, without the regexp's cost", func(a []string) (func(*Context) bool, error) {
+		if len(a) != 1 {
+			return nil, errors.New("shouting takes one number")
+		}
+		n, err := strconv.Atoi(a[0])
+		if err != nil || n < 1 || n > 100 {
+			return nil, fmt.Errorf("shouting(%s): want a number of words from 1 to 100", a[0])
+		}
+		return func(c *Context) bool { return shouting(c.bodyText(), n) }, nil
 	}},
 	"reply_to_recipient": {"reply_to_recipient(): Reply-To names one of the To or Cc addresses, not the sender (a discussion list's post)", func(a []string) (func(*Context) bool, error) {
 		if len(a) != 0 {
@@ -345,9 +389,9 @@ func (r *Rule) test(c *Context) bool {
 		return r.re.MatchString(c.headerValue(r.field, r.mod)) != r.negate
 	case Body:
 		text := c.bodyText()
-		return mayMatch(r.lits, c.bodyFold) && r.re.MatchString(text)
+		return c.mayMatch(r, c.bodyFold, &c.bodyLits) && r.re.MatchString(text)
 	case RawBody:
-		return mayMatch(r.lits, c.foldedRaw()) && r.re.MatchString(c.Msg.RawText)
+		return c.mayMatch(r, c.foldedRaw(), &c.rawLits) && r.re.MatchString(c.Msg.RawText)
 	case Full:
 		return r.re.Match(c.Raw)
 	case URI:
@@ -370,6 +414,7 @@ func (s *Set) Eval(ctx context.Context, c *Context) ([]Hit, error) {
 	if !s.compiled {
 		return nil, errors.New("rules: Eval before Compile")
 	}
+	c.lit = s.lit
 	hit := make(map[string]bool, 16)
 	var out []Hit
 	var err error
@@ -395,4 +440,47 @@ func (s *Set) Eval(ctx context.Context, c *Context) ([]Hit, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, err
+}
+
+func isUpperASCII(c byte) bool { return c >= 'A' && c <= 'Z' }
+
+// isWordASCII is \w as regexp reads \b: ASCII letters, digits, _.
+func isWordASCII(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
+}
+
+// isSpaceASCII is \s in regexp's Perl syntax.
+func isSpaceASCII(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r' }
+
+// shouting reports whether t holds n words in a row of four or more
+// capitals: \b[A-Z]{4,}(\s+[A-Z]{4,}){n-1}\b.
+func shouting(t string, n int) bool {
+	for i := 0; i < len(t); i++ {
+		if !isUpperASCII(t[i]) || i > 0 && isWordASCII(t[i-1]) {
+			continue
+		}
+		j, words := i, 0
+		for {
+			k := j
+			for k < len(t) && isUpperASCII(t[k]) {
+				k++
+			}
+			if k-j < 4 {
+				break
+			}
+			words++
+			if words >= n && (k == len(t) || !isWordASCII(t[k])) {
+				return true
+			}
+			m := k
+			for m < len(t) && isSpaceASCII(t[m]) {
+				m++
+			}
+			if m == k {
+				break
+			}
+			j = m
+		}
+	}
+	return false
 }

@@ -132,6 +132,26 @@ func (s *Set) Compile() error {
 		}
 	}
 	s.order = order
+	// One matcher for the prefilter strings of all body and raw body rules.
+	ids := map[string]int32{}
+	var lits []string
+	for _, r := range order {
+		r.litIDs = nil
+		for _, cl := range r.lits {
+			var cids []int32
+			for _, l := range cl {
+				id, ok := ids[l]
+				if !ok {
+					id = int32(len(lits))
+					ids[l] = id
+					lits = append(lits, l)
+				}
+				cids = append(cids, id)
+			}
+			r.litIDs = append(r.litIDs, cids)
+		}
+	}
+	s.lit = newLitMatcher(lits)
 	s.compiled = true
 	return nil
 }

@@ -129,8 +129,10 @@ type Rule struct {
 
 	meta *node
 	eval *evalCall
-	// lits: every match contains one of these (prefilter.go)
-	lits []string
+	// lits: every match contains one string of each clause (prefilter.go);
+	// litIDs: the same strings as indexes into the set's litMatcher.
+	lits   [][]string
+	litIDs [][]int32
 }
 
 // Score returns the rule's score: its set score, else 1, or 0 for "__"
@@ -172,6 +174,7 @@ type Set struct {
 
 	compiled bool
 	order    []*Rule // evaluation order: tests, then metas after what they read
+	lit      *litMatcher
 }
 
 type scoreDef struct {
@@ -285,7 +288,7 @@ func (s *Set) parseLine(pos Pos, text string) error {
 	case Body, RawBody, Full, URI:
 		r.re, err = parseRegexp(arg)
 		if err == nil && (r.Kind == Body || r.Kind == RawBody) {
-			r.lits = requiredLiterals(r.re)
+			r.lits = requiredLiterals(r.re, r.Kind == Body)
 		}
 	case Meta:
 		r.meta, err = parseMeta(arg)

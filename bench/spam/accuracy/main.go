@@ -23,6 +23,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/mail"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,14 +34,17 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/publicsuffix"
+
 	"github.com/postkit/postkit/spam"
 	"github.com/postkit/postkit/spam/bayes"
 )
 
 var (
-	profile string
-	params  bayes.Params
-	explain string
+	cvBySender bool
+	profile    string
+	params     bayes.Params
+	explain    string
 )
 
 type msg struct {
@@ -61,6 +65,7 @@ func main() {
 	dump := flag.String("dump", "", "write each test message's postkit score to this file")
 	flag.StringVar(&explain, "explain", "", "print the Bayes clues of these test messages (comma-separated folder/base names)")
 	cvDump := flag.String("cvdump", "", "score the train part by 5-fold cross-validation (Bayes trained on the other folds) into this file, for tuning scores without the test part, and exit")
+	flag.BoolVar(&cvBySender, "cv-sender", false, "with -cvdump: folds by the sender's domain (From), so that no sender is both learned and scored, as mail from a new correspondent is; each line's name is prefixed with its fold")
 	ruleStats := flag.Bool("rulestats", false, "print each rule's hits on the train part (no Bayes) and exit")
 	flag.Float64Var(&params.Strength, "bayes-s", 0, "Bayes strength s (0: default)")
 	flag.Float64Var(&params.MinStrength, "bayes-min", 0, "Bayes minimum clue strength (0: default)")
@@ -575,20 +580,27 @@ func crossValidate(msgs []msg, out string) error {
 		}
 	}
 	ctx := context.Background()
+	foldOf := make([]int, len(train))
+	for i, m := range train {
+		foldOf[i] = i % 5
+		if cvBySender {
+			foldOf[i] = senderFold(m.raw)
+		}
+	}
 	for fold := 0; fold < 5; fold++ {
 		e, err := spam.New(spam.Config{Store: bayes.NewMemStore(), Bayes: params, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			return err
 		}
 		for i, m := range train {
-			if i%5 != fold {
+			if foldOf[i] != fold {
 				if _, err := e.Learn(ctx, m.raw, m.spam()); err != nil {
 					return err
 				}
 			}
 		}
 		for i, m := range train {
-			if i%5 != fold {
+			if foldOf[i] != fold {
 				continue
 			}
 			res, err := e.Score(ctx, spam.Input{Raw: m.raw})
@@ -599,9 +611,34 @@ func crossValidate(msgs []msg, out string) error {
 			for _, h := range res.Hits {
 				names = append(names, h.Name)
 			}
-			fmt.Fprintf(f, "%s\t%s\t%.2f\t%.12f\t%s\n", m.class, m.name, res.Score, res.Bayes, strings.Join(names, ","))
+			name := m.name
+			if cvBySender {
+				name = strconv.Itoa(fold) + "/" + name
+			}
+			fmt.Fprintf(f, "%s\t%s\t%.2f\t%.12f\t%s\n", m.class, name, res.Score, res.Bayes, strings.Join(names, ","))
 		}
 		e.Close()
 	}
 	return nil
+}
+
+// senderFold is the fold of a message by its sender's registered domain
+// (the From address; the whole field when it has none).
+func senderFold(raw []byte) int {
+	from := ""
+	if msg, err := mail.ReadMessage(bytes.NewReader(raw)); err == nil {
+		from = msg.Header.Get("From")
+		if a, err := mail.ParseAddress(from); err == nil {
+			from = a.Address
+		}
+	}
+	from = strings.ToLower(from)
+	if i := strings.LastIndexByte(from, '@'); i >= 0 {
+		from = strings.Trim(from[i+1:], "> ")
+		if d, err := publicsuffix.EffectiveTLDPlusOne(from); err == nil {
+			from = d
+		}
+	}
+	sum := sha256.Sum256([]byte(from))
+	return int(sum[0]) % 5
 }
