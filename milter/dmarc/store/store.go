@@ -1,6 +1,7 @@
 // Package store keeps the DMARC evaluations of the milter for the aggregate
 // reports (RFC 7489 section 7.2) in postkit's own WAL SQLite file
-// (internal/waldb): the milter records, 'postkit dmarc report' reads,
+// (internal/waldb), or in PostgreSQL shared by several MX hosts (PG,
+// state.driver postgresql; OpenConfigured chooses): the milter records, 'postkit dmarc report' reads,
 // marks what it sent and forgets what is old. Reports need one row per
 // evaluation (grouped when the report is built), the policy as published
 // when it was evaluated, and the days already reported.
@@ -50,7 +51,7 @@ CREATE TABLE IF NOT EXISTS dmarc_sent (
 `
 
 // Store is what the milter and the report command need of the store of
-// evaluations; SQLite implements it, another database may.
+// evaluations; SQLite and PG implement it.
 type Store interface {
 	Record(ctx context.Context, r dmarc.Row) error
 	// Days lists the UTC days (YYYY-MM-DD) with evaluations, oldest first.
