@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -35,7 +34,9 @@ func dmarcReportCmd() *cobra.Command {
 		Use:   "report [--send | --dry-run | --print]",
 		Short: "Build the DMARC aggregate reports of past days; print them, show them, or mail them to the rua= addresses",
 		Long: `Build one RFC 7489 aggregate report (Appendix C XML) per policy domain and UTC day
-from the evaluations the milter recorded in milter.dmarc.report.path.
+from the evaluations the milter recorded in milter.dmarc.report.path (with
+state.driver postgresql: in the database of state.dsn, every host's, each
+report sent by one host only).
 
   --print    (default) a table per report, for humans
   --dry-run  the XML of each report and the addresses it would go to, after
@@ -71,14 +72,19 @@ Without --day, every day before today (UTC) with evaluations is taken.`,
 				return err
 			}
 			rc := c.Milter.DMARC.Report
-			if _, err := os.Stat(rc.Path); err != nil {
-				return fmt.Errorf("dmarc report: no evaluations recorded (%v): is milter.dmarc.report.enabled on and the milter running?", err)
-			}
-			st, err := store.Open(rc.Path)
+			st, err := store.OpenConfigured(cmd.Context(), c, false)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
+			if pg, ok := st.(*store.PG); ok {
+				pctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+				err := pg.Ping(pctx)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("dmarc report: the evaluations are in PostgreSQL (state.driver postgresql) and it cannot be read: %w; is the server at state.dsn up and the role allowed in?", err)
+				}
+			}
 			res, err := dnsclient.New(dnsclient.Config{Servers: c.DNS.Servers, Timeout: c.DNS.Timeout.D()})
 			if err != nil {
 				return err

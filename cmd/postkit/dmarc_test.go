@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/postkit/postkit/internal/dnstest"
+	"github.com/postkit/postkit/internal/pgtest"
 	"github.com/postkit/postkit/milter/dmarc"
 	"github.com/postkit/postkit/milter/dmarc/store"
 )
@@ -75,5 +76,43 @@ func TestDMARCReportDryRunAndPrint(t *testing.T) {
 	}
 	if _, err := runDMARC(t, "-c", cfg, "--day", "yesterday"); err == nil || !strings.Contains(err.Error(), "--day") {
 		t.Errorf("bad --day: %v", err)
+	}
+}
+
+// With state.driver postgresql the report reads every host's rows from the
+// shared database; with the server down it fails and says where to look.
+func TestDMARCReportPostgreSQL(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.CreateDatabase("dmarcreport")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "postkit.yaml")
+	y := "hostname: mx.example.test\ndomains: [example.test]\npaths: {postkit_run: " + dir + "}\nstate: {driver: postgresql, dsn: \"" + dsn + "\"}\n"
+	if err := os.WriteFile(cfg, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	day := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, ip := range []string{"192.0.2.1", "198.51.100.7"} { // two hosts
+		st, err := store.OpenPG(context.Background(), dsn, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Record(context.Background(), dmarc.Row{Time: day, PolicyDomain: "example.org", HeaderFrom: "example.org", ADKIM: "r", ASPF: "r",
+			P: "reject", Pct: 100, RUA: "mailto:agg@reports.test", SourceIP: ip, SPFScope: "mfrom", SPFDomain: "example.org",
+			SPFResult: "fail", Disposition: "reject"})
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := runDMARC(t, "-c", cfg, "--print")
+	if err != nil || !strings.Contains(out, "2026-03-01  example.org  p=reject") || !strings.Contains(out, "2 messages") ||
+		!strings.Contains(out, "192.0.2.1") || !strings.Contains(out, "198.51.100.7") {
+		t.Errorf("--print from postgresql: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "dmarc.sqlite")); err == nil {
+		t.Error("a SQLite store was made with state.driver postgresql")
+	}
+	srv.Stop()
+	if _, err := runDMARC(t, "-c", cfg, "--print"); err == nil || !strings.Contains(err.Error(), "is the server at state.dsn up") {
+		t.Errorf("server down: %v; want a failure naming state.dsn", err)
 	}
 }

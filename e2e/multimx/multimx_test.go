@@ -27,6 +27,9 @@ const (
 	limit   = 3               // messages per hour per sender
 	greyIP  = "127.0.0.3"     // a greylisted client; harness.OutsideIP is exempt
 	limited = "bulk@" + harness.OutsideDomain
+	// reporting publishes DMARC p=none with its aggregate reports to
+	// alice, whose domain consents to receive them.
+	reporting = "reporting.test"
 )
 
 var (
@@ -63,6 +66,11 @@ func mxOptions(dsn, onError string) harness.Options {
 			"milter.spam.bayes.enabled":     true,
 			"milter.spam.bayes.min_trained": 1,
 			"milter.spam.bayes.autolearn":   false,
+		},
+		Zone: []string{
+			reporting + `. 300 IN A 127.0.0.1`,
+			`_dmarc.` + reporting + `. 300 IN TXT "v=DMARC1; p=none; rua=mailto:` + alice + `"`,
+			reporting + `._report._dmarc.` + harness.Domain + `. 300 IN TXT "v=DMARC1"`,
 		},
 		Daemons: []harness.DaemonSpec{
 			{Name: "policyd", Args: []string{"policyd", "-c", "{config}"}, Ready: "unix:" + sock + "policy.sock"},
@@ -244,6 +252,60 @@ func TestSharedState(t *testing.T) {
 			t.Errorf("after learning on MX1, MX2's X-Spam-Status %q; want a BAYES_9x test", st)
 		}
 	})
+}
+
+// Both MX record their DMARC evaluations in the shared database: either
+// host's report shows both, and of the two hosts sending at once only one
+// mails the day's report.
+func TestSharedDMARCReport(t *testing.T) {
+	srv, _, mx := pair(t, [2]string{"accept", "accept"})
+	for i, m := range mx {
+		tok := harness.Token()
+		from := "n" + strings.ToLower(tok[:8]) + "@" + reporting
+		if err := send(t, m, harness.OutsideIP, from, harness.Message(from, alice, tok)); err != nil {
+			t.Fatalf("through MX%d: %v", i+1, err)
+		}
+		wait(t, m, tok)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	day := time.Now().UTC().Format(time.DateOnly)
+	// The milters write what they queued once a second.
+	var out string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		var err error
+		out, err = mx[1].Postkit(ctx, "", "dmarc", "report", "-c", mx[1].Paths.Config, "--day", day, "--print")
+		if err == nil && strings.Contains(out, reporting) && strings.Contains(out, "2 messages") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("MX2's report of %s: %v\n%s; want both hosts' 2 messages", day, err, out)
+		}
+	}
+	if n := srv.Psql("postkit_state", "SELECT count(*) FROM dmarc_eval WHERE policy_domain = '"+reporting+"'"); n != "2" {
+		t.Errorf("%s rows of %s in PostgreSQL; want 2", n, reporting)
+	}
+	var wg sync.WaitGroup
+	for i, m := range mx {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if out, err := m.Postkit(ctx, "", "dmarc", "report", "-c", m.Paths.Config, "--day", day, "--send"); err != nil {
+				t.Errorf("--send on MX%d: %v\n%s", i+1, err, out)
+			}
+		}()
+	}
+	wg.Wait()
+	subject := "Report Domain: " + reporting
+	for deadline := time.Now().Add(45 * time.Second); len(mx[0].FindMail(alice, "", subject))+len(mx[1].FindMail(alice, "", subject)) == 0; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no report of " + reporting + " delivered by either MX within 45s")
+		}
+	}
+	time.Sleep(2 * time.Second)
+	if n1, n2 := len(mx[0].FindMail(alice, "", subject)), len(mx[1].FindMail(alice, "", subject)); n1+n2 != 1 {
+		t.Errorf("reports of %s: %d through MX1, %d through MX2; want one in all", reporting, n1, n2)
+	}
 }
 
 // TestPostgreSQLOutage: PostgreSQL stopped during a bounded load through

@@ -15,7 +15,7 @@ type DMARC struct {
 // DMARCReport configures aggregate reporting.
 type DMARCReport struct {
 	Enabled  bool     `yaml:"enabled" doc:"Record every evaluation of a domain that asks for reports (rua=), for the daily 'postkit dmarc report --send' (examples/systemd/postkit-dmarc-report.timer, or its cron line)."`
-	Path     string   `yaml:"path" doc:"SQLite file of the recorded evaluations, written by the milter and read by 'postkit dmarc report'. Default: paths.postkit_run/dmarc.sqlite." kind:"path"`
+	Path     string   `yaml:"path" doc:"SQLite file of the recorded evaluations, written by the milter and read by 'postkit dmarc report'; unused with state.driver postgresql, which keeps them in the shared database (each day's report then sent by one host). Default: paths.postkit_run/dmarc.sqlite." kind:"path"`
 	OrgName  string   `yaml:"org_name" doc:"Organisation named in reports (org_name). Default: the hostname." kind:"text"`
 	From     string   `yaml:"from" doc:"Sender of the reports (From and envelope). Default: postmaster@ the first of domains." kind:"email"`
 	MaxBytes int64    `yaml:"max_bytes" doc:"Largest report mail sent (after gzip and base64); a rua= size limit smaller than it wins, and a report over the limit is not sent (RFC 7489 section 7.2.1.1), which is logged."`

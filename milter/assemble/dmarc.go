@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/postkit/postkit/internal/config"
@@ -18,7 +16,8 @@ import (
 // newDMARC is milter.dmarc: SPF through the policy daemon's check
 // (policyd/spfcheck) over the chain's resolver, in header mode (a HELO fail
 // must not hide the MAIL FROM result DMARC aligns), and the evaluations
-// recorded in milter.dmarc.report.path.
+// recorded in milter.dmarc.report.path, or in PostgreSQL with state.driver
+// postgresql (store.OpenConfigured).
 func newDMARC(b *Builder) (filter.Filter, error) {
 	c := b.Config
 	d := c.Milter.DMARC
@@ -63,12 +62,9 @@ func newDMARC(b *Builder) (filter.Filter, error) {
 	}
 	dc.ExemptListIDs = append(dc.ExemptListIDs, d.ExemptListIDs...)
 	if d.Report.Enabled {
-		if err := os.MkdirAll(filepath.Dir(d.Report.Path), 0o750); err != nil {
-			return nil, fmt.Errorf("milter: milter.dmarc.report.path: %w", err)
-		}
-		st, err := store.Open(d.Report.Path)
+		st, err := store.OpenConfigured(context.Background(), c, true)
 		if err != nil {
-			return nil, fmt.Errorf("milter: milter.dmarc.report.path: %w", err)
+			return nil, fmt.Errorf("milter: %w", err)
 		}
 		b.OnClose(st)
 		dc.Recorder = st

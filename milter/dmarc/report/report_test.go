@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/base64"
+	"errors"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -204,5 +205,39 @@ func TestRunSend(t *testing.T) {
 	o.MaxBytes = 100
 	if err := report.Run(context.Background(), st2, o); err != nil || len(mails) != 0 {
 		t.Errorf("over the size limit: %v, %d mails; want none", err, len(mails))
+	}
+}
+
+// A report the MTA did not take is released and sent by the next run; one
+// that another run holds the claim of is not sent.
+func TestRunSendRetriesAndClaims(t *testing.T) {
+	st := openStore(t)
+	var mails int
+	fail := true
+	now := day.Add(24 * time.Hour)
+	o := report.Options{Mode: report.Send, Meta: meta, MaxBytes: 1 << 20,
+		Resolver: txt{"example.org._report._dmarc.reports.test": {"v=DMARC1"}},
+		Sendmail: func(context.Context, string, []string, []byte) error {
+			if fail {
+				return errors.New("sendmail: queue file write error")
+			}
+			mails++
+			return nil
+		},
+		Out: io.Discard, Logger: testlib.Discard(), Now: func() time.Time { return now }}
+	if err := report.Run(context.Background(), st, o); err == nil || !strings.Contains(err.Error(), "queue file write error") {
+		t.Fatalf("failing sendmail: %v", err)
+	}
+	// Another host claims other.test's day meanwhile.
+	if won, err := st.Claim(context.Background(), "other.test", "2026-03-01", now); err != nil || !won {
+		t.Fatalf("claim of a released report: %v, %v; want won", won, err)
+	}
+	fail = false
+	now = now.Add(time.Minute)
+	if err := report.Run(context.Background(), st, o); err != nil {
+		t.Fatal(err)
+	}
+	if mails != 1 {
+		t.Errorf("%d mails after the failure; want 1 (example.org; other.test is claimed elsewhere)", mails)
 	}
 }

@@ -20,6 +20,8 @@ type Store interface {
 	Rows(ctx context.Context, day string) ([]dmarc.Row, error)
 	Sent(ctx context.Context, domain, day string) (bool, error)
 	MarkSent(ctx context.Context, domain, day string, at time.Time) error
+	Claim(ctx context.Context, domain, day string, at time.Time) (bool, error)
+	Release(ctx context.Context, domain, day string, at time.Time) error
 	Purge(ctx context.Context, before string) error
 }
 
@@ -108,14 +110,17 @@ func Run(ctx context.Context, st Store, o Options) error {
 				}
 				o.Out.Write(x)
 			case Send:
-				sent, err := st.Sent(ctx, r.Domain, day)
+				// Claim, not Sent: of several hosts reporting from one
+				// shared store, only the one that wins the claim sends.
+				at := o.Now()
+				won, err := st.Claim(ctx, r.Domain, day, at)
 				if err != nil {
 					return err
 				}
-				if sent {
+				if !won {
 					continue
 				}
-				if err := send(ctx, st, r, o); err != nil {
+				if err := send(ctx, st, r, o, at); err != nil {
 					fail(err)
 				}
 			}
@@ -133,7 +138,9 @@ func Run(ctx context.Context, st Store, o Options) error {
 // send mails one report to its verified destinations, each within its
 // size limit (section 7.2.1.1: a report too large for a destination is not
 // sent to it; we log it rather than split it).
-func send(ctx context.Context, st Store, r *Report, o Options) error {
+// A report that could not be handed to the MTA is released for the next
+// run; once handed over it stays claimed.
+func send(ctx context.Context, st Store, r *Report, o Options, claimed time.Time) error {
 	dests, why := Destinations(ctx, o.Resolver, r)
 	for _, w := range why {
 		o.Logger.Warn("dmarc report: destination left out", "domain", r.Domain, "day", r.Day, "why", w)
@@ -165,6 +172,9 @@ func send(ctx context.Context, st Store, r *Report, o Options) error {
 	}
 	if len(ok) > 0 {
 		if err := o.Sendmail(ctx, o.Meta.Email, ok, msg); err != nil {
+			if rerr := st.Release(ctx, r.Domain, r.Day, claimed); rerr != nil {
+				o.Logger.Warn("dmarc report: " + rerr.Error() + "; a run retries it once the claim lapses (an hour)")
+			}
 			return fmt.Errorf("sending the report of %s for %s: %w", r.Domain, r.Day, err)
 		}
 		o.Logger.Info("dmarc report: sent", "domain", r.Domain, "day", r.Day, "to", strings.Join(ok, ","), "bytes", len(msg), "messages", r.Messages)

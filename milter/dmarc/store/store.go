@@ -1,6 +1,7 @@
 // Package store keeps the DMARC evaluations of the milter for the aggregate
 // reports (RFC 7489 section 7.2) in postkit's own WAL SQLite file
-// (internal/waldb): the milter records, 'postkit dmarc report' reads,
+// (internal/waldb), or in PostgreSQL shared by several MX hosts (PG,
+// state.driver postgresql; OpenConfigured chooses): the milter records, 'postkit dmarc report' reads,
 // marks what it sent and forgets what is old. Reports need one row per
 // evaluation (grouped when the report is built), the policy as published
 // when it was evaluated, and the days already reported.
@@ -11,7 +12,6 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/postkit/postkit/internal/waldb"
@@ -44,13 +44,14 @@ CREATE INDEX IF NOT EXISTS dmarc_eval_day ON dmarc_eval(day, policy_domain);
 CREATE TABLE IF NOT EXISTS dmarc_sent (
   policy_domain TEXT NOT NULL,
   day           TEXT NOT NULL,
-  sent          INTEGER NOT NULL,
+  sent          INTEGER NOT NULL, -- Unix seconds, 0 while only claimed
+  claimed       INTEGER NOT NULL DEFAULT 0, -- Unix seconds of the live claim, 0 if none
   PRIMARY KEY (policy_domain, day)
 );
 `
 
 // Store is what the milter and the report command need of the store of
-// evaluations; SQLite implements it, another database may.
+// evaluations; SQLite and PG implement it.
 type Store interface {
 	Record(ctx context.Context, r dmarc.Row) error
 	// Days lists the UTC days (YYYY-MM-DD) with evaluations, oldest first.
@@ -59,11 +60,37 @@ type Store interface {
 	Rows(ctx context.Context, day string) ([]dmarc.Row, error)
 	// Sent reports whether the report of domain for day was sent.
 	Sent(ctx context.Context, domain, day string) (bool, error)
+	// MarkSent records that the report of domain for day was sent at.
 	MarkSent(ctx context.Context, domain, day string, at time.Time) error
+	// Claim takes the sending of domain's report for day, atomically: it
+	// returns true to exactly one of the hosts (or runs) that ask at
+	// once, and false while the report is sent or another claim younger
+	// than ClaimLease holds it.
+	Claim(ctx context.Context, domain, day string, at time.Time) (bool, error)
+	// Release gives up the claim taken at at, when the report could not be
+	// sent, so that the next run retries it.
+	Release(ctx context.Context, domain, day string, at time.Time) error
 	// Purge forgets the evaluations of days before day.
 	Purge(ctx context.Context, before string) error
 	Close() error
 }
+
+// ClaimLease is how long a claim keeps other runs from sending a report:
+// a host that dies between Claim and MarkSent delays it that long.
+const ClaimLease = time.Hour
+
+// The statements on dmarc_sent, the same in SQLite and PostgreSQL
+// (?-placeholders are rewritten for PostgreSQL). An upsert is one atomic
+// statement in both: of two hosts claiming at once, the second sees the
+// first's row and its WHERE fails, so it changes no row.
+const (
+	sqlMarkSent = `INSERT INTO dmarc_sent (policy_domain, day, sent, claimed) VALUES (?, ?, ?, 0)
+		ON CONFLICT (policy_domain, day) DO UPDATE SET sent = excluded.sent`
+	sqlClaim = `INSERT INTO dmarc_sent (policy_domain, day, sent, claimed) VALUES (?, ?, 0, ?)
+		ON CONFLICT (policy_domain, day) DO UPDATE SET claimed = excluded.claimed
+		WHERE dmarc_sent.sent = 0 AND dmarc_sent.claimed < ?`
+	sqlRelease = `UPDATE dmarc_sent SET claimed = 0 WHERE policy_domain = ? AND day = ? AND sent = 0 AND claimed = ?`
+)
 
 // SQLite is the Store in a WAL SQLite file.
 //
@@ -76,22 +103,9 @@ type Store interface {
 // messages short. Past MaxQueued waiting rows (the disk stalls), Record
 // refuses rows rather than hold the milter's memory.
 type SQLite struct {
+	*batch
 	db *sql.DB
-
-	mu      sync.Mutex
-	queue   []dmarc.Row
-	kick    chan struct{}
-	done    chan struct{}
-	stopped chan struct{}
-	lastErr error
 }
-
-// Batching of Record.
-const (
-	FlushEvery = time.Second
-	FlushRows  = 512
-	MaxQueued  = 100000
-)
 
 // Open opens (creating it if needed) the store at path.
 func Open(path string) (*SQLite, error) {
@@ -99,49 +113,33 @@ func Open(path string) (*SQLite, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &SQLite{db: db, kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
-	go s.writer()
+	if err := addClaimed(db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &SQLite{db: db}
+	s.batch = newBatch(s.insert, nil)
 	return s, nil
 }
 
-// writer inserts the queued rows until Close.
-func (s *SQLite) writer() {
-	defer close(s.stopped)
-	tick := time.NewTicker(FlushEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-tick.C:
-		case <-s.kick:
-		case <-s.done:
-			s.flush()
-			return
+// addClaimed adds dmarc_sent.claimed to a file made before it existed.
+func addClaimed(db *sql.DB) error {
+	var n int
+	q := `SELECT count(*) FROM pragma_table_info('dmarc_sent') WHERE name = 'claimed'`
+	if err := db.QueryRow(q).Scan(&n); err != nil {
+		return fmt.Errorf("dmarc store: %w", err)
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := db.Exec(`ALTER TABLE dmarc_sent ADD COLUMN claimed INTEGER NOT NULL DEFAULT 0`); err != nil {
+		// Another process may have added it meanwhile.
+		if db.QueryRow(q).Scan(&n) == nil && n > 0 {
+			return nil
 		}
-		s.flush()
+		return fmt.Errorf("dmarc store: add dmarc_sent.claimed: %w", err)
 	}
-}
-
-// flush writes the queued rows in one transaction.
-func (s *SQLite) flush() {
-	s.mu.Lock()
-	rows := s.queue
-	s.queue = nil
-	s.mu.Unlock()
-	if len(rows) == 0 {
-		return
-	}
-	err := s.insert(context.Background(), rows)
-	s.mu.Lock()
-	s.lastErr = err
-	s.mu.Unlock()
-}
-
-// Flush writes what Record queued, now.
-func (s *SQLite) Flush() error {
-	s.flush()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.lastErr
+	return nil
 }
 
 // Day is the UTC report day of t.
@@ -152,27 +150,6 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// Record implements dmarc.Recorder: it queues r for the writer. It fails
-// when the queue is full, or with the writer's last error.
-func (s *SQLite) Record(_ context.Context, r dmarc.Row) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.queue) >= MaxQueued {
-		return fmt.Errorf("dmarc store: %d rows waiting to be written (last error: %v); row dropped", len(s.queue), s.lastErr)
-	}
-	s.queue = append(s.queue, r)
-	if len(s.queue) >= FlushRows {
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
-	}
-	if err := s.lastErr; err != nil {
-		return err
-	}
-	return nil
 }
 
 // insert writes rows in one transaction.
@@ -259,7 +236,7 @@ func (s *SQLite) Rows(ctx context.Context, day string) ([]dmarc.Row, error) {
 // Sent implements Store.
 func (s *SQLite) Sent(ctx context.Context, domain, day string) (bool, error) {
 	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM dmarc_sent WHERE policy_domain = ? AND day = ?`, domain, day).Scan(&n)
+	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM dmarc_sent WHERE policy_domain = ? AND day = ? AND sent <> 0`, domain, day).Scan(&n)
 	if err != nil {
 		return false, fmt.Errorf("dmarc store: sent: %w", err)
 	}
@@ -268,9 +245,27 @@ func (s *SQLite) Sent(ctx context.Context, domain, day string) (bool, error) {
 
 // MarkSent implements Store.
 func (s *SQLite) MarkSent(ctx context.Context, domain, day string, at time.Time) error {
-	_, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO dmarc_sent (policy_domain, day, sent) VALUES (?,?,?)`, domain, day, at.Unix())
-	if err != nil {
+	if _, err := s.db.ExecContext(ctx, sqlMarkSent, domain, day, at.Unix()); err != nil {
 		return fmt.Errorf("dmarc store: mark sent: %w", err)
+	}
+	return nil
+}
+
+// Claim implements Store: one upsert, which SQLite runs under the file's
+// write lock.
+func (s *SQLite) Claim(ctx context.Context, domain, day string, at time.Time) (bool, error) {
+	res, err := s.db.ExecContext(ctx, sqlClaim, domain, day, at.Unix(), at.Add(-ClaimLease).Unix())
+	if err != nil {
+		return false, fmt.Errorf("dmarc store: claim the report of %s for %s: %w", domain, day, err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// Release implements Store.
+func (s *SQLite) Release(ctx context.Context, domain, day string, at time.Time) error {
+	if _, err := s.db.ExecContext(ctx, sqlRelease, domain, day, at.Unix()); err != nil {
+		return fmt.Errorf("dmarc store: release the report of %s for %s: %w", domain, day, err)
 	}
 	return nil
 }
@@ -288,11 +283,7 @@ func (s *SQLite) Purge(ctx context.Context, before string) error {
 
 // Close implements Store: it writes the queued rows and closes the file.
 func (s *SQLite) Close() error {
-	close(s.done)
-	<-s.stopped
-	s.mu.Lock()
-	err := s.lastErr
-	s.mu.Unlock()
+	err := s.batch.stop()
 	if cerr := s.db.Close(); err == nil {
 		err = cerr
 	}
