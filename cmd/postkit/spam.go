@@ -267,7 +267,7 @@ learned the other way is moved.`,
 			if cl != nil {
 				defer cl.Close()
 			}
-			if sc.BayesPath == "" && sc.Store == nil {
+			if sc.BayesPath == "" && sc.BayesDSN == "" && sc.Store == nil {
 				return o.noBayes("learn")
 			}
 			e, err := spam.New(sc)
@@ -359,10 +359,10 @@ func spamStatsCmd() *cobra.Command {
 			if cl != nil {
 				defer cl.Close()
 			}
-			if sc.BayesPath == "" {
+			if sc.BayesPath == "" && sc.BayesDSN == "" {
 				return o.noBayes("stats")
 			}
-			if _, err := os.Stat(sc.BayesPath); err != nil {
+			if _, err := os.Stat(sc.BayesPath); sc.BayesDSN == "" && err != nil {
 				return fmt.Errorf("spam stats: %w; learn something first (postkit spam learn)", err)
 			}
 			e, err := spam.New(sc)

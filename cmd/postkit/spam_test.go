@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postkit/postkit/internal/pgtest"
 	"github.com/spf13/pflag"
 )
 
@@ -215,5 +216,19 @@ func TestSpamExpiryOption(t *testing.T) {
 		if sc.TokenTTL != tc.want {
 			t.Errorf("%v: TokenTTL %v, want %v", tc.args, sc.TokenTTL, tc.want)
 		}
+	}
+}
+
+// The shared store: learn and stats through --bayes-dsn on a real PostgreSQL.
+func TestSpamLearnAndStatsPostgreSQL(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := pg.CreateDatabase("bayes")
+	msg := "Message-ID: <pg1@x>\nSubject: cheap pills\n\nbuy now\n"
+	if out, _, err := runSpam(t, msg, "learn", "--bayes-dsn", dsn, "--spam"); err != nil || !strings.Contains(out, "1 learned as spam") {
+		t.Fatalf("learn --bayes-dsn: %v\n%s", err, out)
+	}
+	out, _, err := runSpam(t, "", "stats", "--bayes-dsn", dsn)
+	if err != nil || !strings.Contains(out, "spam learned:    1\n") {
+		t.Fatalf("stats --bayes-dsn: %v\n%s", err, out)
 	}
 }
