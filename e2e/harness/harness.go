@@ -197,6 +197,25 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if !filepath.IsAbs(o.Root) {
 		return nil, fmt.Errorf("harness: root %q must be an absolute path (Postfix refuses relative ones)", o.Root)
 	}
+	// A port picked free can be bound by a concurrent test before Postfix or
+	// Dovecot binds it; such a start is tried again with new ports.
+	for attempt := 1; ; attempt++ {
+		s := newStack(o)
+		err := s.start(ctx)
+		if err == nil {
+			return s, nil
+		}
+		tails := s.Tails(50)
+		s.Stop()
+		if attempt < 3 && strings.Contains(err.Error()+tails, "Address already in use") {
+			s.log.Warn("harness: a port was taken before the stack bound it; starting again with new ports", "attempt", attempt)
+			continue
+		}
+		return nil, fmt.Errorf("%w\n%s", err, tails)
+	}
+}
+
+func newStack(o Options) *Stack {
 	s := &Stack{Opts: o, Root: filepath.Clean(o.Root), Hostname: o.Hostname, Domains: o.Domains, Ports: o.Ports, SizeLimit: o.MessageSizeLimit}
 	if s.Hostname == "" {
 		s.Hostname = Hostname
@@ -212,12 +231,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s.Paths = layout(s.Root)
-	if err := s.start(ctx); err != nil {
-		tails := s.Tails(50)
-		s.Stop()
-		return nil, fmt.Errorf("%w\n%s", err, tails)
-	}
-	return s, nil
+	return s
 }
 
 func (s *Stack) start(ctx context.Context) error {

@@ -139,13 +139,19 @@ func FreePort(t testing.TB) int {
 // harness).
 func FreeLoopbackPort() (int, error) {
 	low := ephemeralLow()
+	handedMu.Lock()
+	defer handedMu.Unlock()
 	for range 200 {
 		p := freePortFloor + rand.IntN(low-freePortFloor)
+		if handed[p] {
+			continue // given to a caller of this process that may not have bound it yet
+		}
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
 			continue
 		}
 		ln.Close()
+		handed[p] = true
 		return p, nil
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -155,6 +161,13 @@ func FreeLoopbackPort() (int, error) {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
+
+// handed holds the ports FreeLoopbackPort returned in this process: never
+// twice, so that one stack's ports differ and two stacks of a test do not share one.
+var (
+	handedMu sync.Mutex
+	handed   = map[int]bool{}
+)
 
 // freePortFloor keeps FreePort above the well-known and registered ports
 // that Debian's daemons use.
