@@ -1,5 +1,5 @@
 // Package pgpool opens the PostgreSQL connection pools of postkit's shared
-// daemon state (policyd/state, spam/bayesdb) with the same settings, and
+// daemon state (policyd/state, spam/bayesdb, milter/dmarc/store) with the same settings, and
 // holds their breaker: once the server could not be reached, calls fail at
 // once for a short pause instead of each waiting for a connect timeout, so
 // that an outage costs the mail flowing meanwhile nothing but the state.
@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -105,4 +106,46 @@ func Unreachable(err error) bool {
 	var ce *pgconn.ConnectError
 	var ne net.Error
 	return errors.As(err, &ce) || errors.As(err, &ne) || pgconn.SafeToRetry(err)
+}
+
+// Schema creates a store's tables on the first call that reaches the
+// server, once per process, under a PostgreSQL advisory lock so that hosts
+// starting together take turns. The DDL must be idempotent (CREATE … IF NOT
+// EXISTS): every host runs it once.
+type Schema struct {
+	What string // the store, in errors: "state", "bayesdb", "dmarc store"
+	Lock int64  // advisory lock key, one per store
+	DDL  string
+
+	done atomic.Bool
+	mu   sync.Mutex
+}
+
+// Ready reports whether the tables were created (or found) by this process.
+func (s *Schema) Ready() bool { return s.done.Load() }
+
+// Ensure creates the tables unless this process already did.
+func (s *Schema) Ensure(ctx context.Context, pool *pgxpool.Pool) error {
+	if s.done.Load() {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done.Load() {
+		return nil
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: postgresql unreachable: %w", s.What, err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, s.Lock); err != nil {
+		return fmt.Errorf("%s: postgresql schema lock: %w", s.What, err)
+	}
+	defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, s.Lock)
+	if _, err := conn.Exec(ctx, s.DDL); err != nil {
+		return fmt.Errorf("%s: create the schema in postgresql: %w; does the role own the database or have CREATE on it?", s.What, err)
+	}
+	s.done.Store(true)
+	return nil
 }

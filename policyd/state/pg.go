@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -71,8 +70,7 @@ type PG struct {
 	pool *pgxpool.Pool
 	br   pgpool.Breaker
 
-	mu     sync.Mutex
-	schema bool
+	schema *pgpool.Schema
 }
 
 // OpenPG opens a pool on dsn (a libpq URL or key=value string). It does not
@@ -84,47 +82,21 @@ func OpenPG(ctx context.Context, dsn string, o PGOptions) (*PG, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &PG{pool: pool, br: pgpool.Breaker{What: "state"}}
+	p := &PG{pool: pool, br: pgpool.Breaker{What: "state"}, schema: &pgpool.Schema{What: "state", Lock: pgSchemaLock, DDL: pgSchema}}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	_ = p.check(sctx) // the server may be down: the first call retries
 	return p, nil
 }
 
-// ready creates the schema once per store, under an advisory lock.
-func (p *PG) ready(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.schema {
-		return nil
-	}
-	conn, err := p.pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("state: postgresql unreachable: %w", err)
-	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, pgSchemaLock); err != nil {
-		return fmt.Errorf("state: postgresql schema lock: %w", err)
-	}
-	defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, pgSchemaLock)
-	if _, err := conn.Exec(ctx, pgSchema); err != nil {
-		return fmt.Errorf("state: create the schema in postgresql: %w; does the role own the database or have CREATE on it?", err)
-	}
-	p.schema = true
-	return nil
-}
-
 func (p *PG) check(ctx context.Context) error {
 	if err := p.br.Allow(); err != nil {
 		return err
 	}
-	p.mu.Lock()
-	ok := p.schema
-	p.mu.Unlock()
-	if ok {
+	if p.schema.Ready() {
 		return nil
 	}
-	return p.br.Observe(p.ready(ctx))
+	return p.br.Observe(p.schema.Ensure(ctx, p.pool))
 }
 
 // Close closes the pool.

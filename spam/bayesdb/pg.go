@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -51,11 +50,20 @@ type PG struct {
 	pool *pgxpool.Pool
 	br   pgpool.Breaker
 
-	mu     sync.Mutex
-	schema bool
+	schema *pgpool.Schema
 }
 
 var _ bayes.Store = (*PG)(nil)
+
+// ready fails at once while the breaker pauses, and creates the schema on
+// the first call that reaches the server.
+func (p *PG) ready(ctx context.Context) (err error) {
+	if err := p.br.Allow(); err != nil {
+		return err
+	}
+	defer func() { p.br.Observe(err) }()
+	return p.schema.Ensure(ctx, p.pool)
+}
 
 // OpenPG opens a pool on dsn; password, when not empty, is used instead of
 // the DSN's (read from a file by the caller, never from argv). It does not
@@ -65,39 +73,11 @@ func OpenPG(ctx context.Context, dsn, password string) (*PG, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &PG{pool: pool, br: pgpool.Breaker{What: "bayesdb"}}
+	p := &PG{pool: pool, br: pgpool.Breaker{What: "bayesdb"}, schema: &pgpool.Schema{What: "bayesdb", Lock: pgSchemaLock, DDL: pgSchema}}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	_ = p.ready(sctx)
 	return p, nil
-}
-
-// ready fails at once while the breaker pauses, and creates the schema on
-// the first call that reaches the server.
-func (p *PG) ready(ctx context.Context) (err error) {
-	if err := p.br.Allow(); err != nil {
-		return err
-	}
-	defer func() { p.br.Observe(err) }()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.schema {
-		return nil
-	}
-	conn, err := p.pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("bayesdb: postgresql unreachable: %w", err)
-	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, pgSchemaLock); err != nil {
-		return fmt.Errorf("bayesdb: postgresql schema lock: %w", err)
-	}
-	defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, pgSchemaLock)
-	if _, err := conn.Exec(ctx, pgSchema); err != nil {
-		return fmt.Errorf("bayesdb: create the schema in postgresql: %w; does the role have CREATE on the database?", err)
-	}
-	p.schema = true
-	return nil
 }
 
 // Close implements bayes.Store.
