@@ -375,18 +375,23 @@ func (d *DB) Stats(ctx context.Context) (bayes.Stats, error) {
 		if err := rows.Scan(&n, &v); err != nil {
 			return st, fmt.Errorf("bayesdb: stats: %w", err)
 		}
-		switch n {
-		case "spam":
-			st.Spam = v
-		case "ham":
-			st.Ham = v
-		case "last_expire":
-			if v > 0 {
-				st.LastExpire = time.Unix(v, 0).UTC()
-			}
-		case "expired":
-			st.ExpiredTotal = v
-		}
+		setVar(&st, n, v)
 	}
 	return st, rows.Err()
+}
+
+// setVar puts one bayes_vars row (both stores keep the same names) into st.
+func setVar(st *bayes.Stats, name string, v int64) {
+	switch name {
+	case "spam":
+		st.Spam = v
+	case "ham":
+		st.Ham = v
+	case "last_expire":
+		if v > 0 {
+			st.LastExpire = time.Unix(v, 0).UTC()
+		}
+	case "expired":
+		st.ExpiredTotal = v
+	}
 }

@@ -313,18 +313,7 @@ func (p *PG) Stats(ctx context.Context) (bayes.Stats, error) {
 		if err := rows.Scan(&n, &v); err != nil {
 			return st, fmt.Errorf("bayesdb: stats: %w", p.br.Observe(err))
 		}
-		switch n {
-		case "spam":
-			st.Spam = v
-		case "ham":
-			st.Ham = v
-		case "last_expire":
-			if v > 0 {
-				st.LastExpire = time.Unix(v, 0).UTC()
-			}
-		case "expired":
-			st.ExpiredTotal = v
-		}
+		setVar(&st, n, v)
 	}
 	return st, rows.Err()
 }
