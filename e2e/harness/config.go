@@ -36,11 +36,11 @@ func (s *Stack) baseConfig() map[string]any {
 		"mailbox": map[string]any{"base_dir": p.MailBase, "uid": s.UID, "gid": s.GID, "user": s.vmailUser().Name,
 			"quota": map[string]any{"status": "unix:" + p.QuotaStatus}},
 		"listeners": map[string]any{
-			"smtp":        Addr(s.Ports.SMTP),
-			"submission":  Addr(s.Ports.Submission),
-			"submissions": Addr(s.Ports.Submissions),
-			"imap":        Addr(s.Ports.IMAP),
-			"imaps":       Addr(s.Ports.IMAPS),
+			"smtp":        s.Addr(s.Ports.SMTP),
+			"submission":  s.Addr(s.Ports.Submission),
+			"submissions": s.Addr(s.Ports.Submissions),
+			"imap":        s.Addr(s.Ports.IMAP),
+			"imaps":       s.Addr(s.Ports.IMAPS),
 			"lmtp":        p.LMTP,
 			"auth":        p.Auth,
 		},
@@ -70,7 +70,7 @@ func (s *Stack) baseConfig() map[string]any {
 		"milter": map[string]any{"enabled": false, "spam": map[string]any{"learn": map[string]any{"user": "root"}}},
 		"policy": map[string]any{"enabled": false},
 		"sieve": map[string]any{"enabled": true, "dir": p.SieveDir, "spam_folder": "Spam",
-			"managesieve": Addr(s.Ports.ManageSieve)},
+			"managesieve": s.Addr(s.Ports.ManageSieve)},
 		"dns": map[string]any{"servers": []any{s.DNS.Addr()}, "timeout": "2s"},
 	}
 }

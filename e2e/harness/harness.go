@@ -28,9 +28,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -63,8 +65,12 @@ type Options struct {
 	Domains  []string
 	// MessageSizeLimit in bytes; 0 keeps 10 MiB.
 	MessageSizeLimit int64
-	// Ports of the services on 127.0.0.1; a zero port picks a free one.
+	// Ports of the services; a zero port picks a free one.
 	Ports Ports
+	// IP is the loopback address the services listen on (a second MX on
+	// 127.0.0.3, say); empty: 127.0.0.1. The trusted network stays
+	// 127.0.0.1/32, the address local clients connect from.
+	IP string
 	// SinkDir, when set, receives every message the sink accepts as a file.
 	SinkDir string
 	// Set overrides keys of the generated postkit.yaml, by dotted path
@@ -139,6 +145,7 @@ type Stack struct {
 	Hostname   string
 	Domains    []string
 	Ports      Ports
+	IP         string // the loopback address the services listen on (Options.IP)
 	Paths      Paths
 	UID, GID   int // the vmail account
 	SizeLimit  int64
@@ -216,7 +223,10 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 }
 
 func newStack(o Options) *Stack {
-	s := &Stack{Opts: o, Root: filepath.Clean(o.Root), Hostname: o.Hostname, Domains: o.Domains, Ports: o.Ports, SizeLimit: o.MessageSizeLimit}
+	s := &Stack{Opts: o, Root: filepath.Clean(o.Root), Hostname: o.Hostname, Domains: o.Domains, Ports: o.Ports, SizeLimit: o.MessageSizeLimit, IP: o.IP}
+	if s.IP == "" {
+		s.IP = "127.0.0.1"
+	}
 	if s.Hostname == "" {
 		s.Hostname = Hostname
 	}
@@ -497,6 +507,9 @@ func FreePort() (int, error) {
 
 // Addr returns "127.0.0.1:port".
 func Addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
+
+// Addr returns the stack's address for port: "IP:port".
+func (s *Stack) Addr(port int) string { return net.JoinHostPort(s.IP, strconv.Itoa(port)) }
 
 // run runs a command with a bounded time and returns its combined output.
 // The output goes through a file, not a pipe: `postfix start` and `dovecot`

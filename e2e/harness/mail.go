@@ -24,15 +24,15 @@ import (
 // stack's trusted networks (127.0.0.1/32).
 const OutsideIP = "127.0.0.2"
 
-// dialFrom connects to 127.0.0.1:port from the local address (""= any).
-func dialFrom(port int, local string) (net.Conn, error) {
+// dialFrom connects to the stack's port from the local address (""= any).
+func (s *Stack) dialFrom(port int, local string) (net.Conn, error) {
 	d := net.Dialer{Timeout: 5 * time.Second}
 	if local != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
 	}
-	c, err := d.Dial("tcp", Addr(port))
+	c, err := d.Dial("tcp", s.Addr(port))
 	if err != nil {
-		return nil, fmt.Errorf("harness: dial %s from %s: %w", Addr(port), local, err)
+		return nil, fmt.Errorf("harness: dial %s from %s: %w", s.Addr(port), local, err)
 	}
 	c.SetDeadline(time.Now().Add(2 * time.Minute))
 	return c, nil
@@ -60,7 +60,7 @@ func (s *Stack) Submissions(local string) (*smtp.Client, error) {
 }
 
 func (s *Stack) dialSMTP(port int, local, mode string) (*smtp.Client, error) {
-	c, err := dialFrom(port, local)
+	c, err := s.dialFrom(port, local)
 	if err != nil {
 		return nil, err
 	}
@@ -70,14 +70,14 @@ func (s *Stack) dialSMTP(port int, local, mode string) (*smtp.Client, error) {
 		tc := tls.Client(c, s.TLSConfig())
 		if err := tc.Handshake(); err != nil {
 			c.Close()
-			return nil, fmt.Errorf("harness: TLS to %s: %w", Addr(port), err)
+			return nil, fmt.Errorf("harness: TLS to %s: %w", s.Addr(port), err)
 		}
 		cl = smtp.NewClient(tc)
 	case "starttls":
 		cl, err = smtp.NewClientStartTLS(c, s.TLSConfig())
 		if err != nil {
 			c.Close()
-			return nil, fmt.Errorf("harness: STARTTLS to %s: %w", Addr(port), err)
+			return nil, fmt.Errorf("harness: STARTTLS to %s: %w", s.Addr(port), err)
 		}
 	default:
 		cl = smtp.NewClient(c)
@@ -224,8 +224,8 @@ func (s *Stack) IMAPFrom(ctx context.Context, local string, implicitTLS bool, us
 	}
 	args = append(args, "--silent", "--show-error", "--max-time", "20",
 		"--cacert", s.Paths.Cert,
-		"--resolve", fmt.Sprintf("%s:%d:127.0.0.1", s.Hostname, s.Ports.IMAP),
-		"--resolve", fmt.Sprintf("%s:%d:127.0.0.1", s.Hostname, s.Ports.IMAPS),
+		"--resolve", fmt.Sprintf("%s:%d:%s", s.Hostname, s.Ports.IMAP, s.IP),
+		"--resolve", fmt.Sprintf("%s:%d:%s", s.Hostname, s.Ports.IMAPS, s.IP),
 		"--user", user+":"+password, "--url", url)
 	if request != "" {
 		args = append(args, "--request", request)

@@ -25,7 +25,7 @@ type SieveClient struct {
 // ManageSieve connects to the stack's ManageSieve service and switches to
 // TLS (STARTTLS, the stack's certificate), as clients do before they log in.
 func (s *Stack) ManageSieve() (*SieveClient, error) {
-	conn, err := net.DialTimeout("tcp", Addr(s.Ports.ManageSieve), 5*time.Second)
+	conn, err := net.DialTimeout("tcp", s.Addr(s.Ports.ManageSieve), 5*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("harness: managesieve: %w", err)
 	}

@@ -102,7 +102,7 @@ func (s *Stack) waitReady(ctx context.Context) error {
 			last = err
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("harness: %s on %s never greeted: %v", c.name, Addr(c.port), last)
+				return fmt.Errorf("harness: %s on %s never greeted: %v", c.name, s.Addr(c.port), last)
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
@@ -122,7 +122,7 @@ func (s *Stack) waitReady(ctx context.Context) error {
 
 // greeting reads the first line a service sends.
 func (s *Stack) greeting(port int, implicitTLS bool) (string, error) {
-	c, err := net.DialTimeout("tcp", Addr(port), 2*time.Second)
+	c, err := net.DialTimeout("tcp", s.Addr(port), 2*time.Second)
 	if err != nil {
 		return "", err
 	}

@@ -1,5 +1,5 @@
 // Package multimx runs two MX stacks — each its own Postfix, Dovecot,
-// `postkit policyd` and `postkit milter` — sharing one PostgreSQL 15 for
+// `postkit policyd` and `postkit milter`, on 127.0.0.1 and 127.0.0.2 — sharing one PostgreSQL 15 for
 // the daemons' state (state.driver postgresql): greylisting, rate limits
 // and Bayes agree across hosts, and an outage of PostgreSQL costs no mail.
 // Users come from each host's own SQLite database, seeded alike.
@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -20,6 +21,9 @@ import (
 	"github.com/postkit/postkit/e2e/harness"
 	"github.com/postkit/postkit/internal/pgtest"
 )
+
+// mxIP are the addresses the two MX listen on, as two hosts would.
+var mxIP = [2]string{"127.0.0.1", "127.0.0.2"}
 
 const (
 	sock    = "{root}/spool/postfix/postkit/"
@@ -43,10 +47,11 @@ func TestMain(m *testing.M) {
 	os.Exit(harness.Main(m, harness.Options{}))
 }
 
-// mxOptions is one MX of the pair, its state in the database dsn;
-// onError is its state.on_error.
-func mxOptions(dsn, onError string) harness.Options {
+// mxOptions is one MX of the pair, listening on ip, its state in the
+// database dsn; onError is its state.on_error.
+func mxOptions(ip, dsn, onError string) harness.Options {
 	return harness.Options{
+		IP: ip,
 		Set: map[string]any{
 			"state.on_error":                onError,
 			"state.driver":                  "postgresql",
@@ -91,7 +96,12 @@ func pair(t *testing.T, onError [2]string) (*pgtest.Server, string, [2]*harness.
 	dsn := srv.CreateDatabase("postkit_state")
 	var mx [2]*harness.Stack
 	for i := range mx {
-		mx[i] = harness.StartT(t, mxOptions(dsn, onError[i]))
+		mx[i] = harness.StartT(t, mxOptions(mxIP[i], dsn, onError[i]))
+	}
+	// MX2 answers on its own address only, as a second host would.
+	if c, err := net.DialTimeout("tcp", harness.Addr(mx[1].Ports.SMTP), time.Second); err == nil {
+		c.Close()
+		t.Fatalf("MX2 answers on %s; want it on %s only", harness.Addr(mx[1].Ports.SMTP), mx[1].Addr(mx[1].Ports.SMTP))
 	}
 	return srv, dsn, mx
 }
