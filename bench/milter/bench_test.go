@@ -341,6 +341,13 @@ func startPostkit(t testing.TB, dir, name, bin, key string) *proc {
 		t.Cleanup(func() { f.Close() })
 		p.cmd.Stderr = f
 	}
+	p.start(t, sock, bin)
+	return p
+}
+
+// start runs the milter and waits until it listens on sock; SIGTERM at the end.
+func (p *proc) start(t testing.TB, sock, name string) {
+	t.Helper()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -348,14 +355,13 @@ func startPostkit(t testing.TB, dir, name, bin, key string) *proc {
 	for i := 0; ; i++ {
 		if c, err := net.Dial("unix", sock); err == nil {
 			c.Close()
-			break
+			return
 		}
 		if i > 400 {
-			t.Fatalf("postkit milter (%s) did not listen on %s", bin, sock)
+			t.Fatalf("postkit milter (%s) did not listen on %s", name, sock)
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-	return p
 }
 
 // startServer runs this test binary as a trivial milter server: impl

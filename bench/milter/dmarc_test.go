@@ -6,13 +6,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -69,20 +67,7 @@ func startInbound(t testing.TB, dir, name, bin, dns string, args ...string) *pro
 		"--socket-mode", "0666", "--log-level", logLevel, "--drain", "5s", "--set", "paths.postkit_run=" + dir}, args...)
 	p.cmd = exec.Command(bin, a...)
 	p.cmd.Stderr = os.Stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.cmd.Process.Signal(syscall.SIGTERM); p.cmd.Wait() })
-	for i := 0; ; i++ {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
-		}
-		if i > 400 {
-			t.Fatalf("postkit milter (%s) did not listen on %s", name, sock)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	p.start(t, sock, name)
 	return p
 }
 
