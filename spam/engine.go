@@ -303,7 +303,7 @@ func (e *Engine) Score(ctx context.Context, in Input) (Result, error) {
 	} else {
 		res.BayesNote = "no Bayes store"
 	}
-	rc := &rules.Context{Msg: msg, Raw: in.Raw, Bayes: res.Bayes, Facts: facts}
+	rc := &rules.Context{Msg: msg, Raw: in.Raw, Bayes: res.Bayes, Facts: facts, Now: in.Received, Helo: in.Helo}
 	hits, evalErr := e.rules.Eval(ctx, rc)
 	for _, h := range hits {
 		res.Hits = append(res.Hits, Hit(h))

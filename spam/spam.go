@@ -10,6 +10,7 @@ package spam
 import (
 	"context"
 	"net/netip"
+	"time"
 )
 
 // Input is one message to score, with the facts of its SMTP transaction.
@@ -28,6 +29,9 @@ type Input struct {
 	Rcpts []string
 	// Authenticated reports a SASL-authenticated client.
 	Authenticated bool
+	// Received is when the message arrived; zero for a stored message,
+	// whose newest Received field's date stands for it.
+	Received time.Time
 }
 
 // Hit is one test that matched, with the score it added.

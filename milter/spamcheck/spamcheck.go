@@ -256,6 +256,7 @@ func (b *body) End(m *filter.Message, c *filter.Changes) error {
 		MailFrom:      m.MailFrom,
 		Rcpts:         m.Rcpts,
 		Authenticated: b.auth,
+		Received:      start,
 	}
 	if m.Conn != nil {
 		in.Client, in.Helo = m.Conn.Addr, m.Conn.Helo

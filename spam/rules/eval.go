@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/postkit/postkit/spam/content"
@@ -23,6 +24,14 @@ type Context struct {
 	// Facts are what the caller established outside the message text and
 	// eval fact(NAME) reads: e.g. "from_allowlisted", "spf_pass".
 	Facts map[string]bool
+	// Now is when the message arrived; zero when the caller does not know
+	// (a stored message): the newest Received field's date stands for it.
+	Now time.Time
+	// Helo is the SMTP client's HELO name, "" when unknown.
+	Helo string
+
+	skewDone, skewOK bool
+	skew             time.Duration
 
 	body      string
 	bodyOK    bool
@@ -85,6 +94,13 @@ type Hit struct {
 	Description string
 }
 
+// evalFunc is an eval function: its one-line documentation and the parser of
+// its arguments, which returns the test.
+type evalFunc struct {
+	doc   string
+	parse func(args []string) (func(*Context) bool, error)
+}
+
 // evalCall is a parsed eval function call.
 type evalCall struct {
 	fn   string
@@ -93,10 +109,7 @@ type evalCall struct {
 
 // funcs are the eval functions: each parses its arguments once and returns
 // the test.
-var funcs = map[string]struct {
-	doc   string
-	parse func(args []string) (func(*Context) bool, error)
-}{
+var funcs = map[string]evalFunc{
 	"bayes": {"bayes(LO, HI): the Bayes probability is in [LO, HI) (HI 1 includes 1)", func(a []string) (func(*Context) bool, error) {
 		lo, hi, err := twoFloats(a)
 		if err != nil {

@@ -616,6 +616,16 @@ func crossValidate(msgs []msg, out string) error {
 				name = strconv.Itoa(fold) + "/" + name
 			}
 			fmt.Fprintf(f, "%s\t%s\t%.2f\t%.12f\t%s\n", m.class, name, res.Score, res.Bayes, strings.Join(names, ","))
+			if explain != "" && strings.Contains(","+explain+",", ","+m.name+",") {
+				p, clues, err := e.BayesClues(ctx, m.raw, 80)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("%s (fold %d): %.4f\n", m.name, fold, p)
+				for _, c := range clues {
+					fmt.Printf("   %.3f %4d %4d %s\n", c.Prob, c.Spam, c.Ham, c.Token)
+				}
+			}
 		}
 		e.Close()
 	}

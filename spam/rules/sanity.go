@@ -1,0 +1,152 @@
+package rules
+
+import (
+	"errors"
+	"net/mail"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/postkit/postkit/spam/content"
+)
+
+// Header sanity tests: what a sender's own software writes and bulk-mailing
+// software gets wrong (a Date hours ahead of the arrival, a free-mail From
+// that no free-mail server handled, a bare address as HELO).
+
+func init() {
+	funcs["date_future"] = evalFunc{"date_future(HOURS): the Date field is more than HOURS hours later than the arrival (the newest Received field's date when the caller did not give it)", func(a []string) (func(*Context) bool, error) {
+		h, err := oneInt(a)
+		if err != nil {
+			return nil, err
+		}
+		lim := time.Duration(h) * time.Hour
+		return func(c *Context) bool {
+			skew, ok := c.dateSkew()
+			return ok && skew > lim
+		}, nil
+	}}
+	funcs["date_past"] = evalFunc{"date_past(HOURS): the Date field is more than HOURS hours earlier than the arrival", func(a []string) (func(*Context) bool, error) {
+		h, err := oneInt(a)
+		if err != nil {
+			return nil, err
+		}
+		lim := time.Duration(h) * time.Hour
+		return func(c *Context) bool {
+			skew, ok := c.dateSkew()
+			return ok && -skew > lim
+		}, nil
+	}}
+	funcs["date_weekday_wrong"] = evalFunc{"date_weekday_wrong(): the Date field names a day of the week its date does not fall on", func(a []string) (func(*Context) bool, error) {
+		if len(a) != 0 {
+			return nil, errors.New("date_weekday_wrong takes no arguments")
+		}
+		return func(c *Context) bool {
+			v := strings.TrimSpace(c.Msg.Get("Date"))
+			day, _, ok := strings.Cut(v, ",")
+			if !ok || len(day) != 3 {
+				return false
+			}
+			d, err := mail.ParseDate(v)
+			return err == nil && !strings.EqualFold(day, d.Weekday().String()[:3])
+		}, nil
+	}}
+	funcs["forged_freemail"] = evalFunc{"forged_freemail(): From is a large free-mail provider's address, yet no Received field names the provider's servers and no valid DKIM signature of its domain is present", func(a []string) (func(*Context) bool, error) {
+		if len(a) != 0 {
+			return nil, errors.New("forged_freemail takes no arguments")
+		}
+		return forgedFreemail, nil
+	}}
+	funcs["helo_numeric"] = evalFunc{"helo_numeric(): the client greeted with a bare IP address (the HELO the caller gave, else the newest Received field's from clause)", func(a []string) (func(*Context) bool, error) {
+		if len(a) != 0 {
+			return nil, errors.New("helo_numeric takes no arguments")
+		}
+		return func(c *Context) bool {
+			h := c.Helo
+			if h == "" {
+				rc := c.Msg.Values("Received")
+				if len(rc) == 0 {
+					return false
+				}
+				f := strings.Fields(rc[0])
+				if len(f) < 2 || !strings.EqualFold(f[0], "from") {
+					return false
+				}
+				h = f[1]
+			}
+			h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+			ip, err := netip.ParseAddr(h)
+			return err == nil && ip.Is4()
+		}, nil
+	}}
+}
+
+// dateSkew is the Date field minus the arrival time.
+func (c *Context) dateSkew() (time.Duration, bool) {
+	if !c.skewDone {
+		c.skewDone = true
+		d, err := mail.ParseDate(strings.TrimSpace(c.Msg.Get("Date")))
+		if err != nil {
+			return 0, false
+		}
+		at := c.Now
+		if at.IsZero() {
+			at = newestReceived(c.Msg)
+		}
+		if at.IsZero() {
+			at = time.Now()
+		}
+		c.skew, c.skewOK = d.Sub(at), true
+	}
+	return c.skew, c.skewOK
+}
+
+// newestReceived is the date of the first Received field (the newest) that
+// has one, or zero.
+func newestReceived(m *content.Message) time.Time {
+	for i, v := range m.Values("Received") {
+		if i >= 3 {
+			break
+		}
+		if j := strings.LastIndexByte(v, ';'); j >= 0 {
+			if t, err := mail.ParseDate(strings.TrimSpace(v[j+1:])); err == nil {
+				return t
+			}
+		}
+	}
+	return time.Time{}
+}
+
+// freemail maps free-mail domains to the domains their outbound servers'
+// names end in (as Received fields name them).
+var freemail = map[string][]string{
+	"hotmail.com": {"hotmail.com", "outlook.com", "msn.com", "live.com"},
+	"msn.com":     {"hotmail.com", "outlook.com", "msn.com", "live.com"},
+	"live.com":    {"hotmail.com", "outlook.com", "msn.com", "live.com"},
+	"outlook.com": {"hotmail.com", "outlook.com", "msn.com", "live.com"},
+	"yahoo.com":   {"yahoo.com", "yahoo.net", "yahoodns.net", "yahoo.co"},
+	"aol.com":     {"aol.com", "aol.net", "yahoo.com", "yahoodns.net"},
+	"gmail.com":   {"google.com", "gmail.com"},
+}
+
+func forgedFreemail(c *Context) bool {
+	from := c.Msg.Addresses("From")
+	if len(from) == 0 {
+		return false
+	}
+	dom := strings.ToLower(content.Domain(from[0].Addr))
+	servers, ok := freemail[dom]
+	rcvd := c.Msg.Values("Received")
+	if !ok || len(rcvd) == 0 || c.Facts["dkim_valid_from"] {
+		return false
+	}
+	for _, v := range rcvd {
+		lv := strings.ToLower(v)
+		for _, s := range servers {
+			if strings.Contains(lv, s) {
+				return false
+			}
+		}
+	}
+	return true
+}
