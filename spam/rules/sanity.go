@@ -79,6 +79,12 @@ func init() {
 			return err == nil && ip.Is4()
 		}, nil
 	}}
+	funcs["subject_rcpt_domain"] = evalFunc{"subject_rcpt_domain(): the Subject is nothing but a domain name, and it is a recipient's domain or a parent or subdomain of one (as link-building and site-promotion pitches name the site they write to)", func(a []string) (func(*Context) bool, error) {
+		if len(a) != 0 {
+			return nil, errors.New("subject_rcpt_domain takes no arguments")
+		}
+		return subjectRcptDomain, nil
+	}}
 }
 
 // dateSkew is the Date field minus the arrival time.
@@ -149,4 +155,29 @@ func forgedFreemail(c *Context) bool {
 		}
 	}
 	return true
+}
+
+// subjectRcptDomain reports whether the Subject is a bare domain name that a
+// To or Cc address's domain equals, ends in or is the end of.
+func subjectRcptDomain(c *Context) bool {
+	subj := strings.ToLower(strings.TrimSpace(c.Msg.Get("Subject")))
+	subj = strings.TrimPrefix(strings.TrimPrefix(subj, "http://"), "www.")
+	subj = strings.TrimSuffix(subj, "/")
+	if strings.Count(subj, ".") == 0 || strings.IndexFunc(subj, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '-')
+	}) >= 0 {
+		return false
+	}
+	for _, f := range []string{"To", "Cc"} {
+		for _, ad := range c.Msg.Addresses(f) {
+			d := strings.ToLower(content.Domain(ad.Addr))
+			if d == "" {
+				continue
+			}
+			if d == subj || strings.HasSuffix(d, "."+subj) || strings.HasSuffix(subj, "."+d) {
+				return true
+			}
+		}
+	}
+	return false
 }

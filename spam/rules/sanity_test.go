@@ -14,6 +14,7 @@ eval DP date_past(96)
 eval WD date_weekday_wrong()
 eval FF forged_freemail()
 eval HN helo_numeric()
+eval SD subject_rcpt_domain()
 `
 
 func evalAt(t *testing.T, s *Set, raw string, now time.Time, helo string, facts map[string]bool) map[string]bool {
@@ -177,4 +178,26 @@ func TestDefaultHeaderRules(t *testing.T) {
 	check(bulk, all)
 	check("From: a@x.example\r\nDate: Thu, 5 Sep 2002 03:00:00\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n",
 		map[string]bool{"HDR_DATE_NO_ZONE": true, "HTML_NO_MAILER": true, "HDR_DATE_FUTURE": false})
+}
+
+func TestSubjectRcptDomain(t *testing.T) {
+	s := compile(t, sanityRules)
+	for _, c := range []struct {
+		to, subj string
+		want     bool
+	}{
+		{"webmaster@example.org", "example.org", true},
+		{"Web Master <webmaster@www.example.org>", "www.example.org", true},
+		{"list-admin@lists.example.org", "example.org", true},
+		{"a@example.org", "lists.example.org", true},
+		{"a@example.org", "example.com", false},
+		{"a@example.org", "About example.org", false},
+		{"a@example.org", "org", false},
+		{"a@notexample.org", "example.org", false},
+	} {
+		got := evalAt(t, s, "From: a@b.example\r\nTo: "+c.to+"\r\nSubject: "+c.subj+"\r\n\r\nx\r\n", time.Now(), "", nil)
+		if got["SD"] != c.want {
+			t.Errorf("To %q Subject %q: subject_rcpt_domain %v, want %v", c.to, c.subj, got["SD"], c.want)
+		}
+	}
 }
