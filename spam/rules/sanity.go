@@ -15,28 +15,8 @@ import (
 // that no free-mail server handled, a bare address as HELO).
 
 func init() {
-	funcs["date_future"] = evalFunc{"date_future(HOURS): the Date field is more than HOURS hours later than the arrival (the newest Received field's date when the caller did not give it)", func(a []string) (func(*Context) bool, error) {
-		h, err := oneInt(a)
-		if err != nil {
-			return nil, err
-		}
-		lim := time.Duration(h) * time.Hour
-		return func(c *Context) bool {
-			skew, ok := c.dateSkew()
-			return ok && skew > lim
-		}, nil
-	}}
-	funcs["date_past"] = evalFunc{"date_past(HOURS): the Date field is more than HOURS hours earlier than the arrival", func(a []string) (func(*Context) bool, error) {
-		h, err := oneInt(a)
-		if err != nil {
-			return nil, err
-		}
-		lim := time.Duration(h) * time.Hour
-		return func(c *Context) bool {
-			skew, ok := c.dateSkew()
-			return ok && -skew > lim
-		}, nil
-	}}
+	funcs["date_future"] = evalFunc{"date_future(HOURS): the Date field is more than HOURS hours later than the arrival (the newest Received field's date when the caller did not give it)", dateSkewTest(1)}
+	funcs["date_past"] = evalFunc{"date_past(HOURS): the Date field is more than HOURS hours earlier than the arrival", dateSkewTest(-1)}
 	funcs["date_weekday_wrong"] = evalFunc{"date_weekday_wrong(): the Date field names a day of the week its date does not fall on", func(a []string) (func(*Context) bool, error) {
 		if len(a) != 0 {
 			return nil, errors.New("date_weekday_wrong takes no arguments")
@@ -85,6 +65,22 @@ func init() {
 		}
 		return subjectRcptDomain, nil
 	}}
+}
+
+// dateSkewTest parses HOURS and returns the test that the Date field is
+// more than HOURS after (sign 1) or before (sign -1) the arrival.
+func dateSkewTest(sign time.Duration) func([]string) (func(*Context) bool, error) {
+	return func(a []string) (func(*Context) bool, error) {
+		h, err := oneInt(a)
+		if err != nil {
+			return nil, err
+		}
+		lim := time.Duration(h) * time.Hour
+		return func(c *Context) bool {
+			skew, ok := c.dateSkew()
+			return ok && sign*skew > lim
+		}, nil
+	}
 }
 
 // dateSkew is the Date field minus the arrival time.
