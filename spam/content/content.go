@@ -390,7 +390,7 @@ func (w *walker) entity(h message.Header, body io.Reader, depth int) {
 		m.Partial = true
 		return
 	}
-	e, err := message.New(h, body)
+	e, err := decodeEntity(h, body)
 	if err != nil {
 		if message.IsUnknownCharset(err) {
 			m.fault(FaultCharset)
@@ -406,7 +406,7 @@ func (w *walker) entity(h message.Header, body io.Reader, depth int) {
 	if mediaType == "" {
 		mediaType = "text/plain"
 	}
-	if mr := e.MultipartReader(); mr != nil {
+	if strings.HasPrefix(mediaType, "multipart/") {
 		if params["boundary"] == "" {
 			m.fault(FaultBoundary)
 			w.leaf(h, "text/plain", params, e.Body, depth)
@@ -417,6 +417,7 @@ func (w *walker) entity(h message.Header, body io.Reader, depth int) {
 			m.Truncated = true
 			return
 		}
+		mr := textproto.NewMultipartReader(e.Body, params["boundary"])
 		seen := 0
 		for {
 			if w.ctx.Err() != nil {
@@ -428,11 +429,11 @@ func (w *walker) entity(h message.Header, body io.Reader, depth int) {
 				m.Truncated = true
 				return
 			}
-			p, err := mr.NextPart()
+			rp, err := mr.NextPart()
 			if err == io.EOF {
 				break
 			}
-			if err != nil && p == nil {
+			if err != nil {
 				// A part header that does not parse, or a body that
 				// ends before its closing boundary.
 				if seen == 0 {
@@ -444,20 +445,11 @@ func (w *walker) entity(h message.Header, body io.Reader, depth int) {
 			}
 			seen++
 			w.parts++
-			if err != nil {
-				if message.IsUnknownCharset(err) {
-					m.fault(FaultCharset)
-				} else if message.IsUnknownEncoding(err) {
-					m.fault(FaultEncoding)
-				}
-			}
-			// p.Body is already decoded; re-enter with the part's header so
-			// nested multiparts are read the same way, but without decoding
-			// twice: a leaf is read from p directly.
-			ptype, pparams, _ := p.Header.ContentType()
+			ph := message.Header{Header: rp.Header}
+			ptype, pparams, _ := ph.ContentType()
 			ptype = strings.ToLower(ptype)
 			if strings.HasPrefix(ptype, "multipart/") {
-				w.entity(p.Header, p.Body, depth+1)
+				w.entity(ph, rp, depth+1)
 				continue
 			}
 			if ptype == "" {
@@ -466,7 +458,15 @@ func (w *walker) entity(h message.Header, body io.Reader, depth int) {
 					ptype = "message/rfc822"
 				}
 			}
-			w.leaf(p.Header, ptype, pparams, p.Body, depth+1)
+			p, err := decodeEntity(ph, rp)
+			if err != nil {
+				if message.IsUnknownCharset(err) {
+					m.fault(FaultCharset)
+				} else if message.IsUnknownEncoding(err) {
+					m.fault(FaultEncoding)
+				}
+			}
+			w.leaf(ph, ptype, pparams, p.Body, depth+1)
 		}
 		if seen == 0 {
 			m.fault(FaultBoundary)

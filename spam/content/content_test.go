@@ -164,6 +164,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Transfer-Encoding: base64\r\n\r\n%%%\r\n--b--\r\n--a--"))
 	f.Add([]byte("Content-Type: text/html; charset=big5\n\n<a href='http://x'>\xff\xfe</a><img src=y>"))
 	f.Add([]byte("Content-Type: message/rfc822\n\nContent-Type: message/rfc822\n\nSubject: inner\n\ntext"))
+	f.Add([]byte("Content-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n\n====\n=ZZ caf=e9 = \n=4"))
 	lim := Limits{MaxText: 4096, MaxParts: 20, MaxDepth: 5, MaxURIs: 10}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		m := Parse(context.Background(), raw, lim)
