@@ -49,12 +49,35 @@ type Context struct {
 // prefilter ids (true when it has none); *found is computed from folded
 // when first needed.
 func (c *Context) mayMatch(r *Rule, folded string, found *[]bool) bool {
-	ids := r.litIDs
-	if len(ids) == 0 {
+	return c.clausesHold(r.lits, r.litIDs, folded, found)
+}
+
+// matchText runs a body or raw body rule's regexp over text: branch by
+// branch, each only when its prefilter holds, when the rule was split.
+func (c *Context) matchText(r *Rule, text, folded string, found *[]bool) bool {
+	if !c.mayMatch(r, folded, found) {
+		return false
+	}
+	if r.branches == nil {
+		return r.re.MatchString(text)
+	}
+	for i := range r.branches {
+		b := &r.branches[i]
+		if c.clausesHold(b.lits, b.litIDs, folded, found) && b.re.MatchString(text) {
+			return true
+		}
+	}
+	return false
+}
+
+// clausesHold is mayMatch for one prefilter: lits, or the same as ids into
+// the set's litMatcher.
+func (c *Context) clausesHold(lits [][]string, ids [][]int32, folded string, found *[]bool) bool {
+	if len(lits) == 0 {
 		return true
 	}
-	if c.lit == nil {
-		return mayMatch(r.lits, folded)
+	if c.lit == nil || len(ids) != len(lits) {
+		return mayMatch(lits, folded)
 	}
 	if *found == nil {
 		*found = c.lit.scan(folded)
@@ -402,9 +425,9 @@ func (r *Rule) test(c *Context) bool {
 		return r.re.MatchString(c.headerValue(r.field, r.mod)) != r.negate
 	case Body:
 		text := c.bodyText()
-		return c.mayMatch(r, c.bodyFold, &c.bodyLits) && r.re.MatchString(text)
+		return c.matchText(r, text, c.bodyFold, &c.bodyLits)
 	case RawBody:
-		return c.mayMatch(r, c.foldedRaw(), &c.rawLits) && r.re.MatchString(c.Msg.RawText)
+		return c.matchText(r, c.Msg.RawText, c.foldedRaw(), &c.rawLits)
 	case Full:
 		return r.re.Match(c.Raw)
 	case URI:

@@ -135,9 +135,9 @@ func (s *Set) Compile() error {
 	// One matcher for the prefilter strings of all body and raw body rules.
 	ids := map[string]int32{}
 	var lits []string
-	for _, r := range order {
-		r.litIDs = nil
-		for _, cl := range r.lits {
+	intern := func(cls [][]string) [][]int32 {
+		var out [][]int32
+		for _, cl := range cls {
 			var cids []int32
 			for _, l := range cl {
 				id, ok := ids[l]
@@ -148,7 +148,14 @@ func (s *Set) Compile() error {
 				}
 				cids = append(cids, id)
 			}
-			r.litIDs = append(r.litIDs, cids)
+			out = append(out, cids)
+		}
+		return out
+	}
+	for _, r := range order {
+		r.litIDs = intern(r.lits)
+		for i := range r.branches {
+			r.branches[i].litIDs = intern(r.branches[i].lits)
 		}
 	}
 	s.lit = newLitMatcher(lits)

@@ -133,6 +133,9 @@ type Rule struct {
 	// litIDs: the same strings as indexes into the set's litMatcher.
 	lits   [][]string
 	litIDs [][]int32
+	// branches: the alternatives of a body or raw body regexp that is one
+	// alternation, each with its prefilter (branches.go); nil otherwise.
+	branches []branch
 }
 
 // Score returns the rule's score: its set score, else 1, or 0 for "__"
@@ -289,6 +292,7 @@ func (s *Set) parseLine(pos Pos, text string) error {
 		r.re, err = parseRegexp(arg)
 		if err == nil && (r.Kind == Body || r.Kind == RawBody) {
 			r.lits = requiredLiterals(r.re, r.Kind == Body)
+			r.branches = splitBranches(r.re, r.Kind == Body)
 		}
 	case Meta:
 		r.meta, err = parseMeta(arg)

@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -73,11 +74,60 @@ func FuzzPrefilter(f *testing.F) {
 			if r.Kind == Body {
 				in, fold = body, c.bodyFold
 			}
-			if r.re.MatchString(in) && !mayMatch(r.lits, fold) {
+			full := r.re.MatchString(in)
+			if full && !mayMatch(r.lits, fold) {
 				t.Fatalf("%s matches %q but its prefilter %q says no", r.Name, in, r.lits)
+			}
+			if r.branches == nil {
+				continue
+			}
+			any := false
+			for _, b := range r.branches {
+				m := b.re.MatchString(in)
+				if m && !mayMatch(b.lits, fold) {
+					t.Fatalf("%s: branch %s matches %q but its prefilter %q says no", r.Name, b.re, in, b.lits)
+				}
+				any = any || m
+			}
+			if any != full {
+				t.Fatalf("%s: the regexp says %v on %q, its branches %v", r.Name, full, in, any)
 			}
 		}
 	})
+}
+
+func TestSplitBranches(t *testing.T) {
+	for re, want := range map[string][]string{
+		`(?i)\bmlm\b|\bbusiness\s+opportunit(?:y|ies)\b`: {"mlm", "opportunit & business |business\n"},
+		`(?i)\b(?:act\s+now|order\s+today)\b`:            {"act |act\n & now", "order |order\n & today"},
+		`(?i)\bfree\s+(?:gift|trial)`:                    {"free |free\n & gift", "free |free\n & trial"},
+		`(?i)\bfree\s+gift`:                              nil, // no alternation
+		`(?:a|b)(?:c|d)`:                                 nil, // two alternations
+	} {
+		bs := splitBranches(regexp.MustCompile(re), true)
+		var got []string
+		for _, b := range bs {
+			var cls []string
+			for _, cl := range b.lits {
+				cls = append(cls, strings.Join(cl, "|"))
+			}
+			got = append(got, strings.Join(cls, " & "))
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("splitBranches(%s) prefilters = %q; want %q", re, got, want)
+		}
+	}
+	// The shipped phrase rules with a common word in one phrase are split.
+	s, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"OFFER_BIZ_OPP", "__EARN_MONEY", "__NOT_SPAM"} {
+		if r := s.Rule(n); r == nil || len(r.branches) < 3 {
+			t.Errorf("%s is not split into its phrases", n)
+		}
+	}
 }
 
 // FuzzShouting: shouting(n) finds what its regexp finds.
