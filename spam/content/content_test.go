@@ -23,6 +23,8 @@ func TestDecoding(t *testing.T) {
 		{"base64 latin-1", "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: base64\r\n\r\nQ2Fm6SBjcuhtZQ==\r\n", "Café crème", nil},
 		{"windows-1252", "Content-Type: text/plain; charset=windows-1252\r\n\r\n\x93quoted\x94\r\n", "“quoted”", nil},
 		{"html rendered", "Content-Type: text/html\r\n\r\n<html><head><title>T</title><style>p{}</style></head><body><p>Hello&nbsp;<b>there</b></p><script>x()</script></body></html>", "Hello\u00a0there", nil},
+		{"html head never closed", "Content-Type: text/html\r\n\r\n<html><head><title>Letter</title><meta name=x>\r\n<body><p>Issue 4 of the newsletter</p><noscript>enable scripts</noscript><script>document.write('x')</script></body>", "Issue 4 of the newsletter", nil},
+		{"html tag left open", "Content-Type: text/html\r\n\r\n<html><body bgcolor=\"#fff\" link=\"#039\"\r\n<TITLE>Announcements</TITLE>\r\n<p>Exclusive offer for members</p>", "Announcements\n\nExclusive offer for members", nil},
 		{"multipart alternative", "Content-Type: multipart/alternative; boundary=\"b\"\r\n\r\npreamble\r\n--b\r\nContent-Type: text/plain\r\n\r\nplain part\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>html part</p>\r\n--b--\r\n", "plain part\n\n\nhtml part", nil},
 		{"unknown charset", "Content-Type: text/plain; charset=x-nonesuch\r\n\r\nstill text\r\n", "still text", []string{FaultCharset}},
 		{"bad base64", "Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQ=\r\n!!!not base64!!!\r\n", "hello world", []string{FaultEncoding}},

@@ -18,7 +18,12 @@ func (w *walker) renderHTML(s string) string {
 	m.HTML.Parts++
 	z := html.NewTokenizer(strings.NewReader(s))
 	var b strings.Builder
-	skip := 0 // inside script/style/title...
+	// The tokenizer returns what a script, style, title or noscript element
+	// holds as one text token after its start tag, up to its end tag or
+	// the end of the part: that token is dropped. (A counter of open
+	// elements would hide the rest of the part after a <head> that is
+	// never closed, which browsers and mail readers ignore.)
+	hide := false
 	seenTok := map[string]bool{}
 	tok := func(t string) {
 		if len(m.HTML.Tokens) < maxHTMLTokens && !seenTok[t] {
@@ -28,25 +33,21 @@ func (w *walker) renderHTML(s string) string {
 	}
 	for b.Len() < m.lim.MaxText {
 		tt := z.Next()
+		hidden := hide
+		hide = false
 		switch tt {
 		case html.ErrorToken:
 			out := b.String()
 			m.HTML.TextBytes += len(out)
 			return out
 		case html.TextToken:
-			if skip == 0 {
+			if !hidden {
 				b.Write(z.Text())
 			}
 		case html.StartTagToken, html.SelfClosingTagToken, html.EndTagToken:
 			name, hasAttr := z.TagName()
 			tag := string(name)
 			if tt == html.EndTagToken {
-				switch tag {
-				case "script", "style", "head", "title", "noscript":
-					if skip > 0 {
-						skip--
-					}
-				}
 				if blockTag[tag] {
 					b.WriteByte('\n')
 				}
@@ -57,10 +58,8 @@ func (w *walker) renderHTML(s string) string {
 				tok(tag)
 			}
 			switch tag {
-			case "script", "style", "head", "title", "noscript":
-				if tt == html.StartTagToken {
-					skip++
-				}
+			case "script", "style", "title", "noscript":
+				hide = tt == html.StartTagToken
 			case "img":
 				m.HTML.Images++
 			case "br":
