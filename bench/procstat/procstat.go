@@ -114,6 +114,29 @@ func Mem(pid int) (rss, peak int64, err error) {
 	return rss, peak, nil
 }
 
+// RSSSplit returns RssAnon (the heap, stacks and other private memory) and
+// RssFile (mapped files: the binary and its libraries) of pid, in bytes.
+func RSSSplit(pid int) (anon, file int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, fmt.Errorf("procstat: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "RssAnon:":
+			anon = n << 10
+		case "RssFile:":
+			file = n << 10
+		}
+	}
+	return anon, file, nil
+}
+
 // TreeRSS returns the resident memory of pid and its running descendants
 // (pages shared between them counted in each, as the kernel reports them).
 func TreeRSS(pid int) (int64, error) {
