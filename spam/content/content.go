@@ -527,12 +527,12 @@ func (w *walker) leaf(h message.Header, mediaType string, params map[string]stri
 			w.entity(message.Header{Header: inner}, bytes.NewReader(bd), depth+1)
 		}
 	case isText && (mediaType == "text/html" || looksHTML(data)):
-		s := toValidUTF8(data)
+		s := textString(p, data, true)
 		w.raw.add(s)
 		rendered := w.renderHTML(s)
 		w.text.add(rendered)
 	case isText:
-		s := toValidUTF8(data)
+		s := textString(p, data, false)
 		w.raw.add(s)
 		w.text.add(s)
 	}
