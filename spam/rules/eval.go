@@ -32,6 +32,8 @@ type Context struct {
 
 	skewDone, skewOK bool
 	skew             time.Duration
+	dateDone, dateOK bool
+	dateVal          time.Time
 
 	body      string
 	bodyOK    bool

@@ -27,8 +27,8 @@ func init() {
 			if !ok || len(day) != 3 {
 				return false
 			}
-			d, err := mail.ParseDate(v)
-			return err == nil && !strings.EqualFold(day, d.Weekday().String()[:3])
+			d, ok := c.date()
+			return ok && !strings.EqualFold(day, d.Weekday().String()[:3])
 		}, nil
 	}}
 	funcs["forged_freemail"] = evalFunc{"forged_freemail(): From is a large free-mail provider's address, yet no Received field names the provider's servers and no valid DKIM signature of its domain is present", func(a []string) (func(*Context) bool, error) {
@@ -83,12 +83,22 @@ func dateSkewTest(sign time.Duration) func([]string) (func(*Context) bool, error
 	}
 }
 
+// date is the Date field's time, parsed once for the rules that read it.
+func (c *Context) date() (time.Time, bool) {
+	if !c.dateDone {
+		c.dateDone = true
+		d, err := mail.ParseDate(strings.TrimSpace(c.Msg.Get("Date")))
+		c.dateVal, c.dateOK = d, err == nil
+	}
+	return c.dateVal, c.dateOK
+}
+
 // dateSkew is the Date field minus the arrival time.
 func (c *Context) dateSkew() (time.Duration, bool) {
 	if !c.skewDone {
 		c.skewDone = true
-		d, err := mail.ParseDate(strings.TrimSpace(c.Msg.Get("Date")))
-		if err != nil {
+		d, ok := c.date()
+		if !ok {
 			return 0, false
 		}
 		at := c.Now
