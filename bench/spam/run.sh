@@ -11,8 +11,13 @@
 # ~/.cache/postkit-bench) on the first run and reused after; it is never
 # committed. SpamAssassin, spamd and spamc are installed by
 # scripts/install-deps.sh bench (no test needs them). Needs root (spamd runs as
-# debian-spamd). Bounded by BENCH_TIMEOUT seconds (default 900; about 3
-# minutes here).
+# debian-spamd). Bounded by BENCH_TIMEOUT seconds (default 900; about 6
+# minutes here, 3 without the corrected rows).
+#
+# A second table row per tool measures it corrected by its users: the test
+# part in order of arrival, each wrong verdict learned right after it (what
+# moving a message into or out of the Spam folder teaches);
+# BENCH_SPAM_FEEDBACK=0 leaves it out.
 #
 # Knobs: BENCH_CACHE, BENCH_TIMEOUT, BENCH_SPAM_SA=0 (postkit alone),
 # BENCH_SPAM_ARGS (more flags for bench/spam/accuracy, e.g. -v to list the
@@ -43,6 +48,8 @@ trap 'rm -rf "$work"' EXIT
 go build -o "$work/accuracy" ./bench/spam/accuracy
 sa=-sa
 [ "${BENCH_SPAM_SA:-1}" = 0 ] && sa=
+feedback=-feedback
+[ "${BENCH_SPAM_FEEDBACK:-1}" = 0 ] && feedback=
 echo "corpus: $corpus_pkg@$corpus_ver; postkit $(git describe --always --dirty 2>/dev/null || echo '?'); $(spamassassin --version | head -1)"
 # shellcheck disable=SC2086
-timeout "$timeout_s" "$work/accuracy" -corpus "$dir/package/data" -work "$work" $sa ${BENCH_SPAM_ARGS:-}
+timeout "$timeout_s" "$work/accuracy" -corpus "$dir/package/data" -work "$work" $sa $feedback ${BENCH_SPAM_ARGS:-}

