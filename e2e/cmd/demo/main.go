@@ -342,7 +342,7 @@ func showcase(ctx context.Context, out io.Writer, s *harness.Stack, user, passwo
   # user %[3]s, normal password; accept the self-signed certificate %[8]s.
   # Add users:  printf 'a-long-passphrase\n' | %[10]s db -c %[11]s user add you@%[12]s --password-stdin
   # Spam: GTUBE lands in Spam; moving a message into Spam over IMAP teaches the Bayes store:
-  swaks --server 127.0.0.1 --port %[1]d --local-interface 127.0.0.2 --from you@%[2]s --to %[3]s --body '%[13]s'
+  swaks --server 127.0.0.1 --port %[1]d --local-interface 127.0.0.2 --ehlo client.%[2]s --from you@%[2]s --to %[3]s --body '%[13]s'
   curl -k --url 'imaps://127.0.0.1:%[7]d/INBOX' --user '%[3]s:%[5]s' -X 'MOVE 1 Spam'
   %[10]s spam stats --bayes %[14]s
 `, s.Ports.SMTP, harness.OutsideDomain, user, s.Ports.Submission, password, s.Ports.IMAP, s.Ports.IMAPS,
