@@ -214,3 +214,37 @@ func TestMatcherPrefilter(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSplitBranches: for any regexp an admin may write, its branches
+// together match exactly what it matches, and no branch's prefilter hides
+// one of its matches.
+func FuzzSplitBranches(f *testing.F) {
+	f.Add(`(?i)\bmlm\b|\bbusiness\s+opportunit(?:y|ies)\b`, "a Business  Opportunity")
+	f.Add(`^(?:free|cheap)\s+(\w+)$`, "FREE pills")
+	f.Add(`(?m)^(?:a|b)$`, "x\nb\ny")
+	f.Add(`(?s)x(?:a.b|c)y`, "xa\nby")
+	f.Add(`(?:a|b)(?:c|d)|e`, "bd")
+	f.Fuzz(func(t *testing.T, pattern, text string) {
+		re, err := regexp.Compile(pattern)
+		if err != nil {
+			return
+		}
+		bs := splitBranches(re, false)
+		if bs == nil {
+			return
+		}
+		want := re.MatchString(text)
+		got := false
+		fold := foldText(text)
+		for _, b := range bs {
+			m := b.re.MatchString(text)
+			if m && !mayMatch(b.lits, fold) {
+				t.Fatalf("%s: branch %s matches %q but its prefilter %q says no", pattern, b.re, text, b.lits)
+			}
+			got = got || m
+		}
+		if got != want {
+			t.Fatalf("%s on %q: the regexp says %v, its branches %v", pattern, text, want, got)
+		}
+	})
+}
