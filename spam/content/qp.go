@@ -104,12 +104,23 @@ func (q *qpReader) Read(p []byte) (int, error) {
 			n++
 		case ' ', '\t':
 			look, perr := q.br.Peek(qpLookahead)
-			if k, eol := blanksToEOL(look, perr != nil); eol {
+			k, eol := blanksToEOL(look, perr != nil)
+			if eol {
 				q.br.Discard(k)
 				continue
 			}
 			p[n] = b
 			n++
+			// The blanks that follow are inside the line too: pass them
+			// on at once rather than looking ahead again for each. A run
+			// that fills the lookahead keeps its last blank for the next
+			// look.
+			if k == len(look) && perr == nil {
+				k--
+			}
+			m := copy(p[n:], look[:k])
+			n += m
+			q.br.Discard(m)
 		default:
 			p[n] = b
 			n++

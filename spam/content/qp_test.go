@@ -97,3 +97,16 @@ func FuzzQPReader(f *testing.F) {
 		}
 	})
 }
+
+// A 10 MB line of blanks decodes in one pass: each blank is looked at a
+// bounded number of times.
+func BenchmarkQPReaderBlankLine(b *testing.B) {
+	in := strings.Repeat(" ", 10<<20) + "x\n"
+	b.SetBytes(int64(len(in)))
+	for b.Loop() {
+		n, err := io.Copy(io.Discard, newQPReader(strings.NewReader(in)))
+		if err != nil || n != int64(len(in)) {
+			b.Fatalf("%d bytes, %v", n, err)
+		}
+	}
+}
