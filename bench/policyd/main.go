@@ -50,6 +50,7 @@ import (
 	"time"
 
 	"github.com/postkit/postkit/bench/buildlabel"
+	"github.com/postkit/postkit/bench/procstat"
 	"github.com/postkit/postkit/internal/dnstest"
 )
 
@@ -366,27 +367,7 @@ func (d *daemon) connect(n int) ([]*asker, error) {
 
 // rss returns the daemon's VmRSS and VmHWM in bytes (proc(5)).
 func (d *daemon) rss() (cur, peak int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			cur = kb << 10
-		case "VmHWM:":
-			peak = kb << 10
-		}
-	}
-	if cur == 0 {
-		return 0, 0, fmt.Errorf("no VmRSS in /proc/%d/status", d.cmd.Process.Pid)
-	}
-	return cur, peak, nil
+	return procstat.Mem(d.cmd.Process.Pid)
 }
 
 // stop ends the daemon with SIGTERM (SIGKILL after 10 s) and removes its

@@ -94,47 +94,42 @@ func Descendants(pid int) []int {
 
 // Mem returns VmRSS (resident now) and VmHWM (the peak) of pid, in bytes.
 func Mem(pid int) (rss, peak int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	st, err := status(pid)
 	if err != nil {
-		return 0, 0, fmt.Errorf("procstat: %w", err)
+		return 0, 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = n << 10
-		case "VmHWM:":
-			peak = n << 10
-		}
+	if _, ok := st["VmRSS"]; !ok {
+		return 0, 0, fmt.Errorf("procstat: no VmRSS in /proc/%d/status", pid)
 	}
-	return rss, peak, nil
+	return st["VmRSS"], st["VmHWM"], nil
 }
 
 // RSSSplit returns RssAnon (the heap, stacks and other private memory) and
 // RssFile (mapped files: the binary and its libraries) of pid, in bytes.
 func RSSSplit(pid int) (anon, file int64, err error) {
+	st, err := status(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	return st["RssAnon"], st["RssFile"], nil
+}
+
+// status reads the sizes of /proc/PID/status ("VmRSS:  1234 kB"), in bytes,
+// by field name without the colon.
+func status(pid int) (map[string]int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, fmt.Errorf("procstat: %w", err)
+		return nil, fmt.Errorf("procstat: %w", err)
 	}
+	out := map[string]int64{}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "RssAnon:":
-			anon = n << 10
-		case "RssFile:":
-			file = n << 10
+		if len(f) == 3 && f[2] == "kB" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			out[strings.TrimSuffix(f[0], ":")] = n << 10
 		}
 	}
-	return anon, file, nil
+	return out, nil
 }
 
 // TreeRSS returns the resident memory of pid and its running descendants
