@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/postkit/postkit/e2e/harness"
+	"github.com/postkit/postkit/internal/procstat"
 )
 
 // The spam scenarios run on a stack of their own: the postkit milter with
@@ -316,22 +316,9 @@ func malformed() []struct{ name, raw string } {
 // procMem returns a process's VmRSS and VmHWM in bytes.
 func procMem(t *testing.T, pid int) (cur, peak int64) {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	cur, peak, err := procstat.Mem(pid)
 	if err != nil {
 		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			cur = n << 10
-		case "VmHWM:":
-			peak = n << 10
-		}
 	}
 	return cur, peak
 }

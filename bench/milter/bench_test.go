@@ -32,8 +32,8 @@ import (
 
 	"github.com/emersion/go-milter"
 	"github.com/postkit/postkit/bench/buildlabel"
-	"github.com/postkit/postkit/bench/procstat"
 	"github.com/postkit/postkit/internal/daemon"
+	"github.com/postkit/postkit/internal/procstat"
 	"github.com/postkit/postkit/milter/filter"
 	"github.com/postkit/postkit/milter/milterd"
 	"github.com/postkit/postkit/milter/miltertest"

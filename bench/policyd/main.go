@@ -50,8 +50,8 @@ import (
 	"time"
 
 	"github.com/postkit/postkit/bench/buildlabel"
-	"github.com/postkit/postkit/bench/procstat"
 	"github.com/postkit/postkit/internal/dnstest"
+	"github.com/postkit/postkit/internal/procstat"
 )
 
 const peerName = "postfix-policyd-spf-python"

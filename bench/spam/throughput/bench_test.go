@@ -36,9 +36,9 @@ import (
 	"github.com/emersion/go-milter"
 
 	"github.com/postkit/postkit/bench/buildlabel"
-	"github.com/postkit/postkit/bench/procstat"
 	"github.com/postkit/postkit/internal/daemon"
 	"github.com/postkit/postkit/internal/dnstest"
+	"github.com/postkit/postkit/internal/procstat"
 	"github.com/postkit/postkit/milter/miltertest"
 	"github.com/postkit/postkit/spam"
 )

@@ -1,5 +1,6 @@
-// Package procstat reads what the benchmarks measure of a process and of
-// its descendants from /proc (proc(5)): CPU time and resident memory. A
+// Package procstat reads what the benchmarks and the memory tests measure of
+// a process and of its descendants from /proc (proc(5)): CPU time and
+// resident memory. A
 // daemon measured as a tree (Postfix's master, spamd and its children,
 // rspamd's workers, spamass-milter and the spamc it runs per message)
 // counts its children that exited (cutime, cstime: reaped by their parent)
